@@ -1,0 +1,110 @@
+// A Stripe-compatible HTTP server on 127.0.0.1 for tests and the demo. It accepts exactly the
+// parameters Stripe's published request schemas accept (emulator/spec/*.json) and answers errors
+// with Stripe's bodies and headers. Test code seeds it and reads its totals directly; the
+// `stripe-emulator` binary exposes the same controls over HTTP under /_emulator/.
+//
+// Thread-safe: every public method may be called while requests are being served.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace stripe_emulator {
+
+struct EmulatorOptions {
+  std::string host = "127.0.0.1";
+  int port = 0;  // 0: any free port
+  // Secret keys the emulator accepts as Bearer tokens. Anything else gets Stripe's 401.
+  std::vector<std::string> api_keys = {"sk_test_emulator_0000000000000000"};
+  // Seconds since the epoch; injectable so tests can move time. Default: the system clock.
+  std::function<std::int64_t()> clock;
+};
+
+enum class FaultKind {
+  kStatus,             // answer `status` with a Stripe error body, before doing anything
+  kHang,               // hold the request for `hang` (released early by release_hangs()/stop)
+  kCloseConnection,    // drop the connection before doing anything
+  kCloseAfterCommit,   // do the work (and store the idempotent result), then drop the connection
+};
+
+struct Fault {
+  FaultKind kind = FaultKind::kStatus;
+  int status = 500;  // for kStatus: 500, 429 (adds Stripe-Rate-Limited-Reason), 409, 401, ...
+  std::string path_prefix;  // only requests whose path starts with this; empty: all API requests
+  std::chrono::milliseconds hang{0};
+};
+
+struct RecordedRequest {
+  std::string method;
+  std::string path;   // decoded path as routed, e.g. /v1/subscription_items/si_1/usage_records
+  std::string raw_target;  // the request target exactly as received (path + query, encoded)
+  std::map<std::string, std::string> headers;  // names lowercased
+  std::string body;
+  int status = 0;  // what the emulator answered (0 when the connection was dropped)
+};
+
+struct UsageRecord {
+  std::string id;
+  std::string subscription_item;
+  std::int64_t quantity = 0;
+  std::int64_t timestamp = 0;
+  std::string action;  // increment | set
+};
+
+struct SubscriptionIds {
+  std::string subscription_id;
+  std::string item_id;
+};
+
+class Emulator {
+ public:
+  explicit Emulator(EmulatorOptions options = {});
+  ~Emulator();  // stop()
+  Emulator(const Emulator&) = delete;
+  Emulator& operator=(const Emulator&) = delete;
+
+  int port() const;
+  std::string base_url() const;  // http://127.0.0.1:<port>
+  void stop();                    // releases hangs, stops listening; idempotent
+
+  // Seeding, without HTTP. Ids look like Stripe's (cus_…, prod_…, price_…, sub_…, si_…).
+  std::string create_customer(const std::map<std::string, std::string>& metadata,
+                              const std::string& email = "");
+  std::string create_product(const std::string& name);
+  // A legacy metered recurring price (usage_type=metered, aggregate_usage=sum), per unit.
+  std::string create_metered_price(const std::string& product_id, std::int64_t unit_amount = 1,
+                                   const std::string& currency = "usd");
+  // An active subscription with one item on `price_id`. The current period defaults to
+  // [now - 1 day, now + 29 days).
+  SubscriptionIds create_subscription(const std::string& customer_id, const std::string& price_id,
+                                      std::optional<std::int64_t> period_start = std::nullopt,
+                                      std::optional<std::int64_t> period_end = std::nullopt);
+  void delete_subscription_item(const std::string& item_id);  // later calls get 404
+
+  // Faults: the next `count` matching API requests get `fault`. Faults queue in order.
+  void inject(const Fault& fault, int count = 1);
+  void clear_faults();
+  // Requests per second over all API requests; above it, 429 with
+  // Stripe-Rate-Limited-Reason: global-rate. 0 turns it off.
+  void set_rate_limit(double requests_per_second);
+  void release_hangs();
+
+  // Observation.
+  std::int64_t total_usage(const std::string& item_id) const;  // over all records of the item
+  std::vector<UsageRecord> usage_records(const std::string& item_id) const;
+  std::map<std::string, std::int64_t> totals_by_customer() const;  // customer id -> usage
+  std::vector<RecordedRequest> requests() const;
+  void clear_requests();
+
+ private:
+  class Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace stripe_emulator
