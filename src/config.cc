@@ -1,1 +1,661 @@
-// placeholder: being written
+#include "stripe_billing/config.h"
+
+#include <cstdint>
+#include <cstdlib>
+#include <limits>
+#include <optional>
+#include <set>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "stripe_billing/http_transport.h"
+
+namespace stripe_billing {
+namespace {
+
+constexpr const char* kDefaultEnvironment = "development";
+constexpr const char* kProductionEnvironment = "production";
+constexpr const char* kMode = "usage_records";
+// API version 2025-03-31.basil removed usage records and legacy metered prices.
+constexpr std::string_view kFirstVersionWithoutUsageRecords = "2025-03-31";
+constexpr std::size_t kMaxMetadataKeyLength = 40;  // Stripe's limit for metadata keys
+constexpr std::size_t kMaxShownValueLength = 80;
+
+struct IntegerRule {
+  const char* variable;
+  const char* unit;  // "" when the number has no unit
+  std::int64_t default_value;
+  std::int64_t min;
+  std::int64_t max;
+};
+
+// Upper bounds keep durations far from overflowing a clock's time_point arithmetic downstream.
+constexpr std::int64_t kMaxTtlSeconds = 365LL * 24 * 60 * 60;
+constexpr std::int64_t kMaxTimeoutMs = 60LL * 60 * 1000;
+
+constexpr IntegerRule kMaxQuantityRule{"STRIPE_MAX_QUANTITY", "", kDefaultMaxQuantity, 1,
+                                       std::numeric_limits<std::int64_t>::max()};
+constexpr IntegerRule kLookupCacheTtlRule{"STRIPE_LOOKUP_CACHE_TTL", "seconds", 300, 0,
+                                          kMaxTtlSeconds};
+constexpr IntegerRule kLookupMissTtlRule{"STRIPE_LOOKUP_MISS_TTL", "seconds", 30, 0,
+                                         kMaxTtlSeconds};
+constexpr IntegerRule kConnectTimeoutRule{"STRIPE_CONNECT_TIMEOUT_MS", "milliseconds", 5'000, 1,
+                                          kMaxTimeoutMs};
+constexpr IntegerRule kTimeoutRule{"STRIPE_TIMEOUT_MS", "milliseconds", 20'000, 1, kMaxTimeoutMs};
+constexpr IntegerRule kMaxRetriesRule{"STRIPE_MAX_RETRIES", "", 3, 0, 20};
+constexpr IntegerRule kQueueCapacityRule{"STRIPE_QUEUE_CAPACITY", "", 100'000, 1, 10'000'000};
+
+// ---------------------------------------------------------------------------------------------
+// Collecting problems
+
+class Problems {
+ public:
+  explicit Problems(std::string api_key) : api_key_(std::move(api_key)) {}
+
+  void add(std::string problem) { lines_.push_back(std::move(problem)); }
+  bool empty() const { return lines_.empty(); }
+
+  // A value quoted for a message. Anything that looks like a secret key, or contains the
+  // configured one (a key pasted into the wrong variable), is shown redacted.
+  std::string shown(std::string_view value) const;
+
+  Error to_error() const {
+    std::string message = "invalid Stripe billing configuration (" + std::to_string(lines_.size()) +
+                          (lines_.size() == 1 ? " problem):" : " problems):");
+    for (const std::string& line : lines_) message += "\n- " + line;
+    return Error{ErrorCode::kInvalidConfig, std::move(message), std::nullopt};
+  }
+
+ private:
+  std::string api_key_;
+  std::vector<std::string> lines_;
+};
+
+bool starts_with(std::string_view text, std::string_view prefix) {
+  return text.substr(0, prefix.size()) == prefix;
+}
+
+bool looks_like_secret_key(std::string_view value) {
+  return starts_with(value, "sk_") || starts_with(value, "rk_");
+}
+
+std::string Problems::shown(std::string_view value) const {
+  if (looks_like_secret_key(value) ||
+      (api_key_.size() >= 8 && value.find(api_key_) != std::string_view::npos)) {
+    return "\"" + Secret::redact_key(value) + "\" (redacted)";
+  }
+  std::string out = "\"";
+  for (std::size_t i = 0; i < value.size(); ++i) {
+    if (i == kMaxShownValueLength) {
+      out += "\xE2\x80\xA6";
+      break;
+    }
+    const unsigned char c = static_cast<unsigned char>(value[i]);
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += static_cast<char>(c);
+    } else if (c < 0x20 || c == 0x7f) {
+      static constexpr char kHex[] = "0123456789abcdef";
+      out += "\\x";
+      out += kHex[c >> 4];
+      out += kHex[c & 0xf];
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+  return out + "\"";
+}
+
+// ---------------------------------------------------------------------------------------------
+// Small text helpers
+
+bool is_digit(char c) { return c >= '0' && c <= '9'; }
+
+bool is_word_char(char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || is_digit(c) || c == '_';
+}
+
+bool all_word_chars(std::string_view text) {
+  for (char c : text) {
+    if (!is_word_char(c)) return false;
+  }
+  return true;
+}
+
+// `prefix` followed by at least one of [A-Za-z0-9_].
+bool is_prefixed_id(std::string_view text, std::string_view prefix) {
+  return starts_with(text, prefix) && text.size() > prefix.size() &&
+         all_word_chars(text.substr(prefix.size()));
+}
+
+std::string to_lower(std::string_view text) {
+  std::string out(text);
+  for (char& c : out) {
+    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
+  }
+  return out;
+}
+
+std::string_view trim(std::string_view text) {
+  while (!text.empty() && (text.front() == ' ' || text.front() == '\t')) text.remove_prefix(1);
+  while (!text.empty() && (text.back() == ' ' || text.back() == '\t')) text.remove_suffix(1);
+  return text;
+}
+
+bool value_set(const std::optional<std::string>& value) { return value && !value->empty(); }
+
+// ---------------------------------------------------------------------------------------------
+// The API key
+
+constexpr std::string_view kSecretKeyPrefixes[] = {"sk_test_", "sk_live_", "rk_test_", "rk_live_"};
+
+std::string describe_byte(char c) {
+  const unsigned char byte = static_cast<unsigned char>(c);
+  switch (byte) {
+    case ' ':
+      return "a space";
+    case '\t':
+      return "a tab";
+    case '\n':
+      return "a newline";
+    case '\r':
+      return "a carriage return";
+    default:
+      break;
+  }
+  if (byte < 0x20 || byte == 0x7f) return "a control character";
+  if (byte >= 0x80) return "a non-ASCII byte";
+  return std::string("the character '") + c + "'";
+}
+
+struct KeyCheck {
+  Secret key;
+  bool live = false;
+};
+
+KeyCheck check_api_key(Problems& problems, const std::optional<std::string>& raw,
+                       const std::optional<std::string>& environment) {
+  if (!value_set(raw)) {
+    problems.add(
+        "STRIPE_API_KEY is required: a secret key (sk_test_…, sk_live_…) or a restricted key "
+        "(rk_test_…, rk_live_…)");
+    return {};
+  }
+  const std::string& key = *raw;
+  const std::string redacted = Secret::redact_key(key);
+  if (starts_with(key, "pk_test_") || starts_with(key, "pk_live_")) {
+    problems.add("STRIPE_API_KEY (" + redacted +
+                 ") is a publishable key: it cannot be used server-side; use a secret key "
+                 "(sk_…) or a restricted key (rk_…)");
+    return {};
+  }
+  KeyCheck result{Secret(key), starts_with(key, "sk_live_") || starts_with(key, "rk_live_")};
+  bool shape_ok = true;
+  for (std::size_t i = 0; i < key.size(); ++i) {
+    if (!is_word_char(key[i])) {
+      problems.add("STRIPE_API_KEY (" + redacted + ") contains " + describe_byte(key[i]) +
+                   " at character " + std::to_string(i + 1) + " of " + std::to_string(key.size()) +
+                   "; a Stripe key has only letters, digits and '_' (was whitespace or a quote "
+                   "copied with it?)");
+      shape_ok = false;
+      break;
+    }
+  }
+  if (shape_ok) {
+    bool prefixed = false;
+    for (std::string_view prefix : kSecretKeyPrefixes) {
+      if (starts_with(key, prefix)) {
+        prefixed = true;
+        if (key.size() == prefix.size()) {
+          problems.add("STRIPE_API_KEY has nothing after its prefix " + std::string(prefix));
+        }
+      }
+    }
+    if (!prefixed) {
+      problems.add("STRIPE_API_KEY (" + redacted +
+                   ") is not a Stripe secret or restricted key: it must start with sk_test_, "
+                   "sk_live_, rk_test_ or rk_live_");
+    }
+  }
+  if (result.live && environment.value_or("") != kProductionEnvironment) {
+    const std::string actual =
+        value_set(environment) ? "is " + problems.shown(*environment)
+                               : std::string("is unset (default \"") + kDefaultEnvironment + "\")";
+    problems.add("STRIPE_API_KEY (" + redacted + ") is a live-mode key but ENVIRONMENT " + actual +
+                 "; live keys are accepted only with ENVIRONMENT=production");
+  }
+  return result;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Choices
+
+template <typename Enum, std::size_t N>
+Enum check_choice(Problems& problems, const char* variable, const std::optional<std::string>& raw,
+                  const std::pair<const char*, Enum> (&choices)[N]) {
+  if (!value_set(raw)) return choices[0].second;
+  for (const auto& [name, value] : choices) {
+    if (*raw == name) return value;
+  }
+  std::string names;
+  for (const auto& choice : choices) names += std::string(names.empty() ? "" : ", ") + choice.first;
+  problems.add(std::string(variable) + " must be one of " + names + "; got " +
+               problems.shown(*raw));
+  return choices[0].second;
+}
+
+constexpr std::pair<const char*, ChargeBy> kChargeByChoices[] = {
+    {"end_user_id", ChargeBy::kEndUserId},
+    {"user_id", ChargeBy::kUserId},
+    {"team_id", ChargeBy::kTeamId},
+};
+
+constexpr std::pair<const char*, QuantitySource> kQuantityChoices[] = {
+    {"total_tokens", QuantitySource::kTotalTokens},
+    {"prompt_tokens", QuantitySource::kPromptTokens},
+    {"completion_tokens", QuantitySource::kCompletionTokens},
+};
+
+// ---------------------------------------------------------------------------------------------
+// Numbers
+
+// nullopt when the value is present but not a whole number in range (the problem is recorded).
+std::optional<std::int64_t> check_integer(Problems& problems, const IntegerRule& rule,
+                                          const std::optional<std::string>& raw) {
+  if (!value_set(raw)) return rule.default_value;
+  const std::string& text = *raw;
+  const std::string unit = *rule.unit ? std::string(" (") + rule.unit + ")" : std::string();
+  bool digits_only = true;
+  for (char c : text) digits_only = digits_only && is_digit(c);
+  if (!digits_only) {
+    problems.add(std::string(rule.variable) + " must be a whole number" + unit +
+                 " written with decimal digits only; got " + problems.shown(text));
+    return std::nullopt;
+  }
+  std::uint64_t value = 0;
+  bool overflow = false;
+  for (char c : text) {
+    const auto digit = static_cast<std::uint64_t>(c - '0');
+    if (value > (std::numeric_limits<std::uint64_t>::max() - digit) / 10) {
+      overflow = true;
+      break;
+    }
+    value = value * 10 + digit;
+  }
+  if (overflow || value < static_cast<std::uint64_t>(rule.min) ||
+      value > static_cast<std::uint64_t>(rule.max)) {
+    problems.add(std::string(rule.variable) + " must be from " + std::to_string(rule.min) + " to " +
+                 std::to_string(rule.max) + unit + "; got " + problems.shown(text));
+    return std::nullopt;
+  }
+  return static_cast<std::int64_t>(value);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The API base URL
+
+bool is_valid_host(std::string_view host) {
+  if (host.empty()) return false;
+  if (host.front() == '[') {
+    if (host.size() < 3 || host.back() != ']') return false;
+    for (char c : host.substr(1, host.size() - 2)) {
+      const bool hex = is_digit(c) || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+      if (!hex && c != ':' && c != '.') return false;
+    }
+    return true;
+  }
+  for (char c : host) {
+    const bool letter = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+    if (!letter && !is_digit(c) && c != '.' && c != '-') return false;
+  }
+  return true;
+}
+
+bool is_valid_port(std::string_view port) {
+  if (port.empty() || port.size() > 5) return false;
+  int value = 0;
+  for (char c : port) {
+    if (!is_digit(c)) return false;
+    value = value * 10 + (c - '0');
+  }
+  return value >= 1 && value <= 65535;
+}
+
+std::string check_api_base(Problems& problems, const std::optional<std::string>& raw) {
+  if (!value_set(raw)) return kDefaultApiBase;
+  const std::string& url = *raw;
+  constexpr const char* kVar = "STRIPE_API_BASE";
+  for (char c : url) {
+    const auto byte = static_cast<unsigned char>(c);
+    if (byte <= ' ' || byte >= 0x7f) {
+      problems.add(std::string(kVar) + " contains " + describe_byte(c) +
+                   "; it must be a URL such as https://api.stripe.com");
+      return {};
+    }
+  }
+  const std::size_t scheme_end = url.find("://");
+  if (scheme_end == std::string::npos) {
+    problems.add(std::string(kVar) +
+                 " must be an absolute URL such as https://api.stripe.com; got " +
+                 problems.shown(url));
+    return {};
+  }
+  const std::string scheme = to_lower(std::string_view(url).substr(0, scheme_end));
+  const std::size_t authority_begin = scheme_end + 3;
+  const std::size_t authority_end = url.find_first_of("/?#", authority_begin);
+  const std::string_view authority = std::string_view(url).substr(
+      authority_begin,
+      authority_end == std::string::npos ? std::string::npos : authority_end - authority_begin);
+  if (authority.find('@') != std::string_view::npos) {
+    // Never echoed: the part before '@' may hold a password.
+    problems.add(std::string(kVar) +
+                 " must not contain a user name or password (user@host); Stripe authenticates "
+                 "with STRIPE_API_KEY");
+    return {};
+  }
+  bool ok = true;
+  if (scheme != "https" && scheme != "http") {
+    problems.add(std::string(kVar) + " must be an https:// URL; got " + problems.shown(url));
+    ok = false;
+  }
+  std::string_view host = authority;
+  std::string_view port;
+  bool has_port = false;
+  if (!authority.empty() && authority.front() == '[') {
+    const std::size_t close = authority.find(']');
+    if (close != std::string_view::npos) {
+      host = authority.substr(0, close + 1);
+      std::string_view rest = authority.substr(close + 1);
+      if (!rest.empty()) {
+        has_port = rest.front() == ':';
+        port = has_port ? rest.substr(1) : rest;
+        if (!has_port) host = authority;  // junk after ']': reported as an invalid host
+      }
+    }
+  } else if (const std::size_t colon = authority.find(':'); colon != std::string_view::npos) {
+    host = authority.substr(0, colon);
+    port = authority.substr(colon + 1);
+    has_port = true;
+  }
+  if (!is_valid_host(host)) {
+    problems.add(std::string(kVar) + " must name a host, as in https://api.stripe.com; got " +
+                 problems.shown(url));
+    ok = false;
+  } else if (has_port && !is_valid_port(port)) {
+    problems.add(std::string(kVar) + " has an invalid port (1 to 65535); got " +
+                 problems.shown(url));
+    ok = false;
+  } else if (scheme == "http" && !is_loopback_url(url)) {
+    problems.add(std::string(kVar) +
+                 " must use https; plain http is allowed only for 127.0.0.1, localhost or "
+                 "[::1]; got " +
+                 problems.shown(url));
+    ok = false;
+  }
+  if (authority_end != std::string::npos &&
+      url.find_first_of("?#", authority_end) != std::string::npos) {
+    problems.add(std::string(kVar) + " must not contain a query (?) or a fragment (#); got " +
+                 problems.shown(url));
+    ok = false;
+  }
+  if (!ok) return {};
+  std::string normalized = scheme + url.substr(scheme_end);
+  while (!normalized.empty() && normalized.back() == '/') normalized.pop_back();
+  return normalized;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The API version
+
+bool is_version_shape(std::string_view version) {
+  if (version.size() < 10) return false;
+  constexpr std::size_t kDigitPositions[] = {0, 1, 2, 3, 5, 6, 8, 9};
+  for (std::size_t i : kDigitPositions) {
+    if (!is_digit(version[i])) return false;
+  }
+  if (version[4] != '-' || version[7] != '-') return false;
+  const int month = (version[5] - '0') * 10 + (version[6] - '0');
+  const int day = (version[8] - '0') * 10 + (version[9] - '0');
+  if (month < 1 || month > 12 || day < 1 || day > 31) return false;
+  if (version.size() == 10) return true;
+  if (version[10] != '.' || version.size() == 11) return false;
+  for (char c : version.substr(11)) {
+    if (!((c >= 'a' && c <= 'z') || is_digit(c) || c == '_')) return false;
+  }
+  return true;
+}
+
+std::string check_api_version(Problems& problems, const std::optional<std::string>& raw) {
+  if (!value_set(raw)) return kDefaultApiVersion;
+  const std::string& version = *raw;
+  if (!is_version_shape(version)) {
+    problems.add("STRIPE_API_VERSION must look like YYYY-MM-DD or YYYY-MM-DD.name (e.g. " +
+                 std::string(kDefaultApiVersion) + "); got " + problems.shown(version));
+    return {};
+  }
+  if (std::string_view(version).substr(0, 10) >= kFirstVersionWithoutUsageRecords) {
+    problems.add("STRIPE_API_VERSION " + problems.shown(version) +
+                 " is too new for usage records: API version 2025-03-31.basil removed usage "
+                 "records and legacy metered prices; pin " +
+                 std::string(kDefaultApiVersion) + " or older");
+    return {};
+  }
+  return version;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Ids, metadata key, static customer map
+
+std::string check_price_id(Problems& problems, const std::optional<std::string>& raw) {
+  if (!value_set(raw)) {
+    problems.add("STRIPE_PRICE_ID is required: the id of the metered price (price_…) to bill");
+    return {};
+  }
+  if (!is_prefixed_id(*raw, "price_")) {
+    problems.add("STRIPE_PRICE_ID must be price_ followed by letters, digits or '_'; got " +
+                 problems.shown(*raw));
+    return {};
+  }
+  return *raw;
+}
+
+std::string check_metadata_key(Problems& problems, const std::optional<std::string>& raw) {
+  if (!value_set(raw)) return kDefaultCustomerMetadataKey;
+  const std::string& key = *raw;
+  bool ok = key.size() <= kMaxMetadataKeyLength;
+  for (char c : key) ok = ok && (is_word_char(c) || c == '-');
+  if (!ok) {
+    problems.add("STRIPE_CUSTOMER_METADATA_KEY must be 1 to 40 letters, digits, '_' or '-'; got " +
+                 problems.shown(key));
+    return {};
+  }
+  return key;
+}
+
+std::map<std::string, StaticTarget> check_customer_map(Problems& problems,
+                                                       const std::optional<std::string>& raw) {
+  std::map<std::string, StaticTarget> map;
+  if (!value_set(raw)) return map;
+  constexpr const char* kVar = "STRIPE_CUSTOMER_MAP";
+  std::set<std::string> reported_duplicates;
+  std::string_view rest = *raw;
+  for (int index = 1;; ++index) {
+    const std::size_t comma = rest.find(',');
+    const std::string_view entry = trim(rest.substr(0, comma));
+    const std::string label = std::string(kVar) + " entry " + std::to_string(index);
+    const std::size_t equals = entry.find('=');
+    if (entry.empty()) {
+      problems.add(label + " is empty (a stray comma?); expected value=cus_… or value=si_…");
+    } else if (equals == std::string_view::npos) {
+      problems.add(label + " " + problems.shown(entry) + " must be value=cus_… or value=si_…");
+    } else {
+      const std::string key(trim(entry.substr(0, equals)));
+      const std::string_view target = trim(entry.substr(equals + 1));
+      if (key.empty()) {
+        problems.add(label + " " + problems.shown(entry) + " has nothing before '='");
+      } else if (!is_prefixed_id(target, "cus_") && !is_prefixed_id(target, "si_")) {
+        problems.add(label + " (" + problems.shown(key) +
+                     ") must map to a customer (cus_…) or a subscription item (si_…); got " +
+                     problems.shown(target));
+      } else if (map.count(key) != 0) {
+        if (reported_duplicates.insert(key).second) {
+          problems.add(std::string(kVar) + " maps " + problems.shown(key) + " more than once");
+        }
+      } else {
+        StaticTarget& mapped = map[key];
+        if (starts_with(target, "cus_")) {
+          mapped.customer_id = std::string(target);
+        } else {
+          mapped.subscription_item_id = std::string(target);
+        }
+      }
+    }
+    if (comma == std::string_view::npos) break;
+    rest.remove_prefix(comma + 1);
+  }
+  return map;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// Public functions
+
+const char* to_string(ChargeBy value) noexcept {
+  switch (value) {
+    case ChargeBy::kEndUserId:
+      return "end_user_id";
+    case ChargeBy::kUserId:
+      return "user_id";
+    case ChargeBy::kTeamId:
+      return "team_id";
+  }
+  return "unknown";
+}
+
+const char* to_string(QuantitySource value) noexcept {
+  switch (value) {
+    case QuantitySource::kTotalTokens:
+      return "total_tokens";
+    case QuantitySource::kPromptTokens:
+      return "prompt_tokens";
+    case QuantitySource::kCompletionTokens:
+      return "completion_tokens";
+  }
+  return "unknown";
+}
+
+EnvLookup process_environment() {
+  return [](const std::string& name) -> std::optional<std::string> {
+    const char* value = std::getenv(name.c_str());
+    if (value == nullptr) return std::nullopt;
+    return std::string(value);
+  };
+}
+
+const std::vector<std::string>& config_variable_names() {
+  static const std::vector<std::string> names = {
+      "STRIPE_API_KEY",
+      "STRIPE_PRICE_ID",
+      "STRIPE_CHARGE_BY",
+      "STRIPE_API_BASE",
+      "STRIPE_API_VERSION",
+      "ENVIRONMENT",
+      "STRIPE_QUANTITY",
+      "STRIPE_MAX_QUANTITY",
+      "STRIPE_CUSTOMER_METADATA_KEY",
+      "STRIPE_CUSTOMER_MAP",
+      "STRIPE_LOOKUP_CACHE_TTL",
+      "STRIPE_LOOKUP_MISS_TTL",
+      "STRIPE_CONNECT_TIMEOUT_MS",
+      "STRIPE_TIMEOUT_MS",
+      "STRIPE_MAX_RETRIES",
+      "STRIPE_QUEUE_CAPACITY",
+  };
+  return names;
+}
+
+Config config_from_env(const EnvLookup& env) {
+  const auto read = [&env](const char* name) -> std::optional<std::string> {
+    std::optional<std::string> value = env(name);
+    if (value && value->empty()) return std::nullopt;
+    return value;
+  };
+  Config config;
+  config.api_key = read("STRIPE_API_KEY");
+  config.price_id = read("STRIPE_PRICE_ID");
+  config.charge_by = read("STRIPE_CHARGE_BY");
+  config.api_base = read("STRIPE_API_BASE");
+  config.api_version = read("STRIPE_API_VERSION");
+  config.environment = read("ENVIRONMENT");
+  config.quantity = read("STRIPE_QUANTITY");
+  config.max_quantity = read("STRIPE_MAX_QUANTITY");
+  config.customer_metadata_key = read("STRIPE_CUSTOMER_METADATA_KEY");
+  config.customer_map = read("STRIPE_CUSTOMER_MAP");
+  config.lookup_cache_ttl = read("STRIPE_LOOKUP_CACHE_TTL");
+  config.lookup_miss_ttl = read("STRIPE_LOOKUP_MISS_TTL");
+  config.connect_timeout_ms = read("STRIPE_CONNECT_TIMEOUT_MS");
+  config.timeout_ms = read("STRIPE_TIMEOUT_MS");
+  config.max_retries = read("STRIPE_MAX_RETRIES");
+  config.queue_capacity = read("STRIPE_QUEUE_CAPACITY");
+  return config;
+}
+
+Expected<FinalizedConfig> finalize_config(const Config& config) {
+  Problems problems(config.api_key.value_or(""));
+  FinalizedConfig out;
+
+  out.environment_ = value_set(config.environment) ? *config.environment : kDefaultEnvironment;
+  KeyCheck key = check_api_key(problems, config.api_key, config.environment);
+  out.api_key_ = std::move(key.key);
+  out.live_mode_ = key.live;
+  out.price_id_ = check_price_id(problems, config.price_id);
+  out.charge_by_ = check_choice(problems, "STRIPE_CHARGE_BY", config.charge_by, kChargeByChoices);
+  out.api_base_ = check_api_base(problems, config.api_base);
+  out.api_version_ = check_api_version(problems, config.api_version);
+  out.quantity_source_ =
+      check_choice(problems, "STRIPE_QUANTITY", config.quantity, kQuantityChoices);
+  out.customer_metadata_key_ = check_metadata_key(problems, config.customer_metadata_key);
+  out.customer_map_ = check_customer_map(problems, config.customer_map);
+
+  const auto max_quantity = check_integer(problems, kMaxQuantityRule, config.max_quantity);
+  const auto cache_ttl = check_integer(problems, kLookupCacheTtlRule, config.lookup_cache_ttl);
+  const auto miss_ttl = check_integer(problems, kLookupMissTtlRule, config.lookup_miss_ttl);
+  const auto connect_timeout =
+      check_integer(problems, kConnectTimeoutRule, config.connect_timeout_ms);
+  const auto timeout = check_integer(problems, kTimeoutRule, config.timeout_ms);
+  const auto max_retries = check_integer(problems, kMaxRetriesRule, config.max_retries);
+  const auto queue_capacity = check_integer(problems, kQueueCapacityRule, config.queue_capacity);
+
+  if (cache_ttl && miss_ttl && *miss_ttl > *cache_ttl) {
+    problems.add("STRIPE_LOOKUP_MISS_TTL (" + std::to_string(*miss_ttl) +
+                 " s) must not exceed STRIPE_LOOKUP_CACHE_TTL (" + std::to_string(*cache_ttl) +
+                 " s)");
+  }
+  if (connect_timeout && timeout && *connect_timeout > *timeout) {
+    problems.add("STRIPE_CONNECT_TIMEOUT_MS (" + std::to_string(*connect_timeout) +
+                 " ms) must not exceed STRIPE_TIMEOUT_MS (" + std::to_string(*timeout) + " ms)");
+  }
+
+  if (!problems.empty()) return problems.to_error();
+
+  out.max_quantity_ = *max_quantity;
+  out.lookup_cache_ttl_ = std::chrono::seconds(*cache_ttl);
+  out.lookup_miss_ttl_ = std::chrono::seconds(*miss_ttl);
+  out.connect_timeout_ = std::chrono::milliseconds(*connect_timeout);
+  out.timeout_ = std::chrono::milliseconds(*timeout);
+  out.max_retries_ = static_cast<int>(*max_retries);
+  out.queue_capacity_ = static_cast<std::size_t>(*queue_capacity);
+  return out;
+}
+
+std::string FinalizedConfig::summary() const {
+  return std::string("mode=") + kMode + " key=" + api_key_.redacted() +
+         (live_mode_ ? " (live)" : " (test)") + " price=" + price_id_ +
+         " charge_by=" + to_string(charge_by_) + " api_base=" + api_base_ +
+         " api_version=" + api_version_;
+}
+
+}  // namespace stripe_billing

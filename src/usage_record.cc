@@ -1,1 +1,129 @@
-// placeholder: being written
+#include "usage_record.h"
+
+#include <cstdio>
+
+namespace stripe_billing {
+namespace {
+
+std::uint64_t fnv1a(std::string_view text, std::uint64_t seed) {
+  std::uint64_t hash = seed;
+  for (unsigned char c : text) {
+    hash ^= c;
+    hash *= 1099511628211ULL;
+  }
+  return hash;
+}
+
+bool is_key_safe(std::string_view text) {
+  if (text.empty() || text.size() > 150) return false;
+  for (unsigned char c : text) {
+    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                    c == '-' || c == '_' || c == '.' || c == ':';
+    if (!ok) return false;
+  }
+  return true;
+}
+
+std::string hex(std::uint64_t value) {
+  char buffer[17];
+  std::snprintf(buffer, sizeof buffer, "%016llx", static_cast<unsigned long long>(value));
+  return buffer;
+}
+
+}  // namespace
+
+const char* QuantityCheck::reason() const noexcept {
+  switch (verdict) {
+    case Verdict::kMissingUsage: return "missing_usage";
+    case Verdict::kNegative: return "negative_quantity";
+    case Verdict::kTooLarge: return "quantity_too_large";
+    case Verdict::kBill:
+    case Verdict::kZero: return "";
+  }
+  return "";
+}
+
+QuantityCheck billable_quantity(const UsageEvent& event, QuantitySource source,
+                                std::int64_t max_quantity) {
+  std::optional<std::int64_t> value;
+  switch (source) {
+    case QuantitySource::kTotalTokens:
+      value = event.total_tokens;
+      if (!value && event.prompt_tokens && event.completion_tokens &&
+          *event.prompt_tokens >= 0 && *event.completion_tokens >= 0 &&
+          *event.prompt_tokens <= max_quantity && *event.completion_tokens <= max_quantity) {
+        value = *event.prompt_tokens + *event.completion_tokens;
+      }
+      break;
+    case QuantitySource::kPromptTokens: value = event.prompt_tokens; break;
+    case QuantitySource::kCompletionTokens: value = event.completion_tokens; break;
+  }
+  using Verdict = QuantityCheck::Verdict;
+  if (!value) return {Verdict::kMissingUsage, 0};
+  if (*value < 0) return {Verdict::kNegative, *value};
+  if (*value == 0) return {Verdict::kZero, 0};
+  if (*value > max_quantity) return {Verdict::kTooLarge, *value};
+  return {Verdict::kBill, *value};
+}
+
+std::string usage_record_path(std::string_view subscription_item_id) {
+  return "/v1/subscription_items/" + encode_path_segment(subscription_item_id) + "/usage_records";
+}
+
+FormFields usage_record_fields(std::int64_t quantity, std::int64_t timestamp) {
+  return {{"quantity", std::to_string(quantity)},
+          {"timestamp", std::to_string(timestamp)},
+          {"action", "increment"}};
+}
+
+std::string usage_record_idempotency_key(std::string_view call_id, std::string_view dimension,
+                                         std::string_view subscription_item_id) {
+  std::string call = is_key_safe(call_id)
+                         ? std::string(call_id)
+                         : "h" + hex(fnv1a(call_id, 14695981039346656037ULL)) +
+                               hex(fnv1a(call_id, 1469598103934665603ULL));
+  std::string item = is_key_safe(subscription_item_id)
+                         ? std::string(subscription_item_id)
+                         : "h" + hex(fnv1a(subscription_item_id, 14695981039346656037ULL));
+  return "sb1-ur-" + call + "-" + std::string(dimension) + "-" + item;
+}
+
+std::string log_safe(std::string_view text, std::size_t max) {
+  std::string out;
+  for (unsigned char c : text) {
+    if (out.size() >= max) {
+      out += "…(" + std::to_string(text.size()) + " bytes)";
+      break;
+    }
+    if (c >= 0x20 && c < 0x7F && c != '\\' && c != '"') {
+      out.push_back(static_cast<char>(c));
+    } else {
+      char buffer[5];
+      std::snprintf(buffer, sizeof buffer, "\\x%02x", c);
+      out += buffer;
+    }
+  }
+  return out;
+}
+
+bool is_valid_utf8(std::string_view text) {
+  std::size_t i = 0;
+  while (i < text.size()) {
+    const auto c = static_cast<unsigned char>(text[i]);
+    std::size_t length = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xE ? 3 : (c >> 3) == 0x1E ? 4 : 0;
+    if (length == 0 || i + length > text.size()) return false;
+    std::uint32_t code = length == 1 ? c : c & (0xFF >> (length + 1));
+    for (std::size_t k = 1; k < length; ++k) {
+      const auto next = static_cast<unsigned char>(text[i + k]);
+      if ((next >> 6) != 0x2) return false;
+      code = (code << 6) | (next & 0x3F);
+    }
+    const bool overlong = (length == 2 && code < 0x80) || (length == 3 && code < 0x800) ||
+                          (length == 4 && code < 0x10000);
+    if (overlong || code > 0x10FFFF || (code >= 0xD800 && code <= 0xDFFF)) return false;
+    i += length;
+  }
+  return true;
+}
+
+}  // namespace stripe_billing

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -95,10 +96,16 @@ class Emulator {
   void set_rate_limit(double requests_per_second);
   void release_hangs();
 
+  // Requests currently held by a kHang fault, and a wait for them (true once `count` are held
+  // at the same time, false when `timeout` passes first).
+  std::size_t hung_requests() const;
+  bool wait_for_hung_requests(std::size_t count, std::chrono::milliseconds timeout) const;
+
   // Observation.
   std::int64_t total_usage(const std::string& item_id) const;  // over all records of the item
   std::vector<UsageRecord> usage_records(const std::string& item_id) const;
   std::map<std::string, std::int64_t> totals_by_customer() const;  // customer id -> usage
+  std::map<std::string, std::int64_t> totals_by_item() const;      // item id -> usage
   std::vector<RecordedRequest> requests() const;
   void clear_requests();
 

@@ -1,0 +1,153 @@
+#include "api_error.h"
+
+#include <algorithm>
+
+namespace stripe_emulator {
+
+Answer to_answer(const ApiError& error) {
+  nlohmann::json body = {{"type", error.type}, {"message", error.message}};
+  if (!error.param.empty()) body["param"] = error.param;
+  if (!error.code.empty()) {
+    body["code"] = error.code;
+    std::string slug = error.code;
+    std::replace(slug.begin(), slug.end(), '_', '-');
+    body["doc_url"] = "https://stripe.com/docs/error-codes/" + slug;
+  }
+  return Answer{error.status, {{"error", body}}, error.headers};
+}
+
+std::string dump(const nlohmann::json& value) {
+  return value.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
+namespace errors {
+namespace {
+
+// Stripe shows the key's prefix and its last four characters, never the whole key.
+std::string masked(const std::string& key) {
+  const auto secret_start = key.rfind('_', std::min<std::size_t>(key.size(), 8));
+  const auto prefix = secret_start == std::string::npos ? "" : key.substr(0, secret_start + 1);
+  const auto secret_length = key.size() - prefix.size();
+  return prefix + "****" + (secret_length >= 8 ? key.substr(key.size() - 4) : "");
+}
+
+}  // namespace
+
+ApiError invalid_request(std::string message, std::string param) {
+  return ApiError{400, "invalid_request_error", std::move(message), std::move(param), "", {}};
+}
+
+ApiError resource_missing(const std::string& object, const std::string& id, std::string param) {
+  return ApiError{404,
+                  "invalid_request_error",
+                  "No such " + object + ": '" + id + "'",
+                  std::move(param),
+                  "resource_missing",
+                  {}};
+}
+
+ApiError unrecognized_url(const std::string& method, const std::string& path) {
+  return ApiError{404,
+                  "invalid_request_error",
+                  "Unrecognized request URL (" + method + ": " + path +
+                      "). Please see https://stripe.com/docs or we can help at "
+                      "https://support.stripe.com/.",
+                  "",
+                  "",
+                  {}};
+}
+
+ApiError missing_api_key() {
+  return ApiError{401,
+                  "invalid_request_error",
+                  "You did not provide an API key. You need to provide your API key in the "
+                  "Authorization header, using Bearer auth (e.g. 'Authorization: Bearer "
+                  "YOUR_SECRET_KEY'). See https://stripe.com/docs/api#authentication for details, "
+                  "or we can help at https://support.stripe.com/.",
+                  "",
+                  "",
+                  {}};
+}
+
+ApiError invalid_api_key(const std::string& key) {
+  return ApiError{401, "invalid_request_error", "Invalid API Key provided: " + masked(key), "", "",
+                  {}};
+}
+
+ApiError publishable_api_key() {
+  return ApiError{401,
+                  "invalid_request_error",
+                  "This API call cannot be made with a publishable API key. Please use a secret "
+                  "API key. You can find a list of your API keys at "
+                  "https://dashboard.stripe.com/account/apikeys.",
+                  "",
+                  "",
+                  {}};
+}
+
+ApiError rate_limited() {
+  return ApiError{429,
+                  "invalid_request_error",
+                  "Request rate limit exceeded. Learn more about rate limits here "
+                  "https://stripe.com/docs/rate-limits.",
+                  "",
+                  "rate_limit",
+                  {{"Stripe-Rate-Limited-Reason", "global-rate"}}};
+}
+
+ApiError idempotency_key_too_long() {
+  return invalid_request("Invalid idempotency key: must be at most 255 characters long.");
+}
+
+ApiError idempotency_key_reused(const std::string& key) {
+  return ApiError{400,
+                  "idempotency_error",
+                  "Keys for idempotent requests can only be used with the same parameters they "
+                  "were first used with. Try using a key other than '" +
+                      key + "' if you meant to execute a different request.",
+                  "",
+                  "",
+                  {}};
+}
+
+ApiError idempotency_key_in_use(const std::string& key) {
+  return ApiError{409,
+                  "idempotency_error",
+                  "There is currently another in-progress request using this Idempotency-Key "
+                  "(that probably means you submitted twice, and the other is still going "
+                  "through): " +
+                      key + ". Please try again later.",
+                  "",
+                  "idempotency_key_in_use",
+                  {}};
+}
+
+ApiError injected(int status) {
+  switch (status) {
+    case 401:
+      return invalid_api_key("sk_test_injected_fault");
+    case 404:
+      return ApiError{404, "invalid_request_error", "Unrecognized request URL.", "", "", {}};
+    case 409:
+      return ApiError{409,
+                      "invalid_request_error",
+                      "This object cannot be accessed right now because another API request or "
+                      "Stripe process is currently accessing it. If you see this error "
+                      "intermittently, retry the request.",
+                      "",
+                      "lock_timeout",
+                      {}};
+    case 429:
+      return rate_limited();
+    default:
+      if (status >= 500) {
+        return ApiError{status, "api_error", "An unknown error occurred. Please try again later.",
+                        "",     "",          {}};
+      }
+      return ApiError{
+          status, "invalid_request_error", "The request could not be processed.", "", "", {}};
+  }
+}
+
+}  // namespace errors
+}  // namespace stripe_emulator

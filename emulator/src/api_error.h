@@ -1,0 +1,55 @@
+// What the emulator answers, and Stripe's error answers in Stripe's words: the status, the body
+// {"error":{"type","code","message","param","doc_url"}} and the headers Stripe adds to them.
+#pragma once
+
+#include <nlohmann/json.hpp>
+#include <string>
+#include <utility>
+#include <variant>
+#include <vector>
+
+namespace stripe_emulator {
+
+using Headers = std::vector<std::pair<std::string, std::string>>;
+
+struct Answer {
+  int status = 200;
+  nlohmann::json body;
+  Headers headers;
+};
+
+struct ApiError {
+  int status = 400;
+  std::string type = "invalid_request_error";
+  std::string message;
+  std::string param;
+  std::string code;
+  Headers headers;
+};
+
+template <typename T>
+using Expected = std::variant<T, ApiError>;
+
+Answer to_answer(const ApiError& error);
+
+// The same serialization everywhere: values may hold bytes that are not UTF-8 (they came in
+// percent-encoded); those are answered as U+FFFD rather than failing the request.
+std::string dump(const nlohmann::json& value);
+
+namespace errors {
+
+ApiError invalid_request(std::string message, std::string param = "");
+ApiError resource_missing(const std::string& object, const std::string& id, std::string param);
+ApiError unrecognized_url(const std::string& method, const std::string& path);
+ApiError missing_api_key();
+ApiError invalid_api_key(const std::string& key);
+ApiError publishable_api_key();
+ApiError rate_limited();
+ApiError idempotency_key_too_long();
+ApiError idempotency_key_reused(const std::string& key);
+ApiError idempotency_key_in_use(const std::string& key);
+// What an injected kStatus fault answers: Stripe's body for that status.
+ApiError injected(int status);
+
+}  // namespace errors
+}  // namespace stripe_emulator

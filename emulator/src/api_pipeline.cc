@@ -1,0 +1,103 @@
+#include "api_pipeline.h"
+
+#include <algorithm>
+#include <cctype>
+
+#include "form_parser.h"
+#include "schema_validator.h"
+
+namespace stripe_emulator {
+namespace {
+
+Outcome answer(const ApiError& error) { return Outcome{to_answer(error), false}; }
+
+// Stripe keeps what the work produced, not the refusals that happen before it.
+bool worth_keeping(int status) { return status != 400 && status != 401 && status != 429; }
+
+std::string fingerprint(const IncomingRequest& request, const nlohmann::json& params) {
+  const auto encoded = nlohmann::json::to_cbor(params);
+  return request.method + ' ' + request.path + '\n' + std::string(encoded.begin(), encoded.end());
+}
+
+Answer replayed(const IdempotencyCache::Stored& stored) {
+  auto replay = stored.answer;
+  replay.headers.emplace_back("Idempotent-Replayed", "true");
+  replay.headers.emplace_back("Original-Request", stored.request_id);
+  return replay;
+}
+
+}  // namespace
+
+ApiPipeline::ApiPipeline(std::vector<std::string> api_keys, Store& store,
+                         const SpecCatalog& catalog, FaultQueue& faults, HangGate& hangs,
+                         RateLimiter& rate_limiter)
+    : api_keys_(std::move(api_keys)),
+      catalog_(catalog),
+      faults_(faults),
+      hangs_(hangs),
+      rate_limiter_(rate_limiter),
+      endpoints_(make_endpoints(store)) {}
+
+Outcome ApiPipeline::handle(const IncomingRequest& request) {
+  const auto api_key = authenticate(request);
+  if (const auto* error = std::get_if<ApiError>(&api_key)) return answer(*error);
+  if (!rate_limiter_.try_acquire()) return answer(errors::rate_limited());
+  const auto fault = faults_.take(request.path);
+  if (fault && fault->kind == FaultKind::kStatus) return answer(errors::injected(fault->status));
+  if (fault && fault->kind == FaultKind::kCloseConnection) return Outcome{{}, true};
+  return run(request, std::get<std::string>(api_key), fault);
+}
+
+Expected<std::string> ApiPipeline::authenticate(const IncomingRequest& request) const {
+  const auto authorization = request.header("authorization");
+  const std::string bearer = "Bearer ";
+  if (authorization.size() <= bearer.size() ||
+      !std::equal(bearer.begin(), bearer.end(), authorization.begin(),
+                  [](char a, char b) { return std::tolower(a) == std::tolower(b); })) {
+    return errors::missing_api_key();
+  }
+  const auto key = authorization.substr(bearer.size());
+  if (key.rfind("pk_", 0) == 0) return errors::publishable_api_key();
+  if (std::find(api_keys_.begin(), api_keys_.end(), key) == api_keys_.end()) {
+    return errors::invalid_api_key(key);
+  }
+  return key;
+}
+
+Outcome ApiPipeline::run(const IncomingRequest& request, const std::string& api_key,
+                         const std::optional<Fault>& fault) {
+  const auto route = catalog_.match(request.method, request.path);
+  const auto endpoint = route ? endpoints_.find(route->operation->operation_id) : endpoints_.end();
+  if (endpoint == endpoints_.end()) {
+    return answer(errors::unrecognized_url(request.method, request.path));
+  }
+  const auto params = parse_form(request.query() + '&' + request.body);
+  if (const auto* error = std::get_if<ApiError>(&params)) return answer(*error);
+  const auto& tree = std::get<nlohmann::json>(params);
+  if (auto error = validate_params(tree, route->operation->params_schema)) return answer(*error);
+
+  std::optional<IdempotencyCache::Claim> claim;
+  const auto idempotency_key = request.header("idempotency-key");
+  if (request.method == "POST" && !idempotency_key.empty()) {
+    if (idempotency_key.size() > 255) return answer(errors::idempotency_key_too_long());
+    auto lookup = idempotency_.claim(api_key, idempotency_key, fingerprint(request, tree));
+    switch (lookup.verdict) {
+      case IdempotencyCache::Verdict::kInUse:
+        return answer(errors::idempotency_key_in_use(idempotency_key));
+      case IdempotencyCache::Verdict::kOtherParameters:
+        return answer(errors::idempotency_key_reused(idempotency_key));
+      case IdempotencyCache::Verdict::kReplay:
+        return Outcome{replayed(*lookup.stored), false};
+      case IdempotencyCache::Verdict::kProceed:
+        claim.emplace(std::move(*lookup.claim));
+        break;
+    }
+  }
+
+  if (fault && fault->kind == FaultKind::kHang) hangs_.hold(fault->hang);
+  auto result = endpoint->second(ApiCall{route->path_params, tree});
+  if (claim && worth_keeping(result.status)) claim->keep(result, request.request_id);
+  return Outcome{std::move(result), fault && fault->kind == FaultKind::kCloseAfterCommit};
+}
+
+}  // namespace stripe_emulator

@@ -1,0 +1,155 @@
+#include "stripe_emulator/emulator.h"
+
+#include <stdexcept>
+#include <thread>
+
+#include "api_pipeline.h"
+#include "control_endpoints.h"
+#include "fault_queue.h"
+#include "hang_gate.h"
+#include "http_server.h"
+#include "rate_limiter.h"
+#include "request_log.h"
+#include "spec_catalog.h"
+#include "store.h"
+
+namespace stripe_emulator {
+namespace {
+
+std::int64_t system_clock_seconds() {
+  return std::chrono::duration_cast<std::chrono::seconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+}  // namespace
+
+class Emulator::Impl {
+ public:
+  explicit Impl(const EmulatorOptions& options)
+      : host(options.host),
+        store(options.clock ? options.clock : system_clock_seconds),
+        pipeline(options.api_keys, store, SpecCatalog::embedded(), faults, hangs, rate_limiter) {}
+
+  // Started only once the Emulator is whole, since control requests call back into it.
+  void start(Emulator& emulator, int port) {
+    server = std::make_unique<HttpServer>(
+        host, port, [this](const IncomingRequest& request) { return pipeline.handle(request); },
+        [&emulator](const IncomingRequest& request) {
+          return Outcome{handle_control(emulator, request), false};
+        },
+        log);
+  }
+
+  void stop() {
+    hangs.shut();
+    if (server) server->stop();
+  }
+
+  std::string host;
+  Store store;
+  FaultQueue faults;
+  HangGate hangs;
+  RateLimiter rate_limiter;
+  RequestLog log;
+  ApiPipeline pipeline;
+  std::unique_ptr<HttpServer> server;  // last: stops before everything it serves from
+};
+
+Emulator::Emulator(EmulatorOptions options) : impl_(std::make_unique<Impl>(options)) {
+  impl_->start(*this, options.port);
+}
+
+Emulator::~Emulator() { stop(); }
+
+int Emulator::port() const { return impl_->server->port(); }
+
+std::string Emulator::base_url() const {
+  return "http://" + impl_->host + ":" + std::to_string(port());
+}
+
+void Emulator::stop() { impl_->stop(); }
+
+std::string Emulator::create_customer(const std::map<std::string, std::string>& metadata,
+                                      const std::string& email) {
+  Customer customer;
+  customer.email = email;
+  customer.metadata = metadata;
+  return impl_->store.add_customer(std::move(customer)).id;
+}
+
+std::string Emulator::create_product(const std::string& name) {
+  Product product;
+  product.name = name;
+  return std::get<Product>(impl_->store.add_product(std::move(product))).id;
+}
+
+std::string Emulator::create_metered_price(const std::string& product_id, std::int64_t unit_amount,
+                                           const std::string& currency) {
+  Price price;
+  price.product = product_id;
+  price.currency = currency;
+  price.unit_amount = unit_amount;
+  price.recurring = Recurring{"month", 1, "metered", "sum"};
+  auto created = impl_->store.add_price(std::move(price));
+  if (const auto* error = std::get_if<ApiError>(&created))
+    throw std::invalid_argument(error->message);
+  return std::get<Price>(created).id;
+}
+
+SubscriptionIds Emulator::create_subscription(const std::string& customer_id,
+                                              const std::string& price_id,
+                                              std::optional<std::int64_t> period_start,
+                                              std::optional<std::int64_t> period_end) {
+  constexpr std::int64_t kDay = 86400;
+  const auto now = impl_->store.now();
+  const Period period{period_start.value_or(now - kDay), period_end.value_or(now + 29 * kDay)};
+  auto created =
+      impl_->store.add_subscription(customer_id, {NewItem{price_id, std::nullopt}}, {}, period);
+  if (const auto* error = std::get_if<ApiError>(&created))
+    throw std::invalid_argument(error->message);
+  const auto& subscription = std::get<Subscription>(created);
+  return SubscriptionIds{subscription.id, subscription.items.front().id};
+}
+
+void Emulator::delete_subscription_item(const std::string& item_id) {
+  impl_->store.delete_item(item_id);
+}
+
+void Emulator::inject(const Fault& fault, int count) { impl_->faults.push(fault, count); }
+
+void Emulator::clear_faults() { impl_->faults.clear(); }
+
+void Emulator::set_rate_limit(double requests_per_second) {
+  impl_->rate_limiter.set_rate(requests_per_second);
+}
+
+void Emulator::release_hangs() { impl_->hangs.release_all(); }
+
+std::size_t Emulator::hung_requests() const { return impl_->hangs.held(); }
+
+bool Emulator::wait_for_hung_requests(std::size_t count, std::chrono::milliseconds timeout) const {
+  return impl_->hangs.wait_until_held(count, timeout);
+}
+
+std::int64_t Emulator::total_usage(const std::string& item_id) const {
+  return impl_->store.total_usage(item_id);
+}
+
+std::vector<UsageRecord> Emulator::usage_records(const std::string& item_id) const {
+  return impl_->store.usage_records(item_id);
+}
+
+std::map<std::string, std::int64_t> Emulator::totals_by_customer() const {
+  return impl_->store.totals_by_customer();
+}
+
+std::map<std::string, std::int64_t> Emulator::totals_by_item() const {
+  return impl_->store.totals_by_item();
+}
+
+std::vector<RecordedRequest> Emulator::requests() const { return impl_->log.entries(); }
+
+void Emulator::clear_requests() { impl_->log.clear(); }
+
+}  // namespace stripe_emulator

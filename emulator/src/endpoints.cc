@@ -1,0 +1,298 @@
+#include "endpoints.h"
+
+#include <algorithm>
+#include <optional>
+#include <vector>
+
+#include "resources.h"
+#include "search_query.h"
+
+namespace stripe_emulator {
+namespace {
+
+using nlohmann::json;
+
+Answer ok(json body) { return Answer{200, std::move(body), {}}; }
+
+template <typename T>
+Answer answer(const Expected<T>& result) {
+  if (const auto* error = std::get_if<ApiError>(&result)) return to_answer(*error);
+  return ok(std::get<T>(result));
+}
+
+std::string text(const json& params, const char* name, const std::string& fallback = "") {
+  return params.contains(name) ? params[name].get<std::string>() : fallback;
+}
+
+std::optional<std::int64_t> integer(const json& params, const char* name) {
+  if (!params.contains(name)) return std::nullopt;
+  return std::stoll(params[name].get<std::string>());
+}
+
+bool boolean(const json& params, const char* name, bool fallback) {
+  return params.contains(name) ? params[name] == "true" : fallback;
+}
+
+// Metadata arrives as a hash of strings, or as "" to mean none.
+Metadata metadata(const json& params) {
+  Metadata metadata;
+  if (params.contains("metadata") && params["metadata"].is_object()) {
+    for (const auto& [key, value] : params["metadata"].items()) {
+      metadata[key] = value.get<std::string>();
+    }
+  }
+  return metadata;
+}
+
+// Form arrays arrive as hashes keyed by index; the schema validator checked the keys.
+std::vector<json> array(const json& params, const char* name) {
+  std::vector<std::pair<std::int64_t, json>> indexed;
+  if (params.contains(name)) {
+    for (const auto& [index, value] : params[name].items()) {
+      indexed.emplace_back(std::stoll(index), value);
+    }
+  }
+  std::sort(indexed.begin(), indexed.end(),
+            [](const auto& a, const auto& b) { return a.first < b.first; });
+  std::vector<json> values;
+  for (auto& [index, value] : indexed) values.push_back(std::move(value));
+  return values;
+}
+
+std::size_t limit(const json& params) {
+  return static_cast<std::size_t>(
+      std::clamp<std::int64_t>(integer(params, "limit").value_or(10), 1, 100));
+}
+
+// Stripe's cursor pagination over a newest-first list: `limit` objects after `starting_after`,
+// or the `limit` objects just before `ending_before`.
+json page(const std::vector<json>& newest_first, const json& params, const std::string& url) {
+  const auto size = static_cast<std::ptrdiff_t>(newest_first.size());
+  const auto count = static_cast<std::ptrdiff_t>(limit(params));
+  const auto position_of = [&](const json& id) {
+    const auto found = std::find_if(newest_first.begin(), newest_first.end(),
+                                    [&](const json& object) { return object["id"] == id; });
+    return found - newest_first.begin();
+  };
+  std::ptrdiff_t first = 0;
+  std::ptrdiff_t last = std::min(count, size);
+  bool has_more = last < size;
+  if (params.contains("starting_after")) {
+    first = std::min(position_of(params["starting_after"]) + 1, size);
+    last = std::min(first + count, size);
+    has_more = last < size;
+  } else if (params.contains("ending_before")) {
+    last = position_of(params["ending_before"]);
+    first = std::max<std::ptrdiff_t>(0, last - count);
+    has_more = first > 0;
+  }
+  return list_object(
+      json(std::vector<json>(newest_first.begin() + first, newest_first.begin() + last)), has_more,
+      url);
+}
+
+Answer search_customers(const Store& store, const ApiCall& call) {
+  const auto query = CustomerQuery::parse(text(call.params, "query"));
+  if (const auto* error = std::get_if<ApiError>(&query)) return to_answer(*error);
+  std::vector<json> found;
+  for (const auto& customer : store.customers()) {
+    if (std::get<CustomerQuery>(query).matches(customer)) found.emplace_back(customer);
+  }
+  const auto page_token = text(call.params, "page");
+  const std::size_t offset =
+      page_token.rfind("page_", 0) == 0 ? std::strtoull(page_token.c_str() + 5, nullptr, 10) : 0;
+  const auto first = std::min(offset, found.size());
+  const auto last = std::min(first + limit(call.params), found.size());
+  const bool has_more = last < found.size();
+  return ok(search_result(std::vector<json>(found.begin() + first, found.begin() + last), has_more,
+                          has_more ? "page_" + std::to_string(last) : "", "/v1/customers/search"));
+}
+
+Answer list_customers(const Store& store, const ApiCall& call) {
+  std::vector<json> customers;
+  for (const auto& customer : store.customers()) {
+    if (!call.params.contains("email") || customer.email == call.params["email"]) {
+      customers.emplace_back(customer);
+    }
+  }
+  return ok(page(customers, call.params, "/v1/customers"));
+}
+
+Answer create_customer(Store& store, const ApiCall& call) {
+  Customer customer;
+  customer.email = text(call.params, "email");
+  customer.name = text(call.params, "name");
+  customer.phone = text(call.params, "phone");
+  customer.metadata = metadata(call.params);
+  return ok(store.add_customer(std::move(customer)));
+}
+
+Answer retrieve_customer(const Store& store, const ApiCall& call) {
+  const auto& id = call.path_params.at("customer");
+  const auto customer = store.customer(id);
+  if (!customer) return to_answer(errors::resource_missing("customer", id, "id"));
+  return ok(*customer);
+}
+
+Answer create_product(Store& store, const ApiCall& call) {
+  Product product;
+  product.id = text(call.params, "id");
+  product.name = text(call.params, "name");
+  product.active = boolean(call.params, "active", true);
+  product.unit_label = text(call.params, "unit_label");
+  product.metadata = metadata(call.params);
+  return answer(store.add_product(std::move(product)));
+}
+
+Answer retrieve_product(const Store& store, const ApiCall& call) {
+  const auto& id = call.path_params.at("id");
+  const auto product = store.product(id);
+  if (!product) return to_answer(errors::resource_missing("product", id, "id"));
+  return ok(*product);
+}
+
+std::optional<std::int64_t> unit_amount(const json& params) {
+  if (const auto amount = integer(params, "unit_amount")) return amount;
+  const auto decimal = text(params, "unit_amount_decimal");
+  if (decimal.empty() || decimal.find('.') != std::string::npos) return std::nullopt;
+  return std::stoll(decimal);
+}
+
+Answer create_price(Store& store, const ApiCall& call) {
+  Price price;
+  price.currency = text(call.params, "currency");
+  price.unit_amount = unit_amount(call.params);
+  price.active = boolean(call.params, "active", true);
+  price.nickname = text(call.params, "nickname");
+  price.lookup_key = text(call.params, "lookup_key");
+  price.metadata = metadata(call.params);
+  if (call.params.contains("recurring")) {
+    const auto& recurring = call.params["recurring"];
+    const auto usage_type = text(recurring, "usage_type", "licensed");
+    price.recurring = Recurring{
+        text(recurring, "interval"), integer(recurring, "interval_count").value_or(1), usage_type,
+        usage_type == "metered" ? text(recurring, "aggregate_usage", "sum") : ""};
+  }
+  if (call.params.contains("product")) {
+    price.product = text(call.params, "product");
+  } else if (call.params.contains("product_data")) {
+    const auto& data = call.params["product_data"];
+    const auto product = store.add_product(Product{text(data, "id"), 0, text(data, "name"),
+                                                   boolean(data, "active", true),
+                                                   text(data, "unit_label"), metadata(data)});
+    if (const auto* error = std::get_if<ApiError>(&product)) return to_answer(*error);
+    price.product = std::get<Product>(product).id;
+  } else {
+    return to_answer(errors::invalid_request(
+        "You must specify either `product` or `product_data` when creating a price.", "product"));
+  }
+  return answer(store.add_price(std::move(price)));
+}
+
+Answer retrieve_price(const Store& store, const ApiCall& call) {
+  const auto& id = call.path_params.at("price");
+  const auto price = store.price(id);
+  if (!price) return to_answer(errors::resource_missing("price", id, "id"));
+  return ok(*price);
+}
+
+Answer create_subscription(Store& store, const ApiCall& call) {
+  std::vector<NewItem> items;
+  for (const auto& item : array(call.params, "items")) {
+    const auto index = std::to_string(items.size());
+    if (!item.contains("price")) {
+      return to_answer(errors::invalid_request(
+          "The emulator creates subscription items from an existing price only: pass items[" +
+              index + "][price].",
+          "items[" + index + "][price]"));
+    }
+    items.push_back(NewItem{text(item, "price"), integer(item, "quantity")});
+  }
+  return answer(
+      store.add_subscription(text(call.params, "customer"), items, metadata(call.params)));
+}
+
+bool has_status(const Subscription& subscription, const std::string& wanted) {
+  if (wanted == "all") return true;
+  if (wanted.empty()) {
+    return subscription.status != "canceled" && subscription.status != "incomplete_expired";
+  }
+  if (wanted == "ended") return subscription.status == "canceled";
+  return subscription.status == wanted;
+}
+
+bool has_price(const Subscription& subscription, const std::string& price_id) {
+  return std::any_of(subscription.items.begin(), subscription.items.end(),
+                     [&](const SubscriptionItem& item) { return item.price.id == price_id; });
+}
+
+Answer list_subscriptions(const Store& store, const ApiCall& call) {
+  const auto customer = text(call.params, "customer");
+  const auto price = text(call.params, "price");
+  std::vector<json> subscriptions;
+  for (const auto& subscription : store.subscriptions()) {
+    if ((customer.empty() || subscription.customer == customer) &&
+        (price.empty() || has_price(subscription, price)) &&
+        has_status(subscription, text(call.params, "status"))) {
+      subscriptions.emplace_back(subscription);
+    }
+  }
+  return ok(page(subscriptions, call.params, "/v1/subscriptions"));
+}
+
+Answer list_subscription_items(const Store& store, const ApiCall& call) {
+  const auto id = text(call.params, "subscription");
+  const auto subscription = store.subscription(id);
+  if (!subscription) return to_answer(errors::resource_missing("subscription", id, "subscription"));
+  std::vector<json> items(subscription->items.rbegin(), subscription->items.rend());
+  return ok(page(items, call.params, "/v1/subscription_items"));
+}
+
+Answer record_usage(Store& store, const ApiCall& call) {
+  const auto timestamp = text(call.params, "timestamp", "now");
+  return answer(store.record_usage(
+      call.path_params.at("subscription_item"), *integer(call.params, "quantity"),
+      timestamp == "now" ? std::nullopt : std::optional<std::int64_t>(std::stoll(timestamp)),
+      text(call.params, "action", "increment")));
+}
+
+Answer usage_record_summaries(const Store& store, const ApiCall& call) {
+  const auto& id = call.path_params.at("subscription_item");
+  const auto item = store.item(id);
+  const auto period = store.item_period(id);
+  if (!item || !period) {
+    return to_answer(errors::resource_missing("subscription_item", id, "subscription_item"));
+  }
+  const auto summary = usage_record_summary(*item, *period, store.total_usage(id));
+  return ok(list_object(json::array({summary}), false,
+                        "/v1/subscription_items/" + id + "/usage_record_summaries"));
+}
+
+}  // namespace
+
+std::map<std::string, Endpoint> make_endpoints(Store& store) {
+  const auto bind = [&store](Answer (*endpoint)(Store&, const ApiCall&)) {
+    return [&store, endpoint](const ApiCall& call) { return endpoint(store, call); };
+  };
+  const auto bind_read = [&store](Answer (*endpoint)(const Store&, const ApiCall&)) {
+    return [&store, endpoint](const ApiCall& call) { return endpoint(store, call); };
+  };
+  return {
+      {"GetCustomers", bind_read(list_customers)},
+      {"GetCustomersCustomer", bind_read(retrieve_customer)},
+      {"GetCustomersSearch", bind_read(search_customers)},
+      {"GetPricesPrice", bind_read(retrieve_price)},
+      {"GetProductsId", bind_read(retrieve_product)},
+      {"GetSubscriptionItems", bind_read(list_subscription_items)},
+      {"GetSubscriptionItemsSubscriptionItemUsageRecordSummaries",
+       bind_read(usage_record_summaries)},
+      {"GetSubscriptions", bind_read(list_subscriptions)},
+      {"PostCustomers", bind(create_customer)},
+      {"PostPrices", bind(create_price)},
+      {"PostProducts", bind(create_product)},
+      {"PostSubscriptionItemsSubscriptionItemUsageRecords", bind(record_usage)},
+      {"PostSubscriptions", bind(create_subscription)},
+  };
+}
+
+}  // namespace stripe_emulator

@@ -1,0 +1,31 @@
+// Faults queued by tests. Each entry applies to the next `count` API requests whose decoded path
+// starts with its prefix; entries are consulted in the order they were queued. Thread-safe.
+#pragma once
+
+#include <deque>
+#include <mutex>
+#include <optional>
+#include <string_view>
+
+#include "stripe_emulator/emulator.h"
+
+namespace stripe_emulator {
+
+class FaultQueue {
+ public:
+  void push(const Fault& fault, int count);
+  void clear();
+  // The fault for this request, if any; consumes one of its count.
+  std::optional<Fault> take(std::string_view path);
+
+ private:
+  struct Entry {
+    Fault fault;
+    int remaining = 0;
+  };
+
+  std::mutex mutex_;
+  std::deque<Entry> entries_;
+};
+
+}  // namespace stripe_emulator

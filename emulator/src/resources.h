@@ -1,0 +1,27 @@
+// The JSON shapes Stripe answers for the emulator's objects (API version 2020-08-27 era, the
+// version of the request schemas), and Stripe's list and search_result envelopes.
+#pragma once
+
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "store.h"
+
+namespace stripe_emulator {
+
+void to_json(nlohmann::json& out, const Customer& customer);
+void to_json(nlohmann::json& out, const Product& product);
+void to_json(nlohmann::json& out, const Price& price);
+void to_json(nlohmann::json& out, const SubscriptionItem& item);
+void to_json(nlohmann::json& out, const Subscription& subscription);
+void to_json(nlohmann::json& out, const UsageRecord& record);
+
+nlohmann::json usage_record_summary(const SubscriptionItem& item, const Period& period,
+                                    std::int64_t total_usage);
+
+nlohmann::json list_object(nlohmann::json data, bool has_more, const std::string& url);
+nlohmann::json search_result(nlohmann::json data, bool has_more, const std::string& next_page,
+                             const std::string& url);
+
+}  // namespace stripe_emulator

@@ -1,0 +1,16 @@
+// Picks the customer key of an event by the configured charge-by strategy.
+#pragma once
+
+#include <optional>
+#include <string>
+
+#include "stripe_billing/config.h"
+#include "stripe_billing/usage_event.h"
+
+namespace stripe_billing {
+
+// end_user_id: the key-bound end-user id, else the request body's `user`; user_id and team_id:
+// the key's metadata. nullopt when the chosen value is empty.
+std::optional<std::string> customer_key(const UsageEvent& event, ChargeBy charge_by);
+
+}  // namespace stripe_billing

@@ -1,0 +1,73 @@
+// Turns a customer key (an end-user, user or team id from the gateway) into the Stripe customer
+// and the subscription item that bills it. Order: the static map from the configuration, then a
+// value that is itself a `cus_…` id, then Stripe's customer search on a metadata key followed by
+// the customer's active subscriptions on the configured price. Answers, found or not, are cached
+// (misses for a shorter time); network failures are not cached.
+//
+// Thread-safe. Lookups run on the caller's thread (the delivery worker), never under the lock.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+
+#include "stripe_billing/config.h"
+#include "stripe_billing/error.h"
+#include "stripe_billing/stripe_client.h"
+#include "stripe_billing/stripe_logger.h"
+
+namespace stripe_billing {
+
+struct BillingTarget {
+  std::string customer_id;           // may be empty when the static map names an item directly
+  std::string subscription_item_id;
+};
+
+class CustomerResolver {
+ public:
+  CustomerResolver(const StripeClient& client, const FinalizedConfig& config,
+                   std::shared_ptr<Clock> clock);
+
+  // Errors: kCustomerNotFound, kSubscriptionItemNotFound, kMissingCustomer (a key that no Stripe
+  // metadata value can equal: over 500 bytes or not UTF-8), or the Stripe/network error.
+  Expected<BillingTarget> resolve(const std::string& customer_key);
+  // Forget what is cached for the key (after Stripe said the item is gone).
+  void invalidate(const std::string& customer_key);
+
+  std::uint64_t hits() const noexcept { return hits_; }
+  std::uint64_t misses() const noexcept { return misses_; }
+  std::uint64_t requests() const noexcept { return requests_; }  // HTTP requests made
+
+ private:
+  struct Entry {
+    std::optional<BillingTarget> target;  // nullopt: a cached "not found"
+    ErrorCode not_found_code = ErrorCode::kCustomerNotFound;
+    TimePoint expires;
+  };
+
+  Expected<BillingTarget> look_up(const std::string& customer_key);
+  Expected<std::string> search_customer(const std::string& customer_key);
+  Expected<std::string> find_subscription_item(const std::string& customer_id);
+  void remember(const std::string& key, Entry entry);
+
+  const StripeClient& client_;
+  const FinalizedConfig& config_;
+  std::shared_ptr<Clock> clock_;
+  std::mutex mutex_;
+  std::unordered_map<std::string, Entry> cache_;
+  std::atomic<std::uint64_t> hits_{0};
+  std::atomic<std::uint64_t> misses_{0};
+  std::atomic<std::uint64_t> requests_{0};
+};
+
+// Stripe search syntax: `metadata['key']:'value'` with `'` and `\` escaped in the value.
+std::string customer_search_query(const std::string& metadata_key, const std::string& value);
+
+// True for `cus_` followed by one or more [A-Za-z0-9_].
+bool is_customer_id(const std::string& value);
+
+}  // namespace stripe_billing

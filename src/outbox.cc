@@ -1,0 +1,496 @@
+#include "outbox.h"
+
+#include <fcntl.h>
+#include <sqlite3.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <random>
+
+namespace stripe_billing {
+namespace {
+
+constexpr const char* kSchema = R"sql(
+CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS events(
+  id INTEGER PRIMARY KEY,
+  call_id TEXT NOT NULL,
+  dimension TEXT NOT NULL,
+  customer_key TEXT NOT NULL,
+  quantity INTEGER NOT NULL,
+  event_time INTEGER NOT NULL,
+  accepted_at_ms INTEGER NOT NULL,
+  model TEXT NOT NULL DEFAULT '',
+  cost REAL NOT NULL DEFAULT 0,
+  prompt_tokens INTEGER NOT NULL DEFAULT 0,
+  completion_tokens INTEGER NOT NULL DEFAULT 0,
+  state INTEGER NOT NULL,
+  reason TEXT NOT NULL DEFAULT '',
+  next_attempt_ms INTEGER,
+  batch_id INTEGER,
+  updated_ms INTEGER NOT NULL,
+  UNIQUE(call_id, dimension));
+CREATE INDEX IF NOT EXISTS events_by_state ON events(state, next_attempt_ms);
+CREATE INDEX IF NOT EXISTS events_by_batch ON events(batch_id) WHERE batch_id IS NOT NULL;
+CREATE TABLE IF NOT EXISTS batches(
+  id INTEGER PRIMARY KEY,
+  idempotency_key TEXT NOT NULL UNIQUE,
+  target TEXT NOT NULL,
+  customer_id TEXT NOT NULL,
+  customer_key TEXT NOT NULL,
+  quantity INTEGER NOT NULL,
+  timestamp INTEGER NOT NULL,
+  state INTEGER NOT NULL,
+  attempts INTEGER NOT NULL DEFAULT 0,
+  next_attempt_ms INTEGER NOT NULL,
+  created_ms INTEGER NOT NULL,
+  delivered_ms INTEGER,
+  request_id TEXT NOT NULL DEFAULT '',
+  last_error TEXT NOT NULL DEFAULT '');
+CREATE INDEX IF NOT EXISTS batches_by_state ON batches(state, next_attempt_ms);
+)sql";
+
+// Event states as stored; the numbers are part of the file format.
+int stored(EventState state) { return static_cast<int>(state); }
+constexpr int kBatchSending = 1;
+constexpr int kBatchDelivered = 2;
+constexpr int kBatchDead = 4;
+
+Error storage_error(sqlite3* db, const std::string& what) {
+  return Error{ErrorCode::kStorage, what + ": " + (db ? sqlite3_errmsg(db) : "no database"),
+               std::nullopt};
+}
+
+// A prepared statement that finalizes itself.
+class Statement {
+ public:
+  Statement(sqlite3* db, const char* sql) : db_(db) {
+    if (sqlite3_prepare_v2(db, sql, -1, &statement_, nullptr) != SQLITE_OK) statement_ = nullptr;
+  }
+  ~Statement() { sqlite3_finalize(statement_); }
+  Statement(const Statement&) = delete;
+  Statement& operator=(const Statement&) = delete;
+
+  bool ok() const { return statement_ != nullptr; }
+  Statement& bind(int index, std::int64_t value) {
+    sqlite3_bind_int64(statement_, index, value);
+    return *this;
+  }
+  Statement& bind(int index, const std::string& value) {
+    sqlite3_bind_text(statement_, index, value.data(), static_cast<int>(value.size()),
+                      SQLITE_TRANSIENT);
+    return *this;
+  }
+  Statement& bind(int index, double value) {
+    sqlite3_bind_double(statement_, index, value);
+    return *this;
+  }
+  Statement& bind_null(int index) {
+    sqlite3_bind_null(statement_, index);
+    return *this;
+  }
+  int step() { return sqlite3_step(statement_); }
+  void reset() {
+    sqlite3_reset(statement_);
+    sqlite3_clear_bindings(statement_);
+  }
+  std::int64_t integer(int column) { return sqlite3_column_int64(statement_, column); }
+  std::string text(int column) {
+    const auto* data = reinterpret_cast<const char*>(sqlite3_column_text(statement_, column));
+    return data ? std::string(data, static_cast<std::size_t>(sqlite3_column_bytes(statement_, column)))
+                : std::string();
+  }
+  // Runs a statement that returns no rows.
+  bool run() {
+    const int rc = step();
+    reset();
+    return rc == SQLITE_DONE;
+  }
+
+ private:
+  sqlite3* db_;
+  sqlite3_stmt* statement_ = nullptr;
+};
+
+// BEGIN IMMEDIATE … COMMIT, rolled back unless commit() succeeded.
+class Transaction {
+ public:
+  explicit Transaction(sqlite3* db) : db_(db) {
+    began_ = sqlite3_exec(db_, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr) == SQLITE_OK;
+  }
+  ~Transaction() {
+    if (began_ && !committed_) sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+  }
+  bool began() const { return began_; }
+  bool commit() {
+    committed_ = sqlite3_exec(db_, "COMMIT", nullptr, nullptr, nullptr) == SQLITE_OK;
+    return committed_;
+  }
+
+ private:
+  sqlite3* db_;
+  bool began_ = false;
+  bool committed_ = false;
+};
+
+std::string random_instance_id() {
+  static constexpr char kAlphabet[] = "abcdefghijklmnopqrstuvwxyz0123456789";
+  std::random_device device;
+  std::uniform_int_distribution<int> pick(0, 35);
+  std::string id;
+  for (int i = 0; i < 16; ++i) id.push_back(kAlphabet[pick(device)]);
+  return id;
+}
+
+std::string in_list(const std::vector<std::int64_t>& ids) {
+  std::string list;
+  for (std::int64_t id : ids) list += (list.empty() ? "" : ",") + std::to_string(id);
+  return "(" + list + ")";
+}
+
+}  // namespace
+
+const char* to_string(EventState state) noexcept {
+  switch (state) {
+    case EventState::kPending: return "pending";
+    case EventState::kBatched: return "sending";
+    case EventState::kDelivered: return "delivered";
+    case EventState::kParked: return "parked";
+    case EventState::kDead: return "dead";
+  }
+  return "unknown";
+}
+
+Expected<std::unique_ptr<Outbox>> Outbox::open(const std::string& path, bool full_sync) {
+  if (path != ":memory:") {
+    // Create it 0600 before SQLite does, so usage data is never readable by others.
+    const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0) {
+      return Error{ErrorCode::kStorage, "cannot create the outbox file " + path, std::nullopt};
+    }
+    ::close(fd);
+  }
+  sqlite3* db = nullptr;
+  if (sqlite3_open_v2(path.c_str(), &db,
+                      SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
+                      nullptr) != SQLITE_OK) {
+    Error error = storage_error(db, "cannot open the outbox " + path);
+    sqlite3_close(db);
+    return error;
+  }
+  sqlite3_busy_timeout(db, 5000);
+  const std::string pragmas = std::string("PRAGMA journal_mode=WAL; PRAGMA synchronous=") +
+                              (full_sync ? "FULL" : "NORMAL") + "; PRAGMA foreign_keys=OFF;";
+  char* message = nullptr;
+  if (sqlite3_exec(db, pragmas.c_str(), nullptr, nullptr, &message) != SQLITE_OK ||
+      sqlite3_exec(db, kSchema, nullptr, nullptr, &message) != SQLITE_OK) {
+    std::string text = message ? message : "unknown";
+    sqlite3_free(message);
+    sqlite3_close(db);
+    return Error{ErrorCode::kStorage, "cannot prepare the outbox " + path + ": " + text,
+                 std::nullopt};
+  }
+  std::string instance_id;
+  {
+    Statement select(db, "SELECT value FROM meta WHERE key='instance_id'");
+    if (select.ok() && select.step() == SQLITE_ROW) instance_id = select.text(0);
+  }
+  if (instance_id.empty()) {
+    instance_id = random_instance_id();
+    Statement insert(db, "INSERT INTO meta(key, value) VALUES('instance_id', ?)");
+    if (!insert.ok() || !insert.bind(1, instance_id).run()) {
+      Error error = storage_error(db, "cannot initialise the outbox " + path);
+      sqlite3_close(db);
+      return error;
+    }
+  }
+  return std::unique_ptr<Outbox>(new Outbox(db, std::move(instance_id)));
+}
+
+Outbox::Outbox(sqlite3* db, std::string instance_id)
+    : db_(db), instance_id_(std::move(instance_id)) {}
+
+Outbox::~Outbox() { sqlite3_close(db_); }
+
+Expected<void> Outbox::exec(const char* sql) {
+  if (sqlite3_exec(db_, sql, nullptr, nullptr, nullptr) != SQLITE_OK) {
+    return storage_error(db_, "outbox statement failed");
+  }
+  return {};
+}
+
+Expected<InsertResult> Outbox::insert(const std::vector<NewEvent>& events) {
+  std::lock_guard lock(mutex_);
+  Transaction transaction(db_);
+  if (!transaction.began()) return storage_error(db_, "cannot begin an outbox write");
+  Statement statement(db_,
+                      "INSERT OR IGNORE INTO events(call_id, dimension, customer_key, quantity, "
+                      "event_time, accepted_at_ms, model, cost, prompt_tokens, completion_tokens, "
+                      "state, reason, next_attempt_ms, updated_ms) "
+                      "VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?)");
+  if (!statement.ok()) return storage_error(db_, "cannot prepare the outbox write");
+  InsertResult result;
+  for (const NewEvent& event : events) {
+    statement.bind(1, event.call_id).bind(2, event.dimension).bind(3, event.customer_key)
+        .bind(4, event.quantity).bind(5, event.event_time).bind(6, event.accepted_at_ms)
+        .bind(7, event.model).bind(8, event.cost).bind(9, event.prompt_tokens)
+        .bind(10, event.completion_tokens).bind(11, static_cast<std::int64_t>(stored(event.state)))
+        .bind(12, event.reason).bind(14, event.accepted_at_ms);
+    if (event.next_attempt_ms) {
+      statement.bind(13, *event.next_attempt_ms);
+    } else {
+      statement.bind_null(13);
+    }
+    if (!statement.run()) return storage_error(db_, "outbox write failed");
+    if (sqlite3_changes(db_) == 1) {
+      ++result.inserted;
+    } else {
+      ++result.duplicates;
+    }
+  }
+  if (!transaction.commit()) return storage_error(db_, "outbox commit failed");
+  return result;
+}
+
+Expected<std::vector<StoredEvent>> Outbox::due_events(std::int64_t now_ms, int limit) {
+  std::lock_guard lock(mutex_);
+  {
+    Statement wake(db_, "UPDATE events SET state=?, updated_ms=? WHERE state=? AND "
+                        "next_attempt_ms IS NOT NULL AND next_attempt_ms<=?");
+    if (!wake.ok() || !wake.bind(1, static_cast<std::int64_t>(stored(EventState::kPending)))
+                           .bind(2, now_ms)
+                           .bind(3, static_cast<std::int64_t>(stored(EventState::kParked)))
+                           .bind(4, now_ms)
+                           .run()) {
+      return storage_error(db_, "cannot wake parked events");
+    }
+  }
+  Statement select(db_, "SELECT id, call_id, customer_key, quantity, event_time, accepted_at_ms "
+                        "FROM events WHERE state=? ORDER BY state, next_attempt_ms, id LIMIT ?");
+  if (!select.ok()) return storage_error(db_, "cannot read pending events");
+  select.bind(1, static_cast<std::int64_t>(stored(EventState::kPending)))
+      .bind(2, static_cast<std::int64_t>(limit));
+  std::vector<StoredEvent> events;
+  int rc;
+  while ((rc = select.step()) == SQLITE_ROW) {
+    events.push_back({select.integer(0), select.text(1), select.text(2), select.integer(3),
+                      select.integer(4), select.integer(5)});
+  }
+  if (rc != SQLITE_DONE) return storage_error(db_, "cannot read pending events");
+  return events;
+}
+
+Expected<void> Outbox::park(const std::vector<std::int64_t>& event_ids, const std::string& reason,
+                            std::optional<std::int64_t> next_attempt_ms) {
+  if (event_ids.empty()) return {};
+  std::lock_guard lock(mutex_);
+  Statement statement(db_, ("UPDATE events SET state=?, reason=?, next_attempt_ms=? WHERE id IN " +
+                            in_list(event_ids)).c_str());
+  if (!statement.ok()) return storage_error(db_, "cannot park events");
+  statement.bind(1, static_cast<std::int64_t>(stored(EventState::kParked))).bind(2, reason);
+  if (next_attempt_ms) {
+    statement.bind(3, *next_attempt_ms);
+  } else {
+    statement.bind_null(3);
+  }
+  if (!statement.run()) return storage_error(db_, "cannot park events");
+  return {};
+}
+
+Expected<void> Outbox::kill_events(const std::vector<std::int64_t>& event_ids,
+                                   const std::string& reason) {
+  if (event_ids.empty()) return {};
+  std::lock_guard lock(mutex_);
+  Statement statement(db_, ("UPDATE events SET state=?, reason=?, next_attempt_ms=NULL WHERE id IN " +
+                            in_list(event_ids)).c_str());
+  if (!statement.ok() ||
+      !statement.bind(1, static_cast<std::int64_t>(stored(EventState::kDead))).bind(2, reason).run()) {
+    return storage_error(db_, "cannot mark events dead");
+  }
+  return {};
+}
+
+Expected<Batch> Outbox::create_batch(const std::string& target, const std::string& customer_id,
+                                     const std::string& customer_key, std::int64_t quantity,
+                                     std::int64_t timestamp,
+                                     const std::vector<std::int64_t>& event_ids,
+                                     std::int64_t now_ms) {
+  std::lock_guard lock(mutex_);
+  Transaction transaction(db_);
+  if (!transaction.began()) return storage_error(db_, "cannot begin a batch");
+  Statement insert(db_, "INSERT INTO batches(idempotency_key, target, customer_id, customer_key, "
+                        "quantity, timestamp, state, next_attempt_ms, created_ms) "
+                        "VALUES('', ?, ?, ?, ?, ?, ?, ?, ?)");
+  if (!insert.ok() || !insert.bind(1, target).bind(2, customer_id).bind(3, customer_key)
+                           .bind(4, quantity).bind(5, timestamp)
+                           .bind(6, static_cast<std::int64_t>(kBatchSending)).bind(7, now_ms)
+                           .bind(8, now_ms).run()) {
+    return storage_error(db_, "cannot create a batch");
+  }
+  Batch batch;
+  batch.id = sqlite3_last_insert_rowid(db_);
+  // The instance id keeps keys unique even if the outbox file is ever recreated.
+  batch.idempotency_key = "sb1-" + instance_id_ + "-b" + std::to_string(batch.id);
+  Statement key(db_, "UPDATE batches SET idempotency_key=? WHERE id=?");
+  Statement claim(db_, ("UPDATE events SET state=?, batch_id=?, updated_ms=? WHERE state=? AND id IN " +
+                        in_list(event_ids)).c_str());
+  if (!key.ok() || !key.bind(1, batch.idempotency_key).bind(2, batch.id).run() || !claim.ok() ||
+      !claim.bind(1, static_cast<std::int64_t>(stored(EventState::kBatched))).bind(2, batch.id)
+           .bind(3, now_ms).bind(4, static_cast<std::int64_t>(stored(EventState::kPending))).run()) {
+    return storage_error(db_, "cannot create a batch");
+  }
+  if (sqlite3_changes(db_) != static_cast<int>(event_ids.size())) {
+    return Error{ErrorCode::kStorage, "events of a batch were no longer pending", std::nullopt};
+  }
+  if (!transaction.commit()) return storage_error(db_, "cannot commit a batch");
+  batch.target = target;
+  batch.customer_id = customer_id;
+  batch.customer_key = customer_key;
+  batch.quantity = quantity;
+  batch.timestamp = timestamp;
+  batch.created_ms = now_ms;
+  batch.events = static_cast<std::int64_t>(event_ids.size());
+  return batch;
+}
+
+Expected<std::vector<Batch>> Outbox::due_batches(std::int64_t now_ms, int limit) {
+  std::lock_guard lock(mutex_);
+  Statement select(db_, "SELECT id, idempotency_key, target, customer_id, customer_key, quantity, "
+                        "timestamp, attempts, created_ms FROM batches "
+                        "WHERE state=? AND next_attempt_ms<=? ORDER BY next_attempt_ms, id LIMIT ?");
+  if (!select.ok()) return storage_error(db_, "cannot read batches");
+  select.bind(1, static_cast<std::int64_t>(kBatchSending)).bind(2, now_ms)
+      .bind(3, static_cast<std::int64_t>(limit));
+  std::vector<Batch> batches;
+  int rc;
+  while ((rc = select.step()) == SQLITE_ROW) {
+    Batch batch;
+    batch.id = select.integer(0);
+    batch.idempotency_key = select.text(1);
+    batch.target = select.text(2);
+    batch.customer_id = select.text(3);
+    batch.customer_key = select.text(4);
+    batch.quantity = select.integer(5);
+    batch.timestamp = select.integer(6);
+    batch.attempts = static_cast<int>(select.integer(7));
+    batch.created_ms = select.integer(8);
+    batches.push_back(std::move(batch));
+  }
+  if (rc != SQLITE_DONE) return storage_error(db_, "cannot read batches");
+  return batches;
+}
+
+Expected<void> Outbox::batch_delivered(std::int64_t batch_id, const std::string& request_id,
+                                       std::int64_t now_ms) {
+  std::lock_guard lock(mutex_);
+  Transaction transaction(db_);
+  Statement batch(db_, "UPDATE batches SET state=?, delivered_ms=?, request_id=? WHERE id=?");
+  Statement events(db_, "UPDATE events SET state=?, updated_ms=? WHERE batch_id=?");
+  if (!transaction.began() || !batch.ok() || !events.ok() ||
+      !batch.bind(1, static_cast<std::int64_t>(kBatchDelivered)).bind(2, now_ms)
+           .bind(3, request_id).bind(4, batch_id).run() ||
+      !events.bind(1, static_cast<std::int64_t>(stored(EventState::kDelivered))).bind(2, now_ms)
+           .bind(3, batch_id).run() ||
+      !transaction.commit()) {
+    return storage_error(db_, "cannot record a delivery");
+  }
+  return {};
+}
+
+Expected<void> Outbox::batch_retry_later(std::int64_t batch_id, int attempts,
+                                         std::int64_t next_attempt_ms,
+                                         const std::string& last_error) {
+  std::lock_guard lock(mutex_);
+  Statement statement(db_, "UPDATE batches SET attempts=?, next_attempt_ms=?, last_error=? WHERE id=?");
+  if (!statement.ok() || !statement.bind(1, static_cast<std::int64_t>(attempts))
+                              .bind(2, next_attempt_ms).bind(3, last_error).bind(4, batch_id).run()) {
+    return storage_error(db_, "cannot schedule a retry");
+  }
+  return {};
+}
+
+Expected<void> Outbox::batch_dead(std::int64_t batch_id, const std::string& reason,
+                                  const std::string& request_id) {
+  std::lock_guard lock(mutex_);
+  Transaction transaction(db_);
+  Statement batch(db_, "UPDATE batches SET state=?, last_error=?, request_id=? WHERE id=?");
+  Statement events(db_, "UPDATE events SET state=?, reason=? WHERE batch_id=?");
+  if (!transaction.began() || !batch.ok() || !events.ok() ||
+      !batch.bind(1, static_cast<std::int64_t>(kBatchDead)).bind(2, reason).bind(3, request_id)
+           .bind(4, batch_id).run() ||
+      !events.bind(1, static_cast<std::int64_t>(stored(EventState::kDead))).bind(2, reason)
+           .bind(3, batch_id).run() ||
+      !transaction.commit()) {
+    return storage_error(db_, "cannot record a dead batch");
+  }
+  return {};
+}
+
+Expected<void> Outbox::dissolve_batch(std::int64_t batch_id) {
+  std::lock_guard lock(mutex_);
+  Transaction transaction(db_);
+  Statement events(db_, "UPDATE events SET state=?, batch_id=NULL WHERE batch_id=?");
+  Statement batch(db_, "DELETE FROM batches WHERE id=?");
+  if (!transaction.began() || !events.ok() || !batch.ok() ||
+      !events.bind(1, static_cast<std::int64_t>(stored(EventState::kPending))).bind(2, batch_id).run() ||
+      !batch.bind(1, batch_id).run() || !transaction.commit()) {
+    return storage_error(db_, "cannot dissolve a batch");
+  }
+  return {};
+}
+
+Expected<OutboxCounts> Outbox::counts() {
+  std::lock_guard lock(mutex_);
+  Statement select(db_, "SELECT state, COUNT(*) FROM events GROUP BY state");
+  Statement oldest(db_, "SELECT MIN(accepted_at_ms) FROM events WHERE state IN (?, ?)");
+  if (!select.ok() || !oldest.ok()) return storage_error(db_, "cannot count the outbox");
+  OutboxCounts counts;
+  while (select.step() == SQLITE_ROW) {
+    const std::int64_t n = select.integer(1);
+    switch (static_cast<EventState>(select.integer(0))) {
+      case EventState::kPending: counts.pending = n; break;
+      case EventState::kBatched: counts.batched = n; break;
+      case EventState::kDelivered: counts.delivered = n; break;
+      case EventState::kParked: counts.parked = n; break;
+      case EventState::kDead: counts.dead = n; break;
+    }
+  }
+  oldest.bind(1, static_cast<std::int64_t>(stored(EventState::kPending)))
+      .bind(2, static_cast<std::int64_t>(stored(EventState::kBatched)));
+  if (oldest.step() == SQLITE_ROW) counts.oldest_pending_ms = oldest.integer(0);
+  return counts;
+}
+
+Expected<std::int64_t> Outbox::prune_delivered(std::int64_t older_than_ms) {
+  std::lock_guard lock(mutex_);
+  Transaction transaction(db_);
+  Statement events(db_, "DELETE FROM events WHERE state=? AND updated_ms<?");
+  Statement batches(db_, "DELETE FROM batches WHERE state=? AND delivered_ms<?");
+  if (!transaction.began() || !events.ok() || !batches.ok() ||
+      !events.bind(1, static_cast<std::int64_t>(stored(EventState::kDelivered)))
+           .bind(2, older_than_ms).run()) {
+    return storage_error(db_, "cannot prune the ledger");
+  }
+  const std::int64_t pruned = sqlite3_changes(db_);
+  if (!batches.bind(1, static_cast<std::int64_t>(kBatchDelivered)).bind(2, older_than_ms).run() ||
+      !transaction.commit()) {
+    return storage_error(db_, "cannot prune the ledger");
+  }
+  return pruned;
+}
+
+Expected<std::int64_t> Outbox::requeue(const std::string& reason, const std::string& customer_key) {
+  std::lock_guard lock(mutex_);
+  Statement statement(db_, "UPDATE events SET state=?, reason='', next_attempt_ms=NULL, batch_id=NULL "
+                           "WHERE state IN (?, ?) AND (?='' OR reason=?) AND (?='' OR customer_key=?)");
+  if (!statement.ok() ||
+      !statement.bind(1, static_cast<std::int64_t>(stored(EventState::kPending)))
+           .bind(2, static_cast<std::int64_t>(stored(EventState::kParked)))
+           .bind(3, static_cast<std::int64_t>(stored(EventState::kDead)))
+           .bind(4, reason).bind(5, reason).bind(6, customer_key).bind(7, customer_key).run()) {
+    return storage_error(db_, "cannot requeue events");
+  }
+  return static_cast<std::int64_t>(sqlite3_changes(db_));
+}
+
+}  // namespace stripe_billing

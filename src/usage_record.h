@@ -1,0 +1,44 @@
+// The legacy usage record: which quantity an event bills, and the exact Stripe request for it.
+// Stripe accepts only quantity, timestamp, action and expand here (no metadata): the call's
+// details go to the log and, later, the ledger.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "stripe_billing/config.h"
+#include "stripe_billing/stripe_client.h"
+#include "stripe_billing/usage_event.h"
+
+namespace stripe_billing {
+
+struct QuantityCheck {
+  enum class Verdict { kBill, kZero, kMissingUsage, kNegative, kTooLarge };
+  Verdict verdict = Verdict::kMissingUsage;
+  std::int64_t value = 0;
+
+  // "missing_usage", "negative_quantity", "quantity_too_large"; "" for kBill and kZero.
+  const char* reason() const noexcept;
+};
+
+// total_tokens falls back to prompt + completion when the host gave only those.
+QuantityCheck billable_quantity(const UsageEvent& event, QuantitySource source,
+                                std::int64_t max_quantity);
+
+// `/v1/subscription_items/<encoded si>/usage_records`
+std::string usage_record_path(std::string_view subscription_item_id);
+
+FormFields usage_record_fields(std::int64_t quantity, std::int64_t timestamp);
+
+// Stable across retries and restarts: derived from the call id, the billed dimension and the
+// target item (a different item is a different request, and Stripe refuses a reused key there).
+std::string usage_record_idempotency_key(std::string_view call_id, std::string_view dimension,
+                                         std::string_view subscription_item_id);
+
+// Text safe to put in a log line: control bytes and non-ASCII escaped, at most `max` bytes.
+std::string log_safe(std::string_view text, std::size_t max = 200);
+
+bool is_valid_utf8(std::string_view text);
+
+}  // namespace stripe_billing

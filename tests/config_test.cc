@@ -1,0 +1,841 @@
+#include "stripe_billing/config.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <map>
+#include <optional>
+#include <set>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace stripe_billing {
+namespace {
+
+using ::testing::AllOf;
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+using ::testing::Not;
+using ::testing::StartsWith;
+
+constexpr const char* kTestKey = "sk_test_51NzQvRkLmYbDe7Fh3Jx9PaTuWcGsHiKoAbCdEfGhwxyz";
+constexpr const char* kLiveKey = "sk_live_51NzQvRkLmYbDe7Fh3Jx9PaTuWcGsHiKoAbCdEfGhwxyz";
+constexpr const char* kEllipsis = "\xE2\x80\xA6";
+
+using Env = std::map<std::string, std::string>;
+
+EnvLookup lookup_in(Env env) {
+  return [env = std::move(env)](const std::string& name) -> std::optional<std::string> {
+    const auto found = env.find(name);
+    if (found == env.end()) return std::nullopt;
+    return found->second;
+  };
+}
+
+Config valid_config() {
+  Config config;
+  config.api_key = kTestKey;
+  config.price_id = "price_123";
+  return config;
+}
+
+FinalizedConfig finalized(const Config& config) {
+  Expected<FinalizedConfig> result = finalize_config(config);
+  EXPECT_TRUE(result.has_value()) << (result ? "" : result.error().message);
+  if (!result) throw std::runtime_error("finalize_config failed");
+  return std::move(result).value();
+}
+
+// The message of a failed finalize_config(), after checking it is kInvalidConfig and never
+// contains the API key.
+std::string problems_of(const Config& config) {
+  Expected<FinalizedConfig> result = finalize_config(config);
+  EXPECT_FALSE(result.has_value());
+  if (result) return "";
+  const Error& error = result.error();
+  EXPECT_EQ(error.code, ErrorCode::kInvalidConfig);
+  if (config.api_key && config.api_key->size() > 8) {
+    EXPECT_THAT(error.message, Not(HasSubstr(*config.api_key))) << "the message leaks the key";
+  }
+  return error.message;
+}
+
+// The lines after the header.
+std::vector<std::string> problem_lines(const std::string& message) {
+  std::vector<std::string> lines;
+  std::istringstream in(message);
+  std::string line;
+  std::getline(in, line);
+  while (std::getline(in, line)) lines.push_back(line);
+  return lines;
+}
+
+std::string single_problem(const Config& config) {
+  const std::string message = problems_of(config);
+  EXPECT_THAT(message, StartsWith("invalid Stripe billing configuration (1 problem):\n- "));
+  const std::vector<std::string> lines = problem_lines(message);
+  EXPECT_EQ(lines.size(), 1u) << message;
+  return lines.empty() ? "" : lines.front();
+}
+
+// ------------------------------------------------------------------------------------------
+// Reading the environment
+
+TEST(ConfigFromEnvTest, ReadsEveryVariable) {
+  const Config config = config_from_env(lookup_in({
+      {"STRIPE_API_KEY", kTestKey},
+      {"STRIPE_PRICE_ID", "price_123"},
+      {"STRIPE_CHARGE_BY", "team_id"},
+      {"STRIPE_API_BASE", "http://localhost:12111"},
+      {"STRIPE_API_VERSION", "2024-06-20"},
+      {"ENVIRONMENT", "staging"},
+      {"STRIPE_QUANTITY", "prompt_tokens"},
+      {"STRIPE_MAX_QUANTITY", "500"},
+      {"STRIPE_CUSTOMER_METADATA_KEY", "gateway_id"},
+      {"STRIPE_CUSTOMER_MAP", "alice=cus_1"},
+      {"STRIPE_LOOKUP_CACHE_TTL", "60"},
+      {"STRIPE_LOOKUP_MISS_TTL", "5"},
+      {"STRIPE_CONNECT_TIMEOUT_MS", "1000"},
+      {"STRIPE_TIMEOUT_MS", "9000"},
+      {"STRIPE_MAX_RETRIES", "7"},
+      {"STRIPE_QUEUE_CAPACITY", "42"},
+  }));
+  EXPECT_EQ(config.api_key, kTestKey);
+  EXPECT_EQ(config.price_id, "price_123");
+  EXPECT_EQ(config.charge_by, "team_id");
+  EXPECT_EQ(config.api_base, "http://localhost:12111");
+  EXPECT_EQ(config.api_version, "2024-06-20");
+  EXPECT_EQ(config.environment, "staging");
+  EXPECT_EQ(config.quantity, "prompt_tokens");
+  EXPECT_EQ(config.max_quantity, "500");
+  EXPECT_EQ(config.customer_metadata_key, "gateway_id");
+  EXPECT_EQ(config.customer_map, "alice=cus_1");
+  EXPECT_EQ(config.lookup_cache_ttl, "60");
+  EXPECT_EQ(config.lookup_miss_ttl, "5");
+  EXPECT_EQ(config.connect_timeout_ms, "1000");
+  EXPECT_EQ(config.timeout_ms, "9000");
+  EXPECT_EQ(config.max_retries, "7");
+  EXPECT_EQ(config.queue_capacity, "42");
+}
+
+TEST(ConfigFromEnvTest, LeavesUnsetVariablesUnset) {
+  const Config config = config_from_env(lookup_in({{"STRIPE_PRICE_ID", "price_123"}}));
+  EXPECT_EQ(config.price_id, "price_123");
+  EXPECT_FALSE(config.api_key.has_value());
+  EXPECT_FALSE(config.environment.has_value());
+  EXPECT_FALSE(config.queue_capacity.has_value());
+}
+
+TEST(ConfigFromEnvTest, TreatsAnEmptyVariableAsUnset) {
+  const Config config = config_from_env(lookup_in({{"STRIPE_API_KEY", ""}, {"ENVIRONMENT", ""}}));
+  EXPECT_FALSE(config.api_key.has_value());
+  EXPECT_FALSE(config.environment.has_value());
+}
+
+TEST(ConfigFromEnvTest, ReadsExactlyTheListedVariables) {
+  std::set<std::string> asked;
+  config_from_env([&asked](const std::string& name) -> std::optional<std::string> {
+    asked.insert(name);
+    return std::nullopt;
+  });
+  const std::vector<std::string>& names = config_variable_names();
+  EXPECT_EQ(asked, std::set<std::string>(names.begin(), names.end()));
+  EXPECT_EQ(names.size(), 16u);
+}
+
+TEST(ConfigFromEnvTest, ListsVariablesInDocumentationOrder) {
+  const std::vector<std::string>& names = config_variable_names();
+  ASSERT_EQ(names.size(), 16u);
+  EXPECT_EQ(names.front(), "STRIPE_API_KEY");
+  EXPECT_EQ(names[1], "STRIPE_PRICE_ID");
+  EXPECT_EQ(names[5], "ENVIRONMENT");
+  EXPECT_EQ(names.back(), "STRIPE_QUEUE_CAPACITY");
+}
+
+// ------------------------------------------------------------------------------------------
+// Defaults and reporting
+
+TEST(FinalizeConfigTest, FillsDocumentedDefaults) {
+  const FinalizedConfig config = finalized(valid_config());
+  EXPECT_EQ(config.api_key().reveal(), kTestKey);
+  EXPECT_FALSE(config.live_mode());
+  EXPECT_EQ(config.price_id(), "price_123");
+  EXPECT_EQ(config.charge_by(), ChargeBy::kEndUserId);
+  EXPECT_EQ(config.api_base(), "https://api.stripe.com");
+  EXPECT_EQ(config.api_version(), "2025-02-24.acacia");
+  EXPECT_EQ(config.environment(), "development");
+  EXPECT_EQ(config.quantity_source(), QuantitySource::kTotalTokens);
+  EXPECT_EQ(config.max_quantity(), 10'000'000);
+  EXPECT_EQ(config.customer_metadata_key(), "litellm_customer_id");
+  EXPECT_TRUE(config.customer_map().empty());
+  EXPECT_EQ(config.lookup_cache_ttl(), std::chrono::seconds(300));
+  EXPECT_EQ(config.lookup_miss_ttl(), std::chrono::seconds(30));
+  EXPECT_EQ(config.connect_timeout(), std::chrono::milliseconds(5000));
+  EXPECT_EQ(config.timeout(), std::chrono::milliseconds(20000));
+  EXPECT_EQ(config.max_retries(), 3);
+  EXPECT_EQ(config.queue_capacity(), 100'000u);
+}
+
+TEST(FinalizeConfigTest, DefaultConstantsMatchTheDefaults) {
+  EXPECT_STREQ(kDefaultApiBase, "https://api.stripe.com");
+  EXPECT_STREQ(kDefaultApiVersion, "2025-02-24.acacia");
+  EXPECT_STREQ(kDefaultCustomerMetadataKey, "litellm_customer_id");
+  EXPECT_EQ(kDefaultMaxQuantity, 10'000'000);
+}
+
+TEST(FinalizeConfigTest, UsesEveryGivenValue) {
+  Config config = valid_config();
+  config.charge_by = "user_id";
+  config.api_base = "https://stripe-proxy.internal:8443/stripe";
+  config.api_version = "2024-06-20";
+  config.environment = "staging";
+  config.quantity = "completion_tokens";
+  config.max_quantity = "500";
+  config.customer_metadata_key = "gateway-id";
+  config.customer_map = "alice=cus_1";
+  config.lookup_cache_ttl = "60";
+  config.lookup_miss_ttl = "5";
+  config.connect_timeout_ms = "1000";
+  config.timeout_ms = "9000";
+  config.max_retries = "7";
+  config.queue_capacity = "42";
+  const FinalizedConfig out = finalized(config);
+  EXPECT_EQ(out.charge_by(), ChargeBy::kUserId);
+  EXPECT_EQ(out.api_base(), "https://stripe-proxy.internal:8443/stripe");
+  EXPECT_EQ(out.api_version(), "2024-06-20");
+  EXPECT_EQ(out.environment(), "staging");
+  EXPECT_EQ(out.quantity_source(), QuantitySource::kCompletionTokens);
+  EXPECT_EQ(out.max_quantity(), 500);
+  EXPECT_EQ(out.customer_metadata_key(), "gateway-id");
+  EXPECT_EQ(out.customer_map().size(), 1u);
+  EXPECT_EQ(out.lookup_cache_ttl(), std::chrono::seconds(60));
+  EXPECT_EQ(out.lookup_miss_ttl(), std::chrono::seconds(5));
+  EXPECT_EQ(out.connect_timeout(), std::chrono::milliseconds(1000));
+  EXPECT_EQ(out.timeout(), std::chrono::milliseconds(9000));
+  EXPECT_EQ(out.max_retries(), 7);
+  EXPECT_EQ(out.queue_capacity(), 42u);
+}
+
+TEST(FinalizeConfigTest, ReportsAllProblemsTogether) {
+  Config config = valid_config();
+  config.api_key.reset();
+  config.charge_by = "org_id";
+  config.api_base = "http://api.stripe.com";
+  const std::string message = problems_of(config);
+  EXPECT_THAT(message, StartsWith("invalid Stripe billing configuration (3 problems):\n"));
+  const std::vector<std::string> lines = problem_lines(message);
+  ASSERT_EQ(lines.size(), 3u) << message;
+  EXPECT_EQ(lines[0],
+            "- STRIPE_API_KEY is required: a secret key (sk_test_\xE2\x80\xA6, "
+            "sk_live_\xE2\x80\xA6) or a restricted key (rk_test_\xE2\x80\xA6, "
+            "rk_live_\xE2\x80\xA6)");
+  EXPECT_THAT(lines[1], StartsWith("- STRIPE_CHARGE_BY "));
+  EXPECT_THAT(lines[2], StartsWith("- STRIPE_API_BASE "));
+}
+
+TEST(FinalizeConfigTest, SaysOneProblemInTheSingular) {
+  Config config = valid_config();
+  config.price_id.reset();
+  EXPECT_THAT(problems_of(config),
+              StartsWith("invalid Stripe billing configuration (1 problem):\n- STRIPE_PRICE_ID"));
+}
+
+TEST(FinalizeConfigTest, EveryProblemLineNamesItsVariable) {
+  Config config;
+  config.api_key = "pk_test_51NzQvRkLmYbDe7Fh3Jx9PaTuWcGsHiKoAbCdEfGhwxyz";
+  config.price_id = "prod_123";
+  config.charge_by = "org";
+  config.api_base = "ftp://api.stripe.com";
+  config.api_version = "latest";
+  config.quantity = "tokens";
+  config.max_quantity = "0";
+  config.customer_metadata_key = "bad key";
+  config.customer_map = "alice";
+  config.lookup_cache_ttl = "-1";
+  config.lookup_miss_ttl = "x";
+  config.connect_timeout_ms = "0";
+  config.timeout_ms = "0";
+  config.max_retries = "21";
+  config.queue_capacity = "0";
+  const std::string message = problems_of(config);
+  const std::vector<std::string> lines = problem_lines(message);
+  ASSERT_EQ(lines.size(), 15u) << message;
+  const std::vector<std::string> variables = {"STRIPE_API_KEY",
+                                              "STRIPE_PRICE_ID",
+                                              "STRIPE_CHARGE_BY",
+                                              "STRIPE_API_BASE",
+                                              "STRIPE_API_VERSION",
+                                              "STRIPE_QUANTITY",
+                                              "STRIPE_CUSTOMER_METADATA_KEY",
+                                              "STRIPE_CUSTOMER_MAP",
+                                              "STRIPE_MAX_QUANTITY",
+                                              "STRIPE_LOOKUP_CACHE_TTL",
+                                              "STRIPE_LOOKUP_MISS_TTL",
+                                              "STRIPE_CONNECT_TIMEOUT_MS",
+                                              "STRIPE_TIMEOUT_MS",
+                                              "STRIPE_MAX_RETRIES",
+                                              "STRIPE_QUEUE_CAPACITY"};
+  for (std::size_t i = 0; i < variables.size(); ++i) {
+    EXPECT_THAT(lines[i], StartsWith("- " + variables[i] + " ")) << lines[i];
+  }
+}
+
+// ------------------------------------------------------------------------------------------
+// The API key
+
+TEST(ApiKeyTest, IsRequired) {
+  Config config = valid_config();
+  config.api_key.reset();
+  EXPECT_THAT(single_problem(config), StartsWith("- STRIPE_API_KEY is required"));
+}
+
+TEST(ApiKeyTest, EmptyKeyIsMissing) {
+  Config config = valid_config();
+  config.api_key = "";
+  EXPECT_THAT(single_problem(config), StartsWith("- STRIPE_API_KEY is required"));
+}
+
+TEST(ApiKeyTest, AcceptsSecretAndRestrictedTestKeys) {
+  for (const std::string key : {"sk_test_abc", "rk_test_A1_b2", "sk_test_x"}) {
+    Config config = valid_config();
+    config.api_key = key;
+    EXPECT_TRUE(finalize_config(config).has_value()) << key;
+  }
+}
+
+TEST(ApiKeyTest, AcceptsLiveKeysInProductionAndMarksLiveMode) {
+  for (const std::string key : {kLiveKey, "rk_live_abc123"}) {
+    Config config = valid_config();
+    config.api_key = key;
+    config.environment = "production";
+    const FinalizedConfig out = finalized(config);
+    EXPECT_TRUE(out.live_mode()) << key;
+    EXPECT_EQ(out.api_key().reveal(), key);
+  }
+}
+
+TEST(ApiKeyTest, RefusesPublishableTestKeyWithItsOwnMessage) {
+  Config config = valid_config();
+  config.api_key = "pk_test_51NzQvRkLmYbDe7Fh3Jx9PaTuWcGsHiKoAbCdEfGhwxyz";
+  const std::string line = single_problem(config);
+  EXPECT_THAT(line, AllOf(HasSubstr("publishable"), HasSubstr("cannot be used server-side"),
+                          HasSubstr("secret key"), HasSubstr("restricted key"),
+                          HasSubstr(std::string("pk_test_") + kEllipsis + "wxyz")));
+}
+
+TEST(ApiKeyTest, RefusesPublishableLiveKeyEvenInProduction) {
+  Config config = valid_config();
+  config.api_key = "pk_live_51NzQvRkLmYbDe7Fh3Jx9PaTuWcGsHiKoAbCdEfGhwxyz";
+  config.environment = "production";
+  EXPECT_THAT(single_problem(config), HasSubstr("publishable"));
+}
+
+TEST(ApiKeyTest, RefusesKeyOfUnknownShape) {
+  Config config = valid_config();
+  config.api_key = "sk_51NzQvRkLmYbDe7Fh3Jx9PaTuWcGsHiKoAbCdEfGhwxyz";
+  EXPECT_THAT(single_problem(config),
+              AllOf(StartsWith("- STRIPE_API_KEY "),
+                    HasSubstr("must start with sk_test_, sk_live_, rk_test_ or rk_live_")));
+}
+
+TEST(ApiKeyTest, RefusesKeyWithNothingAfterThePrefix) {
+  Config config = valid_config();
+  config.api_key = "sk_test_";
+  EXPECT_THAT(single_problem(config), HasSubstr("nothing after its prefix"));
+}
+
+TEST(ApiKeyTest, RefusesKeyWithTrailingNewlineWithoutEchoingIt) {
+  Config config = valid_config();
+  config.api_key = std::string(kTestKey) + "\n";
+  const std::string line = single_problem(config);
+  EXPECT_THAT(
+      line, AllOf(StartsWith("- STRIPE_API_KEY "), HasSubstr("a newline"),
+                  HasSubstr("character 54 of 54"), HasSubstr(std::string("sk_test_") + kEllipsis)));
+  EXPECT_THAT(line, Not(HasSubstr(kTestKey)));
+}
+
+TEST(ApiKeyTest, RefusesKeyWithInnerSpace) {
+  Config config = valid_config();
+  config.api_key = "sk_test_51NzQvRkLmYbDe7 Fh3Jx9PaTuWcGsHiKoAbCdEfGhwxyz";
+  EXPECT_THAT(single_problem(config), HasSubstr("a space at character 24"));
+}
+
+TEST(ApiKeyTest, RefusesKeyWithLeadingSpaceAsOneProblem) {
+  Config config = valid_config();
+  config.api_key = std::string(" ") + kTestKey;
+  EXPECT_THAT(single_problem(config), HasSubstr("a space at character 1 "));
+}
+
+TEST(ApiKeyTest, RefusesKeyWithNonAsciiOrPunctuation) {
+  Config config = valid_config();
+  config.api_key = "sk_test_51NzQvRk\xC3\xA9LmYbDe7Fh3Jx9PaTuWcGsHiKoAbCdEfGhwxyz";
+  EXPECT_THAT(single_problem(config), HasSubstr("a non-ASCII byte"));
+  config.api_key = "\"sk_test_51NzQvRkLmYbDe7Fh3Jx9PaTuWcGsHiKoAbCdEfGhwxyz\"";
+  EXPECT_THAT(single_problem(config), HasSubstr("the character '\"'"));
+}
+
+TEST(ApiKeyTest, RefusesLiveKeyOutsideProduction) {
+  Config config = valid_config();
+  config.api_key = kLiveKey;
+  const std::string line = single_problem(config);
+  EXPECT_THAT(line, AllOf(StartsWith("- STRIPE_API_KEY "), HasSubstr("live-mode key"),
+                          HasSubstr("ENVIRONMENT is unset (default \"development\")"),
+                          HasSubstr("ENVIRONMENT=production")));
+}
+
+TEST(ApiKeyTest, RefusesLiveRestrictedKeyInStaging) {
+  Config config = valid_config();
+  config.api_key = "rk_live_51NzQvRkLmYbDe7Fh3Jx9PaTuWcGsHiKoAbCdEfGhwxyz";
+  config.environment = "staging";
+  EXPECT_THAT(single_problem(config), HasSubstr("ENVIRONMENT is \"staging\""));
+}
+
+TEST(ApiKeyTest, ProductionMustBeSpelledExactly) {
+  Config config = valid_config();
+  config.api_key = kLiveKey;
+  config.environment = "Production";
+  EXPECT_THAT(single_problem(config), HasSubstr("live-mode key"));
+}
+
+TEST(ApiKeyTest, KeyPastedIntoAnotherSettingIsNotEchoed) {
+  Config config = valid_config();
+  config.price_id = kTestKey;
+  config.charge_by = kTestKey;
+  config.customer_map = std::string("alice=") + kTestKey;
+  config.api_base = std::string("https://example.com/") + kTestKey + "?x";
+  const std::string message = problems_of(config);
+  EXPECT_EQ(problem_lines(message).size(), 4u) << message;
+}
+
+TEST(ApiKeyTest, UnrelatedSecretKeyInAnotherSettingIsShownRedacted) {
+  Config config = valid_config();
+  config.price_id = "sk_test_OTHERKEY0123456789abcd";
+  const std::string line = single_problem(config);
+  EXPECT_THAT(line, Not(HasSubstr("OTHERKEY")));
+  EXPECT_THAT(line, HasSubstr(std::string("sk_test_") + kEllipsis + "abcd"));
+}
+
+// ------------------------------------------------------------------------------------------
+// Price, charge-by, quantity
+
+TEST(PriceIdTest, IsRequired) {
+  Config config = valid_config();
+  config.price_id.reset();
+  EXPECT_THAT(single_problem(config), StartsWith("- STRIPE_PRICE_ID is required"));
+}
+
+TEST(PriceIdTest, MustBePricePrefixAndWordCharacters) {
+  for (const std::string price : {"prod_123", "price_", "price_12 3", "price-123", "PRICE_1"}) {
+    Config config = valid_config();
+    config.price_id = price;
+    EXPECT_THAT(single_problem(config), StartsWith("- STRIPE_PRICE_ID must be price_")) << price;
+  }
+}
+
+TEST(ChargeByTest, AcceptsEachChoice) {
+  const std::pair<const char*, ChargeBy> choices[] = {{"end_user_id", ChargeBy::kEndUserId},
+                                                      {"user_id", ChargeBy::kUserId},
+                                                      {"team_id", ChargeBy::kTeamId}};
+  for (const auto& [text, value] : choices) {
+    Config config = valid_config();
+    config.charge_by = text;
+    EXPECT_EQ(finalized(config).charge_by(), value) << text;
+    EXPECT_STREQ(to_string(value), text);
+  }
+}
+
+TEST(ChargeByTest, RefusesAnythingElseNamingTheChoices) {
+  Config config = valid_config();
+  config.charge_by = "End_User_Id";
+  EXPECT_EQ(single_problem(config),
+            "- STRIPE_CHARGE_BY must be one of end_user_id, user_id, team_id; got "
+            "\"End_User_Id\"");
+}
+
+TEST(QuantityTest, AcceptsEachChoice) {
+  const std::pair<const char*, QuantitySource> choices[] = {
+      {"total_tokens", QuantitySource::kTotalTokens},
+      {"prompt_tokens", QuantitySource::kPromptTokens},
+      {"completion_tokens", QuantitySource::kCompletionTokens}};
+  for (const auto& [text, value] : choices) {
+    Config config = valid_config();
+    config.quantity = text;
+    EXPECT_EQ(finalized(config).quantity_source(), value) << text;
+    EXPECT_STREQ(to_string(value), text);
+  }
+}
+
+TEST(QuantityTest, RefusesAnythingElse) {
+  Config config = valid_config();
+  config.quantity = "tokens";
+  EXPECT_THAT(single_problem(config),
+              StartsWith("- STRIPE_QUANTITY must be one of total_tokens, prompt_tokens, "
+                         "completion_tokens"));
+}
+
+// ------------------------------------------------------------------------------------------
+// API base
+
+std::string api_base_after(const std::string& base) {
+  Config config = valid_config();
+  config.api_base = base;
+  return finalized(config).api_base();
+}
+
+std::string api_base_problem(const std::string& base) {
+  Config config = valid_config();
+  config.api_base = base;
+  return single_problem(config);
+}
+
+TEST(ApiBaseTest, RemovesTrailingSlashes) {
+  EXPECT_EQ(api_base_after("https://api.stripe.com/"), "https://api.stripe.com");
+  EXPECT_EQ(api_base_after("https://proxy.internal/stripe//"), "https://proxy.internal/stripe");
+}
+
+TEST(ApiBaseTest, KeepsPortAndPathPrefix) {
+  EXPECT_EQ(api_base_after("https://proxy.internal:8443/stripe"),
+            "https://proxy.internal:8443/stripe");
+}
+
+TEST(ApiBaseTest, LowercasesTheScheme) {
+  EXPECT_EQ(api_base_after("HTTPS://api.stripe.com"), "https://api.stripe.com");
+}
+
+TEST(ApiBaseTest, AllowsPlainHttpOnlyForLoopbackHosts) {
+  EXPECT_EQ(api_base_after("http://127.0.0.1:12111"), "http://127.0.0.1:12111");
+  EXPECT_EQ(api_base_after("http://localhost:12111/"), "http://localhost:12111");
+  EXPECT_EQ(api_base_after("http://[::1]:8080"), "http://[::1]:8080");
+}
+
+TEST(ApiBaseTest, RefusesPlainHttpForOtherHosts) {
+  for (const std::string base : {"http://api.stripe.com", "http://10.0.0.1", "http://0.0.0.0",
+                                 "http://localhost.evil.com", "http://[::2]"}) {
+    EXPECT_THAT(api_base_problem(base), AllOf(StartsWith("- STRIPE_API_BASE must use https"),
+                                              HasSubstr("127.0.0.1, localhost or [::1]")))
+        << base;
+  }
+}
+
+TEST(ApiBaseTest, RefusesRelativeUrl) {
+  EXPECT_THAT(api_base_problem("api.stripe.com"),
+              StartsWith("- STRIPE_API_BASE must be an absolute URL"));
+}
+
+TEST(ApiBaseTest, RefusesOtherSchemes) {
+  EXPECT_THAT(api_base_problem("ftp://api.stripe.com"),
+              StartsWith("- STRIPE_API_BASE must be an https:// URL"));
+}
+
+TEST(ApiBaseTest, RefusesUrlWithoutHost) {
+  for (const std::string base : {"https://", "https:///v1", "https://:443", "https://a b.com"}) {
+    EXPECT_THAT(api_base_problem(base), StartsWith("- STRIPE_API_BASE ")) << base;
+  }
+  EXPECT_THAT(api_base_problem("https:///v1"), HasSubstr("must name a host"));
+}
+
+TEST(ApiBaseTest, RefusesInvalidPort) {
+  for (const std::string base : {"https://api.stripe.com:", "https://api.stripe.com:0",
+                                 "https://api.stripe.com:65536", "https://api.stripe.com:x"}) {
+    EXPECT_THAT(api_base_problem(base), HasSubstr("invalid port")) << base;
+  }
+}
+
+TEST(ApiBaseTest, RefusesQueryAndFragment) {
+  EXPECT_THAT(api_base_problem("https://api.stripe.com/?a=b"), HasSubstr("query (?)"));
+  EXPECT_THAT(api_base_problem("https://api.stripe.com#top"), HasSubstr("fragment (#)"));
+}
+
+TEST(ApiBaseTest, RefusesUserInfoWithoutEchoingIt) {
+  const std::string line = api_base_problem("https://admin:hunter2@api.stripe.com");
+  EXPECT_THAT(line, HasSubstr("must not contain a user name or password"));
+  EXPECT_THAT(line, Not(HasSubstr("hunter2")));
+}
+
+TEST(ApiBaseTest, RefusesWhitespace) {
+  EXPECT_THAT(api_base_problem("https://api.stripe.com "),
+              StartsWith("- STRIPE_API_BASE contains a space"));
+}
+
+// ------------------------------------------------------------------------------------------
+// API version
+
+TEST(ApiVersionTest, AcceptsDateWithOrWithoutName) {
+  for (const std::string version :
+       {"2024-06-20", "2025-02-24.acacia", "2020-08-27", "2025-03-30.x_1"}) {
+    Config config = valid_config();
+    config.api_version = version;
+    EXPECT_EQ(finalized(config).api_version(), version);
+  }
+}
+
+TEST(ApiVersionTest, RefusesOtherShapes) {
+  for (const std::string version :
+       {"latest", "2025-2-24", "2025-02-24.", "2025-02-24acacia", "2025-13-01", "2025-02-00",
+        "2025-02-24.Acacia", "2025/02/24", "2025-02-24.acacia "}) {
+    Config config = valid_config();
+    config.api_version = version;
+    EXPECT_THAT(single_problem(config),
+                StartsWith("- STRIPE_API_VERSION must look like YYYY-MM-DD or YYYY-MM-DD.name"))
+        << version;
+  }
+}
+
+TEST(ApiVersionTest, RefusesBasilAndLaterBecauseUsageRecordsWereRemoved) {
+  for (const std::string version :
+       {"2025-03-31.basil", "2025-03-31", "2025-09-30.clover", "2026-01-01"}) {
+    Config config = valid_config();
+    config.api_version = version;
+    EXPECT_THAT(single_problem(config),
+                AllOf(StartsWith("- STRIPE_API_VERSION \"" + version + "\" is too new"),
+                      HasSubstr("2025-03-31.basil removed usage records"),
+                      HasSubstr("pin 2025-02-24.acacia or older")))
+        << version;
+  }
+}
+
+// ------------------------------------------------------------------------------------------
+// Numbers
+
+std::string number_problem(std::optional<std::string> Config::*field, const std::string& text) {
+  Config config = valid_config();
+  config.*field = text;
+  return single_problem(config);
+}
+
+TEST(NumberTest, AcceptsOnlyDecimalDigits) {
+  for (const std::string text : {"+5", "-5", " 5", "5 ", "1e3", "0x10", "5.0", "1_000", "５"}) {
+    EXPECT_THAT(number_problem(&Config::max_retries, text),
+                StartsWith("- STRIPE_MAX_RETRIES must be a whole number written with decimal "
+                           "digits only"))
+        << text;
+  }
+}
+
+TEST(NumberTest, AcceptsLeadingZeros) {
+  Config config = valid_config();
+  config.max_retries = "007";
+  EXPECT_EQ(finalized(config).max_retries(), 7);
+}
+
+TEST(NumberTest, RefusesValuesThatOverflow) {
+  EXPECT_THAT(number_problem(&Config::max_quantity, "9223372036854775808"),
+              StartsWith("- STRIPE_MAX_QUANTITY must be from 1 to 9223372036854775807"));
+  EXPECT_THAT(number_problem(&Config::max_quantity, "99999999999999999999999999"),
+              StartsWith("- STRIPE_MAX_QUANTITY must be from 1 to"));
+}
+
+TEST(MaxQuantityTest, AcceptsTheLargestInt64) {
+  Config config = valid_config();
+  config.max_quantity = "9223372036854775807";
+  EXPECT_EQ(finalized(config).max_quantity(), 9223372036854775807);
+}
+
+TEST(MaxQuantityTest, MustBePositive) {
+  EXPECT_THAT(number_problem(&Config::max_quantity, "0"),
+              StartsWith("- STRIPE_MAX_QUANTITY must be from 1 to"));
+}
+
+TEST(LookupTtlTest, AcceptsZero) {
+  Config config = valid_config();
+  config.lookup_cache_ttl = "0";
+  config.lookup_miss_ttl = "0";
+  const FinalizedConfig out = finalized(config);
+  EXPECT_EQ(out.lookup_cache_ttl(), std::chrono::seconds(0));
+  EXPECT_EQ(out.lookup_miss_ttl(), std::chrono::seconds(0));
+}
+
+TEST(LookupTtlTest, MissTtlMayEqualCacheTtl) {
+  Config config = valid_config();
+  config.lookup_cache_ttl = "30";
+  config.lookup_miss_ttl = "30";
+  EXPECT_TRUE(finalize_config(config).has_value());
+}
+
+TEST(LookupTtlTest, MissTtlMustNotExceedCacheTtl) {
+  Config config = valid_config();
+  config.lookup_cache_ttl = "10";
+  EXPECT_EQ(single_problem(config),
+            "- STRIPE_LOOKUP_MISS_TTL (30 s) must not exceed STRIPE_LOOKUP_CACHE_TTL (10 s)");
+}
+
+TEST(LookupTtlTest, RefusesMoreThanAYear) {
+  EXPECT_THAT(number_problem(&Config::lookup_cache_ttl, "31536001"),
+              StartsWith("- STRIPE_LOOKUP_CACHE_TTL must be from 0 to 31536000 (seconds)"));
+}
+
+TEST(TimeoutTest, MustBePositive) {
+  EXPECT_THAT(number_problem(&Config::timeout_ms, "0"),
+              StartsWith("- STRIPE_TIMEOUT_MS must be from 1 to 3600000 (milliseconds)"));
+  EXPECT_THAT(number_problem(&Config::connect_timeout_ms, "0"),
+              StartsWith("- STRIPE_CONNECT_TIMEOUT_MS must be from 1 to"));
+}
+
+TEST(TimeoutTest, ConnectTimeoutMustNotExceedTotal) {
+  Config config = valid_config();
+  config.connect_timeout_ms = "30000";
+  EXPECT_EQ(single_problem(config),
+            "- STRIPE_CONNECT_TIMEOUT_MS (30000 ms) must not exceed STRIPE_TIMEOUT_MS (20000 ms)");
+}
+
+TEST(TimeoutTest, ConnectTimeoutMayEqualTotal) {
+  Config config = valid_config();
+  config.connect_timeout_ms = "20000";
+  EXPECT_TRUE(finalize_config(config).has_value());
+}
+
+TEST(MaxRetriesTest, AcceptsZeroToTwenty) {
+  for (const std::string text : {"0", "20"}) {
+    Config config = valid_config();
+    config.max_retries = text;
+    EXPECT_EQ(finalized(config).max_retries(), std::stoi(text));
+  }
+  EXPECT_THAT(number_problem(&Config::max_retries, "21"),
+              StartsWith("- STRIPE_MAX_RETRIES must be from 0 to 20; got \"21\""));
+}
+
+TEST(QueueCapacityTest, AcceptsOneToTenMillion) {
+  for (const std::string text : {"1", "10000000"}) {
+    Config config = valid_config();
+    config.queue_capacity = text;
+    EXPECT_EQ(finalized(config).queue_capacity(), std::stoul(text));
+  }
+  EXPECT_THAT(number_problem(&Config::queue_capacity, "0"),
+              StartsWith("- STRIPE_QUEUE_CAPACITY must be from 1 to 10000000"));
+  EXPECT_THAT(number_problem(&Config::queue_capacity, "10000001"),
+              StartsWith("- STRIPE_QUEUE_CAPACITY must be from 1 to 10000000"));
+}
+
+// ------------------------------------------------------------------------------------------
+// Customer metadata key and static map
+
+TEST(CustomerMetadataKeyTest, AcceptsUpToFortyWordCharactersOrDashes) {
+  Config config = valid_config();
+  config.customer_metadata_key = std::string(39, 'a') + "-";
+  EXPECT_EQ(finalized(config).customer_metadata_key(), std::string(39, 'a') + "-");
+}
+
+TEST(CustomerMetadataKeyTest, RefusesFortyOneCharacters) {
+  Config config = valid_config();
+  config.customer_metadata_key = std::string(41, 'a');
+  EXPECT_THAT(single_problem(config), StartsWith("- STRIPE_CUSTOMER_METADATA_KEY must be 1 to 40"));
+}
+
+TEST(CustomerMetadataKeyTest, RefusesOtherCharacters) {
+  for (const std::string key : {"user id", "meta[key]", "a.b"}) {
+    Config config = valid_config();
+    config.customer_metadata_key = key;
+    EXPECT_THAT(single_problem(config), StartsWith("- STRIPE_CUSTOMER_METADATA_KEY ")) << key;
+  }
+}
+
+std::map<std::string, StaticTarget> customer_map_of(const std::string& text) {
+  Config config = valid_config();
+  config.customer_map = text;
+  return finalized(config).customer_map();
+}
+
+std::string customer_map_problems(const std::string& text) {
+  Config config = valid_config();
+  config.customer_map = text;
+  return problems_of(config);
+}
+
+TEST(CustomerMapTest, MapsValuesToCustomersAndSubscriptionItems) {
+  const auto map = customer_map_of("alice=cus_Abc123,team-42=si_Xyz_9");
+  ASSERT_EQ(map.size(), 2u);
+  EXPECT_EQ(map.at("alice").customer_id, "cus_Abc123");
+  EXPECT_EQ(map.at("alice").subscription_item_id, "");
+  EXPECT_EQ(map.at("team-42").customer_id, "");
+  EXPECT_EQ(map.at("team-42").subscription_item_id, "si_Xyz_9");
+}
+
+TEST(CustomerMapTest, IgnoresSpacesAroundEntries) {
+  const auto map = customer_map_of(" alice = cus_1 , bob=si_2 ");
+  ASSERT_EQ(map.size(), 2u);
+  EXPECT_EQ(map.at("alice").customer_id, "cus_1");
+  EXPECT_EQ(map.at("bob").subscription_item_id, "si_2");
+}
+
+TEST(CustomerMapTest, KeyMayBeAnyTextWithoutEqualsOrComma) {
+  const auto map = customer_map_of("user@example.com=cus_1,team:42/x y=si_2");
+  EXPECT_EQ(map.at("user@example.com").customer_id, "cus_1");
+  EXPECT_EQ(map.at("team:42/x y").subscription_item_id, "si_2");
+}
+
+TEST(CustomerMapTest, RefusesEntryWithoutEquals) {
+  EXPECT_THAT(customer_map_problems("alice"),
+              HasSubstr("- STRIPE_CUSTOMER_MAP entry 1 \"alice\" must be value=cus_"));
+}
+
+TEST(CustomerMapTest, RefusesEntryWithEmptyKey) {
+  EXPECT_THAT(customer_map_problems("=cus_1"),
+              HasSubstr("- STRIPE_CUSTOMER_MAP entry 1 \"=cus_1\" has nothing before '='"));
+}
+
+TEST(CustomerMapTest, RefusesTargetThatIsNotACustomerOrSubscriptionItem) {
+  for (const std::string target : {"sub_1", "cus_", "si_", "cus_1-2", "", "cus_1=x"}) {
+    EXPECT_THAT(customer_map_problems("alice=" + target),
+                HasSubstr("- STRIPE_CUSTOMER_MAP entry 1 (\"alice\") must map to a customer "
+                          "(cus_\xE2\x80\xA6) or a subscription item (si_\xE2\x80\xA6)"))
+        << target;
+  }
+}
+
+TEST(CustomerMapTest, RefusesEmptyEntry) {
+  EXPECT_THAT(customer_map_problems("alice=cus_1,,bob=cus_2"),
+              HasSubstr("- STRIPE_CUSTOMER_MAP entry 2 is empty"));
+  EXPECT_THAT(customer_map_problems("alice=cus_1,"),
+              HasSubstr("- STRIPE_CUSTOMER_MAP entry 2 is empty"));
+}
+
+TEST(CustomerMapTest, RefusesDuplicateKeys) {
+  const std::string message = customer_map_problems("alice=cus_1,bob=cus_2,alice=si_3,alice=cus_4");
+  EXPECT_EQ(problem_lines(message),
+            std::vector<std::string>{"- STRIPE_CUSTOMER_MAP maps \"alice\" more than once"});
+}
+
+TEST(CustomerMapTest, ReportsEveryBadEntry) {
+  const std::string message = customer_map_problems("alice,bob=sub_1,carol=cus_3");
+  const std::vector<std::string> lines = problem_lines(message);
+  ASSERT_EQ(lines.size(), 2u) << message;
+  EXPECT_THAT(lines[0], StartsWith("- STRIPE_CUSTOMER_MAP entry 1 "));
+  EXPECT_THAT(lines[1], StartsWith("- STRIPE_CUSTOMER_MAP entry 2 "));
+}
+
+// ------------------------------------------------------------------------------------------
+// Environment and summary
+
+TEST(EnvironmentTest, IsKeptAsGiven) {
+  Config config = valid_config();
+  config.environment = "production";
+  EXPECT_EQ(finalized(config).environment(), "production");
+}
+
+TEST(SummaryTest, ShowsModeRedactedKeyAndSettings) {
+  Config config = valid_config();
+  EXPECT_EQ(finalized(config).summary(),
+            std::string("mode=usage_records key=sk_test_") + kEllipsis +
+                "wxyz (test) price=price_123 charge_by=end_user_id "
+                "api_base=https://api.stripe.com api_version=2025-02-24.acacia");
+}
+
+TEST(SummaryTest, MarksLiveKeys) {
+  Config config = valid_config();
+  config.api_key = kLiveKey;
+  config.environment = "production";
+  config.charge_by = "team_id";
+  const std::string summary = finalized(config).summary();
+  EXPECT_THAT(summary, HasSubstr(std::string("key=sk_live_") + kEllipsis + "wxyz (live)"));
+  EXPECT_THAT(summary, HasSubstr("charge_by=team_id"));
+  EXPECT_THAT(summary, Not(HasSubstr(kLiveKey)));
+}
+
+TEST(SummaryTest, NeverContainsTheKey) {
+  EXPECT_THAT(finalized(valid_config()).summary(), Not(HasSubstr(kTestKey)));
+}
+
+}  // namespace
+}  // namespace stripe_billing

@@ -1,0 +1,462 @@
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cctype>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "stripe_billing/config.h"
+
+namespace stripe_billing {
+namespace {
+
+using ::testing::AllOf;
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+using ::testing::IsEmpty;
+using ::testing::Not;
+using ::testing::StartsWith;
+
+constexpr const char* kTestKey = "sk_test_51NzQvRkLmYbDe7Fh3Jx9PaTuWcGsHiKoAbCdEfGhwxyz";
+constexpr const char* kOtherKey = "sk_test_51OTHERkLmYbDe7Fh3Jx9PaTuWcGsHiKoAbCdEfGh1234";
+
+using Env = std::map<std::string, std::string>;
+
+EnvLookup lookup_in(Env env) {
+  return [env = std::move(env)](const std::string& name) -> std::optional<std::string> {
+    const auto found = env.find(name);
+    if (found == env.end()) return std::nullopt;
+    return found->second;
+  };
+}
+
+YamlSettings read_ok(const std::string& yaml, const Env& env = {}) {
+  Expected<YamlSettings> result = config_from_yaml_string(yaml, lookup_in(env));
+  EXPECT_TRUE(result.has_value()) << (result ? "" : result.error().message);
+  if (!result) throw std::runtime_error("config_from_yaml_string failed");
+  return std::move(result).value();
+}
+
+// The message of a failed read, after checking its code and that no secret leaked into it.
+std::string read_error(const std::string& yaml, const Env& env = {}) {
+  Expected<YamlSettings> result = config_from_yaml_string(yaml, lookup_in(env));
+  EXPECT_FALSE(result.has_value());
+  if (result) return "";
+  EXPECT_EQ(result.error().code, ErrorCode::kInvalidConfig);
+  EXPECT_THAT(result.error().message, AllOf(Not(HasSubstr(kTestKey)), Not(HasSubstr(kOtherKey))));
+  return result.error().message;
+}
+
+constexpr const char* kLiteLlmConfig = R"yaml(
+model_list:
+  - model_name: gpt-4o
+    litellm_params:
+      model: openai/gpt-4o
+      api_key: os.environ/OPENAI_API_KEY
+
+litellm_settings:
+  success_callback: ["stripe", "langfuse"]
+  drop_params: true
+
+general_settings:
+  master_key: sk-1234
+
+stripe_billing:
+  api_key: os.environ/STRIPE_SECRET
+  price_id: price_1PzTokens
+  charge_by: team_id
+  api_base: http://localhost:12111
+  api_version: 2024-06-20
+  environment: staging
+  quantity: completion_tokens
+  max_quantity: 250000
+  customer_metadata_key: gateway_customer
+  customer_map:
+    alice: cus_Alice1
+    team-42: si_Team42
+  lookup_cache_ttl: 600
+  lookup_miss_ttl: 15
+  connect_timeout_ms: 2000
+  timeout_ms: 15000
+  max_retries: 5
+  queue_capacity: 5000
+)yaml";
+
+// ------------------------------------------------------------------------------------------
+// The happy path
+
+TEST(ConfigYamlTest, ReadsEverySettingFromLiteLlmShapedConfig) {
+  const YamlSettings settings = read_ok(kLiteLlmConfig, {{"STRIPE_SECRET", kTestKey}});
+  const Config& config = settings.config;
+  EXPECT_EQ(config.api_key, kTestKey);
+  EXPECT_EQ(config.price_id, "price_1PzTokens");
+  EXPECT_EQ(config.charge_by, "team_id");
+  EXPECT_EQ(config.api_base, "http://localhost:12111");
+  EXPECT_EQ(config.api_version, "2024-06-20");
+  EXPECT_EQ(config.environment, "staging");
+  EXPECT_EQ(config.quantity, "completion_tokens");
+  EXPECT_EQ(config.max_quantity, "250000");
+  EXPECT_EQ(config.customer_metadata_key, "gateway_customer");
+  EXPECT_EQ(config.customer_map, "alice=cus_Alice1,team-42=si_Team42");
+  EXPECT_EQ(config.lookup_cache_ttl, "600");
+  EXPECT_EQ(config.lookup_miss_ttl, "15");
+  EXPECT_EQ(config.connect_timeout_ms, "2000");
+  EXPECT_EQ(config.timeout_ms, "15000");
+  EXPECT_EQ(config.max_retries, "5");
+  EXPECT_EQ(config.queue_capacity, "5000");
+}
+
+TEST(ConfigYamlTest, ReadsSuccessCallbacks) {
+  const YamlSettings settings = read_ok(kLiteLlmConfig, {{"STRIPE_SECRET", kTestKey}});
+  EXPECT_THAT(settings.success_callbacks, ElementsAre("stripe", "langfuse"));
+}
+
+TEST(ConfigYamlTest, HappyPathFinalizes) {
+  const YamlSettings settings = read_ok(kLiteLlmConfig, {{"STRIPE_SECRET", kTestKey}});
+  const Expected<FinalizedConfig> config = finalize_config(settings.config);
+  ASSERT_TRUE(config.has_value()) << config.error().message;
+  EXPECT_EQ(config->charge_by(), ChargeBy::kTeamId);
+  EXPECT_EQ(config->timeout(), std::chrono::milliseconds(15000));
+  EXPECT_EQ(config->customer_map().at("alice").customer_id, "cus_Alice1");
+  EXPECT_EQ(config->customer_map().at("team-42").subscription_item_id, "si_Team42");
+}
+
+TEST(ConfigYamlTest, NumbersAndStringsAreReadAsText) {
+  const YamlSettings settings = read_ok(R"yaml(
+stripe_billing:
+  max_retries: 7
+  timeout_ms: "9000"
+  max_quantity: 1e3
+)yaml");
+  EXPECT_EQ(settings.config.max_retries, "7");
+  EXPECT_EQ(settings.config.timeout_ms, "9000");
+  EXPECT_EQ(settings.config.max_quantity, "1e3");  // finalize_config refuses it
+}
+
+TEST(ConfigYamlTest, IgnoresOtherSections) {
+  const YamlSettings settings = read_ok(R"yaml(
+model_list: [1, 2, {a: b}]
+general_settings: "anything"
+router_settings: {routing_strategy: simple-shuffle}
+stripe_billing:
+  price_id: price_1
+)yaml");
+  EXPECT_EQ(settings.config.price_id, "price_1");
+  EXPECT_THAT(settings.success_callbacks, IsEmpty());
+}
+
+// ------------------------------------------------------------------------------------------
+// os.environ/ references
+
+TEST(ConfigYamlTest, ResolvesOsEnvironReference) {
+  const YamlSettings settings = read_ok(R"yaml(
+stripe_billing:
+  api_key: os.environ/MY_STRIPE_KEY
+  price_id: os.environ/MY_PRICE
+)yaml",
+                                        {{"MY_STRIPE_KEY", kTestKey}, {"MY_PRICE", "price_9"}});
+  EXPECT_EQ(settings.config.api_key, kTestKey);
+  EXPECT_EQ(settings.config.price_id, "price_9");
+}
+
+TEST(ConfigYamlTest, UnsetOsEnvironReferenceNamesTheVariableAndTheKey) {
+  const std::string message = read_error(R"yaml(
+stripe_billing:
+  api_key: os.environ/MY_STRIPE_KEY
+)yaml",
+                                         {{"STRIPE_API_KEY", kTestKey}});
+  EXPECT_THAT(message, StartsWith("invalid Stripe billing configuration in <yaml string> "
+                                  "(1 problem):\n"));
+  EXPECT_THAT(message, HasSubstr("- line 3: stripe_billing.api_key refers to "
+                                 "os.environ/MY_STRIPE_KEY, but MY_STRIPE_KEY is not set"));
+}
+
+TEST(ConfigYamlTest, EmptyOsEnvironReferenceIsUnset) {
+  EXPECT_THAT(read_error("stripe_billing:\n  price_id: os.environ/P\n", {{"P", ""}}),
+              HasSubstr("P is not set"));
+}
+
+TEST(ConfigYamlTest, OsEnvironWithoutNameIsAnError) {
+  EXPECT_THAT(read_error("stripe_billing:\n  price_id: os.environ/\n"),
+              HasSubstr("stripe_billing.price_id: os.environ/ must be followed by a variable"));
+}
+
+// ------------------------------------------------------------------------------------------
+// Keys of the stripe_billing section
+
+TEST(ConfigYamlTest, UnknownKeyIsAnErrorNamingIt) {
+  const std::string message = read_error(R"yaml(
+stripe_billing:
+  price_id: price_1
+  chargeby: team_id
+)yaml");
+  EXPECT_THAT(message, HasSubstr("- stripe_billing has unknown key chargeby (line 4); the "
+                                 "settings are api_key, price_id, charge_by,"));
+}
+
+TEST(ConfigYamlTest, AllUnknownKeysAreNamedInOneProblem) {
+  const std::string message = read_error(R"yaml(
+stripe_billing:
+  STRIPE_API_KEY: x
+  price_id: price_1
+  secret: y
+)yaml");
+  EXPECT_THAT(message, HasSubstr("(1 problem)"));
+  EXPECT_THAT(message,
+              HasSubstr("unknown keys STRIPE_API_KEY (line 3), secret (line 5); the settings"));
+}
+
+TEST(ConfigYamlTest, EveryDocumentedVariableHasAYamlKey) {
+  std::string yaml = "stripe_billing:\n";
+  for (const std::string& variable : config_variable_names()) {
+    std::string key = variable.rfind("STRIPE_", 0) == 0 ? variable.substr(7) : variable;
+    for (char& c : key) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    yaml += "  " + key + ": v_" + variable + "\n";
+  }
+  const Config config = read_ok(yaml).config;
+  EXPECT_EQ(config.api_key, "v_STRIPE_API_KEY");
+  EXPECT_EQ(config.environment, "v_ENVIRONMENT");
+  EXPECT_EQ(config.customer_metadata_key, "v_STRIPE_CUSTOMER_METADATA_KEY");
+  EXPECT_EQ(config.queue_capacity, "v_STRIPE_QUEUE_CAPACITY");
+}
+
+TEST(ConfigYamlTest, RepeatedKeyIsAnError) {
+  EXPECT_THAT(read_error("stripe_billing:\n  price_id: price_1\n  price_id: price_2\n"),
+              HasSubstr("- line 3: stripe_billing.price_id appears more than once"));
+}
+
+TEST(ConfigYamlTest, ListForAScalarSettingIsAnErrorWithoutEchoingIt) {
+  const std::string message =
+      read_error(std::string("stripe_billing:\n  api_key: [") + kTestKey + "]\n");
+  EXPECT_THAT(message, HasSubstr("- line 2: stripe_billing.api_key must be a string or a number"));
+}
+
+TEST(ConfigYamlTest, StripeSectionMustBeAMap) {
+  EXPECT_THAT(read_error("stripe_billing: [a, b]\n"),
+              HasSubstr("stripe_billing must be a map of settings"));
+}
+
+// ------------------------------------------------------------------------------------------
+// Falling back to the environment
+
+TEST(ConfigYamlTest, AbsentSettingFallsBackToItsEnvironmentVariable) {
+  const YamlSettings settings =
+      read_ok("stripe_billing:\n  price_id: price_1\n", {{"STRIPE_API_KEY", kTestKey},
+                                                         {"STRIPE_CHARGE_BY", "user_id"},
+                                                         {"ENVIRONMENT", "production"}});
+  EXPECT_EQ(settings.config.api_key, kTestKey);
+  EXPECT_EQ(settings.config.charge_by, "user_id");
+  EXPECT_EQ(settings.config.environment, "production");
+  EXPECT_FALSE(settings.config.timeout_ms.has_value());
+}
+
+TEST(ConfigYamlTest, FileSettingWinsOverEnvironmentVariable) {
+  const YamlSettings settings =
+      read_ok("stripe_billing:\n  price_id: price_file\n", {{"STRIPE_PRICE_ID", "price_env"}});
+  EXPECT_EQ(settings.config.price_id, "price_file");
+}
+
+TEST(ConfigYamlTest, NullOrEmptySettingFallsBackToEnvironment) {
+  const YamlSettings settings =
+      read_ok("stripe_billing:\n  price_id:\n  charge_by: \"\"\n",
+              {{"STRIPE_PRICE_ID", "price_env"}, {"STRIPE_CHARGE_BY", "team_id"}});
+  EXPECT_EQ(settings.config.price_id, "price_env");
+  EXPECT_EQ(settings.config.charge_by, "team_id");
+}
+
+TEST(ConfigYamlTest, MissingStripeSectionReadsEverythingFromEnvironment) {
+  const YamlSettings settings =
+      read_ok("litellm_settings:\n  success_callback: [stripe]\n",
+              {{"STRIPE_API_KEY", kTestKey}, {"STRIPE_PRICE_ID", "price_env"}});
+  EXPECT_EQ(settings.config.api_key, kTestKey);
+  EXPECT_EQ(settings.config.price_id, "price_env");
+  EXPECT_THAT(settings.success_callbacks, ElementsAre("stripe"));
+}
+
+TEST(ConfigYamlTest, EmptyDocumentReadsEverythingFromEnvironment) {
+  const YamlSettings settings = read_ok("", {{"STRIPE_PRICE_ID", "price_env"}});
+  EXPECT_EQ(settings.config.price_id, "price_env");
+}
+
+TEST(ConfigYamlTest, EnvironmentVariablesSectionOverridesProcessEnvironment) {
+  const YamlSettings settings = read_ok(R"yaml(
+environment_variables:
+  STRIPE_PRICE_ID: price_from_section
+  STRIPE_MAX_RETRIES: 9
+)yaml",
+                                        {{"STRIPE_PRICE_ID", "price_env"}});
+  EXPECT_EQ(settings.config.price_id, "price_from_section");
+  EXPECT_EQ(settings.config.max_retries, "9");
+}
+
+TEST(ConfigYamlTest, StripeSectionWinsOverEnvironmentVariablesSection) {
+  const YamlSettings settings = read_ok(R"yaml(
+environment_variables:
+  STRIPE_PRICE_ID: price_from_section
+stripe_billing:
+  price_id: price_from_stripe_billing
+)yaml");
+  EXPECT_EQ(settings.config.price_id, "price_from_stripe_billing");
+}
+
+TEST(ConfigYamlTest, EnvironmentVariablesSectionFeedsOsEnvironReferences) {
+  const YamlSettings settings = read_ok(R"yaml(
+environment_variables:
+  MY_PRICE: price_section
+stripe_billing:
+  price_id: os.environ/MY_PRICE
+)yaml",
+                                        {{"MY_PRICE", "price_env"}});
+  EXPECT_EQ(settings.config.price_id, "price_section");
+}
+
+// ------------------------------------------------------------------------------------------
+// customer_map
+
+TEST(ConfigYamlTest, CustomerMapAsMapBecomesTheVariableForm) {
+  const YamlSettings settings = read_ok(R"yaml(
+stripe_billing:
+  customer_map:
+    alice@example.com: cus_1
+    "team 7": si_2
+)yaml");
+  EXPECT_EQ(settings.config.customer_map, "alice@example.com=cus_1,team 7=si_2");
+}
+
+TEST(ConfigYamlTest, CustomerMapAsString) {
+  const YamlSettings settings =
+      read_ok("stripe_billing:\n  customer_map: \"alice=cus_1,bob=si_2\"\n");
+  EXPECT_EQ(settings.config.customer_map, "alice=cus_1,bob=si_2");
+}
+
+TEST(ConfigYamlTest, CustomerMapValueMayUseOsEnviron) {
+  const YamlSettings settings =
+      read_ok("stripe_billing:\n  customer_map:\n    alice: os.environ/ALICE\n",
+              {{"ALICE", "cus_from_env"}});
+  EXPECT_EQ(settings.config.customer_map, "alice=cus_from_env");
+}
+
+TEST(ConfigYamlTest, CustomerMapKeyWithCommaOrEqualsIsAnError) {
+  const std::string message = read_error(R"yaml(
+stripe_billing:
+  customer_map:
+    "a,b": cus_1
+    "c=d": cus_2
+)yaml");
+  EXPECT_THAT(message, HasSubstr("- line 4: stripe_billing.customer_map: the key \"a,b\" must "
+                                 "not contain '=' or ','"));
+  EXPECT_THAT(message, HasSubstr("- line 5: stripe_billing.customer_map: the key \"c=d\""));
+}
+
+TEST(ConfigYamlTest, CustomerMapValueWithCommaIsAnError) {
+  EXPECT_THAT(read_error("stripe_billing:\n  customer_map:\n    alice: \"cus_1,bob=cus_2\"\n"),
+              HasSubstr("stripe_billing.customer_map.alice must be a single cus_"));
+}
+
+TEST(ConfigYamlTest, CustomerMapListIsAnError) {
+  EXPECT_THAT(read_error("stripe_billing:\n  customer_map: [cus_1]\n"),
+              HasSubstr("stripe_billing.customer_map must be a string or a number, or a map"));
+}
+
+// ------------------------------------------------------------------------------------------
+// litellm_settings and malformed files
+
+TEST(ConfigYamlTest, SuccessCallbackMustBeAList) {
+  EXPECT_THAT(read_error("litellm_settings:\n  success_callback: stripe\n"),
+              HasSubstr("- line 2: litellm_settings.success_callback must be a list"));
+}
+
+TEST(ConfigYamlTest, TopLevelMustBeAMap) {
+  EXPECT_THAT(read_error("- a\n- b\n"), HasSubstr("the top level must be a map"));
+}
+
+TEST(ConfigYamlTest, SyntaxErrorNamesTheSourceAndLine) {
+  const std::string message = read_error(std::string("stripe_billing:\n  api_key: ") + kTestKey +
+                                         "\n  price_id: [price_1\n");
+  EXPECT_THAT(message, StartsWith("invalid YAML in <yaml string> at line "));
+}
+
+TEST(ConfigYamlTest, SyntaxErrorMessageReportsTheLineOfTheMistake) {
+  const std::string message = read_error("stripe_billing:\n  price_id: price_1\n bad: [\n");
+  EXPECT_THAT(message, StartsWith("invalid YAML in <yaml string> at line 3, column "));
+}
+
+TEST(ConfigYamlTest, SecretsNeverAppearInMessages) {
+  const Env env = {{"STRIPE_API_KEY", kTestKey}, {"K", kOtherKey}};
+  read_error(std::string("stripe_billing:\n  api_key: ") + kTestKey + "\n  bogus: 1\n", env);
+  read_error(std::string("stripe_billing:\n  api_key: {a: ") + kTestKey + "}\n", env);
+  read_error(std::string("environment_variables:\n  STRIPE_API_KEY: [") + kOtherKey + "]\n", env);
+  read_error(std::string("stripe_billing:\n  api_key: os.environ/K\n  price_id: os.environ/Q\n"),
+             env);
+  read_error(std::string("stripe_billing:\n  api_key: ") + kTestKey + "\n bad: [\n", env);
+}
+
+// ------------------------------------------------------------------------------------------
+// Files
+
+class ConfigYamlFileTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = std::filesystem::path(::testing::TempDir()) /
+           ("config_yaml_test_" + std::to_string(::getpid()));
+    std::filesystem::create_directories(dir_);
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+
+  std::string write(const std::string& name, const std::string& text) {
+    const std::filesystem::path path = dir_ / name;
+    std::ofstream(path) << text;
+    return path.string();
+  }
+
+  std::filesystem::path dir_;
+};
+
+TEST_F(ConfigYamlFileTest, ReadsAFile) {
+  const std::string path = write("litellm.yaml", kLiteLlmConfig);
+  const Expected<YamlSettings> settings =
+      config_from_yaml_file(path, lookup_in({{"STRIPE_SECRET", kTestKey}}));
+  ASSERT_TRUE(settings.has_value()) << settings.error().message;
+  EXPECT_EQ(settings->config.price_id, "price_1PzTokens");
+  EXPECT_THAT(settings->success_callbacks, ElementsAre("stripe", "langfuse"));
+}
+
+TEST_F(ConfigYamlFileTest, SyntaxErrorNamesThePathAndLine) {
+  const std::string path = write("broken.yaml", "stripe_billing:\n  price_id: price_1\n bad: [\n");
+  const Expected<YamlSettings> settings = config_from_yaml_file(path, lookup_in({}));
+  ASSERT_FALSE(settings.has_value());
+  EXPECT_EQ(settings.error().code, ErrorCode::kInvalidConfig);
+  EXPECT_THAT(settings.error().message, StartsWith("invalid YAML in " + path + " at line 3, "));
+}
+
+TEST_F(ConfigYamlFileTest, SettingErrorsNameThePath) {
+  const std::string path = write("unknown.yaml", "stripe_billing:\n  nope: 1\n");
+  const Expected<YamlSettings> settings = config_from_yaml_file(path, lookup_in({}));
+  ASSERT_FALSE(settings.has_value());
+  EXPECT_THAT(settings.error().message,
+              StartsWith("invalid Stripe billing configuration in " + path + " (1 problem):"));
+}
+
+TEST_F(ConfigYamlFileTest, MissingFileIsAnErrorNamingThePath) {
+  const std::string path = (dir_ / "absent.yaml").string();
+  const Expected<YamlSettings> settings = config_from_yaml_file(path, lookup_in({}));
+  ASSERT_FALSE(settings.has_value());
+  EXPECT_EQ(settings.error().code, ErrorCode::kInvalidConfig);
+  EXPECT_THAT(settings.error().message, AllOf(HasSubstr("cannot read configuration file " + path),
+                                              HasSubstr("No such file or directory")));
+}
+
+TEST_F(ConfigYamlFileTest, DirectoryIsAnError) {
+  const Expected<YamlSettings> settings = config_from_yaml_file(dir_.string(), lookup_in({}));
+  ASSERT_FALSE(settings.has_value());
+  EXPECT_THAT(settings.error().message, HasSubstr("it is a directory"));
+}
+
+}  // namespace
+}  // namespace stripe_billing

@@ -1,0 +1,155 @@
+#include "customer_resolver.h"
+
+#include <gtest/gtest.h>
+
+#include "test_support.h"
+
+namespace stripe_billing {
+namespace {
+
+class ManualClock : public Clock {
+ public:
+  TimePoint now() const override { return now_.load(); }
+  void advance(std::chrono::seconds by) { now_ = now_.load() + by; }
+
+ private:
+  std::atomic<TimePoint> now_{std::chrono::system_clock::now()};
+};
+
+class CustomerResolverTest : public testing::EmulatorTest {
+ protected:
+  void SetUp() override {
+    Config raw = config();
+    raw.lookup_cache_ttl = "300";
+    raw.lookup_miss_ttl = "30";
+    raw.customer_map = "mapped-item=si_static,mapped-customer=" + mapped_customer_;
+    auto finalized = finalize_config(raw);
+    ASSERT_TRUE(finalized) << finalized.error().to_string();
+    config_.emplace(std::move(finalized.value()));
+    transport_ = make_curl_transport();
+    client_.emplace(*transport_, StripeClientOptions{config_->api_base(), config_->api_key(),
+                                                     config_->api_version(), config_->timeout()});
+    resolver_.emplace(*client_, *config_, clock_);
+  }
+
+  std::size_t searches() const { return count_requests("GET", "/v1/customers/search"); }
+
+  std::string mapped_customer_ = emulator_.create_customer({});
+  std::shared_ptr<ManualClock> clock_ = std::make_shared<ManualClock>();
+  std::optional<FinalizedConfig> config_;
+  std::unique_ptr<HttpTransport> transport_;
+  std::optional<StripeClient> client_;
+  std::optional<CustomerResolver> resolver_;
+};
+
+TEST_F(CustomerResolverTest, FindsTheItemOfTheCustomerWithTheMetadataValue) {
+  std::string customer;
+  const std::string item = add_customer("alice", &customer);
+  add_customer("bob");
+  auto target = resolver_->resolve("alice");
+  ASSERT_TRUE(target) << target.error().to_string();
+  EXPECT_EQ(target->customer_id, customer);
+  EXPECT_EQ(target->subscription_item_id, item);
+}
+
+TEST_F(CustomerResolverTest, PicksTheItemOnTheConfiguredPrice) {
+  std::string customer;
+  add_customer("alice", &customer);
+  const std::string other_price = emulator_.create_metered_price(product_);
+  emulator_.create_subscription(customer, other_price);
+  auto target = resolver_->resolve("alice");
+  ASSERT_TRUE(target);
+  for (const auto& record : emulator_.requests()) {
+    if (record.path == "/v1/subscriptions") {
+      EXPECT_NE(record.raw_target.find("price=" + price_), std::string::npos);
+      EXPECT_NE(record.raw_target.find("status=active"), std::string::npos);
+    }
+  }
+}
+
+TEST_F(CustomerResolverTest, CachesAHitUntilItsTtlExpires) {
+  add_customer("alice");
+  ASSERT_TRUE(resolver_->resolve("alice"));
+  clock_->advance(std::chrono::seconds(299));
+  ASSERT_TRUE(resolver_->resolve("alice"));
+  EXPECT_EQ(searches(), 1u);
+  clock_->advance(std::chrono::seconds(2));
+  ASSERT_TRUE(resolver_->resolve("alice"));
+  EXPECT_EQ(searches(), 2u);
+}
+
+TEST_F(CustomerResolverTest, CachesAMissForTheShorterTtl) {
+  auto first = resolver_->resolve("late-customer");
+  ASSERT_FALSE(first);
+  EXPECT_EQ(first.error().code, ErrorCode::kCustomerNotFound);
+  add_customer("late-customer");
+  EXPECT_FALSE(resolver_->resolve("late-customer"));
+  EXPECT_EQ(searches(), 1u);
+  clock_->advance(std::chrono::seconds(31));
+  EXPECT_TRUE(resolver_->resolve("late-customer"));
+  EXPECT_EQ(searches(), 2u);
+}
+
+TEST_F(CustomerResolverTest, DoesNotCacheANetworkFailure) {
+  add_customer("alice");
+  emulator_.inject({stripe_emulator::FaultKind::kStatus, 500, "/v1/customers/search", {}});
+  auto failed = resolver_->resolve("alice");
+  ASSERT_FALSE(failed);
+  EXPECT_EQ(failed.error().code, ErrorCode::kStripe);
+  EXPECT_TRUE(resolver_->resolve("alice"));
+}
+
+TEST_F(CustomerResolverTest, InvalidateForcesANewLookup) {
+  add_customer("alice");
+  ASSERT_TRUE(resolver_->resolve("alice"));
+  resolver_->invalidate("alice");
+  ASSERT_TRUE(resolver_->resolve("alice"));
+  EXPECT_EQ(searches(), 2u);
+}
+
+TEST_F(CustomerResolverTest, TheStaticMapComesBeforeAnyLookup) {
+  auto item = resolver_->resolve("mapped-item");
+  ASSERT_TRUE(item);
+  EXPECT_EQ(item->subscription_item_id, "si_static");
+  const std::string mapped_item = emulator_.create_subscription(mapped_customer_, price_).item_id;
+  auto customer = resolver_->resolve("mapped-customer");
+  ASSERT_TRUE(customer) << customer.error().to_string();
+  EXPECT_EQ(customer->customer_id, mapped_customer_);
+  EXPECT_EQ(customer->subscription_item_id, mapped_item);
+  EXPECT_EQ(searches(), 0u);
+}
+
+TEST_F(CustomerResolverTest, HostileValuesAreSearchedLiterally) {
+  const std::vector<std::string> hostile = {"a&b=c", "../x", "50% off", "it's", "back\\slash",
+                                            "a b/c", "x' OR metadata['y']:'z"};
+  std::map<std::string, std::string> items;
+  for (const auto& value : hostile) items[value] = add_customer(value);
+  for (const auto& value : hostile) {
+    auto target = resolver_->resolve(value);
+    ASSERT_TRUE(target) << value << ": " << target.error().to_string();
+    EXPECT_EQ(target->subscription_item_id, items[value]) << value;
+  }
+}
+
+TEST_F(CustomerResolverTest, RefusesKeysNoMetadataValueCanEqualWithoutARequest) {
+  for (const std::string& value : {std::string(1 << 20, 'x'), std::string("caf\xff")}) {
+    auto target = resolver_->resolve(value);
+    ASSERT_FALSE(target);
+    EXPECT_EQ(target.error().code, ErrorCode::kMissingCustomer);
+  }
+  EXPECT_EQ(emulator_.requests().size(), 0u);
+}
+
+TEST(CustomerSearchQuery, EscapesQuotesAndBackslashes) {
+  EXPECT_EQ(customer_search_query("k", "it's \\ ok"), R"(metadata['k']:'it\'s \\ ok')");
+}
+
+TEST(IsCustomerId, AcceptsOnlyCusFollowedBySafeCharacters) {
+  EXPECT_TRUE(is_customer_id("cus_ABC123"));
+  EXPECT_FALSE(is_customer_id("cus_"));
+  EXPECT_FALSE(is_customer_id("cus_../x"));
+  EXPECT_FALSE(is_customer_id("customer"));
+}
+
+}  // namespace
+}  // namespace stripe_billing
