@@ -1,11 +1,17 @@
 #include "stripe_billing/config.h"
 
+#include <sys/stat.h>
+
+#include <cerrno>
 #include <cstdint>
 #include <cstdlib>
 #include <limits>
+#include <locale>
 #include <optional>
 #include <set>
+#include <sstream>
 #include <string>
+#include <system_error>
 #include <string_view>
 #include <utility>
 #include <vector>
@@ -29,6 +35,7 @@ struct IntegerRule {
   std::int64_t default_value;
   std::int64_t min;
   std::int64_t max;
+  const char* above_max_reason = nullptr;  // appended to the message when the value is too big
 };
 
 // Upper bounds keep durations far from overflowing a clock's time_point arithmetic downstream.
@@ -46,6 +53,31 @@ constexpr IntegerRule kConnectTimeoutRule{"STRIPE_CONNECT_TIMEOUT_MS", "millisec
 constexpr IntegerRule kTimeoutRule{"STRIPE_TIMEOUT_MS", "milliseconds", 20'000, 1, kMaxTimeoutMs};
 constexpr IntegerRule kMaxRetriesRule{"STRIPE_MAX_RETRIES", "", 3, 0, 20};
 constexpr IntegerRule kQueueCapacityRule{"STRIPE_QUEUE_CAPACITY", "", 100'000, 1, 10'000'000};
+
+// Delivery engine.
+constexpr std::int64_t kDaySeconds = 24LL * 60 * 60;
+constexpr IntegerRule kCommitIntervalRule{"STRIPE_COMMIT_INTERVAL_MS", "milliseconds", 50, 1,
+                                          10'000};
+constexpr IntegerRule kSyncTimeoutRule{"STRIPE_SYNC_TIMEOUT_MS", "milliseconds", 5'000, 1,
+                                       600'000};
+constexpr IntegerRule kAggregationWindowRule{"STRIPE_AGGREGATION_WINDOW_MS", "milliseconds",
+                                             2'000, 0, 3'600'000};
+constexpr IntegerRule kMaxBackoffRule{"STRIPE_MAX_BACKOFF_S", "seconds", 300, 1, kDaySeconds};
+// Stripe keeps an idempotency key for at least 24 hours and may prune it after that; a retry
+// with a pruned key is a new request, so an event must die before its key can be forgotten.
+constexpr IntegerRule kMaxDeliveryAgeRule{
+    "STRIPE_MAX_DELIVERY_AGE_S", "seconds", 23LL * 60 * 60, 60, kDaySeconds,
+    "Stripe may prune idempotency keys after 24 hours, so retrying an older event could bill it "
+    "twice"};
+constexpr IntegerRule kSenderThreadsRule{"STRIPE_SENDER_THREADS", "", 4, 1, 64};
+constexpr IntegerRule kParkRetryRule{"STRIPE_PARK_RETRY_S", "seconds", 60, 1, kDaySeconds};
+constexpr IntegerRule kLedgerRetentionRule{"STRIPE_LEDGER_RETENTION_DAYS", "days", 90, 1, 3'650};
+constexpr IntegerRule kAuthProbeRule{"STRIPE_AUTH_PROBE_S", "seconds", 30, 1, 3'600};
+
+constexpr double kDefaultTestRateLimit = 25;   // Stripe's test-mode limit is 25 requests/s
+constexpr double kDefaultLiveRateLimit = 100;  // and live mode's 100
+constexpr double kMaxRateLimit = 10'000;
+constexpr const char* kMemoryOutbox = ":memory:";
 
 // ---------------------------------------------------------------------------------------------
 // Collecting problems
@@ -258,6 +290,11 @@ constexpr std::pair<const char*, QuantitySource> kQuantityChoices[] = {
     {"completion_tokens", QuantitySource::kCompletionTokens},
 };
 
+constexpr std::pair<const char*, Durability> kDurabilityChoices[] = {
+    {"async", Durability::kAsync},
+    {"sync", Durability::kSync},
+};
+
 // ---------------------------------------------------------------------------------------------
 // Numbers
 
@@ -284,13 +321,104 @@ std::optional<std::int64_t> check_integer(Problems& problems, const IntegerRule&
     }
     value = value * 10 + digit;
   }
-  if (overflow || value < static_cast<std::uint64_t>(rule.min) ||
-      value > static_cast<std::uint64_t>(rule.max)) {
+  const bool too_big = overflow || value > static_cast<std::uint64_t>(rule.max);
+  if (too_big || value < static_cast<std::uint64_t>(rule.min)) {
     problems.add(std::string(rule.variable) + " must be from " + std::to_string(rule.min) + " to " +
-                 std::to_string(rule.max) + unit + "; got " + problems.shown(text));
+                 std::to_string(rule.max) + unit + "; got " + problems.shown(text) +
+                 (too_big && rule.above_max_reason != nullptr
+                      ? std::string(": ") + rule.above_max_reason
+                      : std::string()));
     return std::nullopt;
   }
   return static_cast<std::int64_t>(value);
+}
+
+// Requests per second: decimal digits with an optional fraction ("25", "12.5", "0.5"), read
+// without the C library so that the host's locale cannot change the decimal point. nullopt when
+// the value is present but not accepted (the problem is recorded); the default when unset.
+std::optional<double> check_rate_limit(Problems& problems, const std::optional<std::string>& raw,
+                                       double default_value) {
+  if (!value_set(raw)) return default_value;
+  const std::string& text = *raw;
+  constexpr const char* kVar = "STRIPE_RATE_LIMIT";
+  const std::size_t point = text.find('.');
+  const std::string_view whole = std::string_view(text).substr(0, point);
+  const std::string_view fraction = point == std::string::npos
+                                         ? std::string_view()
+                                         : std::string_view(text).substr(point + 1);
+  bool shape_ok = !whole.empty() && (point == std::string::npos || !fraction.empty());
+  for (char c : whole) shape_ok = shape_ok && is_digit(c);
+  for (char c : fraction) shape_ok = shape_ok && is_digit(c);
+  if (!shape_ok) {
+    problems.add(std::string(kVar) +
+                 " must be a number of requests per second written with decimal digits and an "
+                 "optional fraction, such as 25 or 12.5; got " +
+                 problems.shown(text));
+    return std::nullopt;
+  }
+  double value = 0;
+  for (char c : whole) {
+    value = value * 10 + (c - '0');
+    if (value > kMaxRateLimit) break;  // out of range already; stop before it grows unbounded
+  }
+  double scale = 1;
+  for (char c : fraction) {
+    scale /= 10;
+    value += (c - '0') * scale;
+  }
+  if (!(value > 0) || value > kMaxRateLimit) {
+    problems.add(std::string(kVar) +
+                 " must be more than 0 and at most 10000 (requests per second, over all Stripe "
+                 "requests); got " +
+                 problems.shown(text));
+    return std::nullopt;
+  }
+  return value;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The outbox path
+
+// Checks the path without creating or opening anything: it must name a file (or be :memory:)
+// in a directory that exists.
+std::string check_outbox_path(Problems& problems, const std::optional<std::string>& raw) {
+  if (!value_set(raw)) return kDefaultOutboxPath;
+  const std::string& path = *raw;
+  constexpr const char* kVar = "STRIPE_OUTBOX_PATH";
+  if (const std::size_t nul = path.find('\0'); nul != std::string::npos) {
+    problems.add(std::string(kVar) + " contains a NUL byte at character " +
+                 std::to_string(nul + 1) + " of " + std::to_string(path.size()) +
+                 "; it must be a file path or :memory:");
+    return {};
+  }
+  if (path == kMemoryOutbox) return path;
+  if (path.back() == '/') {
+    problems.add(std::string(kVar) + " must name a file, not a directory; got " +
+                 problems.shown(path));
+    return {};
+  }
+  const std::size_t slash = path.rfind('/');
+  const std::string directory =
+      slash == std::string::npos ? std::string(".") : slash == 0 ? "/" : path.substr(0, slash);
+  struct stat info {};
+  if (::stat(directory.c_str(), &info) != 0) {
+    const std::string reason = std::error_code(errno, std::generic_category()).message();
+    problems.add(std::string(kVar) + " " + problems.shown(path) + ": its directory " +
+                 problems.shown(directory) + " cannot be used (" + reason +
+                 "); the directory must exist (the library creates the file, not the directory)");
+    return {};
+  }
+  if (!S_ISDIR(info.st_mode)) {
+    problems.add(std::string(kVar) + " " + problems.shown(path) + ": " +
+                 problems.shown(directory) + " is not a directory");
+    return {};
+  }
+  if (::stat(path.c_str(), &info) == 0 && S_ISDIR(info.st_mode)) {
+    problems.add(std::string(kVar) + " must name a file, not a directory; got " +
+                 problems.shown(path));
+    return {};
+  }
+  return path;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -547,6 +675,16 @@ const char* to_string(QuantitySource value) noexcept {
   return "unknown";
 }
 
+const char* to_string(Durability value) noexcept {
+  switch (value) {
+    case Durability::kAsync:
+      return "async";
+    case Durability::kSync:
+      return "sync";
+  }
+  return "unknown";
+}
+
 EnvLookup process_environment() {
   return [](const std::string& name) -> std::optional<std::string> {
     const char* value = std::getenv(name.c_str());
@@ -573,6 +711,18 @@ const std::vector<std::string>& config_variable_names() {
       "STRIPE_TIMEOUT_MS",
       "STRIPE_MAX_RETRIES",
       "STRIPE_QUEUE_CAPACITY",
+      "STRIPE_OUTBOX_PATH",
+      "STRIPE_DURABILITY",
+      "STRIPE_COMMIT_INTERVAL_MS",
+      "STRIPE_SYNC_TIMEOUT_MS",
+      "STRIPE_AGGREGATION_WINDOW_MS",
+      "STRIPE_MAX_BACKOFF_S",
+      "STRIPE_MAX_DELIVERY_AGE_S",
+      "STRIPE_RATE_LIMIT",
+      "STRIPE_SENDER_THREADS",
+      "STRIPE_PARK_RETRY_S",
+      "STRIPE_LEDGER_RETENTION_DAYS",
+      "STRIPE_AUTH_PROBE_S",
   };
   return names;
 }
@@ -600,6 +750,18 @@ Config config_from_env(const EnvLookup& env) {
   config.timeout_ms = read("STRIPE_TIMEOUT_MS");
   config.max_retries = read("STRIPE_MAX_RETRIES");
   config.queue_capacity = read("STRIPE_QUEUE_CAPACITY");
+  config.outbox_path = read("STRIPE_OUTBOX_PATH");
+  config.durability = read("STRIPE_DURABILITY");
+  config.commit_interval_ms = read("STRIPE_COMMIT_INTERVAL_MS");
+  config.sync_timeout_ms = read("STRIPE_SYNC_TIMEOUT_MS");
+  config.aggregation_window_ms = read("STRIPE_AGGREGATION_WINDOW_MS");
+  config.max_backoff_s = read("STRIPE_MAX_BACKOFF_S");
+  config.max_delivery_age_s = read("STRIPE_MAX_DELIVERY_AGE_S");
+  config.rate_limit = read("STRIPE_RATE_LIMIT");
+  config.sender_threads = read("STRIPE_SENDER_THREADS");
+  config.park_retry_s = read("STRIPE_PARK_RETRY_S");
+  config.ledger_retention_days = read("STRIPE_LEDGER_RETENTION_DAYS");
+  config.auth_probe_s = read("STRIPE_AUTH_PROBE_S");
   return config;
 }
 
@@ -629,6 +791,27 @@ Expected<FinalizedConfig> finalize_config(const Config& config) {
   const auto max_retries = check_integer(problems, kMaxRetriesRule, config.max_retries);
   const auto queue_capacity = check_integer(problems, kQueueCapacityRule, config.queue_capacity);
 
+  out.outbox_path_ = check_outbox_path(problems, config.outbox_path);
+  out.durability_ =
+      check_choice(problems, "STRIPE_DURABILITY", config.durability, kDurabilityChoices);
+  const auto commit_interval =
+      check_integer(problems, kCommitIntervalRule, config.commit_interval_ms);
+  const auto sync_timeout = check_integer(problems, kSyncTimeoutRule, config.sync_timeout_ms);
+  const auto aggregation_window =
+      check_integer(problems, kAggregationWindowRule, config.aggregation_window_ms);
+  const auto max_backoff = check_integer(problems, kMaxBackoffRule, config.max_backoff_s);
+  const auto max_delivery_age =
+      check_integer(problems, kMaxDeliveryAgeRule, config.max_delivery_age_s);
+  // The default depends on the key's mode, known above (a refused key counts as test mode; the
+  // configuration is refused anyway).
+  const auto rate_limit = check_rate_limit(
+      problems, config.rate_limit, out.live_mode_ ? kDefaultLiveRateLimit : kDefaultTestRateLimit);
+  const auto sender_threads = check_integer(problems, kSenderThreadsRule, config.sender_threads);
+  const auto park_retry = check_integer(problems, kParkRetryRule, config.park_retry_s);
+  const auto ledger_retention =
+      check_integer(problems, kLedgerRetentionRule, config.ledger_retention_days);
+  const auto auth_probe = check_integer(problems, kAuthProbeRule, config.auth_probe_s);
+
   if (cache_ttl && miss_ttl && *miss_ttl > *cache_ttl) {
     problems.add("STRIPE_LOOKUP_MISS_TTL (" + std::to_string(*miss_ttl) +
                  " s) must not exceed STRIPE_LOOKUP_CACHE_TTL (" + std::to_string(*cache_ttl) +
@@ -648,14 +831,35 @@ Expected<FinalizedConfig> finalize_config(const Config& config) {
   out.timeout_ = std::chrono::milliseconds(*timeout);
   out.max_retries_ = static_cast<int>(*max_retries);
   out.queue_capacity_ = static_cast<std::size_t>(*queue_capacity);
+  out.commit_interval_ = std::chrono::milliseconds(*commit_interval);
+  out.sync_timeout_ = std::chrono::milliseconds(*sync_timeout);
+  out.aggregation_window_ = std::chrono::milliseconds(*aggregation_window);
+  out.max_backoff_ = std::chrono::seconds(*max_backoff);
+  out.max_delivery_age_ = std::chrono::seconds(*max_delivery_age);
+  out.rate_limit_ = *rate_limit;
+  out.sender_threads_ = static_cast<int>(*sender_threads);
+  out.park_retry_ = std::chrono::seconds(*park_retry);
+  out.ledger_retention_ = std::chrono::hours(*ledger_retention * 24);
+  out.auth_probe_interval_ = std::chrono::seconds(*auth_probe);
   return out;
 }
 
 std::string FinalizedConfig::summary() const {
+  std::ostringstream rate;
+  rate.imbue(std::locale::classic());
+  rate << rate_limit_;  // 25, 12.5
+  // A path is not secret, but one that holds the key (pasted into the wrong variable) is not
+  // logged.
+  const std::string& key = api_key_.reveal();
+  const std::string outbox = !key.empty() && outbox_path_.find(key) != std::string::npos
+                                 ? std::string("(redacted)")
+                                 : outbox_path_;
   return std::string("mode=") + kMode + " key=" + api_key_.redacted() +
          (live_mode_ ? " (live)" : " (test)") + " price=" + price_id_ +
          " charge_by=" + to_string(charge_by_) + " api_base=" + api_base_ +
-         " api_version=" + api_version_;
+         " api_version=" + api_version_ + " durability=" + to_string(durability_) +
+         " outbox=" + outbox + " window=" + std::to_string(aggregation_window_.count()) +
+         "ms rate=" + rate.str() + "/s";
 }
 
 }  // namespace stripe_billing

@@ -28,6 +28,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cstddef>
 #include <limits>
 #include <memory>
@@ -212,10 +213,9 @@ struct SlistDeleter {
 using HeaderList = std::unique_ptr<curl_slist, SlistDeleter>;
 
 bool append(HeaderList& list, const std::string& line) {
-  curl_slist* grown = curl_slist_append(list.get(), line.c_str());
-  if (grown == nullptr) return false;
-  list.release();
-  list.reset(grown);
+  curl_slist* head = curl_slist_append(list.get(), line.c_str());
+  if (head == nullptr) return false;
+  if (!list) list.reset(head);  // curl appends in place: only the first append makes a new head
   return true;
 }
 

@@ -42,7 +42,7 @@ Expected<BillingTarget> CustomerResolver::resolve(const std::string& customer_ke
   if (auto it = config_.customer_map().find(customer_key);
       it != config_.customer_map().end() && !it->second.subscription_item_id.empty()) {
     ++hits_;
-    return BillingTarget{it->second.customer_id, it->second.subscription_item_id};
+    return BillingTarget{it->second.customer_id, it->second.subscription_item_id, 0, 0};
   }
   {
     std::lock_guard lock(mutex_);
@@ -93,7 +93,7 @@ Expected<BillingTarget> CustomerResolver::look_up(const std::string& customer_ke
     }
     return std::move(item).error();
   }
-  BillingTarget target{customer_id, std::move(item.value())};
+  BillingTarget target = std::move(item.value());
   remember(customer_key, Entry{target, ErrorCode::kCustomerNotFound,
                                clock_->now() + config_.lookup_cache_ttl()});
   return target;
@@ -120,7 +120,7 @@ Expected<std::string> CustomerResolver::search_customer(const std::string& custo
   return first["id"].get<std::string>();
 }
 
-Expected<std::string> CustomerResolver::find_subscription_item(const std::string& customer_id) {
+Expected<BillingTarget> CustomerResolver::find_subscription_item(const std::string& customer_id) {
   ++requests_;
   auto response = client_.get("/v1/subscriptions", {{"customer", customer_id},
                                                     {"price", config_.price_id()},
@@ -136,7 +136,17 @@ Expected<std::string> CustomerResolver::find_subscription_item(const std::string
       const auto& price = item["price"];
       const bool matches = (price.is_object() && price.value("id", "") == config_.price_id()) ||
                            (price.is_string() && price.get<std::string>() == config_.price_id());
-      if (matches && item["id"].is_string()) return item["id"].get<std::string>();
+      if (!matches || !item["id"].is_string()) continue;
+      // Before API 2025-03-31 the period lives on the subscription; later, on the item.
+      auto period = [&](const char* name) -> std::int64_t {
+        for (const auto* holder : {&item, &subscription}) {
+          auto it = holder->find(name);
+          if (it != holder->end() && it->is_number_integer()) return it->get<std::int64_t>();
+        }
+        return 0;
+      };
+      return BillingTarget{customer_id, item["id"].get<std::string>(),
+                           period("current_period_start"), period("current_period_end")};
     }
   }
   return not_found(ErrorCode::kSubscriptionItemNotFound,

@@ -25,6 +25,9 @@ namespace stripe_billing {
 struct BillingTarget {
   std::string customer_id;           // may be empty when the static map names an item directly
   std::string subscription_item_id;
+  // The item's current billing period (unix seconds); 0 when unknown (static map).
+  std::int64_t period_start = 0;
+  std::int64_t period_end = 0;
 };
 
 class CustomerResolver {
@@ -51,7 +54,7 @@ class CustomerResolver {
 
   Expected<BillingTarget> look_up(const std::string& customer_key);
   Expected<std::string> search_customer(const std::string& customer_key);
-  Expected<std::string> find_subscription_item(const std::string& customer_id);
+  Expected<BillingTarget> find_subscription_item(const std::string& customer_id);
   void remember(const std::string& key, Entry entry);
 
   const StripeClient& client_;

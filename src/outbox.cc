@@ -33,7 +33,7 @@ CREATE TABLE IF NOT EXISTS events(
 CREATE INDEX IF NOT EXISTS events_by_state ON events(state, next_attempt_ms);
 CREATE INDEX IF NOT EXISTS events_by_batch ON events(batch_id) WHERE batch_id IS NOT NULL;
 CREATE TABLE IF NOT EXISTS batches(
-  id INTEGER PRIMARY KEY,
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
   idempotency_key TEXT NOT NULL UNIQUE,
   target TEXT NOT NULL,
   customer_id TEXT NOT NULL,
@@ -55,6 +55,7 @@ int stored(EventState state) { return static_cast<int>(state); }
 constexpr int kBatchSending = 1;
 constexpr int kBatchDelivered = 2;
 constexpr int kBatchDead = 4;
+constexpr int kBatchDissolved = 5;  // never sent successfully; its events went back to pending
 
 Error storage_error(sqlite3* db, const std::string& what) {
   return Error{ErrorCode::kStorage, what + ": " + (db ? sqlite3_errmsg(db) : "no database"),
@@ -211,13 +212,6 @@ Outbox::Outbox(sqlite3* db, std::string instance_id)
     : db_(db), instance_id_(std::move(instance_id)) {}
 
 Outbox::~Outbox() { sqlite3_close(db_); }
-
-Expected<void> Outbox::exec(const char* sql) {
-  if (sqlite3_exec(db_, sql, nullptr, nullptr, nullptr) != SQLITE_OK) {
-    return storage_error(db_, "outbox statement failed");
-  }
-  return {};
-}
 
 Expected<InsertResult> Outbox::insert(const std::vector<NewEvent>& events) {
   std::lock_guard lock(mutex_);
@@ -430,10 +424,12 @@ Expected<void> Outbox::dissolve_batch(std::int64_t batch_id) {
   std::lock_guard lock(mutex_);
   Transaction transaction(db_);
   Statement events(db_, "UPDATE events SET state=?, batch_id=NULL WHERE batch_id=?");
-  Statement batch(db_, "DELETE FROM batches WHERE id=?");
+  // Kept, not deleted: its id (and so its idempotency key) must never be handed out again.
+  Statement batch(db_, "UPDATE batches SET state=? WHERE id=?");
   if (!transaction.began() || !events.ok() || !batch.ok() ||
       !events.bind(1, static_cast<std::int64_t>(stored(EventState::kPending))).bind(2, batch_id).run() ||
-      !batch.bind(1, batch_id).run() || !transaction.commit()) {
+      !batch.bind(1, static_cast<std::int64_t>(kBatchDissolved)).bind(2, batch_id).run() ||
+      !transaction.commit()) {
     return storage_error(db_, "cannot dissolve a batch");
   }
   return {};
@@ -459,6 +455,26 @@ Expected<OutboxCounts> Outbox::counts() {
       .bind(2, static_cast<std::int64_t>(stored(EventState::kBatched)));
   if (oldest.step() == SQLITE_ROW) counts.oldest_pending_ms = oldest.integer(0);
   return counts;
+}
+
+Expected<bool> Outbox::has_outstanding() {
+  std::lock_guard lock(mutex_);
+  Statement select(db_, "SELECT EXISTS(SELECT 1 FROM events WHERE state IN (?, ?))");
+  if (!select.ok()) return storage_error(db_, "cannot read the outbox");
+  select.bind(1, static_cast<std::int64_t>(stored(EventState::kPending)))
+      .bind(2, static_cast<std::int64_t>(stored(EventState::kBatched)));
+  if (select.step() != SQLITE_ROW) return storage_error(db_, "cannot read the outbox");
+  return select.integer(0) != 0;
+}
+
+Expected<std::vector<std::string>> Outbox::open_targets() {
+  std::lock_guard lock(mutex_);
+  Statement select(db_, "SELECT DISTINCT target FROM batches WHERE state=?");
+  if (!select.ok()) return storage_error(db_, "cannot read batches");
+  select.bind(1, static_cast<std::int64_t>(kBatchSending));
+  std::vector<std::string> targets;
+  while (select.step() == SQLITE_ROW) targets.push_back(select.text(0));
+  return targets;
 }
 
 Expected<std::int64_t> Outbox::prune_delivered(std::int64_t older_than_ms) {

@@ -114,13 +114,16 @@ class Outbox {
   Expected<void> dissolve_batch(std::int64_t batch_id);
 
   Expected<OutboxCounts> counts();
+  // True while any event is pending or in an undelivered batch (parked and dead do not count).
+  Expected<bool> has_outstanding();
+  // Targets that have a batch not yet delivered (for resuming after a restart).
+  Expected<std::vector<std::string>> open_targets();
   Expected<std::int64_t> prune_delivered(std::int64_t older_than_ms);
   // Parked and dead events back to pending (operator action), optionally by reason/customer.
   Expected<std::int64_t> requeue(const std::string& reason, const std::string& customer_key);
 
  private:
   Outbox(sqlite3* db, std::string instance_id);
-  Expected<void> exec(const char* sql);
 
   std::mutex mutex_;
   sqlite3* db_;

@@ -3,6 +3,9 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <cstdint>
+#include <filesystem>
+#include <fstream>
 #include <map>
 #include <optional>
 #include <set>
@@ -10,6 +13,8 @@
 #include <stdexcept>
 #include <string>
 #include <vector>
+
+#include "temp_dir.h"
 
 namespace stripe_billing {
 namespace {
@@ -101,6 +106,18 @@ TEST(ConfigFromEnvTest, ReadsEveryVariable) {
       {"STRIPE_TIMEOUT_MS", "9000"},
       {"STRIPE_MAX_RETRIES", "7"},
       {"STRIPE_QUEUE_CAPACITY", "42"},
+      {"STRIPE_OUTBOX_PATH", "/var/lib/gw/outbox.db"},
+      {"STRIPE_DURABILITY", "sync"},
+      {"STRIPE_COMMIT_INTERVAL_MS", "20"},
+      {"STRIPE_SYNC_TIMEOUT_MS", "3000"},
+      {"STRIPE_AGGREGATION_WINDOW_MS", "0"},
+      {"STRIPE_MAX_BACKOFF_S", "120"},
+      {"STRIPE_MAX_DELIVERY_AGE_S", "3600"},
+      {"STRIPE_RATE_LIMIT", "12.5"},
+      {"STRIPE_SENDER_THREADS", "8"},
+      {"STRIPE_PARK_RETRY_S", "30"},
+      {"STRIPE_LEDGER_RETENTION_DAYS", "7"},
+      {"STRIPE_AUTH_PROBE_S", "10"},
   }));
   EXPECT_EQ(config.api_key, kTestKey);
   EXPECT_EQ(config.price_id, "price_123");
@@ -118,6 +135,18 @@ TEST(ConfigFromEnvTest, ReadsEveryVariable) {
   EXPECT_EQ(config.timeout_ms, "9000");
   EXPECT_EQ(config.max_retries, "7");
   EXPECT_EQ(config.queue_capacity, "42");
+  EXPECT_EQ(config.outbox_path, "/var/lib/gw/outbox.db");
+  EXPECT_EQ(config.durability, "sync");
+  EXPECT_EQ(config.commit_interval_ms, "20");
+  EXPECT_EQ(config.sync_timeout_ms, "3000");
+  EXPECT_EQ(config.aggregation_window_ms, "0");
+  EXPECT_EQ(config.max_backoff_s, "120");
+  EXPECT_EQ(config.max_delivery_age_s, "3600");
+  EXPECT_EQ(config.rate_limit, "12.5");
+  EXPECT_EQ(config.sender_threads, "8");
+  EXPECT_EQ(config.park_retry_s, "30");
+  EXPECT_EQ(config.ledger_retention_days, "7");
+  EXPECT_EQ(config.auth_probe_s, "10");
 }
 
 TEST(ConfigFromEnvTest, LeavesUnsetVariablesUnset) {
@@ -142,16 +171,27 @@ TEST(ConfigFromEnvTest, ReadsExactlyTheListedVariables) {
   });
   const std::vector<std::string>& names = config_variable_names();
   EXPECT_EQ(asked, std::set<std::string>(names.begin(), names.end()));
-  EXPECT_EQ(names.size(), 16u);
+  EXPECT_EQ(names.size(), 28u);
 }
 
 TEST(ConfigFromEnvTest, ListsVariablesInDocumentationOrder) {
   const std::vector<std::string>& names = config_variable_names();
-  ASSERT_EQ(names.size(), 16u);
+  ASSERT_EQ(names.size(), 28u);
   EXPECT_EQ(names.front(), "STRIPE_API_KEY");
   EXPECT_EQ(names[1], "STRIPE_PRICE_ID");
   EXPECT_EQ(names[5], "ENVIRONMENT");
-  EXPECT_EQ(names.back(), "STRIPE_QUEUE_CAPACITY");
+  EXPECT_EQ(names[15], "STRIPE_QUEUE_CAPACITY");
+  EXPECT_EQ(names.back(), "STRIPE_AUTH_PROBE_S");
+}
+
+TEST(ConfigFromEnvTest, ListsTheDeliveryEngineVariables) {
+  const std::vector<std::string>& names = config_variable_names();
+  EXPECT_EQ(std::vector<std::string>(names.begin() + 16, names.end()),
+            (std::vector<std::string>{
+                "STRIPE_OUTBOX_PATH", "STRIPE_DURABILITY", "STRIPE_COMMIT_INTERVAL_MS",
+                "STRIPE_SYNC_TIMEOUT_MS", "STRIPE_AGGREGATION_WINDOW_MS", "STRIPE_MAX_BACKOFF_S",
+                "STRIPE_MAX_DELIVERY_AGE_S", "STRIPE_RATE_LIMIT", "STRIPE_SENDER_THREADS",
+                "STRIPE_PARK_RETRY_S", "STRIPE_LEDGER_RETENTION_DAYS", "STRIPE_AUTH_PROBE_S"}));
 }
 
 // ------------------------------------------------------------------------------------------
@@ -176,6 +216,18 @@ TEST(FinalizeConfigTest, FillsDocumentedDefaults) {
   EXPECT_EQ(config.timeout(), std::chrono::milliseconds(20000));
   EXPECT_EQ(config.max_retries(), 3);
   EXPECT_EQ(config.queue_capacity(), 100'000u);
+  EXPECT_EQ(config.outbox_path(), "stripe-billing-outbox.db");
+  EXPECT_EQ(config.durability(), Durability::kAsync);
+  EXPECT_EQ(config.commit_interval(), std::chrono::milliseconds(50));
+  EXPECT_EQ(config.sync_timeout(), std::chrono::milliseconds(5000));
+  EXPECT_EQ(config.aggregation_window(), std::chrono::milliseconds(2000));
+  EXPECT_EQ(config.max_backoff(), std::chrono::seconds(300));
+  EXPECT_EQ(config.max_delivery_age(), std::chrono::seconds(82'800));
+  EXPECT_EQ(config.rate_limit(), 25.0);
+  EXPECT_EQ(config.sender_threads(), 4);
+  EXPECT_EQ(config.park_retry(), std::chrono::seconds(60));
+  EXPECT_EQ(config.ledger_retention(), std::chrono::hours(90 * 24));
+  EXPECT_EQ(config.auth_probe_interval(), std::chrono::seconds(30));
 }
 
 TEST(FinalizeConfigTest, DefaultConstantsMatchTheDefaults) {
@@ -183,6 +235,7 @@ TEST(FinalizeConfigTest, DefaultConstantsMatchTheDefaults) {
   EXPECT_STREQ(kDefaultApiVersion, "2025-02-24.acacia");
   EXPECT_STREQ(kDefaultCustomerMetadataKey, "litellm_customer_id");
   EXPECT_EQ(kDefaultMaxQuantity, 10'000'000);
+  EXPECT_STREQ(kDefaultOutboxPath, "stripe-billing-outbox.db");
 }
 
 TEST(FinalizeConfigTest, UsesEveryGivenValue) {
@@ -201,6 +254,18 @@ TEST(FinalizeConfigTest, UsesEveryGivenValue) {
   config.timeout_ms = "9000";
   config.max_retries = "7";
   config.queue_capacity = "42";
+  config.outbox_path = ":memory:";
+  config.durability = "sync";
+  config.commit_interval_ms = "20";
+  config.sync_timeout_ms = "3000";
+  config.aggregation_window_ms = "0";
+  config.max_backoff_s = "120";
+  config.max_delivery_age_s = "3600";
+  config.rate_limit = "12.5";
+  config.sender_threads = "8";
+  config.park_retry_s = "30";
+  config.ledger_retention_days = "7";
+  config.auth_probe_s = "10";
   const FinalizedConfig out = finalized(config);
   EXPECT_EQ(out.charge_by(), ChargeBy::kUserId);
   EXPECT_EQ(out.api_base(), "https://stripe-proxy.internal:8443/stripe");
@@ -216,6 +281,18 @@ TEST(FinalizeConfigTest, UsesEveryGivenValue) {
   EXPECT_EQ(out.timeout(), std::chrono::milliseconds(9000));
   EXPECT_EQ(out.max_retries(), 7);
   EXPECT_EQ(out.queue_capacity(), 42u);
+  EXPECT_EQ(out.outbox_path(), ":memory:");
+  EXPECT_EQ(out.durability(), Durability::kSync);
+  EXPECT_EQ(out.commit_interval(), std::chrono::milliseconds(20));
+  EXPECT_EQ(out.sync_timeout(), std::chrono::milliseconds(3000));
+  EXPECT_EQ(out.aggregation_window(), std::chrono::milliseconds(0));
+  EXPECT_EQ(out.max_backoff(), std::chrono::seconds(120));
+  EXPECT_EQ(out.max_delivery_age(), std::chrono::seconds(3600));
+  EXPECT_EQ(out.rate_limit(), 12.5);
+  EXPECT_EQ(out.sender_threads(), 8);
+  EXPECT_EQ(out.park_retry(), std::chrono::seconds(30));
+  EXPECT_EQ(out.ledger_retention(), std::chrono::hours(7 * 24));
+  EXPECT_EQ(out.auth_probe_interval(), std::chrono::seconds(10));
 }
 
 TEST(FinalizeConfigTest, ReportsAllProblemsTogether) {
@@ -259,9 +336,21 @@ TEST(FinalizeConfigTest, EveryProblemLineNamesItsVariable) {
   config.timeout_ms = "0";
   config.max_retries = "21";
   config.queue_capacity = "0";
+  config.outbox_path = "/nonexistent-stripe-billing-dir/outbox.db";
+  config.durability = "fsync";
+  config.commit_interval_ms = "0";
+  config.sync_timeout_ms = "0";
+  config.aggregation_window_ms = "-1";
+  config.max_backoff_s = "0";
+  config.max_delivery_age_s = "59";
+  config.rate_limit = "0";
+  config.sender_threads = "65";
+  config.park_retry_s = "0";
+  config.ledger_retention_days = "0";
+  config.auth_probe_s = "3601";
   const std::string message = problems_of(config);
   const std::vector<std::string> lines = problem_lines(message);
-  ASSERT_EQ(lines.size(), 15u) << message;
+  ASSERT_EQ(lines.size(), 27u) << message;
   const std::vector<std::string> variables = {"STRIPE_API_KEY",
                                               "STRIPE_PRICE_ID",
                                               "STRIPE_CHARGE_BY",
@@ -276,7 +365,19 @@ TEST(FinalizeConfigTest, EveryProblemLineNamesItsVariable) {
                                               "STRIPE_CONNECT_TIMEOUT_MS",
                                               "STRIPE_TIMEOUT_MS",
                                               "STRIPE_MAX_RETRIES",
-                                              "STRIPE_QUEUE_CAPACITY"};
+                                              "STRIPE_QUEUE_CAPACITY",
+                                              "STRIPE_OUTBOX_PATH",
+                                              "STRIPE_DURABILITY",
+                                              "STRIPE_COMMIT_INTERVAL_MS",
+                                              "STRIPE_SYNC_TIMEOUT_MS",
+                                              "STRIPE_AGGREGATION_WINDOW_MS",
+                                              "STRIPE_MAX_BACKOFF_S",
+                                              "STRIPE_MAX_DELIVERY_AGE_S",
+                                              "STRIPE_RATE_LIMIT",
+                                              "STRIPE_SENDER_THREADS",
+                                              "STRIPE_PARK_RETRY_S",
+                                              "STRIPE_LEDGER_RETENTION_DAYS",
+                                              "STRIPE_AUTH_PROBE_S"};
   for (std::size_t i = 0; i < variables.size(); ++i) {
     EXPECT_THAT(lines[i], StartsWith("- " + variables[i] + " ")) << lines[i];
   }
@@ -709,6 +810,261 @@ TEST(QueueCapacityTest, AcceptsOneToTenMillion) {
 }
 
 // ------------------------------------------------------------------------------------------
+// Delivery engine
+
+// Each integer setting of the delivery engine: its field, accessor value in its own unit, and
+// documented default and bounds.
+struct DeliveryRule {
+  std::optional<std::string> Config::*field;
+  const char* variable;
+  const char* unit;
+  std::int64_t default_value;
+  std::int64_t min;
+  std::int64_t max;
+  std::int64_t (*read)(const FinalizedConfig&);
+};
+
+const DeliveryRule kDeliveryRules[] = {
+    {&Config::commit_interval_ms, "STRIPE_COMMIT_INTERVAL_MS", " (milliseconds)", 50, 1, 10'000,
+     [](const FinalizedConfig& c) -> std::int64_t { return c.commit_interval().count(); }},
+    {&Config::sync_timeout_ms, "STRIPE_SYNC_TIMEOUT_MS", " (milliseconds)", 5'000, 1, 600'000,
+     [](const FinalizedConfig& c) -> std::int64_t { return c.sync_timeout().count(); }},
+    {&Config::aggregation_window_ms, "STRIPE_AGGREGATION_WINDOW_MS", " (milliseconds)", 2'000, 0,
+     3'600'000,
+     [](const FinalizedConfig& c) -> std::int64_t { return c.aggregation_window().count(); }},
+    {&Config::max_backoff_s, "STRIPE_MAX_BACKOFF_S", " (seconds)", 300, 1, 86'400,
+     [](const FinalizedConfig& c) -> std::int64_t { return c.max_backoff().count(); }},
+    {&Config::max_delivery_age_s, "STRIPE_MAX_DELIVERY_AGE_S", " (seconds)", 82'800, 60, 86'400,
+     [](const FinalizedConfig& c) -> std::int64_t { return c.max_delivery_age().count(); }},
+    {&Config::sender_threads, "STRIPE_SENDER_THREADS", "", 4, 1, 64,
+     [](const FinalizedConfig& c) -> std::int64_t { return c.sender_threads(); }},
+    {&Config::park_retry_s, "STRIPE_PARK_RETRY_S", " (seconds)", 60, 1, 86'400,
+     [](const FinalizedConfig& c) -> std::int64_t { return c.park_retry().count(); }},
+    {&Config::ledger_retention_days, "STRIPE_LEDGER_RETENTION_DAYS", " (days)", 90, 1, 3'650,
+     [](const FinalizedConfig& c) -> std::int64_t { return c.ledger_retention().count() / 24; }},
+    {&Config::auth_probe_s, "STRIPE_AUTH_PROBE_S", " (seconds)", 30, 1, 3'600,
+     [](const FinalizedConfig& c) -> std::int64_t { return c.auth_probe_interval().count(); }},
+};
+
+TEST(DeliverySettingsTest, DefaultsAreDocumented) {
+  const FinalizedConfig out = finalized(valid_config());
+  for (const DeliveryRule& rule : kDeliveryRules) {
+    EXPECT_EQ(rule.read(out), rule.default_value) << rule.variable;
+  }
+}
+
+TEST(DeliverySettingsTest, AcceptsBothBounds) {
+  for (const DeliveryRule& rule : kDeliveryRules) {
+    for (const std::int64_t value : {rule.min, rule.max}) {
+      Config config = valid_config();
+      config.*rule.field = std::to_string(value);
+      EXPECT_EQ(rule.read(finalized(config)), value) << rule.variable;
+    }
+  }
+}
+
+TEST(DeliverySettingsTest, RefusesValuesOutsideTheBounds) {
+  for (const DeliveryRule& rule : kDeliveryRules) {
+    const std::string expected = "- " + std::string(rule.variable) + " must be from " +
+                                 std::to_string(rule.min) + " to " + std::to_string(rule.max) +
+                                 rule.unit + "; got ";
+    EXPECT_THAT(number_problem(rule.field, std::to_string(rule.max + 1)), StartsWith(expected));
+    if (rule.min > 0) {
+      EXPECT_THAT(number_problem(rule.field, std::to_string(rule.min - 1)), StartsWith(expected));
+    }
+  }
+}
+
+TEST(DeliverySettingsTest, RefusesValuesThatAreNotWholeNumbers) {
+  for (const DeliveryRule& rule : kDeliveryRules) {
+    for (const std::string text : {"-1", "1.5", "ten", " 5"}) {
+      EXPECT_THAT(number_problem(rule.field, text),
+                  StartsWith("- " + std::string(rule.variable) + " must be a whole number"))
+          << rule.variable << " " << text;
+    }
+  }
+}
+
+TEST(DeliverySettingsTest, EmptyValueTakesTheDefault) {
+  Config config = valid_config();
+  for (const DeliveryRule& rule : kDeliveryRules) config.*rule.field = "";
+  config.outbox_path = "";
+  config.durability = "";
+  config.rate_limit = "";
+  const FinalizedConfig out = finalized(config);
+  for (const DeliveryRule& rule : kDeliveryRules) {
+    EXPECT_EQ(rule.read(out), rule.default_value) << rule.variable;
+  }
+  EXPECT_EQ(out.outbox_path(), kDefaultOutboxPath);
+  EXPECT_EQ(out.durability(), Durability::kAsync);
+  EXPECT_EQ(out.rate_limit(), 25.0);
+}
+
+TEST(MaxDeliveryAgeTest, MoreThanADaySaysIdempotencyKeysMayBePruned) {
+  const std::string line = number_problem(&Config::max_delivery_age_s, "86401");
+  EXPECT_EQ(line,
+            "- STRIPE_MAX_DELIVERY_AGE_S must be from 60 to 86400 (seconds); got \"86401\": "
+            "Stripe may prune idempotency keys after 24 hours, so retrying an older event could "
+            "bill it twice");
+  EXPECT_THAT(number_problem(&Config::max_delivery_age_s, "99999999999999999999999"),
+              HasSubstr("could bill it twice"));
+}
+
+TEST(MaxDeliveryAgeTest, LessThanAMinuteDoesNotMentionIdempotency) {
+  EXPECT_EQ(number_problem(&Config::max_delivery_age_s, "59"),
+            "- STRIPE_MAX_DELIVERY_AGE_S must be from 60 to 86400 (seconds); got \"59\"");
+}
+
+TEST(DurabilityTest, AcceptsEachChoice) {
+  const std::pair<const char*, Durability> choices[] = {{"async", Durability::kAsync},
+                                                        {"sync", Durability::kSync}};
+  for (const auto& [text, value] : choices) {
+    Config config = valid_config();
+    config.durability = text;
+    EXPECT_EQ(finalized(config).durability(), value) << text;
+    EXPECT_STREQ(to_string(value), text);
+  }
+}
+
+TEST(DurabilityTest, RefusesAnythingElse) {
+  for (const std::string text : {"Sync", "fsync", "durable", "true"}) {
+    Config config = valid_config();
+    config.durability = text;
+    EXPECT_EQ(single_problem(config),
+              "- STRIPE_DURABILITY must be one of async, sync; got \"" + text + "\"");
+  }
+}
+
+double rate_limit_of(const Config& config) { return finalized(config).rate_limit(); }
+
+TEST(RateLimitTest, DefaultsTo25ForTestKeysAnd100ForLiveKeys) {
+  EXPECT_EQ(rate_limit_of(valid_config()), 25.0);
+  Config restricted = valid_config();
+  restricted.api_key = "rk_test_abc";
+  EXPECT_EQ(rate_limit_of(restricted), 25.0);
+  for (const std::string key : {kLiveKey, "rk_live_abc"}) {
+    Config live = valid_config();
+    live.api_key = key;
+    live.environment = "production";
+    EXPECT_EQ(rate_limit_of(live), 100.0) << key;
+  }
+}
+
+TEST(RateLimitTest, GivenValueWinsOverTheModeDefault) {
+  Config live = valid_config();
+  live.api_key = kLiveKey;
+  live.environment = "production";
+  live.rate_limit = "40";
+  EXPECT_EQ(rate_limit_of(live), 40.0);
+}
+
+TEST(RateLimitTest, AcceptsDecimals) {
+  const std::pair<const char*, double> cases[] = {
+      {"12.5", 12.5}, {"0.5", 0.5}, {"1", 1.0}, {"10000", 10'000.0}, {"10000.0", 10'000.0},
+      {"007.25", 7.25}, {"0.001", 0.001}};
+  for (const auto& [text, value] : cases) {
+    Config config = valid_config();
+    config.rate_limit = text;
+    EXPECT_DOUBLE_EQ(rate_limit_of(config), value) << text;
+  }
+}
+
+TEST(RateLimitTest, RefusesZeroAndMoreThanTenThousand) {
+  for (const std::string text :
+       {"0", "0.0", "000", "10000.5", "10001", "99999999999999999999999999999999999"}) {
+    EXPECT_THAT(number_problem(&Config::rate_limit, text),
+                StartsWith("- STRIPE_RATE_LIMIT must be more than 0 and at most 10000 "
+                           "(requests per second"))
+        << text;
+  }
+}
+
+TEST(RateLimitTest, RefusesOtherShapes) {
+  for (const std::string text :
+       {"-5", "+5", ".5", "5.", "1e3", "12,5", " 5", "5 ", "inf", "nan", "1.2.3", "0x10"}) {
+    EXPECT_THAT(number_problem(&Config::rate_limit, text),
+                StartsWith("- STRIPE_RATE_LIMIT must be a number of requests per second "
+                           "written with decimal digits and an optional fraction"))
+        << text;
+  }
+}
+
+TEST(OutboxPathTest, AcceptsAFileInAnExistingDirectory) {
+  const testing::TempDir dir;
+  Config config = valid_config();
+  config.outbox_path = dir.file("outbox.db");
+  EXPECT_EQ(finalized(config).outbox_path(), dir.file("outbox.db"));
+  EXPECT_FALSE(std::filesystem::exists(dir.file("outbox.db"))) << "must not create the file";
+}
+
+TEST(OutboxPathTest, AcceptsAnExistingFile) {
+  const testing::TempDir dir;
+  std::ofstream(dir.file("outbox.db")) << "";
+  Config config = valid_config();
+  config.outbox_path = dir.file("outbox.db");
+  EXPECT_EQ(finalized(config).outbox_path(), dir.file("outbox.db"));
+}
+
+TEST(OutboxPathTest, AcceptsRelativePathsAndMemory) {
+  for (const std::string path : {"outbox.db", "./outbox.db", ":memory:"}) {
+    Config config = valid_config();
+    config.outbox_path = path;
+    EXPECT_EQ(finalized(config).outbox_path(), path);
+  }
+}
+
+TEST(OutboxPathTest, AcceptsAFileInTheRootDirectory) {
+  Config config = valid_config();
+  config.outbox_path = "/outbox-never-created.db";
+  EXPECT_EQ(finalized(config).outbox_path(), "/outbox-never-created.db");
+}
+
+TEST(OutboxPathTest, RefusesAMissingDirectory) {
+  const testing::TempDir dir;
+  Config config = valid_config();
+  const std::string missing = dir.file("absent");
+  config.outbox_path = missing + "/outbox.db";
+  EXPECT_EQ(single_problem(config),
+            "- STRIPE_OUTBOX_PATH \"" + missing + "/outbox.db\": its directory \"" + missing +
+                "\" cannot be used (No such file or directory); the directory must exist (the "
+                "library creates the file, not the directory)");
+  EXPECT_FALSE(std::filesystem::exists(missing)) << "must not create the directory";
+}
+
+TEST(OutboxPathTest, RefusesADirectoryThatIsAFile) {
+  const testing::TempDir dir;
+  std::ofstream(dir.file("plain")) << "x";
+  Config config = valid_config();
+  config.outbox_path = dir.file("plain") + "/outbox.db";
+  EXPECT_THAT(single_problem(config), StartsWith("- STRIPE_OUTBOX_PATH "));
+}
+
+TEST(OutboxPathTest, RefusesADirectory) {
+  const testing::TempDir dir;
+  for (const std::string& path : {dir.path().string(), dir.path().string() + "/"}) {
+    Config config = valid_config();
+    config.outbox_path = path;
+    EXPECT_THAT(single_problem(config),
+                StartsWith("- STRIPE_OUTBOX_PATH must name a file, not a directory"))
+        << path;
+  }
+}
+
+TEST(OutboxPathTest, RefusesANulByte) {
+  Config config = valid_config();
+  config.outbox_path = std::string("out\0box.db", 10);
+  EXPECT_EQ(single_problem(config),
+            "- STRIPE_OUTBOX_PATH contains a NUL byte at character 4 of 10; it must be a file "
+            "path or :memory:");
+}
+
+TEST(OutboxPathTest, KeyPastedIntoThePathIsNotEchoed) {
+  Config config = valid_config();
+  config.outbox_path = std::string("/nonexistent-stripe-billing-dir/") + kTestKey + "/o.db";
+  EXPECT_THAT(single_problem(config), StartsWith("- STRIPE_OUTBOX_PATH "));
+}
+
+// ------------------------------------------------------------------------------------------
 // Customer metadata key and static map
 
 TEST(CustomerMetadataKeyTest, AcceptsUpToFortyWordCharactersOrDashes) {
@@ -819,7 +1175,30 @@ TEST(SummaryTest, ShowsModeRedactedKeyAndSettings) {
   EXPECT_EQ(finalized(config).summary(),
             std::string("mode=usage_records key=sk_test_") + kEllipsis +
                 "wxyz (test) price=price_123 charge_by=end_user_id "
-                "api_base=https://api.stripe.com api_version=2025-02-24.acacia");
+                "api_base=https://api.stripe.com api_version=2025-02-24.acacia "
+                "durability=async outbox=stripe-billing-outbox.db window=2000ms rate=25/s");
+}
+
+TEST(SummaryTest, ShowsTheDeliverySettings) {
+  Config config = valid_config();
+  config.durability = "sync";
+  config.outbox_path = ":memory:";
+  config.aggregation_window_ms = "0";
+  config.rate_limit = "12.5";
+  EXPECT_THAT(finalized(config).summary(),
+              HasSubstr(" durability=sync outbox=:memory: window=0ms rate=12.5/s"));
+  config.api_key = kLiveKey;
+  config.environment = "production";
+  config.rate_limit.reset();
+  EXPECT_THAT(finalized(config).summary(), HasSubstr(" rate=100/s"));
+}
+
+TEST(SummaryTest, NeverContainsTheKeyPastedIntoTheOutboxPath) {
+  const testing::TempDir dir;
+  std::filesystem::create_directory(dir.file(kTestKey));
+  Config config = valid_config();
+  config.outbox_path = dir.file(kTestKey) + "/o.db";
+  EXPECT_THAT(finalized(config).summary(), Not(HasSubstr(kTestKey)));
 }
 
 TEST(SummaryTest, MarksLiveKeys) {

@@ -86,6 +86,18 @@ stripe_billing:
   timeout_ms: 15000
   max_retries: 5
   queue_capacity: 5000
+  outbox_path: /var/lib/litellm/stripe-outbox.db
+  durability: sync
+  commit_interval_ms: 20
+  sync_timeout_ms: 3000
+  aggregation_window_ms: 0
+  max_backoff_s: 120
+  max_delivery_age_s: 3600
+  rate_limit: 12.5
+  sender_threads: 8
+  park_retry_s: 30
+  ledger_retention_days: 7
+  auth_probe_s: 10
 )yaml";
 
 // ------------------------------------------------------------------------------------------
@@ -110,6 +122,18 @@ TEST(ConfigYamlTest, ReadsEverySettingFromLiteLlmShapedConfig) {
   EXPECT_EQ(config.timeout_ms, "15000");
   EXPECT_EQ(config.max_retries, "5");
   EXPECT_EQ(config.queue_capacity, "5000");
+  EXPECT_EQ(config.outbox_path, "/var/lib/litellm/stripe-outbox.db");
+  EXPECT_EQ(config.durability, "sync");
+  EXPECT_EQ(config.commit_interval_ms, "20");
+  EXPECT_EQ(config.sync_timeout_ms, "3000");
+  EXPECT_EQ(config.aggregation_window_ms, "0");
+  EXPECT_EQ(config.max_backoff_s, "120");
+  EXPECT_EQ(config.max_delivery_age_s, "3600");
+  EXPECT_EQ(config.rate_limit, "12.5");
+  EXPECT_EQ(config.sender_threads, "8");
+  EXPECT_EQ(config.park_retry_s, "30");
+  EXPECT_EQ(config.ledger_retention_days, "7");
+  EXPECT_EQ(config.auth_probe_s, "10");
 }
 
 TEST(ConfigYamlTest, ReadsSuccessCallbacks) {
@@ -118,13 +142,75 @@ TEST(ConfigYamlTest, ReadsSuccessCallbacks) {
 }
 
 TEST(ConfigYamlTest, HappyPathFinalizes) {
-  const YamlSettings settings = read_ok(kLiteLlmConfig, {{"STRIPE_SECRET", kTestKey}});
+  YamlSettings settings = read_ok(kLiteLlmConfig, {{"STRIPE_SECRET", kTestKey}});
+  settings.config.outbox_path = ":memory:";  // /var/lib/litellm need not exist here
   const Expected<FinalizedConfig> config = finalize_config(settings.config);
   ASSERT_TRUE(config.has_value()) << config.error().message;
   EXPECT_EQ(config->charge_by(), ChargeBy::kTeamId);
   EXPECT_EQ(config->timeout(), std::chrono::milliseconds(15000));
   EXPECT_EQ(config->customer_map().at("alice").customer_id, "cus_Alice1");
   EXPECT_EQ(config->customer_map().at("team-42").subscription_item_id, "si_Team42");
+  EXPECT_EQ(config->durability(), Durability::kSync);
+  EXPECT_EQ(config->aggregation_window(), std::chrono::milliseconds(0));
+  EXPECT_EQ(config->max_delivery_age(), std::chrono::seconds(3600));
+  EXPECT_EQ(config->rate_limit(), 12.5);
+  EXPECT_EQ(config->sender_threads(), 8);
+  EXPECT_EQ(config->ledger_retention(), std::chrono::hours(7 * 24));
+}
+
+TEST(ConfigYamlTest, DeliverySettingsHaveLowercaseKeysWithoutPrefix) {
+  const YamlSettings settings = read_ok(R"yaml(
+stripe_billing:
+  outbox_path: ":memory:"
+  durability: async
+  commit_interval_ms: 100
+  sync_timeout_ms: "250"
+  aggregation_window_ms: 5000
+  max_backoff_s: 60
+  max_delivery_age_s: 82800
+  rate_limit: 0.5
+  sender_threads: 2
+  park_retry_s: 600
+  ledger_retention_days: 365
+  auth_probe_s: 5
+)yaml");
+  const Config& config = settings.config;
+  EXPECT_EQ(config.outbox_path, ":memory:");
+  EXPECT_EQ(config.durability, "async");
+  EXPECT_EQ(config.commit_interval_ms, "100");
+  EXPECT_EQ(config.sync_timeout_ms, "250");
+  EXPECT_EQ(config.aggregation_window_ms, "5000");
+  EXPECT_EQ(config.max_backoff_s, "60");
+  EXPECT_EQ(config.max_delivery_age_s, "82800");
+  EXPECT_EQ(config.rate_limit, "0.5");
+  EXPECT_EQ(config.sender_threads, "2");
+  EXPECT_EQ(config.park_retry_s, "600");
+  EXPECT_EQ(config.ledger_retention_days, "365");
+  EXPECT_EQ(config.auth_probe_s, "5");
+}
+
+// yaml-cpp does not accept a plain scalar starting with ':'; the documentation says to quote it.
+TEST(ConfigYamlTest, UnquotedMemoryOutboxIsASyntaxErrorOnItsLine) {
+  EXPECT_THAT(read_error("stripe_billing:\n  outbox_path: :memory:\n"),
+              StartsWith("invalid YAML in <yaml string> at line 2, "));
+  EXPECT_EQ(read_ok("stripe_billing:\n  outbox_path: ':memory:'\n").config.outbox_path,
+            ":memory:");
+}
+
+TEST(ConfigYamlTest, DeliverySettingsFallBackToTheirEnvironmentVariables) {
+  const YamlSettings settings =
+      read_ok("stripe_billing:\n  durability: sync\n",
+              {{"STRIPE_DURABILITY", "async"}, {"STRIPE_RATE_LIMIT", "40"},
+               {"STRIPE_OUTBOX_PATH", "/tmp/o.db"}});
+  EXPECT_EQ(settings.config.durability, "sync");
+  EXPECT_EQ(settings.config.rate_limit, "40");
+  EXPECT_EQ(settings.config.outbox_path, "/tmp/o.db");
+}
+
+TEST(ConfigYamlTest, UpperCaseDeliveryVariableIsAnUnknownKey) {
+  EXPECT_THAT(read_error("stripe_billing:\n  STRIPE_RATE_LIMIT: 5\n  ratelimit: 5\n"),
+              HasSubstr("unknown keys STRIPE_RATE_LIMIT (line 2), ratelimit (line 3); the "
+                        "settings are"));
 }
 
 TEST(ConfigYamlTest, NumbersAndStringsAreReadAsText) {
@@ -224,6 +310,17 @@ TEST(ConfigYamlTest, EveryDocumentedVariableHasAYamlKey) {
   EXPECT_EQ(config.environment, "v_ENVIRONMENT");
   EXPECT_EQ(config.customer_metadata_key, "v_STRIPE_CUSTOMER_METADATA_KEY");
   EXPECT_EQ(config.queue_capacity, "v_STRIPE_QUEUE_CAPACITY");
+  EXPECT_EQ(config.outbox_path, "v_STRIPE_OUTBOX_PATH");
+  EXPECT_EQ(config.rate_limit, "v_STRIPE_RATE_LIMIT");
+  EXPECT_EQ(config.auth_probe_s, "v_STRIPE_AUTH_PROBE_S");
+}
+
+TEST(ConfigYamlTest, UnknownKeyMessageListsTheDeliverySettings) {
+  EXPECT_THAT(read_error("stripe_billing:\n  nope: 1\n"),
+              HasSubstr("queue_capacity, outbox_path, durability, commit_interval_ms, "
+                        "sync_timeout_ms, aggregation_window_ms, max_backoff_s, "
+                        "max_delivery_age_s, rate_limit, sender_threads, park_retry_s, "
+                        "ledger_retention_days, auth_probe_s"));
 }
 
 TEST(ConfigYamlTest, RepeatedKeyIsAnError) {

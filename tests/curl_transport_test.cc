@@ -177,8 +177,8 @@ class CurlTransportTest : public ::testing::Test {
     server_.Get("/big-chunked", [](const httplib::Request&, httplib::Response& response) {
       response.set_chunked_content_provider(
           "application/octet-stream",
-          [sent = std::size_t{0}](std::size_t, httplib::DataSink& sink) mutable {
-            const std::string chunk(64 * 1024, 'x');
+          [chunk = std::string(std::size_t{1} << 20, 'x'), sent = std::size_t{0}](
+              std::size_t, httplib::DataSink& sink) mutable {
             if (sent > kBodyCap) {
               sink.done();
               return true;

@@ -118,6 +118,7 @@ TEST_F(StripeLoggerTest, CountsAnEventWithNoCustomerAsMissingCustomer) {
   logger->log_success_event(event("call-1", 10));  // no user of any kind
   ASSERT_TRUE(logger->flush(in_seconds(10)));
   EXPECT_EQ(logger->stats().rejected["missing_customer"], 1u);
+  EXPECT_EQ(logger->stats().parked, 1u);
   EXPECT_EQ(count_requests("POST", "/v1/"), 0u);
   EXPECT_NE(log.text().find("reason=missing_customer call_id=call-1"), std::string::npos);
 }
@@ -141,6 +142,7 @@ TEST_F(StripeLoggerTest, CountsACustomerStripeDoesNotKnow) {
   logger->log_success_event(e);
   ASSERT_TRUE(logger->flush(in_seconds(10)));
   EXPECT_EQ(logger->stats().rejected["customer_not_found"], 1u);
+  EXPECT_EQ(logger->stats().parked, 1u);
   EXPECT_EQ(count_requests("POST", "/v1/"), 0u);
 }
 
@@ -179,37 +181,56 @@ TEST_F(StripeLoggerTest, SkipsZeroAndRejectsNegativeMissingAndAbsurdQuantities) 
   EXPECT_EQ(emulator_.total_usage(item), 3);
 }
 
-TEST_F(StripeLoggerTest, AnInvalidKeyIsCountedAndNeverLogged) {
+TEST_F(StripeLoggerTest, ARefusedKeyPausesSendingAndIsNeverLogged) {
   add_customer("alice");
   CapturedLog log;
   Config config = this->config();
   config.api_key = "sk_test_wrongwrongwrongwrongwxyz";
+  config.customer_map = "alice=si_fixed";  // no lookup: the usage record itself meets the 401
   auto logger = make_logger(config, log.logger());
   UsageEvent e = event("call-1", 10);
   e.request_user = "alice";
   logger->log_success_event(e);
-  ASSERT_TRUE(logger->flush(in_seconds(10)));
-  EXPECT_EQ(logger->stats().rejected["stripe_401"], 1u);
+  EXPECT_FALSE(logger->flush(std::chrono::steady_clock::now() + std::chrono::milliseconds(500)));
+  const auto stats = logger->stats();
+  EXPECT_TRUE(stats.paused);
+  EXPECT_EQ(stats.pending, 1u);
+  EXPECT_EQ(stats.failed, 0u);
   EXPECT_EQ(log.text().find("sk_test_wrongwrongwrongwrongwxyz"), std::string::npos);
   EXPECT_NE(log.text().find("sk_test_…wxyz"), std::string::npos) << log.text();
 }
 
-TEST_F(StripeLoggerTest, ConnectionRefusedIsRetriedThenCountedAsNetwork) {
+TEST_F(StripeLoggerTest, SendingResumesByItselfOnceTheKeyWorksAgain) {
+  const std::string item = add_customer("alice");
+  Config config = this->config();
+  config.auth_probe_s = "1";
+  config.customer_map = "alice=" + item;
+  auto logger = make_logger(config);
+  // Stripe refuses the key for the first request and the first probe, then accepts it.
+  emulator_.inject(Fault{FaultKind::kStatus, 401, "/v1/", {}}, 2);
+  UsageEvent e = event("call-1", 10);
+  e.request_user = "alice";
+  logger->log_success_event(e);
+  ASSERT_TRUE(logger->flush(in_seconds(15)));
+  EXPECT_EQ(emulator_.total_usage(item), 10);
+  EXPECT_FALSE(logger->stats().paused);
+}
+
+TEST_F(StripeLoggerTest, AnUnreachableStripeKeepsTheEventAndRetries) {
   Config config = this->config();
   const int port = emulator_.port();
   emulator_.stop();  // nothing listens there any more
   config.api_base = "http://127.0.0.1:" + std::to_string(port);
-  config.max_retries = "1";
   config.customer_map = "alice=si_fixed";
   auto logger = make_logger(config);
   UsageEvent e = event("call-1", 10);
   e.request_user = "alice";
   logger->log_success_event(e);
-  ASSERT_TRUE(logger->flush(in_seconds(10)));
+  EXPECT_FALSE(logger->flush(std::chrono::steady_clock::now() + std::chrono::milliseconds(1500)));
   auto stats = logger->stats();
-  EXPECT_EQ(stats.rejected["network"], 1u);
-  EXPECT_EQ(stats.retries, 1u);
-  EXPECT_EQ(stats.failed, 1u);
+  EXPECT_GE(stats.retries, 1u);
+  EXPECT_EQ(stats.failed, 0u);
+  EXPECT_EQ(stats.pending, 1u);
 }
 
 TEST_F(StripeLoggerTest, AHangPastTheTimeoutIsRetriedAndBilledOnce) {
@@ -217,7 +238,6 @@ TEST_F(StripeLoggerTest, AHangPastTheTimeoutIsRetriedAndBilledOnce) {
   Config config = this->config();
   config.timeout_ms = "300";
   config.connect_timeout_ms = "300";
-  config.max_retries = "6";
   auto logger = make_logger(config);
   // The held request keeps its idempotency key busy (409 to the retries) until it completes.
   emulator_.inject(Fault{FaultKind::kHang, 0, "/v1/subscription_items", std::chrono::seconds(1)});
@@ -275,16 +295,18 @@ TEST_F(StripeLoggerTest, ARejectedTimestampIsCountedWithStripesReason) {
   e.end_time = std::chrono::system_clock::now() - std::chrono::hours(48);  // before the period
   logger->log_success_event(e);
   ASSERT_TRUE(logger->flush(in_seconds(10)));
-  EXPECT_EQ(logger->stats().failed, 1u);
-  std::uint64_t dead = 0;
-  for (const auto& [reason, count] : logger->stats().rejected) dead += count;
-  EXPECT_EQ(dead, 1u);
+  const auto stats = logger->stats();
+  EXPECT_EQ(stats.failed, 1u);
+  EXPECT_EQ(stats.dead, 1u);
+  EXPECT_EQ(stats.rejected.count("stripe_parameter_invalid") + stats.rejected.count("stripe_400"),
+            1u);
 }
 
 TEST_F(StripeLoggerTest, LooksTheItemUpAgainAfterStripeSaysItIsGone) {
   std::string customer;
   const std::string old_item = add_customer("alice", &customer);
-  auto logger = make_logger(config());
+  CapturedLog log;
+  auto logger = make_logger(config(), log.logger());
   UsageEvent first = event("call-1", 10);
   first.request_user = "alice";
   logger->log_success_event(first);
@@ -296,7 +318,7 @@ TEST_F(StripeLoggerTest, LooksTheItemUpAgainAfterStripeSaysItIsGone) {
   logger->log_success_event(second);
   ASSERT_TRUE(logger->flush(in_seconds(10)));
   EXPECT_EQ(emulator_.total_usage(new_item), 20);
-  EXPECT_EQ(logger->stats().delivered, 2u);
+  EXPECT_EQ(logger->stats().delivered, 2u) << log.text();
 }
 
 TEST_F(StripeLoggerTest, CachesTheLookupBetweenEvents) {
@@ -310,7 +332,6 @@ TEST_F(StripeLoggerTest, CachesTheLookupBetweenEvents) {
   ASSERT_TRUE(logger->flush(in_seconds(10)));
   EXPECT_EQ(count_requests("GET", "/v1/customers/search"), 1u);
   EXPECT_EQ(count_requests("GET", "/v1/subscriptions"), 1u);
-  EXPECT_EQ(logger->stats().lookup_hits, 4u);
 }
 
 TEST_F(StripeLoggerTest, StaticMappingToAnItemSkipsEveryLookup) {
@@ -370,15 +391,16 @@ TEST_F(StripeLoggerTest, ShutdownKeepsItsDeadlineWhileStripeHangs) {
   EXPECT_LT(std::chrono::steady_clock::now() - started, std::chrono::seconds(5));
   logger->log_success_event(e);
   EXPECT_EQ(logger->stats().dropped_shutdown, 1u);
+  EXPECT_EQ(logger->stats().pending, 1u);  // kept in the outbox for the next start
   emulator_.release_hangs();
 }
 
-TEST_F(StripeLoggerTest, AFullQueueCountsWhatItCouldNotTake) {
+TEST_F(StripeLoggerTest, AFullMemoryBufferCountsWhatItCouldNotTake) {
   add_customer("alice");
   Config config = this->config();
   config.queue_capacity = "5";
+  config.commit_interval_ms = "10000";  // the writer waits: the buffer fills
   auto logger = make_logger(config);
-  emulator_.inject(Fault{FaultKind::kHang, 0, "/v1/", std::chrono::seconds(30)}, 1000);
   for (int i = 0; i < 20; ++i) {
     UsageEvent e = event("call-" + std::to_string(i), 1);
     e.request_user = "alice";
@@ -386,10 +408,9 @@ TEST_F(StripeLoggerTest, AFullQueueCountsWhatItCouldNotTake) {
   }
   const auto stats = logger->stats();
   EXPECT_EQ(stats.received, 20u);
-  EXPECT_GE(stats.dropped_queue_full, 14u);  // 5 queued + at most 1 being sent
-  EXPECT_EQ(stats.dropped_queue_full + stats.pending, 20u);
-  emulator_.clear_faults();
-  emulator_.release_hangs();
+  EXPECT_EQ(stats.lost, 15u);
+  ASSERT_TRUE(logger->flush(in_seconds(10)));
+  EXPECT_EQ(logger->stats().delivered, 5u);
 }
 
 TEST_F(StripeLoggerTest, ManyHostThreadsCanReportAtOnce) {

@@ -15,6 +15,7 @@
 #include "stripe_billing/stripe_logger.h"
 #include "stripe_billing/usage_event.h"
 #include "stripe_emulator/emulator.h"
+#include "temp_dir.h"
 
 namespace stripe_billing::testing {
 
@@ -80,6 +81,9 @@ class EmulatorTest : public ::testing::Test {
     config.api_base = emulator_.base_url();
     config.timeout_ms = "2000";
     config.connect_timeout_ms = "1000";
+    config.outbox_path = outbox_path();
+    config.aggregation_window_ms = "0";  // one usage record per event unless a test says so
+    config.rate_limit = "1000";
     return config;
   }
 
@@ -110,6 +114,9 @@ class EmulatorTest : public ::testing::Test {
     return count;
   }
 
+  std::string outbox_path() const { return dir_.file("outbox.db"); }
+
+  TempDir dir_;
   stripe_emulator::Emulator emulator_;
   std::string product_;
   std::string price_;

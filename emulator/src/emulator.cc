@@ -120,6 +120,11 @@ void Emulator::inject(const Fault& fault, int count) { impl_->faults.push(fault,
 
 void Emulator::clear_faults() { impl_->faults.clear(); }
 
+void Emulator::set_random_faults(const std::vector<std::pair<Fault, double>>& faults,
+                                 std::uint32_t seed) {
+  impl_->faults.set_random(faults, seed);
+}
+
 void Emulator::set_rate_limit(double requests_per_second) {
   impl_->rate_limiter.set_rate(requests_per_second);
 }

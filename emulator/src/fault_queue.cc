@@ -13,6 +13,13 @@ void FaultQueue::clear() {
   entries_.clear();
 }
 
+void FaultQueue::set_random(const std::vector<std::pair<Fault, double>>& faults,
+                            std::uint32_t seed) {
+  std::lock_guard lock(mutex_);
+  random_ = faults;
+  generator_.seed(seed);
+}
+
 std::optional<Fault> FaultQueue::take(std::string_view path) {
   std::lock_guard lock(mutex_);
   for (auto entry = entries_.begin(); entry != entries_.end(); ++entry) {
@@ -20,6 +27,15 @@ std::optional<Fault> FaultQueue::take(std::string_view path) {
     const auto fault = entry->fault;
     if (--entry->remaining == 0) entries_.erase(entry);
     return fault;
+  }
+  if (random_.empty()) return std::nullopt;
+  double roll = std::uniform_real_distribution<double>(0.0, 1.0)(generator_);
+  for (const auto& [fault, probability] : random_) {
+    if (roll < probability) {
+      if (path.substr(0, fault.path_prefix.size()) == fault.path_prefix) return fault;
+      return std::nullopt;
+    }
+    roll -= probability;
   }
   return std::nullopt;
 }

@@ -5,6 +5,9 @@
 #include <deque>
 #include <mutex>
 #include <optional>
+#include <random>
+#include <utility>
+#include <vector>
 #include <string_view>
 
 #include "stripe_emulator/emulator.h"
@@ -15,6 +18,7 @@ class FaultQueue {
  public:
   void push(const Fault& fault, int count);
   void clear();
+  void set_random(const std::vector<std::pair<Fault, double>>& faults, std::uint32_t seed);
   // The fault for this request, if any; consumes one of its count.
   std::optional<Fault> take(std::string_view path);
 
@@ -26,6 +30,8 @@ class FaultQueue {
 
   std::mutex mutex_;
   std::deque<Entry> entries_;
+  std::vector<std::pair<Fault, double>> random_;
+  std::mt19937 generator_;
 };
 
 }  // namespace stripe_emulator

@@ -37,6 +37,19 @@ struct Config {
   std::optional<std::string> timeout_ms;             // STRIPE_TIMEOUT_MS
   std::optional<std::string> max_retries;            // STRIPE_MAX_RETRIES
   std::optional<std::string> queue_capacity;         // STRIPE_QUEUE_CAPACITY
+  // Delivery engine (durable outbox).
+  std::optional<std::string> outbox_path;            // STRIPE_OUTBOX_PATH
+  std::optional<std::string> durability;             // STRIPE_DURABILITY = async|sync
+  std::optional<std::string> commit_interval_ms;     // STRIPE_COMMIT_INTERVAL_MS
+  std::optional<std::string> sync_timeout_ms;        // STRIPE_SYNC_TIMEOUT_MS
+  std::optional<std::string> aggregation_window_ms;  // STRIPE_AGGREGATION_WINDOW_MS
+  std::optional<std::string> max_backoff_s;          // STRIPE_MAX_BACKOFF_S
+  std::optional<std::string> max_delivery_age_s;     // STRIPE_MAX_DELIVERY_AGE_S
+  std::optional<std::string> rate_limit;             // STRIPE_RATE_LIMIT (requests per second)
+  std::optional<std::string> sender_threads;         // STRIPE_SENDER_THREADS
+  std::optional<std::string> park_retry_s;           // STRIPE_PARK_RETRY_S
+  std::optional<std::string> ledger_retention_days;  // STRIPE_LEDGER_RETENTION_DAYS
+  std::optional<std::string> auth_probe_s;           // STRIPE_AUTH_PROBE_S
 };
 
 // Reads a variable of the environment; returns nullopt when unset. Injected so tests and hosts
@@ -67,9 +80,13 @@ Expected<YamlSettings> config_from_yaml_string(const std::string& yaml,
 
 enum class ChargeBy { kEndUserId, kUserId, kTeamId };
 enum class QuantitySource { kTotalTokens, kPromptTokens, kCompletionTokens };
+// async: log_success_event returns once the event is in memory; the writer commits it within
+// the commit interval. sync: it returns once the event is committed to the outbox.
+enum class Durability { kAsync, kSync };
 
 const char* to_string(ChargeBy value) noexcept;
 const char* to_string(QuantitySource value) noexcept;
+const char* to_string(Durability value) noexcept;
 
 // A static mapping target: either a customer (`cus_…`) or a subscription item (`si_…`).
 struct StaticTarget {
@@ -99,6 +116,18 @@ class FinalizedConfig {
   std::chrono::milliseconds timeout() const noexcept { return timeout_; }
   int max_retries() const noexcept { return max_retries_; }
   std::size_t queue_capacity() const noexcept { return queue_capacity_; }
+  const std::string& outbox_path() const noexcept { return outbox_path_; }
+  Durability durability() const noexcept { return durability_; }
+  std::chrono::milliseconds commit_interval() const noexcept { return commit_interval_; }
+  std::chrono::milliseconds sync_timeout() const noexcept { return sync_timeout_; }
+  std::chrono::milliseconds aggregation_window() const noexcept { return aggregation_window_; }
+  std::chrono::seconds max_backoff() const noexcept { return max_backoff_; }
+  std::chrono::seconds max_delivery_age() const noexcept { return max_delivery_age_; }
+  double rate_limit() const noexcept { return rate_limit_; }  // requests per second
+  int sender_threads() const noexcept { return sender_threads_; }
+  std::chrono::seconds park_retry() const noexcept { return park_retry_; }
+  std::chrono::hours ledger_retention() const noexcept { return ledger_retention_; }
+  std::chrono::seconds auth_probe_interval() const noexcept { return auth_probe_interval_; }
 
   // One line for start-up logs: mode, redacted key, test/live, price, charge-by, API base.
   std::string summary() const;
@@ -124,6 +153,18 @@ class FinalizedConfig {
   std::chrono::milliseconds timeout_{0};
   int max_retries_ = 0;
   std::size_t queue_capacity_ = 0;
+  std::string outbox_path_;
+  Durability durability_ = Durability::kAsync;
+  std::chrono::milliseconds commit_interval_{0};
+  std::chrono::milliseconds sync_timeout_{0};
+  std::chrono::milliseconds aggregation_window_{0};
+  std::chrono::seconds max_backoff_{0};
+  std::chrono::seconds max_delivery_age_{0};
+  double rate_limit_ = 0;
+  int sender_threads_ = 0;
+  std::chrono::seconds park_retry_{0};
+  std::chrono::hours ledger_retention_{0};
+  std::chrono::seconds auth_probe_interval_{0};
 };
 
 // Defaults, documented in docs/configuration.md.
@@ -131,6 +172,7 @@ inline constexpr const char* kDefaultApiBase = "https://api.stripe.com";
 inline constexpr const char* kDefaultApiVersion = "2025-02-24.acacia";  // last with usage records
 inline constexpr const char* kDefaultCustomerMetadataKey = "litellm_customer_id";
 inline constexpr std::int64_t kDefaultMaxQuantity = 10'000'000;
+inline constexpr const char* kDefaultOutboxPath = "stripe-billing-outbox.db";
 
 // Checks everything and reports every problem in one kInvalidConfig error, one problem per line
 // after a first line "invalid Stripe billing configuration (N problems):".

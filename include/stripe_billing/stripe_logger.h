@@ -1,7 +1,9 @@
-// StripeLogger: the "stripe" success callback. log_success_event() copies the event into a bounded
-// in-memory queue and returns; one background thread ("stripe-billing") validates it, resolves
-// the customer to a subscription item, and records the usage at Stripe. Nothing here throws into
-// the host or makes the host wait on the network; every failure is logged and counted.
+// StripeLogger: the "stripe" success callback. log_success_event() hands the event to the intake
+// (async: a copy into a bounded buffer; sync: wait for its commit) and returns. Background
+// threads store it in the durable outbox, resolve the customer to a subscription item, aggregate,
+// and record the usage at Stripe exactly once. Nothing here throws into the host or makes the host
+// wait on the network; every failure is logged and counted, and what is not delivered stays in
+// the outbox for the next start.
 #pragma once
 
 #include <chrono>
@@ -37,24 +39,34 @@ struct StripeLoggerOptions {
   std::shared_ptr<Clock> clock;              // null: the system clock
 };
 
-// A consistent-enough snapshot of the counters (each one is read atomically).
+// A snapshot of the counters (each read atomically) and of the outbox.
 struct StripeLoggerStats {
   std::uint64_t received = 0;            // log_success_event calls
   std::uint64_t failure_events = 0;      // log_failure_event calls (never billed)
-  std::uint64_t delivered = 0;           // usage records Stripe accepted
-  std::uint64_t quantity_delivered = 0;  // their summed quantity
+  std::uint64_t accepted = 0;            // stored in the outbox
+  std::uint64_t deduplicated = 0;        // the same call id and dimension reported again
   std::uint64_t skipped_zero = 0;        // zero quantity: nothing to bill
-  std::uint64_t dropped_queue_full = 0;  // the in-memory queue was full
+  std::uint64_t lost = 0;                // could not be kept (memory cap reached, outbox unwritable)
   std::uint64_t dropped_shutdown = 0;    // arrived after shutdown began
-  std::uint64_t failed = 0;              // Stripe or the network refused it for good
-  std::uint64_t stripe_requests = 0;     // every HTTP request sent to Stripe, lookups included
+  std::uint64_t delivered = 0;           // events Stripe recorded
+  std::uint64_t delivered_requests = 0;  // usage records Stripe accepted (one per batch)
+  std::uint64_t quantity_delivered = 0;
+  std::uint64_t failed = 0;              // events dead after Stripe refused them for good
+  std::uint64_t stripe_requests = 0;     // requests sent to Stripe, lookups included
   std::uint64_t retries = 0;
   std::uint64_t lookup_hits = 0;
   std::uint64_t lookup_misses = 0;
-  std::uint64_t pending = 0;  // accepted and not yet handled
-  // Reasons an event was not billed: missing_customer, customer_not_found,
+  std::uint64_t rate_limited_waits = 0;  // requests that waited for the client-side rate limit
+  double rate_limit = 0;                 // the current rate (halved after a throttling 429)
+  bool paused = false;                   // Stripe refuses the key: sending paused, probing
+  // The outbox: events waiting (in memory or stored), parked, dead; the oldest waiting (ms).
+  std::uint64_t pending = 0;
+  std::uint64_t parked = 0;
+  std::uint64_t dead = 0;
+  std::int64_t oldest_pending_age_ms = 0;
+  // Why events were not billed (yet): missing_customer, customer_not_found,
   // subscription_item_not_found, negative_quantity, quantity_too_large, missing_usage,
-  // invalid_event, and stripe_<error code> / network / timeout for failures.
+  // invalid_customer_key, outbox_unwritable, stripe_<code>, max_delivery_age_exceeded, ...
   std::map<std::string, std::uint64_t> rejected;
 };
 
@@ -78,7 +90,9 @@ class StripeLogger final : public CustomLogger {
   std::unique_ptr<Impl> impl_;
 };
 
-// Builds a StripeLogger from a raw Config (finalize_config, then the constructor).
+// Builds a StripeLogger from a raw Config (finalize_config, then the constructor). Also fails
+// (kStorage) when the outbox cannot be opened; the constructor instead falls back to an in-memory
+// outbox and logs the problem, so a host that constructs directly still runs.
 Expected<std::unique_ptr<StripeLogger>> make_stripe_logger(const Config& config,
                                                            StripeLoggerOptions options = {});
 

@@ -14,6 +14,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace stripe_emulator {
@@ -91,6 +92,9 @@ class Emulator {
   // Faults: the next `count` matching API requests get `fault`. Faults queue in order.
   void inject(const Fault& fault, int count = 1);
   void clear_faults();
+  // Each API request that no queued fault matches gets one of these with its probability
+  // (rolled in order, from a generator seeded with `seed`). An empty list turns them off.
+  void set_random_faults(const std::vector<std::pair<Fault, double>>& faults, std::uint32_t seed);
   // Requests per second over all API requests; above it, 429 with
   // Stripe-Rate-Limited-Reason: global-rate. 0 turns it off.
   void set_rate_limit(double requests_per_second);

@@ -1,0 +1,418 @@
+// stripe-billing-throughput: the numbers of docs/performance.md, one measurement per invocation,
+// each printing one line "RESULT <name> key=value ..." (bench/run-all.sh parses those).
+//
+//   latency    --threads N --events N            per-call latency of log_success_event (async)
+//   intake     --durability async|sync --threads N --events N
+//                                                events accepted into the outbox per second
+//   end-to-end --customers 1000 --events N [--window-ms 1000] [--static-map]
+//                                                delivered events/s and requests per 1,000 events
+//   rss        --events 1000000                  peak RSS with that many events pending
+//   naive      --events N [--threads N]          one synchronous libcurl POST per event
+//
+// In latency, intake and rss, Stripe is down (a loopback port that refuses connections), so
+// delivery does not compete with the host's threads. Outbox files live in a temporary directory
+// (under $TMPDIR, default /tmp) that is removed at the end.
+#include <algorithm>
+#include <atomic>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <numeric>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "bench_support.h"
+#include "stripe_billing/http_transport.h"
+#include "stripe_billing/secret.h"
+#include "stripe_billing/stripe_client.h"
+
+namespace stripe_billing::bench {
+namespace {
+
+using Args = std::map<std::string, std::string>;
+
+std::int64_t int_arg(const Args& args, const std::string& name, std::int64_t fallback) {
+  const auto it = args.find(name);
+  if (it == args.end()) return fallback;
+  char* end = nullptr;
+  const long long value = std::strtoll(it->second.c_str(), &end, 10);
+  if (end == it->second.c_str() || *end != '\0' || value < 0) {
+    std::fprintf(stderr, "--%s wants a non-negative integer, got \"%s\"\n", name.c_str(),
+                 it->second.c_str());
+    std::exit(2);
+  }
+  return value;
+}
+
+std::string string_arg(const Args& args, const std::string& name, const std::string& fallback) {
+  const auto it = args.find(name);
+  return it == args.end() ? fallback : it->second;
+}
+
+double seconds_between(SteadyClock::time_point a, SteadyClock::time_point b) {
+  return std::chrono::duration<double>(b - a).count();
+}
+
+std::int64_t ns_between(SteadyClock::time_point a, SteadyClock::time_point b) {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(b - a).count();
+}
+
+// Starts `threads` producers together and returns when all have finished. Each gets its index.
+template <typename Body>
+void run_together(int threads, Body body) {
+  std::atomic<int> ready{0};
+  std::atomic<bool> go{false};
+  std::vector<std::thread> workers;
+  for (int t = 0; t < threads; ++t) {
+    workers.emplace_back([&, t] {
+      ready.fetch_add(1);
+      while (!go.load(std::memory_order_acquire)) std::this_thread::yield();
+      body(t);
+    });
+  }
+  while (ready.load() < threads) std::this_thread::yield();
+  go.store(true, std::memory_order_release);
+  for (auto& worker : workers) worker.join();
+}
+
+struct Percentiles {
+  double p50 = 0, p90 = 0, p99 = 0, p999 = 0, max = 0, mean = 0;
+};
+
+Percentiles summarize(std::vector<std::int64_t>& samples) {
+  Percentiles out;
+  if (samples.empty()) return out;
+  std::sort(samples.begin(), samples.end());
+  out.p50 = percentile_us(samples, 50);
+  out.p90 = percentile_us(samples, 90);
+  out.p99 = percentile_us(samples, 99);
+  out.p999 = percentile_us(samples, 99.9);
+  out.max = static_cast<double>(samples.back()) / 1000.0;
+  out.mean = std::accumulate(samples.begin(), samples.end(), 0.0) / samples.size() / 1000.0;
+  return out;
+}
+
+// The median cost of an empty steady_clock-timed region, in ns (what each sample includes).
+std::int64_t clock_overhead_ns() {
+  std::vector<std::int64_t> samples(100'000);
+  for (auto& sample : samples) {
+    const auto start = SteadyClock::now();
+    const auto end = SteadyClock::now();
+    sample = ns_between(start, end);
+  }
+  std::nth_element(samples.begin(), samples.begin() + samples.size() / 2, samples.end());
+  return samples[samples.size() / 2];
+}
+
+void print_stats_tail(const StripeLoggerStats& stats) {
+  std::printf(" received=%llu accepted=%llu lost=%llu", static_cast<unsigned long long>(stats.received),
+              static_cast<unsigned long long>(stats.accepted),
+              static_cast<unsigned long long>(stats.lost));
+}
+
+// ---------------------------------------------------------------------------------------------
+
+int cmd_latency(const Args& args) {
+  const int threads = static_cast<int>(int_arg(args, "threads", 1));
+  const std::int64_t events = int_arg(args, "events", 200'000);  // timed, per thread
+  const std::int64_t warmup = int_arg(args, "warmup", 20'000);   // untimed, per thread
+  TempDir dir;
+  RefusingPort stripe_down;
+  Config config = base_config(stripe_down.base_url(), dir.file("outbox.db"));
+  auto logger = make_logger_or_die(config);
+  const std::uint64_t run = run_id();
+
+  std::vector<std::vector<std::int64_t>> per_thread(threads);
+  std::atomic<int> warmed{0};
+  const auto start = SteadyClock::now();
+  run_together(threads, [&](int t) {
+    UsageEvent event = sample_event("cust-" + std::to_string(t));
+    std::vector<std::int64_t>& samples = per_thread[t];
+    samples.resize(static_cast<std::size_t>(events));
+    std::uint64_t i = 0;
+    for (std::int64_t n = 0; n < warmup; ++n) {
+      set_call_id(event.call_id, "lat-warm", run + t, ++i);
+      logger->log_success_event(event);
+    }
+    // All threads leave the warm-up before any timed call, so 2 threads really overlap.
+    warmed.fetch_add(1);
+    while (warmed.load() < threads) std::this_thread::yield();
+    for (std::int64_t n = 0; n < events; ++n) {
+      set_call_id(event.call_id, "lat", run + t, ++i);
+      const auto call_start = SteadyClock::now();
+      logger->log_success_event(event);
+      const auto call_end = SteadyClock::now();
+      samples[static_cast<std::size_t>(n)] = ns_between(call_start, call_end);
+    }
+  });
+  const auto produced = SteadyClock::now();
+  wait_for_intake(*logger, logger->stats().received, in_ms(90'000));
+  const StripeLoggerStats stats = logger->stats();
+
+  std::vector<std::int64_t> all;
+  for (auto& samples : per_thread) all.insert(all.end(), samples.begin(), samples.end());
+  const Percentiles p = summarize(all);
+  const double calls_per_s = static_cast<double>(threads * (events + warmup)) /
+                             seconds_between(start, produced);
+  std::printf("RESULT latency mode=async threads=%d events=%lld p50_us=%.3f p90_us=%.3f "
+              "p99_us=%.3f p999_us=%.3f max_us=%.1f mean_us=%.3f calls_per_s=%.0f "
+              "clock_overhead_ns=%lld",
+              threads, static_cast<long long>(events * threads), p.p50, p.p90, p.p99, p.p999,
+              p.max, p.mean, calls_per_s, static_cast<long long>(clock_overhead_ns()));
+  print_stats_tail(stats);
+  std::printf("\n");
+  shutdown_bounded(std::move(logger), dir, 200);
+  return 0;
+}
+
+// ---------------------------------------------------------------------------------------------
+
+int cmd_intake(const Args& args) {
+  const std::string durability = string_arg(args, "durability", "async");
+  const int threads = static_cast<int>(int_arg(args, "threads", 1));
+  const std::int64_t events = int_arg(args, "events", 1'000'000);  // total
+  TempDir dir;
+  RefusingPort stripe_down;
+  Config config = base_config(stripe_down.base_url(), dir.file("outbox.db"));
+  config.durability = durability;
+  if (args.count("queue-capacity") != 0) config.queue_capacity = args.at("queue-capacity");
+  auto logger = make_logger_or_die(config);
+  const std::uint64_t run = run_id();
+
+  const auto start = SteadyClock::now();
+  run_together(threads, [&](int t) {
+    UsageEvent event = sample_event("cust-" + std::to_string(t));
+    const std::int64_t mine = events / threads + (t < events % threads ? 1 : 0);
+    for (std::int64_t n = 0; n < mine; ++n) {
+      set_call_id(event.call_id, "intake", run + t, static_cast<std::uint64_t>(n));
+      logger->log_success_event(event);
+    }
+  });
+  const auto produced = SteadyClock::now();
+  const int polls = wait_for_intake(*logger, static_cast<std::uint64_t>(events), in_ms(110'000));
+  const auto committed = SteadyClock::now();
+  const StripeLoggerStats stats = logger->stats();
+
+  const double seconds = seconds_between(start, committed);
+  std::printf("RESULT intake mode=%s threads=%d events=%lld seconds=%.3f accepted_per_s=%.0f "
+              "offered_per_s=%.0f stats_polls=%d",
+              durability.c_str(), threads, static_cast<long long>(events), seconds,
+              static_cast<double>(stats.accepted) / seconds,
+              static_cast<double>(events) / seconds_between(start, produced), polls);
+  print_stats_tail(stats);
+  std::printf(" pending=%llu\n", static_cast<unsigned long long>(stats.pending));
+  shutdown_bounded(std::move(logger), dir, 200);
+  return polls > 0 ? 0 : 1;
+}
+
+// ---------------------------------------------------------------------------------------------
+
+int cmd_end_to_end(const Args& args) {
+  const int customers = static_cast<int>(int_arg(args, "customers", 1000));
+  const std::int64_t events = int_arg(args, "events", 100'000);
+  const std::int64_t window_ms = int_arg(args, "window-ms", 1000);
+  const int threads = static_cast<int>(int_arg(args, "threads", 1));
+  const bool static_map = args.count("static-map") != 0;
+  TempDir dir;
+  SeededEmulator stripe(customers);
+  Config config = base_config(stripe.emulator.base_url(), dir.file("outbox.db"), stripe.price);
+  config.aggregation_window_ms = std::to_string(window_ms);
+  config.rate_limit = "10000";
+  if (static_map) {
+    std::string map;
+    for (int i = 0; i < customers; ++i) {
+      map += (i == 0 ? "" : ",") + stripe.keys[i] + "=" + stripe.items[i];
+    }
+    config.customer_map = map;
+  }
+  auto logger = make_logger_or_die(config);
+  const std::uint64_t run = run_id();
+
+  const auto start = SteadyClock::now();
+  run_together(threads, [&](int t) {
+    UsageEvent event = sample_event("");
+    for (std::int64_t n = t; n < events; n += threads) {
+      event.end_user_id = stripe.keys[static_cast<std::size_t>(n % customers)];
+      set_call_id(event.call_id, "e2e", run, static_cast<std::uint64_t>(n));
+      event.end_time = std::chrono::system_clock::now();
+      logger->log_success_event(event);
+    }
+  });
+  const auto produced = SteadyClock::now();
+  // Delivery as a running gateway sees it: the aggregation window is honoured (flush() would
+  // cut it short), so wait on the counters until nothing is pending.
+  const auto deadline = in_ms(110'000);
+  StripeLoggerStats stats;
+  while (SteadyClock::now() < deadline) {
+    stats = logger->stats();
+    if (stats.delivered + stats.failed + stats.parked + stats.dead + stats.lost >=
+            static_cast<std::uint64_t>(events) &&
+        stats.pending == 0) {
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  const auto delivered_at = SteadyClock::now();
+  const bool drained = stats.pending == 0;
+
+  std::size_t all_requests = 0, usage_posts = 0, lookups = 0;
+  for (const auto& request : stripe.emulator.requests()) {
+    if (request.path.rfind("/v1/", 0) != 0) continue;
+    ++all_requests;
+    if (request.method == "POST" && request.path.find("/usage_records") != std::string::npos) {
+      ++usage_posts;
+    } else {
+      ++lookups;
+    }
+  }
+  std::int64_t billed = 0;
+  for (const auto& [item, total] : stripe.emulator.totals_by_item()) billed += total;
+  const std::int64_t expected_quantity = events * sample_event("").total_tokens.value();
+  const double seconds = seconds_between(start, delivered_at);
+  const double per_k = 1000.0 / static_cast<double>(events);
+  std::printf("RESULT end-to-end customers=%d events=%lld window_ms=%lld static_map=%d "
+              "seconds=%.3f delivered_per_s=%.0f requests_per_1k=%.2f usage_posts_per_1k=%.2f "
+              "lookups_per_1k=%.2f delivered=%llu delivered_requests=%llu stripe_requests=%llu "
+              "emulator_requests=%zu retries=%llu usage_correct=%d drained=%d produce_s=%.3f",
+              customers, static_cast<long long>(events), static_cast<long long>(window_ms),
+              static_map ? 1 : 0, seconds, static_cast<double>(stats.delivered) / seconds,
+              all_requests * per_k, usage_posts * per_k, lookups * per_k,
+              static_cast<unsigned long long>(stats.delivered),
+              static_cast<unsigned long long>(stats.delivered_requests),
+              static_cast<unsigned long long>(stats.stripe_requests), all_requests,
+              static_cast<unsigned long long>(stats.retries), billed == expected_quantity ? 1 : 0,
+              drained ? 1 : 0, seconds_between(start, produced));
+  print_stats_tail(stats);
+  std::printf("\n");
+  shutdown_bounded(std::move(logger), dir, 1'000);
+  return billed == expected_quantity ? 0 : 1;
+}
+
+// ---------------------------------------------------------------------------------------------
+
+int cmd_rss(const Args& args) {
+  const std::int64_t events = int_arg(args, "events", 1'000'000);
+  const long baseline_kb = proc_status_kb("VmHWM");
+  TempDir dir;
+  RefusingPort stripe_down;
+  Config config = base_config(stripe_down.base_url(), dir.file("outbox.db"));
+  if (args.count("queue-capacity") != 0) config.queue_capacity = args.at("queue-capacity");
+  auto logger = make_logger_or_die(config);
+  const std::uint64_t run = run_id();
+
+  const auto start = SteadyClock::now();
+  UsageEvent event = sample_event("");
+  for (std::int64_t n = 0; n < events; ++n) {
+    event.end_user_id = "cust-" + std::to_string(n % 1000);
+    set_call_id(event.call_id, "rss", run, static_cast<std::uint64_t>(n));
+    logger->log_success_event(event);
+  }
+  const int polls = wait_for_intake(*logger, static_cast<std::uint64_t>(events), in_ms(110'000));
+  const double seconds = seconds_between(start, SteadyClock::now());
+  const StripeLoggerStats stats = logger->stats();
+  const long hwm_kb = proc_status_kb("VmHWM");
+  const long rss_kb = proc_status_kb("VmRSS");
+  std::printf("RESULT rss events=%lld pending=%llu peak_rss_mb=%.1f rss_now_mb=%.1f "
+              "baseline_mb=%.1f seconds=%.3f stats_polls=%d",
+              static_cast<long long>(events), static_cast<unsigned long long>(stats.pending),
+              hwm_kb / 1024.0, rss_kb / 1024.0, baseline_kb / 1024.0, seconds, polls);
+  print_stats_tail(stats);
+  std::printf("\n");
+  shutdown_bounded(std::move(logger), dir, 200);
+  return polls > 0 ? 0 : 1;
+}
+
+// ---------------------------------------------------------------------------------------------
+
+int cmd_naive(const Args& args) {
+  const std::int64_t events = int_arg(args, "events", 5'000);  // total
+  const int threads = static_cast<int>(int_arg(args, "threads", 1));
+  const int customers = static_cast<int>(int_arg(args, "customers", 1000));
+  SeededEmulator stripe(customers);
+  std::shared_ptr<HttpTransport> transport = make_curl_transport();
+  const StripeClient client(*transport,
+                            StripeClientOptions{stripe.emulator.base_url(), Secret(kEmulatorKey),
+                                                kDefaultApiVersion,
+                                                std::chrono::milliseconds(5'000)});
+  const std::uint64_t run = run_id();
+  std::vector<std::vector<std::int64_t>> per_thread(threads);
+  std::atomic<std::uint64_t> errors{0};
+
+  const auto start = SteadyClock::now();
+  run_together(threads, [&](int t) {
+    auto& samples = per_thread[t];
+    std::string key;
+    for (std::int64_t n = t; n < events; n += threads) {
+      // What a naive callback does per event: build the usage record and POST it, waiting.
+      const std::string path = "/v1/subscription_items/" +
+                               stripe.items[static_cast<std::size_t>(n % customers)] +
+                               "/usage_records";
+      set_call_id(key, "naive", run, static_cast<std::uint64_t>(n));
+      const FormFields fields = {
+          {"quantity", "1017"},
+          {"timestamp", std::to_string(std::chrono::duration_cast<std::chrono::seconds>(
+                                           std::chrono::system_clock::now().time_since_epoch())
+                                           .count())},
+          {"action", "increment"}};
+      const auto call_start = SteadyClock::now();
+      auto response = client.post_form(path, fields, key);
+      const auto call_end = SteadyClock::now();
+      if (!response) errors.fetch_add(1);
+      samples.push_back(ns_between(call_start, call_end));
+    }
+  });
+  const double seconds = seconds_between(start, SteadyClock::now());
+  std::vector<std::int64_t> all;
+  for (auto& samples : per_thread) all.insert(all.end(), samples.begin(), samples.end());
+  const Percentiles p = summarize(all);
+  std::printf("RESULT naive threads=%d events=%lld seconds=%.3f events_per_s=%.0f p50_us=%.1f "
+              "p90_us=%.1f p99_us=%.1f max_us=%.1f mean_us=%.1f errors=%llu\n",
+              threads, static_cast<long long>(events), seconds,
+              static_cast<double>(events) / seconds, p.p50, p.p90, p.p99, p.max, p.mean,
+              static_cast<unsigned long long>(errors.load()));
+  return errors.load() == 0 ? 0 : 1;
+}
+
+int usage() {
+  std::fprintf(stderr,
+               "usage: stripe-billing-throughput <command> [--option value ...]\n"
+               "  latency    [--threads 1] [--events 200000] [--warmup 20000]   (per thread)\n"
+               "  intake     [--durability async|sync] [--threads 1] [--events 1000000]\n"
+               "             [--queue-capacity N]\n"
+               "  end-to-end [--customers 1000] [--events 100000] [--window-ms 1000]\n"
+               "             [--threads 1] [--static-map]\n"
+               "  rss        [--events 1000000] [--queue-capacity N]\n"
+               "  naive      [--events 5000] [--threads 1] [--customers 1000]\n");
+  return 2;
+}
+
+}  // namespace
+}  // namespace stripe_billing::bench
+
+int main(int argc, char** argv) {
+  using namespace stripe_billing::bench;
+  if (argc < 2) return usage();
+  const std::string command = argv[1];
+  Args args;
+  for (int i = 2; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (arg.rfind("--", 0) != 0) return usage();
+    const std::string name = arg.substr(2);
+    if (name == "static-map") {
+      args[name] = "1";
+    } else if (i + 1 < argc) {
+      args[name] = argv[++i];
+    } else {
+      return usage();
+    }
+  }
+  if (command == "latency") return cmd_latency(args);
+  if (command == "intake") return cmd_intake(args);
+  if (command == "end-to-end") return cmd_end_to_end(args);
+  if (command == "rss") return cmd_rss(args);
+  if (command == "naive") return cmd_naive(args);
+  return usage();
+}

@@ -1,0 +1,103 @@
+// Moves usage from the outbox to Stripe. One planner thread ("sb-dispatch") turns pending events
+// into batches — resolving each customer key to a subscription item, summing the events of an
+// item over the aggregation window without mixing billing periods — and persists each batch with
+// its idempotency key before anything is sent. Sender threads ("sb-send-N") send batches
+// through the rate-limited client and record the outcome: delivered, retry later (exponential
+// backoff, persisted, until the maximum age), dead with Stripe's reason, item gone (look it up
+// again), or key refused (pause all sending and probe until the key works).
+//
+// Thread-safe. Nothing here runs on the host's thread.
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <random>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "customer_resolver.h"
+#include "metrics.h"
+#include "outbox.h"
+#include "retry_policy.h"
+#include "stripe_billing/config.h"
+#include "stripe_billing/stripe_client.h"
+
+namespace spdlog {
+class logger;
+}
+
+namespace stripe_billing {
+
+class Dispatcher {
+ public:
+  using SteadyTime = std::chrono::steady_clock::time_point;
+
+  Dispatcher(const FinalizedConfig& config, Outbox& outbox, const StripeClient& client,
+             CustomerResolver& resolver, Metrics& metrics, std::shared_ptr<spdlog::logger> log,
+             std::shared_ptr<Clock> clock);
+  ~Dispatcher();  // stop() with a 5 s deadline
+  Dispatcher(const Dispatcher&) = delete;
+  Dispatcher& operator=(const Dispatcher&) = delete;
+
+  void wake();  // new pending events were committed
+  // Sends everything that can go now (the aggregation window is not waited out). True when no
+  // event is pending or in an undelivered batch.
+  bool drain(SteadyTime deadline);
+  // drain(deadline), then stop: the caller aborts in-flight requests through the transport
+  // first; aborted attempts are not counted. Joins every thread.
+  void stop();
+  bool paused() const;
+
+ private:
+  void plan_loop();
+  void send_loop(int index);
+  std::chrono::milliseconds plan_round();
+  void queue_due_batches(std::int64_t now_ms);
+  std::int64_t batch_pending_events(std::int64_t now_ms, bool force);
+  void send(const Batch& batch);
+  void finish(const Batch& batch, bool release_target);
+  void dead(const Batch& batch, const std::string& reason, const std::string& request_id,
+            const std::string& detail);
+  void pause_for_auth(const std::string& reason);
+  bool probe_auth();
+  std::int64_t now_ms() const;
+  std::chrono::milliseconds backoff(int attempt);
+
+  const FinalizedConfig& config_;
+  Outbox& outbox_;
+  const StripeClient& client_;
+  CustomerResolver& resolver_;
+  Metrics& metrics_;
+  std::shared_ptr<spdlog::logger> log_;
+  std::shared_ptr<Clock> clock_;
+  RetryPolicy retry_policy_;
+
+  mutable std::mutex mutex_;
+  std::condition_variable planner_wake_;
+  std::condition_variable sender_wake_;
+  std::condition_variable progress_;
+  std::deque<Batch> ready_;
+  std::set<std::int64_t> claimed_;       // batch ids queued or being sent
+  std::set<std::string> open_targets_;   // items with an undelivered batch (window > 0)
+  bool woken_ = false;
+  int draining_ = 0;
+  bool stopping_ = false;
+  bool auth_paused_ = false;
+  std::int64_t next_probe_ms_ = 0;
+  std::int64_t lookup_retry_ms_ = 0;
+  int lookup_failures_ = 0;
+  std::int64_t last_prune_ms_ = 0;
+  std::chrono::steady_clock::time_point last_auth_alarm_{};
+  std::mt19937 random_{std::random_device{}()};
+
+  std::thread planner_;
+  std::vector<std::thread> senders_;
+};
+
+}  // namespace stripe_billing

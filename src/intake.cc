@@ -1,0 +1,217 @@
+#include "intake.h"
+
+#include <pthread.h>
+
+#include <random>
+
+#include <spdlog/logger.h>
+
+#include "charge_by.h"
+#include "customer_resolver.h"
+#include "usage_record.h"
+
+namespace stripe_billing {
+namespace {
+
+// Async mode: a writer wakes for a full group even before the commit interval ends.
+constexpr std::size_t kGroupSize = 8192;
+constexpr std::size_t kMaxMetadataValue = 500;
+constexpr std::size_t kMaxStoredText = 200;
+
+std::int64_t to_ms(TimePoint time) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(time.time_since_epoch()).count();
+}
+
+std::string generated_call_id() {
+  static thread_local std::mt19937_64 random{std::random_device{}()};
+  char buffer[32];
+  std::snprintf(buffer, sizeof buffer, "gen-%016llx",
+                static_cast<unsigned long long>(random()));
+  return buffer;
+}
+
+std::string bounded(const std::string& text) {
+  return text.size() <= kMaxStoredText && is_valid_utf8(text) ? text : log_safe(text, kMaxStoredText);
+}
+
+}  // namespace
+
+std::string stable_call_key(const std::string& call_id) {
+  if (call_id.size() <= kMaxStoredText && is_valid_utf8(call_id)) return call_id;
+  // The usage-record key derivation already hashes unsafe ids; reuse its hash part.
+  const std::string key = usage_record_idempotency_key(std::string(call_id), "", "");
+  return "hash:" + key.substr(7, key.find('-', 7) - 7);
+}
+
+Intake::Intake(const FinalizedConfig& config, Outbox& outbox, Metrics& metrics,
+               std::shared_ptr<spdlog::logger> log, std::shared_ptr<Clock> clock,
+               std::function<void()> on_commit)
+    : config_(config),
+      outbox_(outbox),
+      metrics_(metrics),
+      log_(std::move(log)),
+      clock_(std::move(clock)),
+      on_commit_(std::move(on_commit)),
+      writer_([this] { run(); }) {}
+
+Intake::~Intake() { stop(std::chrono::steady_clock::now() + std::chrono::seconds(5)); }
+
+void Intake::submit(const UsageEvent& event) noexcept {
+  metrics_.received.fetch_add(1, std::memory_order_relaxed);
+  try {
+    UsageEvent copy = event;
+    std::unique_lock lock(mutex_);
+    if (!accepting_) {
+      metrics_.dropped_shutdown.fetch_add(1, std::memory_order_relaxed);
+      return;
+    }
+    if (buffer_.size() >= config_.queue_capacity()) {
+      metrics_.lost.fetch_add(1, std::memory_order_relaxed);
+      return;
+    }
+    buffer_.push_back(std::move(copy));
+    const std::uint64_t sequence = ++submitted_;
+    if (config_.durability() == Durability::kSync) {
+      wake_writer_.notify_one();
+      committed_.wait_for(lock, config_.sync_timeout(), [&] { return written_ >= sequence; });
+    } else if (buffer_.size() >= kGroupSize) {
+      wake_writer_.notify_one();
+    }
+  } catch (...) {
+    metrics_.lost.fetch_add(1, std::memory_order_relaxed);
+  }
+}
+
+bool Intake::flush(SteadyTime deadline) noexcept {
+  std::unique_lock lock(mutex_);
+  const std::uint64_t target = submitted_;
+  flush_requested_ = true;
+  wake_writer_.notify_one();
+  return committed_.wait_until(lock, deadline, [&] { return written_ >= target; });
+}
+
+void Intake::stop(SteadyTime deadline) noexcept {
+  {
+    std::lock_guard lock(mutex_);
+    if (!writer_.joinable()) return;
+    accepting_ = false;
+  }
+  flush(deadline);
+  {
+    std::lock_guard lock(mutex_);
+    stopping_ = true;
+    wake_writer_.notify_one();
+  }
+  writer_.join();
+}
+
+std::size_t Intake::buffered() const {
+  std::lock_guard lock(mutex_);
+  return buffer_.size();
+}
+
+void Intake::run() {
+  pthread_setname_np(pthread_self(), "sb-writer");
+  std::vector<UsageEvent> group;
+  std::unique_lock lock(mutex_);
+  while (true) {
+    if (config_.durability() == Durability::kSync) {
+      wake_writer_.wait(lock, [this] { return stopping_ || !buffer_.empty(); });
+    } else {
+      // Group commit: wait out the interval unless a full group or a flush asks sooner.
+      wake_writer_.wait_for(lock, config_.commit_interval(), [this] {
+        return stopping_ || flush_requested_ || buffer_.size() >= kGroupSize;
+      });
+    }
+    flush_requested_ = false;
+    if (buffer_.empty()) {
+      if (stopping_) break;
+      continue;
+    }
+    group.swap(buffer_);
+    const std::uint64_t sequence = submitted_;
+    lock.unlock();
+    write(group);
+    group.clear();
+    lock.lock();
+    written_ = sequence;
+    committed_.notify_all();
+  }
+}
+
+void Intake::write(std::vector<UsageEvent>& events) {
+  const std::int64_t now_ms = to_ms(clock_->now());
+  std::vector<NewEvent> rows;
+  rows.reserve(events.size());
+  for (UsageEvent& event : events) {
+    if (auto row = to_row(event, now_ms)) rows.push_back(std::move(*row));
+  }
+  if (rows.empty()) return;
+  auto result = outbox_.insert(rows);
+  if (!result) {
+    metrics_.lost.fetch_add(rows.size());
+    metrics_.count_reason("outbox_unwritable", rows.size());
+    const auto now = std::chrono::steady_clock::now();
+    if (now - last_storage_alarm_ >= std::chrono::minutes(1)) {
+      last_storage_alarm_ = now;
+      log_->error("stripe_billing LOST {} usage events: the outbox cannot be written ({}); "
+                  "billing continues to be attempted for new events",
+                  rows.size(), result.error().message);
+    }
+    return;
+  }
+  std::int64_t pending = 0;
+  for (const NewEvent& row : rows) pending += row.state == EventState::kPending ? 1 : 0;
+  metrics_.accepted.fetch_add(static_cast<std::uint64_t>(result->inserted));
+  metrics_.deduplicated.fetch_add(static_cast<std::uint64_t>(result->duplicates));
+  if (pending > 0 && on_commit_) on_commit_();
+}
+
+std::optional<NewEvent> Intake::to_row(UsageEvent& event, std::int64_t now_ms) {
+  const QuantityCheck quantity =
+      billable_quantity(event, config_.quantity_source(), config_.max_quantity());
+  if (quantity.verdict == QuantityCheck::Verdict::kZero) {
+    metrics_.skipped_zero.fetch_add(1);
+    return std::nullopt;
+  }
+  if (event.call_id.empty()) {
+    event.call_id = generated_call_id();
+    metrics_.count_reason("generated_call_id");
+  }
+  NewEvent row;
+  row.call_id = stable_call_key(event.call_id);
+  row.dimension = to_string(config_.quantity_source());
+  row.quantity = quantity.value;
+  const std::int64_t end_ms = event.end_time ? to_ms(*event.end_time) : now_ms;
+  row.event_time = std::min(end_ms, now_ms) / 1000;
+  row.accepted_at_ms = now_ms;
+  row.model = bounded(event.model);
+  row.cost = event.response_cost.value_or(0.0);
+  row.prompt_tokens = event.prompt_tokens.value_or(0);
+  row.completion_tokens = event.completion_tokens.value_or(0);
+
+  auto reject = [&](const std::string& reason, EventState state) {
+    row.state = state;
+    row.reason = reason;
+    metrics_.count_reason(reason);
+    log_->warn("stripe_billing activity=accept success=false reason={} call_id={} model={} "
+               "customer={} quantity={}",
+               reason, log_safe(event.call_id), log_safe(event.model), log_safe(row.customer_key),
+               quantity.value);
+    return row;
+  };
+  if (quantity.verdict != QuantityCheck::Verdict::kBill) {
+    return reject(quantity.reason(), EventState::kDead);
+  }
+  const auto key = customer_key(event, config_.charge_by());
+  if (!key) return reject("missing_customer", EventState::kParked);
+  if (key->size() > kMaxMetadataValue || !is_valid_utf8(*key)) {
+    row.customer_key = log_safe(*key, 100);
+    return reject("invalid_customer_key", EventState::kDead);
+  }
+  row.customer_key = *key;
+  row.state = EventState::kPending;
+  return row;
+}
+
+}  // namespace stripe_billing

@@ -1,0 +1,78 @@
+// The hand-off from the host into the durable outbox. submit() copies the event into a bounded
+// in-memory buffer (async) or waits until the writer has committed it (sync). One writer thread,
+// "sb-writer", validates each event, turns it into an outbox row (pending, parked for a missing
+// customer, or dead with its reason) and commits whatever has accumulated in one transaction:
+// group commit, so many host threads share one commit.
+//
+// submit() never does I/O and never throws. The writer never waits on the network.
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "metrics.h"
+#include "outbox.h"
+#include "stripe_billing/config.h"
+#include "stripe_billing/stripe_logger.h"
+#include "stripe_billing/usage_event.h"
+
+namespace spdlog {
+class logger;
+}
+
+namespace stripe_billing {
+
+class Intake {
+ public:
+  using SteadyTime = std::chrono::steady_clock::time_point;
+
+  Intake(const FinalizedConfig& config, Outbox& outbox, Metrics& metrics,
+         std::shared_ptr<spdlog::logger> log, std::shared_ptr<Clock> clock,
+         std::function<void()> on_commit);
+  ~Intake();  // stop() with a 5 s deadline
+  Intake(const Intake&) = delete;
+  Intake& operator=(const Intake&) = delete;
+
+  void submit(const UsageEvent& event) noexcept;
+  // True once everything submitted before the call is committed (or counted as lost).
+  bool flush(SteadyTime deadline) noexcept;
+  // Stops intake (later submits count as dropped_shutdown), commits what is buffered, joins.
+  void stop(SteadyTime deadline) noexcept;
+
+  std::size_t buffered() const;
+
+ private:
+  void run();
+  void write(std::vector<UsageEvent>& events);
+  std::optional<NewEvent> to_row(UsageEvent& event, std::int64_t now_ms);
+
+  const FinalizedConfig& config_;
+  Outbox& outbox_;
+  Metrics& metrics_;
+  std::shared_ptr<spdlog::logger> log_;
+  std::shared_ptr<Clock> clock_;
+  std::function<void()> on_commit_;
+
+  mutable std::mutex mutex_;
+  std::condition_variable wake_writer_;
+  std::condition_variable committed_;
+  std::vector<UsageEvent> buffer_;
+  std::uint64_t submitted_ = 0;  // sequence number of the last buffered event
+  std::uint64_t written_ = 0;    // every event up to this one is committed or counted lost
+  bool accepting_ = true;
+  bool stopping_ = false;
+  bool flush_requested_ = false;
+  std::chrono::steady_clock::time_point last_storage_alarm_{};
+  std::thread writer_;
+};
+
+// A call id fit to be a key: itself when short and UTF-8, otherwise a stable hash of it.
+std::string stable_call_key(const std::string& call_id);
+
+}  // namespace stripe_billing

@@ -1,0 +1,243 @@
+// The delivery engine: exactly once through duplicates, restarts, outages and throttling.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sqlite3.h>
+#include <sys/resource.h>
+
+#include <filesystem>
+
+#include "test_support.h"
+
+namespace stripe_billing {
+namespace {
+
+using stripe_emulator::Fault;
+using stripe_emulator::FaultKind;
+using testing::in_seconds;
+
+class DeliveryTest : public testing::EmulatorTest {
+ protected:
+  UsageEvent for_customer(const std::string& call_id, std::int64_t tokens,
+                          const std::string& customer = "alice") {
+    UsageEvent e = event(call_id, tokens);
+    e.request_user = customer;
+    return e;
+  }
+
+  // Rows of the outbox file, read through a connection of the test's own.
+  std::int64_t count_rows(const std::string& where) const {
+    sqlite3* db = nullptr;
+    sqlite3_open_v2(outbox_path().c_str(), &db, SQLITE_OPEN_READONLY, nullptr);
+    sqlite3_stmt* statement = nullptr;
+    const std::string sql = "SELECT COUNT(*) FROM events WHERE " + where;
+    std::int64_t count = -1;
+    if (sqlite3_prepare_v2(db, sql.c_str(), -1, &statement, nullptr) == SQLITE_OK &&
+        sqlite3_step(statement) == SQLITE_ROW) {
+      count = sqlite3_column_int64(statement, 0);
+    }
+    sqlite3_finalize(statement);
+    sqlite3_close(db);
+    return count;
+  }
+
+  std::size_t usage_posts() const { return count_requests("POST", "/v1/subscription_items/"); }
+};
+
+TEST_F(DeliveryTest, AnEventReportedThreeTimesIsBilledOnce) {
+  const std::string item = add_customer("alice");
+  auto logger = make_logger(config());
+  for (int copy = 0; copy < 3; ++copy) {
+    for (int i = 0; i < 10; ++i) logger->log_success_event(for_customer("call-" + std::to_string(i), 7));
+  }
+  ASSERT_TRUE(logger->flush(in_seconds(20)));
+  EXPECT_EQ(emulator_.total_usage(item), 70);
+  const auto stats = logger->stats();
+  EXPECT_EQ(stats.accepted, 10u);
+  EXPECT_EQ(stats.deduplicated, 20u);
+}
+
+TEST_F(DeliveryTest, ADuplicateAfterARestartIsStillBilledOnce) {
+  const std::string item = add_customer("alice");
+  {
+    auto logger = make_logger(config());
+    logger->log_success_event(for_customer("call-1", 9));
+    ASSERT_TRUE(logger->shutdown(in_seconds(10)));
+  }
+  auto logger = make_logger(config());
+  logger->log_success_event(for_customer("call-1", 9));
+  ASSERT_TRUE(logger->flush(in_seconds(10)));
+  EXPECT_EQ(emulator_.total_usage(item), 9);
+  EXPECT_EQ(logger->stats().deduplicated, 1u);
+}
+
+TEST_F(DeliveryTest, UsageLeftByAStoppedProcessIsSentByTheNextStart) {
+  const std::string item = add_customer("alice");
+  {
+    auto logger = make_logger(config());
+    emulator_.inject(Fault{FaultKind::kHang, 0, "/v1/", std::chrono::seconds(30)}, 1000);
+    logger->log_success_event(for_customer("call-1", 5));
+    logger->log_success_event(for_customer("call-2", 6));
+    EXPECT_FALSE(logger->shutdown(std::chrono::steady_clock::now() + std::chrono::milliseconds(300)));
+    emulator_.clear_faults();
+    emulator_.release_hangs();
+  }
+  EXPECT_EQ(count_rows("state IN (0, 1)"), 2);
+  auto logger = make_logger(config());
+  ASSERT_TRUE(logger->flush(in_seconds(20)));
+  EXPECT_EQ(emulator_.total_usage(item), 11);
+}
+
+TEST_F(DeliveryTest, ABatchResentAfterARestartUsesItsFirstIdempotencyKey) {
+  const std::string item = add_customer("alice");
+  {
+    auto logger = make_logger(config());
+    // Stripe records the usage but the answer is lost, then the process stops.
+    emulator_.inject(Fault{FaultKind::kCloseAfterCommit, 0, "/v1/subscription_items", {}});
+    emulator_.inject(Fault{FaultKind::kCloseConnection, 0, "/v1/subscription_items", {}}, 1000);
+    logger->log_success_event(for_customer("call-1", 5));
+    EXPECT_FALSE(logger->shutdown(std::chrono::steady_clock::now() + std::chrono::milliseconds(1500)));
+    emulator_.clear_faults();
+  }
+  auto logger = make_logger(config());
+  ASSERT_TRUE(logger->flush(in_seconds(20)));
+  EXPECT_EQ(emulator_.total_usage(item), 5);
+  EXPECT_EQ(emulator_.usage_records(item).size(), 1u);
+  std::set<std::string> keys;
+  for (const auto& request : emulator_.requests()) {
+    if (request.method == "POST") keys.insert(request.headers.at("idempotency-key"));
+  }
+  EXPECT_EQ(keys.size(), 1u);
+}
+
+TEST_F(DeliveryTest, EventsOfAnItemWithinTheWindowGoOutAsOneRecord) {
+  const std::string item = add_customer("alice");
+  Config config = this->config();
+  config.aggregation_window_ms = "60000";
+  auto logger = make_logger(config);
+  const auto base = std::chrono::system_clock::now() - std::chrono::seconds(30);
+  for (int i = 0; i < 10; ++i) {
+    UsageEvent e = for_customer("call-" + std::to_string(i), 10 + i);
+    e.end_time = base + std::chrono::seconds(i);
+    logger->log_success_event(e);
+  }
+  ASSERT_TRUE(logger->flush(in_seconds(10)));  // flush sends without waiting out the window
+  const auto records = emulator_.usage_records(item);
+  ASSERT_EQ(records.size(), 1u);
+  EXPECT_EQ(records[0].quantity, 145);
+  EXPECT_EQ(records[0].timestamp,
+            std::chrono::duration_cast<std::chrono::seconds>(
+                (base + std::chrono::seconds(9)).time_since_epoch()).count());
+  EXPECT_EQ(logger->stats().delivered, 10u);
+  EXPECT_EQ(logger->stats().delivered_requests, 1u);
+}
+
+TEST_F(DeliveryTest, AWindowOfZeroSendsOneRecordPerEvent) {
+  const std::string item = add_customer("alice");
+  auto logger = make_logger(config());
+  for (int i = 0; i < 4; ++i) logger->log_success_event(for_customer("call-" + std::to_string(i), 3));
+  ASSERT_TRUE(logger->flush(in_seconds(10)));
+  EXPECT_EQ(emulator_.usage_records(item).size(), 4u);
+}
+
+TEST_F(DeliveryTest, ARecordNeverMixesTwoBillingPeriods) {
+  const std::string customer = emulator_.create_customer({{"litellm_customer_id", "alice"}});
+  const auto now = std::chrono::system_clock::now();
+  const auto now_s = std::chrono::duration_cast<std::chrono::seconds>(now.time_since_epoch()).count();
+  const std::string item = emulator_.create_subscription(customer, price_, now_s - 3600, now_s + 86400).item_id;
+  Config config = this->config();
+  config.aggregation_window_ms = "60000";
+  auto logger = make_logger(config);
+  UsageEvent previous = for_customer("previous-period", 100);
+  previous.end_time = now - std::chrono::hours(2);
+  UsageEvent current = for_customer("current-period", 7);
+  current.end_time = now - std::chrono::minutes(1);
+  logger->log_success_event(previous);
+  logger->log_success_event(current);
+  logger->flush(in_seconds(10));
+  // The current period's record is billed alone; the previous period's is Stripe's to refuse.
+  EXPECT_EQ(emulator_.total_usage(item), 7);
+  std::size_t posts = 0;
+  for (const auto& request : emulator_.requests()) {
+    if (request.method != "POST") continue;
+    ++posts;
+    EXPECT_TRUE(request.body.rfind("quantity=7&", 0) == 0 || request.body.rfind("quantity=100&", 0) == 0)
+        << request.body;
+  }
+  EXPECT_EQ(posts, 2u);
+  EXPECT_EQ(logger->stats().dead, 1u);
+}
+
+TEST_F(DeliveryTest, AnOutageLosesNothingAndBillsEverythingOnceWhenStripeReturns) {
+  const std::string alice = add_customer("alice");
+  const std::string bob = add_customer("bob");
+  Config config = this->config();
+  config.max_backoff_s = "1";
+  auto logger = make_logger(config);
+  // Stripe is unreachable: every connection is dropped, lookups included.
+  emulator_.inject(Fault{FaultKind::kCloseConnection, 0, "/v1/", {}}, 1'000'000);
+  for (int i = 0; i < 30; ++i) {
+    logger->log_success_event(for_customer("call-" + std::to_string(i), 2, i % 2 ? "alice" : "bob"));
+  }
+  EXPECT_FALSE(logger->flush(std::chrono::steady_clock::now() + std::chrono::seconds(1)));
+  EXPECT_EQ(logger->stats().pending, 30u);
+  EXPECT_EQ(emulator_.total_usage(alice) + emulator_.total_usage(bob), 0);
+  emulator_.clear_faults();
+  ASSERT_TRUE(logger->flush(in_seconds(20)));
+  EXPECT_EQ(emulator_.total_usage(alice), 30);
+  EXPECT_EQ(emulator_.total_usage(bob), 30);
+  EXPECT_EQ(logger->stats().delivered, 30u);
+}
+
+TEST_F(DeliveryTest, AThrottling429HalvesTheRate) {
+  const std::string item = add_customer("alice");
+  Config config = this->config();
+  config.rate_limit = "40";
+  auto logger = make_logger(config);
+  emulator_.inject(Fault{FaultKind::kStatus, 429, "/v1/subscription_items", {}});
+  logger->log_success_event(for_customer("call-1", 3));
+  ASSERT_TRUE(logger->flush(in_seconds(10)));
+  EXPECT_EQ(emulator_.total_usage(item), 3);
+  EXPECT_DOUBLE_EQ(logger->stats().rate_limit, 20.0);
+}
+
+TEST_F(DeliveryTest, InSyncModeTheCallReturnsOnceTheEventIsCommitted) {
+  add_customer("alice");
+  Config config = this->config();
+  config.durability = "sync";
+  auto logger = make_logger(config);
+  emulator_.inject(Fault{FaultKind::kHang, 0, "/v1/", std::chrono::seconds(30)}, 1000);
+  for (int i = 0; i < 5; ++i) {
+    logger->log_success_event(for_customer("call-" + std::to_string(i), 3));
+    EXPECT_EQ(count_rows("call_id='call-" + std::to_string(i) + "'"), 1);
+  }
+  emulator_.clear_faults();
+  emulator_.release_hangs();
+}
+
+TEST_F(DeliveryTest, AnUnwritableOutboxCountsLostEventsAndKeepsServing) {
+  add_customer("alice");
+  auto logger = make_logger(config());
+  logger->log_success_event(for_customer("before", 3));
+  ASSERT_TRUE(logger->flush(in_seconds(10)));
+  // From now on the process may not grow any file: the outbox's writes fail as on a full disk.
+  signal(SIGXFSZ, SIG_IGN);
+  rlimit original{};
+  getrlimit(RLIMIT_FSIZE, &original);
+  rlimit tiny = original;
+  tiny.rlim_cur = 0;
+  ASSERT_EQ(setrlimit(RLIMIT_FSIZE, &tiny), 0);
+  for (int i = 0; i < 2000; ++i) {
+    logger->log_success_event(for_customer("during-" + std::to_string(i), 3));
+  }
+  logger->flush(in_seconds(5));
+  setrlimit(RLIMIT_FSIZE, &original);
+  const auto stats = logger->stats();
+  EXPECT_GT(stats.lost, 0u);
+  EXPECT_EQ(stats.lost + stats.accepted, 2001u);
+  EXPECT_EQ(stats.rejected.at("outbox_unwritable"), stats.lost);
+  logger->log_success_event(for_customer("after", 3));
+  EXPECT_TRUE(logger->flush(in_seconds(10)));
+}
+
+}  // namespace
+}  // namespace stripe_billing
