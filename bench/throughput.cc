@@ -6,12 +6,14 @@
 //                                                events accepted into the outbox per second
 //   end-to-end --customers 1000 --events N [--window-ms 1000] [--static-map]
 //                                                delivered events/s and requests per 1,000 events
-//   rss        --events 1000000                  peak RSS with that many events pending
+//   rss        --events 1000000 [--rate N|--chunk N]  peak RSS with that many events pending
 //   naive      --events N [--threads N]          one synchronous libcurl POST per event
 //
 // In latency, intake and rss, Stripe is down (a loopback port that refuses connections), so
 // delivery does not compete with the host's threads. Outbox files live in a temporary directory
 // (under $TMPDIR, default /tmp) that is removed at the end.
+#include <sys/resource.h>
+
 #include <algorithm>
 #include <atomic>
 #include <cstdio>
@@ -119,6 +121,10 @@ int cmd_latency(const Args& args) {
   const int threads = static_cast<int>(int_arg(args, "threads", 1));
   const std::int64_t events = int_arg(args, "events", 200'000);  // timed, per thread
   const std::int64_t warmup = int_arg(args, "warmup", 20'000);   // untimed, per thread
+  // --rate R: each thread calls R times per second (paced every 100 calls) instead of as fast as
+  // it can. Unpaced, one thread already offers more than the writer commits on this machine, so
+  // the intake runs overloaded (its buffer grows, then sheds events as `lost`).
+  const std::int64_t rate = int_arg(args, "rate", 0);
   TempDir dir;
   RefusingPort stripe_down;
   Config config = base_config(stripe_down.base_url(), dir.file("outbox.db"));
@@ -127,6 +133,9 @@ int cmd_latency(const Args& args) {
 
   std::vector<std::vector<std::int64_t>> per_thread(threads);
   std::atomic<int> warmed{0};
+  // What the producer threads went through while timed (getrusage per thread): page faults,
+  // being preempted, blocking (sleeps of the pacing included).
+  std::atomic<long> minor_faults{0}, preemptions{0}, blocked{0};
   const auto start = SteadyClock::now();
   run_together(threads, [&](int t) {
     UsageEvent event = sample_event("cust-" + std::to_string(t));
@@ -140,13 +149,25 @@ int cmd_latency(const Args& args) {
     // All threads leave the warm-up before any timed call, so 2 threads really overlap.
     warmed.fetch_add(1);
     while (warmed.load() < threads) std::this_thread::yield();
+    struct rusage before_usage{};
+    getrusage(RUSAGE_THREAD, &before_usage);
+    const auto timed_start = SteadyClock::now();
     for (std::int64_t n = 0; n < events; ++n) {
+      if (rate > 0 && n % 100 == 0) {
+        std::this_thread::sleep_until(timed_start +
+                                      std::chrono::nanoseconds(n * 1'000'000'000LL / rate));
+      }
       set_call_id(event.call_id, "lat", run + t, ++i);
       const auto call_start = SteadyClock::now();
       logger->log_success_event(event);
       const auto call_end = SteadyClock::now();
       samples[static_cast<std::size_t>(n)] = ns_between(call_start, call_end);
     }
+    struct rusage after_usage{};
+    getrusage(RUSAGE_THREAD, &after_usage);
+    minor_faults.fetch_add(after_usage.ru_minflt - before_usage.ru_minflt);
+    preemptions.fetch_add(after_usage.ru_nivcsw - before_usage.ru_nivcsw);
+    blocked.fetch_add(after_usage.ru_nvcsw - before_usage.ru_nvcsw);
   });
   const auto produced = SteadyClock::now();
   wait_for_intake(*logger, logger->stats().received, in_ms(90'000));
@@ -157,11 +178,12 @@ int cmd_latency(const Args& args) {
   const Percentiles p = summarize(all);
   const double calls_per_s = static_cast<double>(threads * (events + warmup)) /
                              seconds_between(start, produced);
-  std::printf("RESULT latency mode=async threads=%d events=%lld p50_us=%.3f p90_us=%.3f "
+  std::printf("RESULT latency mode=async threads=%d rate_per_thread=%lld events=%lld p50_us=%.3f p90_us=%.3f "
               "p99_us=%.3f p999_us=%.3f max_us=%.1f mean_us=%.3f calls_per_s=%.0f "
-              "clock_overhead_ns=%lld",
-              threads, static_cast<long long>(events * threads), p.p50, p.p90, p.p99, p.p999,
-              p.max, p.mean, calls_per_s, static_cast<long long>(clock_overhead_ns()));
+              "clock_overhead_ns=%lld minor_faults=%ld preemptions=%ld voluntary_switches=%ld",
+              threads, static_cast<long long>(rate), static_cast<long long>(events * threads), p.p50, p.p90, p.p99, p.p999,
+              p.max, p.mean, calls_per_s, static_cast<long long>(clock_overhead_ns()),
+              minor_faults.load(), preemptions.load(), blocked.load());
   print_stats_tail(stats);
   std::printf("\n");
   shutdown_bounded(std::move(logger), dir, 200);
@@ -212,7 +234,7 @@ int cmd_intake(const Args& args) {
 
 int cmd_end_to_end(const Args& args) {
   const int customers = static_cast<int>(int_arg(args, "customers", 1000));
-  const std::int64_t events = int_arg(args, "events", 100'000);
+  const std::int64_t events = int_arg(args, "events", 50'000);
   const std::int64_t window_ms = int_arg(args, "window-ms", 1000);
   const int threads = static_cast<int>(int_arg(args, "threads", 1));
   const bool static_map = args.count("static-map") != 0;
@@ -244,16 +266,22 @@ int cmd_end_to_end(const Args& args) {
   const auto produced = SteadyClock::now();
   // Delivery as a running gateway sees it: the aggregation window is honoured (flush() would
   // cut it short), so wait on the counters until nothing is pending.
+  // stats() counts the outbox with SQL (a scan), so it is polled at most a fifth of the time.
   const auto deadline = in_ms(110'000);
   StripeLoggerStats stats;
+  int polls = 0;
   while (SteadyClock::now() < deadline) {
+    const auto before = SteadyClock::now();
     stats = logger->stats();
+    const auto cost = SteadyClock::now() - before;
+    ++polls;
     if (stats.delivered + stats.failed + stats.parked + stats.dead + stats.lost >=
             static_cast<std::uint64_t>(events) &&
         stats.pending == 0) {
       break;
     }
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    std::this_thread::sleep_for(
+        std::max<SteadyClock::duration>(std::chrono::milliseconds(20), 4 * cost));
   }
   const auto delivered_at = SteadyClock::now();
   const bool drained = stats.pending == 0;
@@ -276,7 +304,8 @@ int cmd_end_to_end(const Args& args) {
   std::printf("RESULT end-to-end customers=%d events=%lld window_ms=%lld static_map=%d "
               "seconds=%.3f delivered_per_s=%.0f requests_per_1k=%.2f usage_posts_per_1k=%.2f "
               "lookups_per_1k=%.2f delivered=%llu delivered_requests=%llu stripe_requests=%llu "
-              "emulator_requests=%zu retries=%llu usage_correct=%d drained=%d produce_s=%.3f",
+              "emulator_requests=%zu retries=%llu usage_correct=%d drained=%d produce_s=%.3f "
+              "stats_polls=%d",
               customers, static_cast<long long>(events), static_cast<long long>(window_ms),
               static_map ? 1 : 0, seconds, static_cast<double>(stats.delivered) / seconds,
               all_requests * per_k, usage_posts * per_k, lookups * per_k,
@@ -284,7 +313,7 @@ int cmd_end_to_end(const Args& args) {
               static_cast<unsigned long long>(stats.delivered_requests),
               static_cast<unsigned long long>(stats.stripe_requests), all_requests,
               static_cast<unsigned long long>(stats.retries), billed == expected_quantity ? 1 : 0,
-              drained ? 1 : 0, seconds_between(start, produced));
+              drained ? 1 : 0, seconds_between(start, produced), polls);
   print_stats_tail(stats);
   std::printf("\n");
   shutdown_bounded(std::move(logger), dir, 1'000);
@@ -295,6 +324,14 @@ int cmd_end_to_end(const Args& args) {
 
 int cmd_rss(const Args& args) {
   const std::int64_t events = int_arg(args, "events", 1'000'000);
+  // How the backlog arrives. --chunk N: the host hands over N events as fast as it can, then
+  // waits until the intake has committed them (bursts the writer absorbs; none is lost).
+  // Neither --chunk nor --rate: one unthrottled burst (events beyond the queue capacity are lost;
+  // the peak then shows the intake's memory cap).
+  const std::int64_t chunk = int_arg(args, "chunk", 0);
+  // --rate R: instead, a steady arrival of R events/s (paced every 1,000 events), as a gateway
+  // produces while Stripe is down; the intake buffer then holds only what arrives per commit.
+  const std::int64_t rate = int_arg(args, "rate", 0);
   const long baseline_kb = proc_status_kb("VmHWM");
   TempDir dir;
   RefusingPort stripe_down;
@@ -305,20 +342,36 @@ int cmd_rss(const Args& args) {
 
   const auto start = SteadyClock::now();
   UsageEvent event = sample_event("");
+  int polls = 0;
+  const auto deadline = in_ms(110'000);
   for (std::int64_t n = 0; n < events; ++n) {
     event.end_user_id = "cust-" + std::to_string(n % 1000);
     set_call_id(event.call_id, "rss", run, static_cast<std::uint64_t>(n));
     logger->log_success_event(event);
+    if (rate > 0 && (n + 1) % 1000 == 0) {
+      std::this_thread::sleep_until(start + std::chrono::nanoseconds((n + 1) * 1'000'000'000LL / rate));
+    }
+    if (chunk > 0 && (n + 1) % chunk == 0 && n + 1 < events) {
+      const int used = wait_for_intake(*logger, static_cast<std::uint64_t>(n + 1), deadline);
+      if (used < 0) break;
+      polls += used;
+    }
   }
-  const int polls = wait_for_intake(*logger, static_cast<std::uint64_t>(events), in_ms(110'000));
+  const int last = wait_for_intake(*logger, static_cast<std::uint64_t>(events), deadline);
+  polls = last < 0 ? -1 : polls + last;
   const double seconds = seconds_between(start, SteadyClock::now());
   const StripeLoggerStats stats = logger->stats();
   const long hwm_kb = proc_status_kb("VmHWM");
   const long rss_kb = proc_status_kb("VmRSS");
-  std::printf("RESULT rss events=%lld pending=%llu peak_rss_mb=%.1f rss_now_mb=%.1f "
-              "baseline_mb=%.1f seconds=%.3f stats_polls=%d",
-              static_cast<long long>(events), static_cast<unsigned long long>(stats.pending),
-              hwm_kb / 1024.0, rss_kb / 1024.0, baseline_kb / 1024.0, seconds, polls);
+  const char* arrival = rate > 0 ? "paced" : chunk > 0 ? "chunked" : "burst";
+  std::printf("RESULT rss events=%lld arrival=%s rate=%lld chunk=%lld pending=%llu "
+              "peak_rss_mb=%.1f rss_now_mb=%.1f baseline_mb=%.1f seconds=%.3f stats_polls=%d "
+              "usage_event_bytes=%zu",
+              static_cast<long long>(events), arrival, static_cast<long long>(rate),
+              static_cast<long long>(chunk),
+              static_cast<unsigned long long>(stats.pending),
+              hwm_kb / 1024.0, rss_kb / 1024.0, baseline_kb / 1024.0, seconds, polls,
+              sizeof(UsageEvent));
   print_stats_tail(stats);
   std::printf("\n");
   shutdown_bounded(std::move(logger), dir, 200);
@@ -379,12 +432,13 @@ int cmd_naive(const Args& args) {
 int usage() {
   std::fprintf(stderr,
                "usage: stripe-billing-throughput <command> [--option value ...]\n"
-               "  latency    [--threads 1] [--events 200000] [--warmup 20000]   (per thread)\n"
+               "  latency    [--threads 1] [--events 200000] [--warmup 20000] [--rate R]\n"
+               "             (events, warm-up calls and rate are per thread)\n"
                "  intake     [--durability async|sync] [--threads 1] [--events 1000000]\n"
                "             [--queue-capacity N]\n"
-               "  end-to-end [--customers 1000] [--events 100000] [--window-ms 1000]\n"
+               "  end-to-end [--customers 1000] [--events 50000] [--window-ms 1000]\n"
                "             [--threads 1] [--static-map]\n"
-               "  rss        [--events 1000000] [--queue-capacity N]\n"
+               "  rss        [--events 1000000] [--rate N | --chunk N] [--queue-capacity N]\n"
                "  naive      [--events 5000] [--threads 1] [--customers 1000]\n");
   return 2;
 }

@@ -51,7 +51,6 @@ constexpr IntegerRule kLookupMissTtlRule{"STRIPE_LOOKUP_MISS_TTL", "seconds", 30
 constexpr IntegerRule kConnectTimeoutRule{"STRIPE_CONNECT_TIMEOUT_MS", "milliseconds", 5'000, 1,
                                           kMaxTimeoutMs};
 constexpr IntegerRule kTimeoutRule{"STRIPE_TIMEOUT_MS", "milliseconds", 20'000, 1, kMaxTimeoutMs};
-constexpr IntegerRule kMaxRetriesRule{"STRIPE_MAX_RETRIES", "", 3, 0, 20};
 constexpr IntegerRule kQueueCapacityRule{"STRIPE_QUEUE_CAPACITY", "", 100'000, 1, 10'000'000};
 
 // Delivery engine.
@@ -709,7 +708,6 @@ const std::vector<std::string>& config_variable_names() {
       "STRIPE_LOOKUP_MISS_TTL",
       "STRIPE_CONNECT_TIMEOUT_MS",
       "STRIPE_TIMEOUT_MS",
-      "STRIPE_MAX_RETRIES",
       "STRIPE_QUEUE_CAPACITY",
       "STRIPE_OUTBOX_PATH",
       "STRIPE_DURABILITY",
@@ -748,7 +746,6 @@ Config config_from_env(const EnvLookup& env) {
   config.lookup_miss_ttl = read("STRIPE_LOOKUP_MISS_TTL");
   config.connect_timeout_ms = read("STRIPE_CONNECT_TIMEOUT_MS");
   config.timeout_ms = read("STRIPE_TIMEOUT_MS");
-  config.max_retries = read("STRIPE_MAX_RETRIES");
   config.queue_capacity = read("STRIPE_QUEUE_CAPACITY");
   config.outbox_path = read("STRIPE_OUTBOX_PATH");
   config.durability = read("STRIPE_DURABILITY");
@@ -788,7 +785,6 @@ Expected<FinalizedConfig> finalize_config(const Config& config) {
   const auto connect_timeout =
       check_integer(problems, kConnectTimeoutRule, config.connect_timeout_ms);
   const auto timeout = check_integer(problems, kTimeoutRule, config.timeout_ms);
-  const auto max_retries = check_integer(problems, kMaxRetriesRule, config.max_retries);
   const auto queue_capacity = check_integer(problems, kQueueCapacityRule, config.queue_capacity);
 
   out.outbox_path_ = check_outbox_path(problems, config.outbox_path);
@@ -829,7 +825,6 @@ Expected<FinalizedConfig> finalize_config(const Config& config) {
   out.lookup_miss_ttl_ = std::chrono::seconds(*miss_ttl);
   out.connect_timeout_ = std::chrono::milliseconds(*connect_timeout);
   out.timeout_ = std::chrono::milliseconds(*timeout);
-  out.max_retries_ = static_cast<int>(*max_retries);
   out.queue_capacity_ = static_cast<std::size_t>(*queue_capacity);
   out.commit_interval_ = std::chrono::milliseconds(*commit_interval);
   out.sync_timeout_ = std::chrono::milliseconds(*sync_timeout);

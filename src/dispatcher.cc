@@ -155,12 +155,15 @@ std::chrono::milliseconds Dispatcher::plan_round() {
 }
 
 void Dispatcher::queue_due_batches(std::int64_t now_ms) {
+  // Read under the lock: a sender records a batch's outcome in the outbox before it releases
+  // the claim, so a batch read as due here is either still claimed or really due. Reading
+  // outside the lock could queue a batch that was delivered in between, and send it twice.
+  std::lock_guard lock(mutex_);
   auto due = outbox_.due_batches(now_ms, kBatchesPerRound);
   if (!due) {
     log_->error("stripe_billing cannot read batches: {}", due.error().message);
     return;
   }
-  std::lock_guard lock(mutex_);
   for (Batch& batch : *due) {
     if (!claimed_.insert(batch.id).second) continue;
     ready_.push_back(std::move(batch));

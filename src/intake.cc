@@ -38,9 +38,7 @@ std::string bounded(const std::string& text) {
 
 std::string stable_call_key(const std::string& call_id) {
   if (call_id.size() <= kMaxStoredText && is_valid_utf8(call_id)) return call_id;
-  // The usage-record key derivation already hashes unsafe ids; reuse its hash part.
-  const std::string key = usage_record_idempotency_key(std::string(call_id), "", "");
-  return "hash:" + key.substr(7, key.find('-', 7) - 7);
+  return "hash:" + hashed_id(call_id);
 }
 
 Intake::Intake(const FinalizedConfig& config, Outbox& outbox, Metrics& metrics,

@@ -14,16 +14,6 @@ std::uint64_t fnv1a(std::string_view text, std::uint64_t seed) {
   return hash;
 }
 
-bool is_key_safe(std::string_view text) {
-  if (text.empty() || text.size() > 150) return false;
-  for (unsigned char c : text) {
-    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                    c == '-' || c == '_' || c == '.' || c == ':';
-    if (!ok) return false;
-  }
-  return true;
-}
-
 std::string hex(std::uint64_t value) {
   char buffer[17];
   std::snprintf(buffer, sizeof buffer, "%016llx", static_cast<unsigned long long>(value));
@@ -76,16 +66,8 @@ FormFields usage_record_fields(std::int64_t quantity, std::int64_t timestamp) {
           {"action", "increment"}};
 }
 
-std::string usage_record_idempotency_key(std::string_view call_id, std::string_view dimension,
-                                         std::string_view subscription_item_id) {
-  std::string call = is_key_safe(call_id)
-                         ? std::string(call_id)
-                         : "h" + hex(fnv1a(call_id, 14695981039346656037ULL)) +
-                               hex(fnv1a(call_id, 1469598103934665603ULL));
-  std::string item = is_key_safe(subscription_item_id)
-                         ? std::string(subscription_item_id)
-                         : "h" + hex(fnv1a(subscription_item_id, 14695981039346656037ULL));
-  return "sb1-ur-" + call + "-" + std::string(dimension) + "-" + item;
+std::string hashed_id(std::string_view text) {
+  return "h" + hex(fnv1a(text, 14695981039346656037ULL)) + hex(fnv1a(text, 1469598103934665603ULL));
 }
 
 std::string log_safe(std::string_view text, std::size_t max) {

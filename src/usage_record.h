@@ -31,10 +31,8 @@ std::string usage_record_path(std::string_view subscription_item_id);
 
 FormFields usage_record_fields(std::int64_t quantity, std::int64_t timestamp);
 
-// Stable across retries and restarts: derived from the call id, the billed dimension and the
-// target item (a different item is a different request, and Stripe refuses a reused key there).
-std::string usage_record_idempotency_key(std::string_view call_id, std::string_view dimension,
-                                         std::string_view subscription_item_id);
+// A stable 128-bit hash of `text` as "h" + 32 hex digits: an id for ids unfit to use as they are.
+std::string hashed_id(std::string_view text);
 
 // Text safe to put in a log line: control bytes and non-ASCII escaped, at most `max` bytes.
 std::string log_safe(std::string_view text, std::size_t max = 200);

@@ -104,7 +104,6 @@ TEST(ConfigFromEnvTest, ReadsEveryVariable) {
       {"STRIPE_LOOKUP_MISS_TTL", "5"},
       {"STRIPE_CONNECT_TIMEOUT_MS", "1000"},
       {"STRIPE_TIMEOUT_MS", "9000"},
-      {"STRIPE_MAX_RETRIES", "7"},
       {"STRIPE_QUEUE_CAPACITY", "42"},
       {"STRIPE_OUTBOX_PATH", "/var/lib/gw/outbox.db"},
       {"STRIPE_DURABILITY", "sync"},
@@ -133,7 +132,6 @@ TEST(ConfigFromEnvTest, ReadsEveryVariable) {
   EXPECT_EQ(config.lookup_miss_ttl, "5");
   EXPECT_EQ(config.connect_timeout_ms, "1000");
   EXPECT_EQ(config.timeout_ms, "9000");
-  EXPECT_EQ(config.max_retries, "7");
   EXPECT_EQ(config.queue_capacity, "42");
   EXPECT_EQ(config.outbox_path, "/var/lib/gw/outbox.db");
   EXPECT_EQ(config.durability, "sync");
@@ -171,22 +169,22 @@ TEST(ConfigFromEnvTest, ReadsExactlyTheListedVariables) {
   });
   const std::vector<std::string>& names = config_variable_names();
   EXPECT_EQ(asked, std::set<std::string>(names.begin(), names.end()));
-  EXPECT_EQ(names.size(), 28u);
+  EXPECT_EQ(names.size(), 27u);
 }
 
 TEST(ConfigFromEnvTest, ListsVariablesInDocumentationOrder) {
   const std::vector<std::string>& names = config_variable_names();
-  ASSERT_EQ(names.size(), 28u);
+  ASSERT_EQ(names.size(), 27u);
   EXPECT_EQ(names.front(), "STRIPE_API_KEY");
   EXPECT_EQ(names[1], "STRIPE_PRICE_ID");
   EXPECT_EQ(names[5], "ENVIRONMENT");
-  EXPECT_EQ(names[15], "STRIPE_QUEUE_CAPACITY");
+  EXPECT_EQ(names[14], "STRIPE_QUEUE_CAPACITY");
   EXPECT_EQ(names.back(), "STRIPE_AUTH_PROBE_S");
 }
 
 TEST(ConfigFromEnvTest, ListsTheDeliveryEngineVariables) {
   const std::vector<std::string>& names = config_variable_names();
-  EXPECT_EQ(std::vector<std::string>(names.begin() + 16, names.end()),
+  EXPECT_EQ(std::vector<std::string>(names.begin() + 15, names.end()),
             (std::vector<std::string>{
                 "STRIPE_OUTBOX_PATH", "STRIPE_DURABILITY", "STRIPE_COMMIT_INTERVAL_MS",
                 "STRIPE_SYNC_TIMEOUT_MS", "STRIPE_AGGREGATION_WINDOW_MS", "STRIPE_MAX_BACKOFF_S",
@@ -214,7 +212,6 @@ TEST(FinalizeConfigTest, FillsDocumentedDefaults) {
   EXPECT_EQ(config.lookup_miss_ttl(), std::chrono::seconds(30));
   EXPECT_EQ(config.connect_timeout(), std::chrono::milliseconds(5000));
   EXPECT_EQ(config.timeout(), std::chrono::milliseconds(20000));
-  EXPECT_EQ(config.max_retries(), 3);
   EXPECT_EQ(config.queue_capacity(), 100'000u);
   EXPECT_EQ(config.outbox_path(), "stripe-billing-outbox.db");
   EXPECT_EQ(config.durability(), Durability::kAsync);
@@ -252,7 +249,6 @@ TEST(FinalizeConfigTest, UsesEveryGivenValue) {
   config.lookup_miss_ttl = "5";
   config.connect_timeout_ms = "1000";
   config.timeout_ms = "9000";
-  config.max_retries = "7";
   config.queue_capacity = "42";
   config.outbox_path = ":memory:";
   config.durability = "sync";
@@ -279,7 +275,6 @@ TEST(FinalizeConfigTest, UsesEveryGivenValue) {
   EXPECT_EQ(out.lookup_miss_ttl(), std::chrono::seconds(5));
   EXPECT_EQ(out.connect_timeout(), std::chrono::milliseconds(1000));
   EXPECT_EQ(out.timeout(), std::chrono::milliseconds(9000));
-  EXPECT_EQ(out.max_retries(), 7);
   EXPECT_EQ(out.queue_capacity(), 42u);
   EXPECT_EQ(out.outbox_path(), ":memory:");
   EXPECT_EQ(out.durability(), Durability::kSync);
@@ -334,7 +329,6 @@ TEST(FinalizeConfigTest, EveryProblemLineNamesItsVariable) {
   config.lookup_miss_ttl = "x";
   config.connect_timeout_ms = "0";
   config.timeout_ms = "0";
-  config.max_retries = "21";
   config.queue_capacity = "0";
   config.outbox_path = "/nonexistent-stripe-billing-dir/outbox.db";
   config.durability = "fsync";
@@ -350,7 +344,7 @@ TEST(FinalizeConfigTest, EveryProblemLineNamesItsVariable) {
   config.auth_probe_s = "3601";
   const std::string message = problems_of(config);
   const std::vector<std::string> lines = problem_lines(message);
-  ASSERT_EQ(lines.size(), 27u) << message;
+  ASSERT_EQ(lines.size(), 26u) << message;
   const std::vector<std::string> variables = {"STRIPE_API_KEY",
                                               "STRIPE_PRICE_ID",
                                               "STRIPE_CHARGE_BY",
@@ -364,7 +358,6 @@ TEST(FinalizeConfigTest, EveryProblemLineNamesItsVariable) {
                                               "STRIPE_LOOKUP_MISS_TTL",
                                               "STRIPE_CONNECT_TIMEOUT_MS",
                                               "STRIPE_TIMEOUT_MS",
-                                              "STRIPE_MAX_RETRIES",
                                               "STRIPE_QUEUE_CAPACITY",
                                               "STRIPE_OUTBOX_PATH",
                                               "STRIPE_DURABILITY",
@@ -708,8 +701,8 @@ std::string number_problem(std::optional<std::string> Config::*field, const std:
 
 TEST(NumberTest, AcceptsOnlyDecimalDigits) {
   for (const std::string text : {"+5", "-5", " 5", "5 ", "1e3", "0x10", "5.0", "1_000", "５"}) {
-    EXPECT_THAT(number_problem(&Config::max_retries, text),
-                StartsWith("- STRIPE_MAX_RETRIES must be a whole number written with decimal "
+    EXPECT_THAT(number_problem(&Config::queue_capacity, text),
+                StartsWith("- STRIPE_QUEUE_CAPACITY must be a whole number written with decimal "
                            "digits only"))
         << text;
   }
@@ -717,8 +710,8 @@ TEST(NumberTest, AcceptsOnlyDecimalDigits) {
 
 TEST(NumberTest, AcceptsLeadingZeros) {
   Config config = valid_config();
-  config.max_retries = "007";
-  EXPECT_EQ(finalized(config).max_retries(), 7);
+  config.queue_capacity = "007";
+  EXPECT_EQ(finalized(config).queue_capacity(), 7u);
 }
 
 TEST(NumberTest, RefusesValuesThatOverflow) {
@@ -785,16 +778,6 @@ TEST(TimeoutTest, ConnectTimeoutMayEqualTotal) {
   Config config = valid_config();
   config.connect_timeout_ms = "20000";
   EXPECT_TRUE(finalize_config(config).has_value());
-}
-
-TEST(MaxRetriesTest, AcceptsZeroToTwenty) {
-  for (const std::string text : {"0", "20"}) {
-    Config config = valid_config();
-    config.max_retries = text;
-    EXPECT_EQ(finalized(config).max_retries(), std::stoi(text));
-  }
-  EXPECT_THAT(number_problem(&Config::max_retries, "21"),
-              StartsWith("- STRIPE_MAX_RETRIES must be from 0 to 20; got \"21\""));
 }
 
 TEST(QueueCapacityTest, AcceptsOneToTenMillion) {

@@ -84,7 +84,6 @@ stripe_billing:
   lookup_miss_ttl: 15
   connect_timeout_ms: 2000
   timeout_ms: 15000
-  max_retries: 5
   queue_capacity: 5000
   outbox_path: /var/lib/litellm/stripe-outbox.db
   durability: sync
@@ -120,7 +119,6 @@ TEST(ConfigYamlTest, ReadsEverySettingFromLiteLlmShapedConfig) {
   EXPECT_EQ(config.lookup_miss_ttl, "15");
   EXPECT_EQ(config.connect_timeout_ms, "2000");
   EXPECT_EQ(config.timeout_ms, "15000");
-  EXPECT_EQ(config.max_retries, "5");
   EXPECT_EQ(config.queue_capacity, "5000");
   EXPECT_EQ(config.outbox_path, "/var/lib/litellm/stripe-outbox.db");
   EXPECT_EQ(config.durability, "sync");
@@ -216,11 +214,11 @@ TEST(ConfigYamlTest, UpperCaseDeliveryVariableIsAnUnknownKey) {
 TEST(ConfigYamlTest, NumbersAndStringsAreReadAsText) {
   const YamlSettings settings = read_ok(R"yaml(
 stripe_billing:
-  max_retries: 7
+  sender_threads: 7
   timeout_ms: "9000"
   max_quantity: 1e3
 )yaml");
-  EXPECT_EQ(settings.config.max_retries, "7");
+  EXPECT_EQ(settings.config.sender_threads, "7");
   EXPECT_EQ(settings.config.timeout_ms, "9000");
   EXPECT_EQ(settings.config.max_quantity, "1e3");  // finalize_config refuses it
 }
@@ -385,11 +383,11 @@ TEST(ConfigYamlTest, EnvironmentVariablesSectionOverridesProcessEnvironment) {
   const YamlSettings settings = read_ok(R"yaml(
 environment_variables:
   STRIPE_PRICE_ID: price_from_section
-  STRIPE_MAX_RETRIES: 9
+  STRIPE_SENDER_THREADS: 9
 )yaml",
                                         {{"STRIPE_PRICE_ID", "price_env"}});
   EXPECT_EQ(settings.config.price_id, "price_from_section");
-  EXPECT_EQ(settings.config.max_retries, "9");
+  EXPECT_EQ(settings.config.sender_threads, "9");
 }
 
 TEST(ConfigYamlTest, StripeSectionWinsOverEnvironmentVariablesSection) {

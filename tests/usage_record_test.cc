@@ -70,23 +70,15 @@ TEST(UsageRecordRequest, PathCannotBeClimbedOrSplit) {
   EXPECT_EQ(usage_record_path("a?b#c"), "/v1/subscription_items/a%3Fb%23c/usage_records");
 }
 
-TEST(UsageRecordIdempotencyKey, IsStableAndDependsOnCallDimensionAndItem) {
-  const auto key = usage_record_idempotency_key("call-1", "total_tokens", "si_1");
-  EXPECT_EQ(key, usage_record_idempotency_key("call-1", "total_tokens", "si_1"));
-  EXPECT_NE(key, usage_record_idempotency_key("call-2", "total_tokens", "si_1"));
-  EXPECT_NE(key, usage_record_idempotency_key("call-1", "prompt_tokens", "si_1"));
-  EXPECT_NE(key, usage_record_idempotency_key("call-1", "total_tokens", "si_2"));
-}
-
-TEST(UsageRecordIdempotencyKey, HashesHostileOrLongCallIdsIntoASafeBoundedKey) {
-  for (const std::string& call_id :
-       {std::string("a&b=c\r\nX-Evil: 1"), std::string(10'000, 'x'), std::string("\xff\xfe")}) {
-    const auto key = usage_record_idempotency_key(call_id, "total_tokens", "si_1");
-    EXPECT_LE(key.size(), 255u);
-    for (char c : key) EXPECT_TRUE(std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_') << key;
+TEST(HashedId, IsStableDistinctAndSafe) {
+  EXPECT_EQ(hashed_id("a&b=c\r\n"), hashed_id("a&b=c\r\n"));
+  EXPECT_NE(hashed_id(std::string(300, 'a')), hashed_id(std::string(301, 'a')));
+  for (const std::string& text : {std::string("a&b=c\r\nX: 1"), std::string(10'000, 'x'),
+                                  std::string("\xff\xfe")}) {
+    const std::string id = hashed_id(text);
+    EXPECT_EQ(id.size(), 33u);
+    for (char c : id) EXPECT_TRUE(std::isalnum(static_cast<unsigned char>(c))) << id;
   }
-  EXPECT_NE(usage_record_idempotency_key(std::string(300, 'a'), "total_tokens", "si_1"),
-            usage_record_idempotency_key(std::string(301, 'a'), "total_tokens", "si_1"));
 }
 
 TEST(LogSafe, EscapesControlBytesAndTruncates) {

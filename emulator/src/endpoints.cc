@@ -46,16 +46,14 @@ Metadata metadata(const json& params) {
 
 // Form arrays arrive as hashes keyed by index; the schema validator checked the keys.
 std::vector<json> array(const json& params, const char* name) {
-  std::vector<std::pair<std::int64_t, json>> indexed;
+  std::map<std::int64_t, json> by_index;
   if (params.contains(name)) {
-    for (const auto& [index, value] : params[name].items()) {
-      indexed.emplace_back(std::stoll(index), value);
-    }
+    for (const auto& [index, value] : params[name].items())
+      by_index.emplace(std::stoll(index), value);
   }
-  std::sort(indexed.begin(), indexed.end(),
-            [](const auto& a, const auto& b) { return a.first < b.first; });
   std::vector<json> values;
-  for (auto& [index, value] : indexed) values.push_back(std::move(value));
+  values.reserve(by_index.size());
+  for (auto& [index, value] : by_index) values.push_back(std::move(value));
   return values;
 }
 
@@ -98,13 +96,16 @@ Answer search_customers(const Store& store, const ApiCall& call) {
   for (const auto& customer : store.customers()) {
     if (std::get<CustomerQuery>(query).matches(customer)) found.emplace_back(customer);
   }
+  // Page tokens are opaque to clients; here they are the offset of the page's first result.
   const auto page_token = text(call.params, "page");
   const std::size_t offset =
       page_token.rfind("page_", 0) == 0 ? std::strtoull(page_token.c_str() + 5, nullptr, 10) : 0;
   const auto first = std::min(offset, found.size());
   const auto last = std::min(first + limit(call.params), found.size());
   const bool has_more = last < found.size();
-  return ok(search_result(std::vector<json>(found.begin() + first, found.begin() + last), has_more,
+  std::vector<json> page_data(found.begin() + static_cast<std::ptrdiff_t>(first),
+                              found.begin() + static_cast<std::ptrdiff_t>(last));
+  return ok(search_result(std::move(page_data), has_more,
                           has_more ? "page_" + std::to_string(last) : "", "/v1/customers/search"));
 }
 

@@ -6,9 +6,9 @@
 #include <mutex>
 #include <optional>
 #include <random>
+#include <string_view>
 #include <utility>
 #include <vector>
-#include <string_view>
 
 #include "stripe_emulator/emulator.h"
 

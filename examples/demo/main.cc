@@ -190,7 +190,8 @@ int run(const fs::path& emulator_path, const fs::path& gateway_path, const fs::p
                         "--port", "0", "--port-file", (work / "gateway.port").string()},
                        {{"STRIPE_API_KEY", kStripeApiKey},
                         {"STRIPE_PRICE_ID", price_id},
-                        {"STRIPE_API_BASE", stripe_base}},
+                        {"STRIPE_API_BASE", stripe_base},
+                        {"STRIPE_OUTBOX_PATH", (work / "outbox.db").string()}},
                        work / "gateway.log");
   gateway.wait_for_file(work / "gateway.port", in_seconds(15));
   const int gateway_port = std::stoi(read_file(work / "gateway.port"));

@@ -35,7 +35,6 @@ struct Config {
   std::optional<std::string> lookup_miss_ttl;        // STRIPE_LOOKUP_MISS_TTL (seconds)
   std::optional<std::string> connect_timeout_ms;     // STRIPE_CONNECT_TIMEOUT_MS
   std::optional<std::string> timeout_ms;             // STRIPE_TIMEOUT_MS
-  std::optional<std::string> max_retries;            // STRIPE_MAX_RETRIES
   std::optional<std::string> queue_capacity;         // STRIPE_QUEUE_CAPACITY
   // Delivery engine (durable outbox).
   std::optional<std::string> outbox_path;            // STRIPE_OUTBOX_PATH
@@ -114,7 +113,6 @@ class FinalizedConfig {
   std::chrono::seconds lookup_miss_ttl() const noexcept { return lookup_miss_ttl_; }
   std::chrono::milliseconds connect_timeout() const noexcept { return connect_timeout_; }
   std::chrono::milliseconds timeout() const noexcept { return timeout_; }
-  int max_retries() const noexcept { return max_retries_; }
   std::size_t queue_capacity() const noexcept { return queue_capacity_; }
   const std::string& outbox_path() const noexcept { return outbox_path_; }
   Durability durability() const noexcept { return durability_; }
@@ -151,7 +149,6 @@ class FinalizedConfig {
   std::chrono::seconds lookup_miss_ttl_{0};
   std::chrono::milliseconds connect_timeout_{0};
   std::chrono::milliseconds timeout_{0};
-  int max_retries_ = 0;
   std::size_t queue_capacity_ = 0;
   std::string outbox_path_;
   Durability durability_ = Durability::kAsync;

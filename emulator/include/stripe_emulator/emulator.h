@@ -29,10 +29,10 @@ struct EmulatorOptions {
 };
 
 enum class FaultKind {
-  kStatus,             // answer `status` with a Stripe error body, before doing anything
-  kHang,               // hold the request for `hang` (released early by release_hangs()/stop)
-  kCloseConnection,    // drop the connection before doing anything
-  kCloseAfterCommit,   // do the work (and store the idempotent result), then drop the connection
+  kStatus,            // answer `status` with a Stripe error body, before doing anything
+  kHang,              // hold the request for `hang` (released early by release_hangs()/stop)
+  kCloseConnection,   // drop the connection before doing anything
+  kCloseAfterCommit,  // do the work (and store the idempotent result), then drop the connection
 };
 
 struct Fault {
@@ -44,7 +44,7 @@ struct Fault {
 
 struct RecordedRequest {
   std::string method;
-  std::string path;   // decoded path as routed, e.g. /v1/subscription_items/si_1/usage_records
+  std::string path;        // decoded path as routed, e.g. /v1/subscription_items/si_1/usage_records
   std::string raw_target;  // the request target exactly as received (path + query, encoded)
   std::map<std::string, std::string> headers;  // names lowercased
   std::string body;
@@ -66,6 +66,7 @@ struct SubscriptionIds {
 
 class Emulator {
  public:
+  // Listens before returning; throws std::runtime_error when host:port cannot be bound.
   explicit Emulator(EmulatorOptions options = {});
   ~Emulator();  // stop()
   Emulator(const Emulator&) = delete;
@@ -73,7 +74,9 @@ class Emulator {
 
   int port() const;
   std::string base_url() const;  // http://127.0.0.1:<port>
-  void stop();                    // releases hangs, stops listening; idempotent
+  // Releases hangs, stops listening and waits for the request threads; idempotent. A client
+  // holding an idle keep-alive connection can delay it by up to one second.
+  void stop();
 
   // Seeding, without HTTP. Ids look like Stripe's (cus_…, prod_…, price_…, sub_…, si_…).
   std::string create_customer(const std::map<std::string, std::string>& metadata,
