@@ -67,10 +67,11 @@ std::vector<Operation> operations_in(const std::string& spec_file) {
 
 std::string type_of(const json& schema) { return schema.value("type", "string"); }
 
+// The alternative of an anyOf that holds members: an object (hash) or an array (indexed hash).
 const json& object_alternative(const json& schema) {
   if (schema.contains("anyOf")) {
     for (const auto& alternative : schema["anyOf"]) {
-      if (type_of(alternative) == "object") return alternative;
+      if (type_of(alternative) == "object" || type_of(alternative) == "array") return alternative;
     }
   }
   return schema;

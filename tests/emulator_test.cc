@@ -528,6 +528,15 @@ TEST_F(EmulatorTest, ClearFaultsDropsQueuedFaults) {
   EXPECT_EQ(record_usage("quantity=1")->status, 200);
 }
 
+TEST_F(EmulatorTest, RandomFaultsHitRequestsThatNoQueuedFaultMatches) {
+  emulator_.set_random_faults({{Fault{FaultKind::kStatus, 503, "", {}}, 1.0}}, 7);
+  emulator_.inject(Fault{FaultKind::kStatus, 429, "", {}});
+  EXPECT_EQ(record_usage("quantity=1")->status, 429);
+  EXPECT_EQ(record_usage("quantity=1")->status, 503);
+  emulator_.set_random_faults({}, 0);
+  EXPECT_EQ(record_usage("quantity=1")->status, 200);
+}
+
 TEST_F(EmulatorTest, AHangHoldsTheRequestUntilReleased) {
   emulator_.inject(Fault{FaultKind::kHang, 500, "", seconds(30)});
   auto held = std::async(std::launch::async, [this] { return record_usage("quantity=5"); });
