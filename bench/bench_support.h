@@ -139,9 +139,9 @@ inline UsageEvent sample_event(const std::string& customer) {
 // Writes "<prefix>-<a>-<b>" into `out` without allocating once its capacity suffices.
 inline void set_call_id(std::string& out, const char* prefix, std::uint64_t a, std::uint64_t b) {
   char buffer[64];
-  const int n = std::snprintf(buffer, sizeof buffer, "%s-%llu-%llu", prefix,
-                              static_cast<unsigned long long>(a),
-                              static_cast<unsigned long long>(b));
+  const int n =
+      std::snprintf(buffer, sizeof buffer, "%s-%llu-%llu", prefix,
+                    static_cast<unsigned long long>(a), static_cast<unsigned long long>(b));
   out.assign(buffer, static_cast<std::size_t>(n));
 }
 
@@ -165,7 +165,8 @@ inline long proc_status_kb(const std::string& field) {
   std::ifstream status("/proc/self/status");
   std::string line;
   while (std::getline(status, line)) {
-    if (line.rfind(field + ":", 0) == 0) return std::strtol(line.c_str() + field.size() + 1, nullptr, 10);
+    if (line.rfind(field + ":", 0) == 0)
+      return std::strtol(line.c_str() + field.size() + 1, nullptr, 10);
   }
   return -1;
 }
@@ -183,11 +184,12 @@ inline int wait_for_intake(const StripeLogger& logger, std::uint64_t expected,
     const auto cost = SteadyClock::now() - before;
     ++polls;
     // Rows stored parked or dead count as accepted too (the writer counts every inserted row).
-    const std::uint64_t done = stats.accepted + stats.deduplicated + stats.skipped_zero + stats.lost +
-                         stats.dropped_shutdown;
+    const std::uint64_t done = stats.accepted + stats.deduplicated + stats.skipped_zero +
+                               stats.lost + stats.dropped_shutdown;
     if (done >= expected) return polls;
     // stats() holds the outbox while it counts: poll at most a fifth of the time.
-    std::this_thread::sleep_for(std::max<SteadyClock::duration>(std::chrono::milliseconds(2), 4 * cost));
+    std::this_thread::sleep_for(
+        std::max<SteadyClock::duration>(std::chrono::milliseconds(2), 4 * cost));
   }
   return -polls;
 }

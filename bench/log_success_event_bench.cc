@@ -24,10 +24,10 @@ namespace {
 
 void set_percentile_counters(benchmark::State& state, std::vector<std::int64_t>& samples) {
   std::sort(samples.begin(), samples.end());
-  state.counters["p50_us"] = benchmark::Counter(percentile_us(samples, 50),
-                                                benchmark::Counter::kAvgThreads);
-  state.counters["p99_us"] = benchmark::Counter(percentile_us(samples, 99),
-                                                benchmark::Counter::kAvgThreads);
+  state.counters["p50_us"] =
+      benchmark::Counter(percentile_us(samples, 50), benchmark::Counter::kAvgThreads);
+  state.counters["p99_us"] =
+      benchmark::Counter(percentile_us(samples, 99), benchmark::Counter::kAvgThreads);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -43,8 +43,8 @@ LibraryFixture* g_library = nullptr;
 
 void library_setup(const benchmark::State&) {
   g_library = new LibraryFixture;
-  g_library->logger =
-      make_logger_or_die(base_config(g_library->stripe_down.base_url(), g_library->dir.file("outbox.db")));
+  g_library->logger = make_logger_or_die(
+      base_config(g_library->stripe_down.base_url(), g_library->dir.file("outbox.db")));
 }
 
 void library_teardown(const benchmark::State&) {
@@ -121,7 +121,8 @@ void BM_NaiveSynchronousPost(benchmark::State& state) {
   std::string key;
   std::uint64_t i = 0, errors = 0;
   for (auto _ : state) {
-    set_call_id(key, "naive-gb", g_naive->run + static_cast<std::uint64_t>(state.thread_index()), ++i);
+    set_call_id(key, "naive-gb", g_naive->run + static_cast<std::uint64_t>(state.thread_index()),
+                ++i);
     const FormFields fields = {
         {"quantity", "1017"},
         {"timestamp", std::to_string(std::chrono::duration_cast<std::chrono::seconds>(

@@ -18,7 +18,6 @@
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
-#include <cstring>
 #include <map>
 #include <memory>
 #include <numeric>
@@ -110,9 +109,9 @@ std::int64_t clock_overhead_ns() {
 }
 
 void print_stats_tail(const StripeLoggerStats& stats) {
-  std::printf(" received=%llu accepted=%llu lost=%llu", static_cast<unsigned long long>(stats.received),
-              static_cast<unsigned long long>(stats.accepted),
-              static_cast<unsigned long long>(stats.lost));
+  std::printf(
+      " received=%llu accepted=%llu lost=%llu", static_cast<unsigned long long>(stats.received),
+      static_cast<unsigned long long>(stats.accepted), static_cast<unsigned long long>(stats.lost));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -149,7 +148,7 @@ int cmd_latency(const Args& args) {
     // All threads leave the warm-up before any timed call, so 2 threads really overlap.
     warmed.fetch_add(1);
     while (warmed.load() < threads) std::this_thread::yield();
-    struct rusage before_usage{};
+    struct rusage before_usage {};
     getrusage(RUSAGE_THREAD, &before_usage);
     const auto timed_start = SteadyClock::now();
     for (std::int64_t n = 0; n < events; ++n) {
@@ -163,7 +162,7 @@ int cmd_latency(const Args& args) {
       const auto call_end = SteadyClock::now();
       samples[static_cast<std::size_t>(n)] = ns_between(call_start, call_end);
     }
-    struct rusage after_usage{};
+    struct rusage after_usage {};
     getrusage(RUSAGE_THREAD, &after_usage);
     minor_faults.fetch_add(after_usage.ru_minflt - before_usage.ru_minflt);
     preemptions.fetch_add(after_usage.ru_nivcsw - before_usage.ru_nivcsw);
@@ -176,14 +175,16 @@ int cmd_latency(const Args& args) {
   std::vector<std::int64_t> all;
   for (auto& samples : per_thread) all.insert(all.end(), samples.begin(), samples.end());
   const Percentiles p = summarize(all);
-  const double calls_per_s = static_cast<double>(threads * (events + warmup)) /
-                             seconds_between(start, produced);
-  std::printf("RESULT latency mode=async threads=%d rate_per_thread=%lld events=%lld p50_us=%.3f p90_us=%.3f "
-              "p99_us=%.3f p999_us=%.3f max_us=%.1f mean_us=%.3f calls_per_s=%.0f "
-              "clock_overhead_ns=%lld minor_faults=%ld preemptions=%ld voluntary_switches=%ld",
-              threads, static_cast<long long>(rate), static_cast<long long>(events * threads), p.p50, p.p90, p.p99, p.p999,
-              p.max, p.mean, calls_per_s, static_cast<long long>(clock_overhead_ns()),
-              minor_faults.load(), preemptions.load(), blocked.load());
+  const double calls_per_s =
+      static_cast<double>(threads * (events + warmup)) / seconds_between(start, produced);
+  std::printf(
+      "RESULT latency mode=async threads=%d rate_per_thread=%lld events=%lld "
+      "p50_us=%.3f p90_us=%.3f p99_us=%.3f p999_us=%.3f max_us=%.1f mean_us=%.3f "
+      "calls_per_s=%.0f clock_overhead_ns=%lld minor_faults=%ld preemptions=%ld "
+      "voluntary_switches=%ld",
+      threads, static_cast<long long>(rate), static_cast<long long>(events * threads), p.p50, p.p90,
+      p.p99, p.p999, p.max, p.mean, calls_per_s, static_cast<long long>(clock_overhead_ns()),
+      minor_faults.load(), preemptions.load(), blocked.load());
   print_stats_tail(stats);
   std::printf("\n");
   shutdown_bounded(std::move(logger), dir, 200);
@@ -219,11 +220,12 @@ int cmd_intake(const Args& args) {
   const StripeLoggerStats stats = logger->stats();
 
   const double seconds = seconds_between(start, committed);
-  std::printf("RESULT intake mode=%s threads=%d events=%lld seconds=%.3f accepted_per_s=%.0f "
-              "offered_per_s=%.0f stats_polls=%d",
-              durability.c_str(), threads, static_cast<long long>(events), seconds,
-              static_cast<double>(stats.accepted) / seconds,
-              static_cast<double>(events) / seconds_between(start, produced), polls);
+  std::printf(
+      "RESULT intake mode=%s threads=%d events=%lld seconds=%.3f accepted_per_s=%.0f "
+      "offered_per_s=%.0f stats_polls=%d",
+      durability.c_str(), threads, static_cast<long long>(events), seconds,
+      static_cast<double>(stats.accepted) / seconds,
+      static_cast<double>(events) / seconds_between(start, produced), polls);
   print_stats_tail(stats);
   std::printf(" pending=%llu\n", static_cast<unsigned long long>(stats.pending));
   shutdown_bounded(std::move(logger), dir, 200);
@@ -301,19 +303,20 @@ int cmd_end_to_end(const Args& args) {
   const std::int64_t expected_quantity = events * sample_event("").total_tokens.value();
   const double seconds = seconds_between(start, delivered_at);
   const double per_k = 1000.0 / static_cast<double>(events);
-  std::printf("RESULT end-to-end customers=%d events=%lld window_ms=%lld static_map=%d "
-              "seconds=%.3f delivered_per_s=%.0f requests_per_1k=%.2f usage_posts_per_1k=%.2f "
-              "lookups_per_1k=%.2f delivered=%llu delivered_requests=%llu stripe_requests=%llu "
-              "emulator_requests=%zu retries=%llu usage_correct=%d drained=%d produce_s=%.3f "
-              "stats_polls=%d",
-              customers, static_cast<long long>(events), static_cast<long long>(window_ms),
-              static_map ? 1 : 0, seconds, static_cast<double>(stats.delivered) / seconds,
-              all_requests * per_k, usage_posts * per_k, lookups * per_k,
-              static_cast<unsigned long long>(stats.delivered),
-              static_cast<unsigned long long>(stats.delivered_requests),
-              static_cast<unsigned long long>(stats.stripe_requests), all_requests,
-              static_cast<unsigned long long>(stats.retries), billed == expected_quantity ? 1 : 0,
-              drained ? 1 : 0, seconds_between(start, produced), polls);
+  std::printf(
+      "RESULT end-to-end customers=%d events=%lld window_ms=%lld static_map=%d "
+      "seconds=%.3f delivered_per_s=%.0f requests_per_1k=%.2f usage_posts_per_1k=%.2f "
+      "lookups_per_1k=%.2f delivered=%llu delivered_requests=%llu stripe_requests=%llu "
+      "emulator_requests=%zu retries=%llu usage_correct=%d drained=%d produce_s=%.3f "
+      "stats_polls=%d",
+      customers, static_cast<long long>(events), static_cast<long long>(window_ms),
+      static_map ? 1 : 0, seconds, static_cast<double>(stats.delivered) / seconds,
+      all_requests * per_k, usage_posts * per_k, lookups * per_k,
+      static_cast<unsigned long long>(stats.delivered),
+      static_cast<unsigned long long>(stats.delivered_requests),
+      static_cast<unsigned long long>(stats.stripe_requests), all_requests,
+      static_cast<unsigned long long>(stats.retries), billed == expected_quantity ? 1 : 0,
+      drained ? 1 : 0, seconds_between(start, produced), polls);
   print_stats_tail(stats);
   std::printf("\n");
   shutdown_bounded(std::move(logger), dir, 1'000);
@@ -349,7 +352,8 @@ int cmd_rss(const Args& args) {
     set_call_id(event.call_id, "rss", run, static_cast<std::uint64_t>(n));
     logger->log_success_event(event);
     if (rate > 0 && (n + 1) % 1000 == 0) {
-      std::this_thread::sleep_until(start + std::chrono::nanoseconds((n + 1) * 1'000'000'000LL / rate));
+      std::this_thread::sleep_until(start +
+                                    std::chrono::nanoseconds((n + 1) * 1'000'000'000LL / rate));
     }
     if (chunk > 0 && (n + 1) % chunk == 0 && n + 1 < events) {
       const int used = wait_for_intake(*logger, static_cast<std::uint64_t>(n + 1), deadline);
@@ -364,14 +368,13 @@ int cmd_rss(const Args& args) {
   const long hwm_kb = proc_status_kb("VmHWM");
   const long rss_kb = proc_status_kb("VmRSS");
   const char* arrival = rate > 0 ? "paced" : chunk > 0 ? "chunked" : "burst";
-  std::printf("RESULT rss events=%lld arrival=%s rate=%lld chunk=%lld pending=%llu "
-              "peak_rss_mb=%.1f rss_now_mb=%.1f baseline_mb=%.1f seconds=%.3f stats_polls=%d "
-              "usage_event_bytes=%zu",
-              static_cast<long long>(events), arrival, static_cast<long long>(rate),
-              static_cast<long long>(chunk),
-              static_cast<unsigned long long>(stats.pending),
-              hwm_kb / 1024.0, rss_kb / 1024.0, baseline_kb / 1024.0, seconds, polls,
-              sizeof(UsageEvent));
+  std::printf(
+      "RESULT rss events=%lld arrival=%s rate=%lld chunk=%lld pending=%llu "
+      "peak_rss_mb=%.1f rss_now_mb=%.1f baseline_mb=%.1f seconds=%.3f stats_polls=%d "
+      "usage_event_bytes=%zu",
+      static_cast<long long>(events), arrival, static_cast<long long>(rate),
+      static_cast<long long>(chunk), static_cast<unsigned long long>(stats.pending),
+      hwm_kb / 1024.0, rss_kb / 1024.0, baseline_kb / 1024.0, seconds, polls, sizeof(UsageEvent));
   print_stats_tail(stats);
   std::printf("\n");
   shutdown_bounded(std::move(logger), dir, 200);
@@ -386,10 +389,9 @@ int cmd_naive(const Args& args) {
   const int customers = static_cast<int>(int_arg(args, "customers", 1000));
   SeededEmulator stripe(customers);
   std::shared_ptr<HttpTransport> transport = make_curl_transport();
-  const StripeClient client(*transport,
-                            StripeClientOptions{stripe.emulator.base_url(), Secret(kEmulatorKey),
-                                                kDefaultApiVersion,
-                                                std::chrono::milliseconds(5'000)});
+  const StripeClient client(
+      *transport, StripeClientOptions{stripe.emulator.base_url(), Secret(kEmulatorKey),
+                                      kDefaultApiVersion, std::chrono::milliseconds(5'000)});
   const std::uint64_t run = run_id();
   std::vector<std::vector<std::int64_t>> per_thread(threads);
   std::atomic<std::uint64_t> errors{0};
@@ -421,11 +423,11 @@ int cmd_naive(const Args& args) {
   std::vector<std::int64_t> all;
   for (auto& samples : per_thread) all.insert(all.end(), samples.begin(), samples.end());
   const Percentiles p = summarize(all);
-  std::printf("RESULT naive threads=%d events=%lld seconds=%.3f events_per_s=%.0f p50_us=%.1f "
-              "p90_us=%.1f p99_us=%.1f max_us=%.1f mean_us=%.1f errors=%llu\n",
-              threads, static_cast<long long>(events), seconds,
-              static_cast<double>(events) / seconds, p.p50, p.p90, p.p99, p.max, p.mean,
-              static_cast<unsigned long long>(errors.load()));
+  std::printf(
+      "RESULT naive threads=%d events=%lld seconds=%.3f events_per_s=%.0f p50_us=%.1f "
+      "p90_us=%.1f p99_us=%.1f max_us=%.1f mean_us=%.1f errors=%llu\n",
+      threads, static_cast<long long>(events), seconds, static_cast<double>(events) / seconds,
+      p.p50, p.p90, p.p99, p.max, p.mean, static_cast<unsigned long long>(errors.load()));
   return errors.load() == 0 ? 0 : 1;
 }
 

@@ -207,15 +207,15 @@ std::int64_t Dispatcher::batch_pending_events(std::int64_t now, bool force) {
           error.code == ErrorCode::kSubscriptionItemNotFound) {
         const auto retry_ms =
             std::chrono::duration_cast<std::chrono::milliseconds>(config_.park_retry()).count();
-        outbox_.park(ids, to_string(error.code), now + retry_ms);
         metrics_.count_reason(to_string(error.code), ids.size());
+        outbox_.park(ids, to_string(error.code), now + retry_ms);
         log_->warn("stripe_billing parked {} events of customer {}: {}", ids.size(), log_safe(key),
                    error.message);
         continue;
       }
       if (error.code == ErrorCode::kMissingCustomer) {
-        outbox_.kill_events(ids, "invalid_customer_key");
         metrics_.count_reason("invalid_customer_key", ids.size());
+        outbox_.kill_events(ids, "invalid_customer_key");
         continue;
       }
       const Classification classification = classify(Expected<StripeResponse>(error));
@@ -317,10 +317,11 @@ void Dispatcher::send(const Batch& batch) {
 
   switch (result.outcome) {
     case Outcome::kDelivered:
-      outbox_.batch_delivered(batch.id, request_id, now);
+      // Counted before the outbox records it: whoever sees the outbox drained sees the counts.
       metrics_.delivered_requests.fetch_add(1);
       metrics_.delivered_events.fetch_add(static_cast<std::uint64_t>(batch.events));
       metrics_.quantity_delivered.fetch_add(static_cast<std::uint64_t>(batch.quantity));
+      outbox_.batch_delivered(batch.id, request_id, now);
       log_->info("stripe_billing activity=usage_record success=true customer={} customer_id={} "
                  "subscription_item={} quantity={} events={} batch={} request_id={} "
                  "latency_ms={} attempt={}",
@@ -360,9 +361,9 @@ void Dispatcher::send(const Batch& batch) {
 
 void Dispatcher::dead(const Batch& batch, const std::string& reason, const std::string& request_id,
                       const std::string& detail) {
-  outbox_.batch_dead(batch.id, reason, request_id);
   metrics_.failed_events.fetch_add(static_cast<std::uint64_t>(batch.events));
   metrics_.count_reason(reason, static_cast<std::uint64_t>(batch.events));
+  outbox_.batch_dead(batch.id, reason, request_id);
   log_->error("stripe_billing activity=usage_record success=false dead reason={} customer={} "
               "subscription_item={} quantity={} events={} batch={} request_id={} detail={}",
               reason, log_safe(batch.customer_key), batch.target, batch.quantity, batch.events,

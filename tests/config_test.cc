@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "temp_dir.h"
+#include "config_test_support.h"
 
 namespace stripe_billing {
 namespace {
@@ -25,19 +26,12 @@ using ::testing::HasSubstr;
 using ::testing::Not;
 using ::testing::StartsWith;
 
-constexpr const char* kTestKey = "sk_test_51NzQvRkLmYbDe7Fh3Jx9PaTuWcGsHiKoAbCdEfGhwxyz";
 constexpr const char* kLiveKey = "sk_live_51NzQvRkLmYbDe7Fh3Jx9PaTuWcGsHiKoAbCdEfGhwxyz";
 constexpr const char* kEllipsis = "\xE2\x80\xA6";
 
-using Env = std::map<std::string, std::string>;
-
-EnvLookup lookup_in(Env env) {
-  return [env = std::move(env)](const std::string& name) -> std::optional<std::string> {
-    const auto found = env.find(name);
-    if (found == env.end()) return std::nullopt;
-    return found->second;
-  };
-}
+using testing::Env;
+using testing::lookup_in;
+using testing::kTestKey;
 
 Config valid_config() {
   Config config;

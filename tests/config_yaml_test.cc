@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "stripe_billing/config.h"
+#include "config_test_support.h"
 
 namespace stripe_billing {
 namespace {
@@ -23,18 +24,11 @@ using ::testing::IsEmpty;
 using ::testing::Not;
 using ::testing::StartsWith;
 
-constexpr const char* kTestKey = "sk_test_51NzQvRkLmYbDe7Fh3Jx9PaTuWcGsHiKoAbCdEfGhwxyz";
 constexpr const char* kOtherKey = "sk_test_51OTHERkLmYbDe7Fh3Jx9PaTuWcGsHiKoAbCdEfGh1234";
 
-using Env = std::map<std::string, std::string>;
-
-EnvLookup lookup_in(Env env) {
-  return [env = std::move(env)](const std::string& name) -> std::optional<std::string> {
-    const auto found = env.find(name);
-    if (found == env.end()) return std::nullopt;
-    return found->second;
-  };
-}
+using testing::Env;
+using testing::lookup_in;
+using testing::kTestKey;
 
 YamlSettings read_ok(const std::string& yaml, const Env& env = {}) {
   Expected<YamlSettings> result = config_from_yaml_string(yaml, lookup_in(env));

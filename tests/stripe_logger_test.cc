@@ -198,6 +198,7 @@ TEST_F(StripeLoggerTest, ARefusedKeyPausesSendingAndIsNeverLogged) {
   EXPECT_EQ(stats.failed, 0u);
   EXPECT_EQ(log.text().find("sk_test_wrongwrongwrongwrongwxyz"), std::string::npos);
   EXPECT_NE(log.text().find("sk_test_…wxyz"), std::string::npos) << log.text();
+  EXPECT_FALSE(logger->shutdown(std::chrono::steady_clock::now() + std::chrono::milliseconds(100)));
 }
 
 TEST_F(StripeLoggerTest, SendingResumesByItselfOnceTheKeyWorksAgain) {
@@ -231,6 +232,7 @@ TEST_F(StripeLoggerTest, AnUnreachableStripeKeepsTheEventAndRetries) {
   EXPECT_GE(stats.retries, 1u);
   EXPECT_EQ(stats.failed, 0u);
   EXPECT_EQ(stats.pending, 1u);
+  EXPECT_FALSE(logger->shutdown(std::chrono::steady_clock::now() + std::chrono::milliseconds(100)));
 }
 
 TEST_F(StripeLoggerTest, AHangPastTheTimeoutIsRetriedAndBilledOnce) {
