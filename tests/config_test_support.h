@@ -9,7 +9,7 @@
 
 namespace stripe_billing::testing {
 
-inline constexpr const char* kTestKey = "sk_test_51NzQvRkLmYbDe7Fh3Jx9PaTuWcGsHiKoAbCdEfGhwxyz";
+inline constexpr const char* kTestKey = "sk_test_51NzQvRkLmYb_De7Fh3Jx9PaTuWc_GsHiKoAbCdEfGhwxyz";
 
 using Env = std::map<std::string, std::string>;
 

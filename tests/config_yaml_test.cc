@@ -24,7 +24,7 @@ using ::testing::IsEmpty;
 using ::testing::Not;
 using ::testing::StartsWith;
 
-constexpr const char* kOtherKey = "sk_test_51OTHERkLmYbDe7Fh3Jx9PaTuWcGsHiKoAbCdEfGh1234";
+constexpr const char* kOtherKey = "sk_test_51OTHERkLmYb_De7Fh3Jx9PaTuWc_GsHiKoAbCdEfGh1234";
 
 using testing::Env;
 using testing::lookup_in;

@@ -26,7 +26,7 @@ using Clock = std::chrono::steady_clock;
 
 constexpr std::size_t kBodyCap = std::size_t{16} << 20;
 constexpr char kUserAgent[] = "stripe-billing-test/1.0";
-constexpr char kSecret[] = "sk_test_51SuperSecretKeyThatMustNeverLeak";
+constexpr char kSecret[] = "sk_test_51Super_Secret_Key_That_Must_Never_Leak";
 
 // A port nothing listens on: bind an ephemeral port, then close it.
 int unused_port() {

@@ -25,7 +25,7 @@ struct IsStreamable<T, std::void_t<decltype(std::declval<std::ostream&>() << std
 std::string e(const std::string& text) { return kEllipsis + text; }
 
 TEST(SecretTest, RedactsSecretTestKeyToPrefixAndLastFourCharacters) {
-  EXPECT_EQ(Secret::redact_key("sk_test_51NzQvRkLmYbDe7Fh3Jx9PaTuWcGswxyz"),
+  EXPECT_EQ(Secret::redact_key("sk_test_51NzQvRkLmYb_De7Fh3Jx9PaTuWcGswxyz"),
             "sk_test_" + e("wxyz"));
 }
 
@@ -71,13 +71,13 @@ TEST(SecretTest, MasksUnprintableCharactersInTheTail) {
 }
 
 TEST(SecretTest, RedactedMemberUsesRedactKey) {
-  const Secret secret("sk_test_51NzQvRkLmYbDe7Fh3Jx9PaTuWcGswxyz");
+  const Secret secret("sk_test_51NzQvRkLmYb_De7Fh3Jx9PaTuWcGswxyz");
   EXPECT_EQ(secret.redacted(), "sk_test_" + e("wxyz"));
 }
 
 TEST(SecretTest, RevealReturnsTheValue) {
-  const Secret secret("sk_test_51NzQvRkLmYbDe7Fh3Jx9PaTuWcGswxyz");
-  EXPECT_EQ(secret.reveal(), "sk_test_51NzQvRkLmYbDe7Fh3Jx9PaTuWcGswxyz");
+  const Secret secret("sk_test_51NzQvRkLmYb_De7Fh3Jx9PaTuWcGswxyz");
+  EXPECT_EQ(secret.reveal(), "sk_test_51NzQvRkLmYb_De7Fh3Jx9PaTuWcGswxyz");
   EXPECT_FALSE(secret.empty());
 }
 

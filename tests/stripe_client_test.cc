@@ -29,7 +29,7 @@ class CannedTransport : public HttpTransport {
 };
 
 StripeClientOptions options() {
-  return {"https://api.stripe.com", Secret("sk_test_abcdefghijklmnopwxyz"), "2025-02-24.acacia",
+  return {"https://api.stripe.com", Secret("sk_test_abcdefghij_klmnopwxyz"), "2025-02-24.acacia",
           std::chrono::milliseconds(1234)};
 }
 
@@ -61,7 +61,7 @@ TEST(StripeClient, PostSendsAuthVersionIdempotencyAndUserAgent) {
   EXPECT_EQ(transport.last.url, "https://api.stripe.com/v1/x");
   EXPECT_EQ(transport.last.body, "quantity=5");
   EXPECT_EQ(transport.last.timeout.count(), 1234);
-  EXPECT_EQ(transport.header("Authorization"), "Bearer sk_test_abcdefghijklmnopwxyz");
+  EXPECT_EQ(transport.header("Authorization"), "Bearer sk_test_abcdefghij_klmnopwxyz");
   EXPECT_EQ(transport.header("Stripe-Version"), "2025-02-24.acacia");
   EXPECT_EQ(transport.header("Idempotency-Key"), "key-1");
   EXPECT_EQ(transport.header("Content-Type"), "application/x-www-form-urlencoded");
@@ -132,7 +132,7 @@ TEST(StripeClient, ErrorsNeverCarryTheKey) {
   StripeClient client(transport, options());
   auto response = client.get("/v1/x");
   ASSERT_FALSE(response);
-  EXPECT_EQ(response.error().to_string().find("sk_test_abcdefghijklmnopwxyz"), std::string::npos);
+  EXPECT_EQ(response.error().to_string().find("sk_test_abcdefghij_klmnopwxyz"), std::string::npos);
 }
 
 }  // namespace

@@ -185,7 +185,7 @@ TEST_F(StripeLoggerTest, ARefusedKeyPausesSendingAndIsNeverLogged) {
   add_customer("alice");
   CapturedLog log;
   Config config = this->config();
-  config.api_key = "sk_test_wrongwrongwrongwrongwxyz";
+  config.api_key = "sk_test_wrong_wrong_wrong_wrongwxyz";
   config.customer_map = "alice=si_fixed";  // no lookup: the usage record itself meets the 401
   auto logger = make_logger(config, log.logger());
   UsageEvent e = event("call-1", 10);
@@ -196,7 +196,7 @@ TEST_F(StripeLoggerTest, ARefusedKeyPausesSendingAndIsNeverLogged) {
   EXPECT_TRUE(stats.paused);
   EXPECT_EQ(stats.pending, 1u);
   EXPECT_EQ(stats.failed, 0u);
-  EXPECT_EQ(log.text().find("sk_test_wrongwrongwrongwrongwxyz"), std::string::npos);
+  EXPECT_EQ(log.text().find("sk_test_wrong_wrong_wrong_wrongwxyz"), std::string::npos);
   EXPECT_NE(log.text().find("sk_test_…wxyz"), std::string::npos) << log.text();
   EXPECT_FALSE(logger->shutdown(std::chrono::steady_clock::now() + std::chrono::milliseconds(100)));
 }
