@@ -23,9 +23,11 @@
 #include <vector>
 
 #include "stripe_billing/config.h"
+#include "stripe_billing/stripe_client.h"
 #include "stripe_billing/stripe_logger.h"
 #include "stripe_billing/usage_event.h"
 #include "stripe_emulator/emulator.h"
+#include "usage_record.h"
 
 namespace stripe_billing::bench {
 
@@ -92,6 +94,17 @@ class RefusingPort {
 
 // The configuration every benchmark starts from. `price` only has to look like a price id when
 // Stripe is unreachable.
+// What a naive callback does per event: build the usage record exactly as the library does and
+// POST it on the calling thread, waiting for Stripe's answer.
+inline Expected<StripeResponse> naive_post(const StripeClient& client, const std::string& item,
+                                           const std::string& idempotency_key) {
+  const auto now = std::chrono::duration_cast<std::chrono::seconds>(
+                       std::chrono::system_clock::now().time_since_epoch())
+                       .count();
+  return client.post_form(usage_record_path(item), usage_record_fields(1017, now),
+                          idempotency_key);
+}
+
 inline Config base_config(const std::string& api_base, const std::string& outbox_path,
                           const std::string& price = "price_bench") {
   Config config;

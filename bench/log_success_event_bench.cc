@@ -114,8 +114,6 @@ void naive_teardown(const benchmark::State&) {
 }
 
 void BM_NaiveSynchronousPost(benchmark::State& state) {
-  const std::string path =
-      "/v1/subscription_items/" + g_naive->stripe.items.front() + "/usage_records";
   std::vector<std::int64_t> samples;
   samples.reserve(1 << 16);
   std::string key;
@@ -123,14 +121,8 @@ void BM_NaiveSynchronousPost(benchmark::State& state) {
   for (auto _ : state) {
     set_call_id(key, "naive-gb", g_naive->run + static_cast<std::uint64_t>(state.thread_index()),
                 ++i);
-    const FormFields fields = {
-        {"quantity", "1017"},
-        {"timestamp", std::to_string(std::chrono::duration_cast<std::chrono::seconds>(
-                                         std::chrono::system_clock::now().time_since_epoch())
-                                         .count())},
-        {"action", "increment"}};
     const auto start = SteadyClock::now();
-    auto response = g_naive->client->post_form(path, fields, key);
+    auto response = naive_post(*g_naive->client, g_naive->stripe.items.front(), key);
     const auto end = SteadyClock::now();
     if (!response) ++errors;
     if (samples.size() < samples.capacity()) {

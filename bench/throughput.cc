@@ -401,19 +401,10 @@ int cmd_naive(const Args& args) {
     auto& samples = per_thread[t];
     std::string key;
     for (std::int64_t n = t; n < events; n += threads) {
-      // What a naive callback does per event: build the usage record and POST it, waiting.
-      const std::string path = "/v1/subscription_items/" +
-                               stripe.items[static_cast<std::size_t>(n % customers)] +
-                               "/usage_records";
       set_call_id(key, "naive", run, static_cast<std::uint64_t>(n));
-      const FormFields fields = {
-          {"quantity", "1017"},
-          {"timestamp", std::to_string(std::chrono::duration_cast<std::chrono::seconds>(
-                                           std::chrono::system_clock::now().time_since_epoch())
-                                           .count())},
-          {"action", "increment"}};
       const auto call_start = SteadyClock::now();
-      auto response = client.post_form(path, fields, key);
+      auto response =
+          naive_post(client, stripe.items[static_cast<std::size_t>(n % customers)], key);
       const auto call_end = SteadyClock::now();
       if (!response) errors.fetch_add(1);
       samples.push_back(ns_between(call_start, call_end));

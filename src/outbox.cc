@@ -350,7 +350,8 @@ Expected<Batch> Outbox::create_batch(const std::string& target, const std::strin
 Expected<std::vector<Batch>> Outbox::due_batches(std::int64_t now_ms, int limit) {
   std::lock_guard lock(mutex_);
   Statement select(db_, "SELECT id, idempotency_key, target, customer_id, customer_key, quantity, "
-                        "timestamp, attempts, created_ms FROM batches "
+                        "timestamp, attempts, created_ms, "
+                        "(SELECT COUNT(*) FROM events WHERE batch_id=batches.id) FROM batches "
                         "WHERE state=? AND next_attempt_ms<=? ORDER BY next_attempt_ms, id LIMIT ?");
   if (!select.ok()) return storage_error(db_, "cannot read batches");
   select.bind(1, static_cast<std::int64_t>(kBatchSending)).bind(2, now_ms)
@@ -368,6 +369,7 @@ Expected<std::vector<Batch>> Outbox::due_batches(std::int64_t now_ms, int limit)
     batch.timestamp = select.integer(6);
     batch.attempts = static_cast<int>(select.integer(7));
     batch.created_ms = select.integer(8);
+    batch.events = select.integer(9);
     batches.push_back(std::move(batch));
   }
   if (rc != SQLITE_DONE) return storage_error(db_, "cannot read batches");

@@ -188,6 +188,37 @@ TEST_F(DeliveryTest, AnOutageLosesNothingAndBillsEverythingOnceWhenStripeReturns
   EXPECT_EQ(logger->stats().delivered, 30u);
 }
 
+// A wall clock the test moves by hand; the engine uses it for batch ages and retry times.
+class MovableClock : public Clock {
+ public:
+  TimePoint now() const override { return std::chrono::system_clock::now() + offset_.load(); }
+  void advance(std::chrono::seconds by) { offset_ = offset_.load() + by; }
+
+ private:
+  std::atomic<std::chrono::seconds> offset_{std::chrono::seconds(0)};
+};
+
+TEST_F(DeliveryTest, ABatchStillFailingAfterTheMaximumAgeIsDeadNotRetriedForever) {
+  const std::string item = add_customer("alice");
+  Config config = this->config();
+  config.max_delivery_age_s = "60";
+  auto clock = std::make_shared<MovableClock>();
+  auto made = make_stripe_logger(config, {nullptr, nullptr, clock});
+  ASSERT_TRUE(made) << made.error().to_string();
+  auto& logger = *made;
+  emulator_.inject(Fault{FaultKind::kStatus, 500, "/v1/subscription_items", {}}, 1'000'000);
+  logger->log_success_event(for_customer("call-1", 5));
+  EXPECT_FALSE(logger->flush(std::chrono::steady_clock::now() + std::chrono::milliseconds(800)));
+  EXPECT_GE(logger->stats().retries, 1u);
+  EXPECT_EQ(logger->stats().dead, 0u);
+  clock->advance(std::chrono::minutes(2));  // past the age, and past any backoff
+  ASSERT_TRUE(logger->flush(in_seconds(10)));
+  const auto stats = logger->stats();
+  EXPECT_EQ(stats.dead, 1u);
+  EXPECT_EQ(stats.rejected.at("max_delivery_age_exceeded"), 1u);
+  EXPECT_EQ(emulator_.total_usage(item), 0);
+}
+
 TEST_F(DeliveryTest, AThrottling429HalvesTheRate) {
   const std::string item = add_customer("alice");
   Config config = this->config();

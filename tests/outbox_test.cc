@@ -70,6 +70,7 @@ TEST_F(OutboxTest, KeepsEventsAndBatchesAcrossReopening) {
   EXPECT_EQ((*batches)[0].idempotency_key, key);
   EXPECT_EQ((*batches)[0].quantity, 12);
   EXPECT_EQ((*batches)[0].target, "si_1");
+  EXPECT_EQ((*batches)[0].events, 2);
   EXPECT_TRUE(*outbox->has_outstanding());
 }
 
