@@ -2,21 +2,20 @@
 
 namespace stripe_billing {
 
-std::optional<std::string> customer_key(const UsageEvent& event, ChargeBy charge_by) {
-  const std::string* value = nullptr;
+const std::string& charge_by_value(const UsageEvent& event, ChargeBy charge_by) noexcept {
   switch (charge_by) {
     case ChargeBy::kEndUserId:
-      value = event.end_user_id.empty() ? &event.request_user : &event.end_user_id;
-      break;
-    case ChargeBy::kUserId:
-      value = &event.user_id;
-      break;
-    case ChargeBy::kTeamId:
-      value = &event.team_id;
-      break;
+      return event.end_user_id.empty() ? event.request_user : event.end_user_id;
+    case ChargeBy::kUserId: return event.user_id;
+    case ChargeBy::kTeamId: return event.team_id;
   }
-  if (value == nullptr || value->empty()) return std::nullopt;
-  return *value;
+  return event.end_user_id;
+}
+
+std::optional<std::string> customer_key(const UsageEvent& event, ChargeBy charge_by) {
+  const std::string& value = charge_by_value(event, charge_by);
+  if (value.empty()) return std::nullopt;
+  return value;
 }
 
 }  // namespace stripe_billing

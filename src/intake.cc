@@ -2,6 +2,7 @@
 
 #include <pthread.h>
 
+#include <algorithm>
 #include <random>
 
 #include <spdlog/logger.h>
@@ -57,22 +58,28 @@ Intake::~Intake() { stop(std::chrono::steady_clock::now() + std::chrono::seconds
 void Intake::submit(const UsageEvent& event) noexcept {
   metrics_.received.fetch_add(1, std::memory_order_relaxed);
   try {
-    UsageEvent copy = event;
+    HandedEvent handed{event.call_id,
+                       event.model,
+                       charge_by_value(event, config_.charge_by()),
+                       {event.prompt_tokens, event.completion_tokens, event.total_tokens},
+                       event.response_cost,
+                       event.end_time};
     std::unique_lock lock(mutex_);
     if (!accepting_) {
       metrics_.dropped_shutdown.fetch_add(1, std::memory_order_relaxed);
       return;
     }
-    if (buffer_.size() >= config_.queue_capacity()) {
+    if (in_memory_ >= config_.queue_capacity()) {
       metrics_.lost.fetch_add(1, std::memory_order_relaxed);
       return;
     }
-    buffer_.push_back(std::move(copy));
+    buffer_.push_back(std::move(handed));
+    ++in_memory_;
     const std::uint64_t sequence = ++submitted_;
     if (config_.durability() == Durability::kSync) {
       wake_writer_.notify_one();
       committed_.wait_for(lock, config_.sync_timeout(), [&] { return written_ >= sequence; });
-    } else if (buffer_.size() >= kGroupSize) {
+    } else if (buffer_.size() == kGroupSize) {
       wake_writer_.notify_one();
     }
   } catch (...) {
@@ -105,12 +112,12 @@ void Intake::stop(SteadyTime deadline) noexcept {
 
 std::size_t Intake::buffered() const {
   std::lock_guard lock(mutex_);
-  return buffer_.size();
+  return in_memory_;
 }
 
 void Intake::run() {
   pthread_setname_np(pthread_self(), "sb-writer");
-  std::vector<UsageEvent> group;
+  std::vector<HandedEvent> group;
   std::unique_lock lock(mutex_);
   while (true) {
     if (config_.durability() == Durability::kSync) {
@@ -126,48 +133,60 @@ void Intake::run() {
       if (stopping_) break;
       continue;
     }
+    // The swap hands the host an empty vector that keeps the last group's capacity, so a
+    // steady stream never reallocates under the lock.
     group.swap(buffer_);
     const std::uint64_t sequence = submitted_;
     lock.unlock();
     write(group);
+    const std::size_t stored = group.size();
     group.clear();
     lock.lock();
+    in_memory_ -= stored;
     written_ = sequence;
     committed_.notify_all();
   }
 }
 
-void Intake::write(std::vector<UsageEvent>& events) {
+void Intake::write(std::vector<HandedEvent>& events) {
+  // In slices, so the rows being built never take as much memory again as the events do.
   const std::int64_t now_ms = to_ms(clock_->now());
   std::vector<NewEvent> rows;
-  rows.reserve(events.size());
-  for (UsageEvent& event : events) {
+  rows.reserve(std::min(events.size(), kGroupSize));
+  for (HandedEvent& event : events) {
     if (auto row = to_row(event, now_ms)) rows.push_back(std::move(*row));
+    if (rows.size() == kGroupSize) store(rows);
   }
+  store(rows);
+}
+
+void Intake::store(std::vector<NewEvent>& rows) {
   if (rows.empty()) return;
   auto result = outbox_.insert(rows);
+  const std::size_t count = rows.size();
+  std::int64_t pending = 0;
+  for (const NewEvent& row : rows) pending += row.state == EventState::kPending ? 1 : 0;
+  rows.clear();
   if (!result) {
-    metrics_.lost.fetch_add(rows.size());
-    metrics_.count_reason("outbox_unwritable", rows.size());
+    metrics_.lost.fetch_add(count);
+    metrics_.count_reason("outbox_unwritable", count);
     const auto now = std::chrono::steady_clock::now();
     if (now - last_storage_alarm_ >= std::chrono::minutes(1)) {
       last_storage_alarm_ = now;
       log_->error("stripe_billing LOST {} usage events: the outbox cannot be written ({}); "
                   "billing continues to be attempted for new events",
-                  rows.size(), result.error().message);
+                  count, result.error().message);
     }
     return;
   }
-  std::int64_t pending = 0;
-  for (const NewEvent& row : rows) pending += row.state == EventState::kPending ? 1 : 0;
   metrics_.accepted.fetch_add(static_cast<std::uint64_t>(result->inserted));
   metrics_.deduplicated.fetch_add(static_cast<std::uint64_t>(result->duplicates));
   if (pending > 0 && on_commit_) on_commit_();
 }
 
-std::optional<NewEvent> Intake::to_row(UsageEvent& event, std::int64_t now_ms) {
+std::optional<NewEvent> Intake::to_row(HandedEvent& event, std::int64_t now_ms) {
   const QuantityCheck quantity =
-      billable_quantity(event, config_.quantity_source(), config_.max_quantity());
+      billable_quantity(event.tokens, config_.quantity_source(), config_.max_quantity());
   if (quantity.verdict == QuantityCheck::Verdict::kZero) {
     metrics_.skipped_zero.fetch_add(1);
     return std::nullopt;
@@ -185,8 +204,8 @@ std::optional<NewEvent> Intake::to_row(UsageEvent& event, std::int64_t now_ms) {
   row.accepted_at_ms = now_ms;
   row.model = bounded(event.model);
   row.cost = event.response_cost.value_or(0.0);
-  row.prompt_tokens = event.prompt_tokens.value_or(0);
-  row.completion_tokens = event.completion_tokens.value_or(0);
+  row.prompt_tokens = event.tokens.prompt.value_or(0);
+  row.completion_tokens = event.tokens.completion.value_or(0);
 
   auto reject = [&](const std::string& reason, EventState state) {
     row.state = state;
@@ -201,13 +220,12 @@ std::optional<NewEvent> Intake::to_row(UsageEvent& event, std::int64_t now_ms) {
   if (quantity.verdict != QuantityCheck::Verdict::kBill) {
     return reject(quantity.reason(), EventState::kDead);
   }
-  const auto key = customer_key(event, config_.charge_by());
-  if (!key) return reject("missing_customer", EventState::kParked);
-  if (key->size() > kMaxMetadataValue || !is_valid_utf8(*key)) {
-    row.customer_key = log_safe(*key, 100);
+  if (event.customer_key.empty()) return reject("missing_customer", EventState::kParked);
+  if (event.customer_key.size() > kMaxMetadataValue || !is_valid_utf8(event.customer_key)) {
+    row.customer_key = log_safe(event.customer_key, 100);
     return reject("invalid_customer_key", EventState::kDead);
   }
-  row.customer_key = *key;
+  row.customer_key = std::move(event.customer_key);
   row.state = EventState::kPending;
   return row;
 }

@@ -21,12 +21,24 @@
 #include "stripe_billing/config.h"
 #include "stripe_billing/stripe_logger.h"
 #include "stripe_billing/usage_event.h"
+#include "usage_record.h"
 
 namespace spdlog {
 class logger;
 }
 
 namespace stripe_billing {
+
+// What the writer needs of a host event, copied on the host's thread: three strings and some
+// numbers, not the whole UsageEvent (its other ids and metadata are never stored).
+struct HandedEvent {
+  std::string call_id;
+  std::string model;
+  std::string customer_key;  // by the configured charge-by; "" when the event has none
+  TokenCounts tokens;
+  std::optional<double> response_cost;
+  std::optional<TimePoint> end_time;
+};
 
 class Intake {
  public:
@@ -49,8 +61,9 @@ class Intake {
 
  private:
   void run();
-  void write(std::vector<UsageEvent>& events);
-  std::optional<NewEvent> to_row(UsageEvent& event, std::int64_t now_ms);
+  void write(std::vector<HandedEvent>& events);
+  void store(std::vector<NewEvent>& rows);
+  std::optional<NewEvent> to_row(HandedEvent& event, std::int64_t now_ms);
 
   const FinalizedConfig& config_;
   Outbox& outbox_;
@@ -62,7 +75,9 @@ class Intake {
   mutable std::mutex mutex_;
   std::condition_variable wake_writer_;
   std::condition_variable committed_;
-  std::vector<UsageEvent> buffer_;
+  std::vector<HandedEvent> buffer_;
+  // Events in memory: in buffer_ plus the group the writer is storing. The cap applies to this.
+  std::size_t in_memory_ = 0;
   std::uint64_t submitted_ = 0;  // sequence number of the last buffered event
   std::uint64_t written_ = 0;    // every event up to this one is committed or counted lost
   bool accepting_ = true;

@@ -77,9 +77,10 @@ class Statement {
     sqlite3_bind_int64(statement_, index, value);
     return *this;
   }
+  // The text is not copied: it must outlive the next step() (every caller binds and runs).
   Statement& bind(int index, const std::string& value) {
     sqlite3_bind_text(statement_, index, value.data(), static_cast<int>(value.size()),
-                      SQLITE_TRANSIENT);
+                      SQLITE_STATIC);
     return *this;
   }
   Statement& bind(int index, double value) {
@@ -173,7 +174,7 @@ Expected<std::unique_ptr<Outbox>> Outbox::open(const std::string& path, bool ful
   }
   sqlite3* db = nullptr;
   if (sqlite3_open_v2(path.c_str(), &db,
-                      SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
+                      SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
                       nullptr) != SQLITE_OK) {
     Error error = storage_error(db, "cannot open the outbox " + path);
     sqlite3_close(db);
@@ -181,7 +182,8 @@ Expected<std::unique_ptr<Outbox>> Outbox::open(const std::string& path, bool ful
   }
   sqlite3_busy_timeout(db, 5000);
   const std::string pragmas = std::string("PRAGMA journal_mode=WAL; PRAGMA synchronous=") +
-                              (full_sync ? "FULL" : "NORMAL") + "; PRAGMA foreign_keys=OFF;";
+                              (full_sync ? "FULL" : "NORMAL") +
+                              "; PRAGMA foreign_keys=OFF; PRAGMA cache_size=-8192;";
   char* message = nullptr;
   if (sqlite3_exec(db, pragmas.c_str(), nullptr, nullptr, &message) != SQLITE_OK ||
       sqlite3_exec(db, kSchema, nullptr, nullptr, &message) != SQLITE_OK) {

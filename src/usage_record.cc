@@ -33,20 +33,20 @@ const char* QuantityCheck::reason() const noexcept {
   return "";
 }
 
-QuantityCheck billable_quantity(const UsageEvent& event, QuantitySource source,
+QuantityCheck billable_quantity(const TokenCounts& tokens, QuantitySource source,
                                 std::int64_t max_quantity) {
   std::optional<std::int64_t> value;
   switch (source) {
     case QuantitySource::kTotalTokens:
-      value = event.total_tokens;
-      if (!value && event.prompt_tokens && event.completion_tokens &&
-          *event.prompt_tokens >= 0 && *event.completion_tokens >= 0 &&
-          *event.prompt_tokens <= max_quantity && *event.completion_tokens <= max_quantity) {
-        value = *event.prompt_tokens + *event.completion_tokens;
+      value = tokens.total;
+      if (!value && tokens.prompt && tokens.completion && *tokens.prompt >= 0 &&
+          *tokens.completion >= 0 && *tokens.prompt <= max_quantity &&
+          *tokens.completion <= max_quantity) {
+        value = *tokens.prompt + *tokens.completion;
       }
       break;
-    case QuantitySource::kPromptTokens: value = event.prompt_tokens; break;
-    case QuantitySource::kCompletionTokens: value = event.completion_tokens; break;
+    case QuantitySource::kPromptTokens: value = tokens.prompt; break;
+    case QuantitySource::kCompletionTokens: value = tokens.completion; break;
   }
   using Verdict = QuantityCheck::Verdict;
   if (!value) return {Verdict::kMissingUsage, 0};

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -22,9 +23,21 @@ struct QuantityCheck {
   const char* reason() const noexcept;
 };
 
+struct TokenCounts {
+  std::optional<std::int64_t> prompt;
+  std::optional<std::int64_t> completion;
+  std::optional<std::int64_t> total;
+};
+
 // total_tokens falls back to prompt + completion when the host gave only those.
-QuantityCheck billable_quantity(const UsageEvent& event, QuantitySource source,
+QuantityCheck billable_quantity(const TokenCounts& tokens, QuantitySource source,
                                 std::int64_t max_quantity);
+inline QuantityCheck billable_quantity(const UsageEvent& event, QuantitySource source,
+                                       std::int64_t max_quantity) {
+  return billable_quantity(TokenCounts{event.prompt_tokens, event.completion_tokens,
+                                       event.total_tokens},
+                           source, max_quantity);
+}
 
 // `/v1/subscription_items/<encoded si>/usage_records`
 std::string usage_record_path(std::string_view subscription_item_id);
