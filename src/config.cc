@@ -5,6 +5,7 @@
 #include <cerrno>
 #include <cstdint>
 #include <cstdlib>
+#include <iomanip>
 #include <limits>
 #include <locale>
 #include <optional>
@@ -23,7 +24,6 @@ namespace {
 
 constexpr const char* kDefaultEnvironment = "development";
 constexpr const char* kProductionEnvironment = "production";
-constexpr const char* kMode = "usage_records";
 // API version 2025-03-31.basil removed usage records and legacy metered prices.
 constexpr std::string_view kFirstVersionWithoutUsageRecords = "2025-03-31";
 constexpr std::size_t kMaxMetadataKeyLength = 40;  // Stripe's limit for metadata keys
@@ -75,6 +75,7 @@ constexpr IntegerRule kAuthProbeRule{"STRIPE_AUTH_PROBE_S", "seconds", 30, 1, 3'
 
 constexpr double kDefaultTestRateLimit = 25;   // Stripe's test-mode limit is 25 requests/s
 constexpr double kDefaultLiveRateLimit = 100;  // and live mode's 100
+constexpr double kDefaultLiveMeterRateLimit = 1'000;  // live v1 meter events: their own limit
 constexpr double kMaxRateLimit = 10'000;
 constexpr const char* kMemoryOutbox = ":memory:";
 
@@ -287,6 +288,15 @@ constexpr std::pair<const char*, QuantitySource> kQuantityChoices[] = {
     {"total_tokens", QuantitySource::kTotalTokens},
     {"prompt_tokens", QuantitySource::kPromptTokens},
     {"completion_tokens", QuantitySource::kCompletionTokens},
+    {"split", QuantitySource::kSplit},
+    {"cost", QuantitySource::kCost},
+};
+
+constexpr std::pair<const char*, BillingMode> kBillingModeChoices[] = {
+    {"usage_records", BillingMode::kUsageRecords},
+    {"meter_events", BillingMode::kMeterEvents},
+    {"meter_event_stream", BillingMode::kMeterEventStream},
+    {"dual", BillingMode::kDual},
 };
 
 constexpr std::pair<const char*, Durability> kDurabilityChoices[] = {
@@ -332,14 +342,31 @@ std::optional<std::int64_t> check_integer(Problems& problems, const IntegerRule&
   return static_cast<std::int64_t>(value);
 }
 
-// Requests per second: decimal digits with an optional fraction ("25", "12.5", "0.5"), read
-// without the C library so that the host's locale cannot change the decimal point. nullopt when
-// the value is present but not accepted (the problem is recorded); the default when unset.
-std::optional<double> check_rate_limit(Problems& problems, const std::optional<std::string>& raw,
-                                       double default_value) {
+struct DecimalRule {
+  const char* variable;
+  const char* what;      // "a number of requests per second"
+  const char* examples;  // "25 or 12.5"
+  double max;
+  const char* range;     // "(requests per second, over all Stripe requests)"
+};
+
+constexpr DecimalRule kRateLimitRule{"STRIPE_RATE_LIMIT", "a number of requests per second",
+                                     "25 or 12.5", kMaxRateLimit,
+                                     "(requests per second, over all Stripe requests)"};
+constexpr DecimalRule kMeterRateLimitRule{
+    "STRIPE_METER_RATE_LIMIT", "a number of requests per second", "1000 or 12.5", kMaxRateLimit,
+    "(meter event requests per second, live mode)"};
+constexpr DecimalRule kCostMultiplierRule{
+    "STRIPE_COST_MULTIPLIER", "a number of billed units per 1.0 of response_cost", "100 or 0.5",
+    1'000'000, "(100 bills cents of a USD response_cost)"};
+
+// Decimal digits with an optional fraction ("25", "12.5", "0.5"), read without the C library so
+// that the host's locale cannot change the decimal point. nullopt when the value is present but
+// not accepted (the problem is recorded); the default when unset.
+std::optional<double> check_decimal(Problems& problems, const DecimalRule& rule,
+                                    const std::optional<std::string>& raw, double default_value) {
   if (!value_set(raw)) return default_value;
   const std::string& text = *raw;
-  constexpr const char* kVar = "STRIPE_RATE_LIMIT";
   const std::size_t point = text.find('.');
   const std::string_view whole = std::string_view(text).substr(0, point);
   const std::string_view fraction = point == std::string::npos
@@ -349,27 +376,27 @@ std::optional<double> check_rate_limit(Problems& problems, const std::optional<s
   for (char c : whole) shape_ok = shape_ok && is_digit(c);
   for (char c : fraction) shape_ok = shape_ok && is_digit(c);
   if (!shape_ok) {
-    problems.add(std::string(kVar) +
-                 " must be a number of requests per second written with decimal digits and an "
-                 "optional fraction, such as 25 or 12.5; got " +
-                 problems.shown(text));
+    problems.add(std::string(rule.variable) + " must be " + rule.what +
+                 " written with decimal digits and an optional fraction, such as " +
+                 rule.examples + "; got " + problems.shown(text));
     return std::nullopt;
   }
   double value = 0;
   for (char c : whole) {
     value = value * 10 + (c - '0');
-    if (value > kMaxRateLimit) break;  // out of range already; stop before it grows unbounded
+    if (value > rule.max) break;  // out of range already; stop before it grows unbounded
   }
   double scale = 1;
   for (char c : fraction) {
     scale /= 10;
     value += (c - '0') * scale;
   }
-  if (!(value > 0) || value > kMaxRateLimit) {
-    problems.add(std::string(kVar) +
-                 " must be more than 0 and at most 10000 (requests per second, over all Stripe "
-                 "requests); got " +
-                 problems.shown(text));
+  if (!(value > 0) || value > rule.max) {
+    std::ostringstream max;
+    max.imbue(std::locale::classic());
+    max << std::fixed << std::setprecision(0) << rule.max;
+    problems.add(std::string(rule.variable) + " must be more than 0 and at most " + max.str() +
+                 " " + rule.range + "; got " + problems.shown(text));
     return std::nullopt;
   }
   return value;
@@ -450,22 +477,23 @@ bool is_valid_port(std::string_view port) {
   return value >= 1 && value <= 65535;
 }
 
-std::string check_api_base(Problems& problems, const std::optional<std::string>& raw) {
-  if (!value_set(raw)) return kDefaultApiBase;
+// An https URL (plain http for loopback only) of `variable`; `fallback` when unset.
+std::string check_base_url(Problems& problems, const char* kVar, const char* fallback,
+                           const std::optional<std::string>& raw) {
+  if (!value_set(raw)) return fallback;
   const std::string& url = *raw;
-  constexpr const char* kVar = "STRIPE_API_BASE";
+  const std::string example = std::string(" such as ") + fallback;
   for (char c : url) {
     const auto byte = static_cast<unsigned char>(c);
     if (byte <= ' ' || byte >= 0x7f) {
       problems.add(std::string(kVar) + " contains " + describe_byte(c) +
-                   "; it must be a URL such as https://api.stripe.com");
+                   "; it must be a URL" + example);
       return {};
     }
   }
   const std::size_t scheme_end = url.find("://");
   if (scheme_end == std::string::npos) {
-    problems.add(std::string(kVar) +
-                 " must be an absolute URL such as https://api.stripe.com; got " +
+    problems.add(std::string(kVar) + " must be an absolute URL" + example + "; got " +
                  problems.shown(url));
     return {};
   }
@@ -507,7 +535,7 @@ std::string check_api_base(Problems& problems, const std::optional<std::string>&
     has_port = true;
   }
   if (!is_valid_host(host)) {
-    problems.add(std::string(kVar) + " must name a host, as in https://api.stripe.com; got " +
+    problems.add(std::string(kVar) + " must name a host, as in " + fallback + "; got " +
                  problems.shown(url));
     ok = false;
   } else if (has_port && !is_valid_port(port)) {
@@ -554,7 +582,9 @@ bool is_version_shape(std::string_view version) {
   return true;
 }
 
-std::string check_api_version(Problems& problems, const std::optional<std::string>& raw) {
+// `usage_records`: the mode sends usage records, which API 2025-03-31.basil removed.
+std::string check_api_version(Problems& problems, const std::optional<std::string>& raw,
+                              bool usage_records) {
   if (!value_set(raw)) return kDefaultApiVersion;
   const std::string& version = *raw;
   if (!is_version_shape(version)) {
@@ -562,7 +592,8 @@ std::string check_api_version(Problems& problems, const std::optional<std::strin
                  std::string(kDefaultApiVersion) + "); got " + problems.shown(version));
     return {};
   }
-  if (std::string_view(version).substr(0, 10) >= kFirstVersionWithoutUsageRecords) {
+  if (usage_records &&
+      std::string_view(version).substr(0, 10) >= kFirstVersionWithoutUsageRecords) {
     problems.add("STRIPE_API_VERSION " + problems.shown(version) +
                  " is too new for usage records: API version 2025-03-31.basil removed usage "
                  "records and legacy metered prices; pin " +
@@ -575,17 +606,129 @@ std::string check_api_version(Problems& problems, const std::optional<std::strin
 // ---------------------------------------------------------------------------------------------
 // Ids, metadata key, static customer map
 
-std::string check_price_id(Problems& problems, const std::optional<std::string>& raw) {
+std::string in_mode(BillingMode mode) {
+  return std::string(" in STRIPE_BILLING_MODE=") + to_string(mode);
+}
+
+// A price id; `required` names what it bills (empty: optional, checked only when set).
+std::string check_price_id(Problems& problems, const char* variable,
+                           const std::optional<std::string>& raw, BillingMode mode,
+                           const std::string& required) {
   if (!value_set(raw)) {
-    problems.add("STRIPE_PRICE_ID is required: the id of the metered price (price_…) to bill");
+    if (!required.empty()) {
+      problems.add(std::string(variable) + " is required" + in_mode(mode) +
+                   ": the id of the metered price (price_…) " + required);
+    }
     return {};
   }
   if (!is_prefixed_id(*raw, "price_")) {
-    problems.add("STRIPE_PRICE_ID must be price_ followed by letters, digits or '_'; got " +
+    problems.add(std::string(variable) + " must be price_ followed by letters, digits or '_'; got " +
                  problems.shown(*raw));
     return {};
   }
   return *raw;
+}
+
+// A meter's event name: 1 to 100 of [A-Za-z0-9_.:-] (Stripe's limit is 100 characters).
+std::string check_event_name(Problems& problems, const char* variable,
+                             const std::optional<std::string>& raw, BillingMode mode,
+                             const std::string& required) {
+  if (!value_set(raw)) {
+    if (!required.empty()) {
+      problems.add(std::string(variable) + " is required" + in_mode(mode) +
+                   ": the event_name of the billing meter " + required);
+    }
+    return {};
+  }
+  bool ok = raw->size() <= 100;
+  for (char c : *raw) ok = ok && (is_word_char(c) || c == '.' || c == ':' || c == '-');
+  if (!ok) {
+    problems.add(std::string(variable) +
+                 " must be 1 to 100 letters, digits, '_', '.', ':' or '-'; got " +
+                 problems.shown(*raw));
+    return {};
+  }
+  return *raw;
+}
+
+// A meter payload key: 1 to 100 of [A-Za-z0-9_].
+std::string check_payload_key(Problems& problems, const char* variable,
+                              const std::optional<std::string>& raw, const char* fallback) {
+  if (!value_set(raw)) return fallback;
+  if (raw->size() > 100 || !all_word_chars(*raw)) {
+    problems.add(std::string(variable) + " must be 1 to 100 letters, digits or '_'; got " +
+                 problems.shown(*raw));
+    return {};
+  }
+  return *raw;
+}
+
+// What each call bills: one dimension, or prompt and completion for split, each with the price
+// (usage records) and the meter (meters) that bill it.
+std::vector<BilledDimension> check_dimensions(Problems& problems, const Config& config,
+                                              BillingMode mode, QuantitySource quantity) {
+  const bool records = mode == BillingMode::kUsageRecords || mode == BillingMode::kDual;
+  const bool meters = mode != BillingMode::kUsageRecords;
+  const bool split = quantity == QuantitySource::kSplit;
+  std::vector<BilledDimension> dimensions;
+  if (split) {
+    dimensions.push_back({"prompt_tokens", QuantitySource::kPromptTokens, {}, {}, {}});
+    dimensions.push_back({"completion_tokens", QuantitySource::kCompletionTokens, {}, {}, {}});
+  } else {
+    dimensions.push_back({to_string(quantity), quantity, {}, {}, {}});
+  }
+  const std::string price = check_price_id(problems, "STRIPE_PRICE_ID", config.price_id, mode,
+                                           records && !split ? "to bill" : "");
+  const std::string meter = check_event_name(
+      problems, "STRIPE_METER_EVENT_NAME", config.meter_event_name, mode,
+      meters && !split ? "to bill" : "");
+  if (!split) {
+    if (records) dimensions[0].price_id = price;
+    if (meters) dimensions[0].meter_event_name = meter;
+    return dimensions;
+  }
+  if (records) {
+    dimensions[0].price_id =
+        check_price_id(problems, "STRIPE_PROMPT_PRICE_ID", config.prompt_price_id, mode,
+                       "that bills prompt tokens (STRIPE_QUANTITY=split)");
+    dimensions[1].price_id =
+        check_price_id(problems, "STRIPE_COMPLETION_PRICE_ID", config.completion_price_id, mode,
+                       "that bills completion tokens (STRIPE_QUANTITY=split)");
+    if (!dimensions[0].price_id.empty() && dimensions[0].price_id == dimensions[1].price_id) {
+      problems.add("STRIPE_PROMPT_PRICE_ID and STRIPE_COMPLETION_PRICE_ID must differ "
+                   "(STRIPE_QUANTITY=split bills them on two subscription items)");
+    }
+  }
+  if (meters) {
+    const bool two_meters =
+        value_set(config.prompt_meter_event_name) || value_set(config.completion_meter_event_name);
+    if (two_meters) {
+      dimensions[0].meter_event_name = check_event_name(
+          problems, "STRIPE_PROMPT_METER_EVENT_NAME", config.prompt_meter_event_name, mode,
+          "that counts prompt tokens (set both split meters, or neither and one "
+          "STRIPE_METER_EVENT_NAME with a token type)");
+      dimensions[1].meter_event_name = check_event_name(
+          problems, "STRIPE_COMPLETION_METER_EVENT_NAME", config.completion_meter_event_name, mode,
+          "that counts completion tokens (set both split meters, or neither and one "
+          "STRIPE_METER_EVENT_NAME with a token type)");
+      if (!dimensions[0].meter_event_name.empty() &&
+          dimensions[0].meter_event_name == dimensions[1].meter_event_name) {
+        problems.add("STRIPE_PROMPT_METER_EVENT_NAME and STRIPE_COMPLETION_METER_EVENT_NAME must "
+                     "differ; to bill both on one meter, set only STRIPE_METER_EVENT_NAME");
+      }
+    } else {
+      if (meter.empty() && !value_set(config.meter_event_name)) {
+        problems.add("STRIPE_METER_EVENT_NAME is required" + in_mode(mode) +
+                     " with STRIPE_QUANTITY=split, unless STRIPE_PROMPT_METER_EVENT_NAME and "
+                     "STRIPE_COMPLETION_METER_EVENT_NAME name two meters");
+      }
+      dimensions[0].meter_event_name = meter;
+      dimensions[1].meter_event_name = meter;
+      dimensions[0].token_type = "input";
+      dimensions[1].token_type = "output";
+    }
+  }
+  return dimensions;
 }
 
 std::string check_metadata_key(Problems& problems, const std::optional<std::string>& raw) {
@@ -645,6 +788,43 @@ std::map<std::string, StaticTarget> check_customer_map(Problems& problems,
   return map;
 }
 
+// A subscription item in the map bills one price through usage records; meters need the customer.
+void check_map_targets(Problems& problems, const std::map<std::string, StaticTarget>& map,
+                       BillingMode mode, QuantitySource quantity) {
+  std::string why;
+  if (mode != BillingMode::kUsageRecords) {
+    why = in_mode(mode).substr(1) + " bills meters, which need the customer";
+  } else if (quantity == QuantitySource::kSplit) {
+    why = "STRIPE_QUANTITY=split bills two subscription items, found from the customer";
+  }
+  if (why.empty()) return;
+  for (const auto& [key, target] : map) {
+    if (!target.subscription_item_id.empty()) {
+      problems.add("STRIPE_CUSTOMER_MAP maps " + problems.shown(key) + " to a subscription item (" +
+                   target.subscription_item_id + "); " + why + ": map it to its cus_… instead");
+    }
+  }
+}
+
+void check_distinct_payload_keys(Problems& problems, const FinalizedConfig& config) {
+  if (!config.uses_meters()) return;
+  std::map<std::string, std::string> used;
+  const std::pair<const char*, const std::string*> keys[] = {
+      {"STRIPE_METER_CUSTOMER_KEY", &config.meter_customer_key()},
+      {"STRIPE_METER_VALUE_KEY", &config.meter_value_key()},
+      {"STRIPE_METER_TOKEN_TYPE_KEY", &config.meter_token_type_key()},
+      {"STRIPE_METER_MODEL_KEY", &config.meter_model_key()},
+  };
+  for (const auto& [variable, key] : keys) {
+    if (key->empty()) continue;
+    auto [it, inserted] = used.emplace(*key, variable);
+    if (!inserted) {
+      problems.add(std::string(variable) + " and " + it->second + " are both " +
+                   problems.shown(*key) + "; each meter payload key must be different");
+    }
+  }
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------
@@ -670,8 +850,33 @@ const char* to_string(QuantitySource value) noexcept {
       return "prompt_tokens";
     case QuantitySource::kCompletionTokens:
       return "completion_tokens";
+    case QuantitySource::kSplit:
+      return "split";
+    case QuantitySource::kCost:
+      return "cost";
   }
   return "unknown";
+}
+
+const char* to_string(BillingMode value) noexcept {
+  switch (value) {
+    case BillingMode::kUsageRecords:
+      return "usage_records";
+    case BillingMode::kMeterEvents:
+      return "meter_events";
+    case BillingMode::kMeterEventStream:
+      return "meter_event_stream";
+    case BillingMode::kDual:
+      return "dual";
+  }
+  return "unknown";
+}
+
+const BilledDimension* FinalizedConfig::dimension(const std::string& name) const noexcept {
+  for (const BilledDimension& dimension : dimensions_) {
+    if (dimension.name == name) return &dimension;
+  }
+  return nullptr;
 }
 
 const char* to_string(Durability value) noexcept {
@@ -695,6 +900,7 @@ EnvLookup process_environment() {
 const std::vector<std::string>& config_variable_names() {
   static const std::vector<std::string> names = {
       "STRIPE_API_KEY",
+      "STRIPE_BILLING_MODE",
       "STRIPE_PRICE_ID",
       "STRIPE_CHARGE_BY",
       "STRIPE_API_BASE",
@@ -702,6 +908,18 @@ const std::vector<std::string>& config_variable_names() {
       "ENVIRONMENT",
       "STRIPE_QUANTITY",
       "STRIPE_MAX_QUANTITY",
+      "STRIPE_PROMPT_PRICE_ID",
+      "STRIPE_COMPLETION_PRICE_ID",
+      "STRIPE_COST_MULTIPLIER",
+      "STRIPE_METER_EVENT_NAME",
+      "STRIPE_PROMPT_METER_EVENT_NAME",
+      "STRIPE_COMPLETION_METER_EVENT_NAME",
+      "STRIPE_METER_CUSTOMER_KEY",
+      "STRIPE_METER_VALUE_KEY",
+      "STRIPE_METER_TOKEN_TYPE_KEY",
+      "STRIPE_METER_MODEL_KEY",
+      "STRIPE_METER_STREAM_BASE",
+      "STRIPE_METER_RATE_LIMIT",
       "STRIPE_CUSTOMER_METADATA_KEY",
       "STRIPE_CUSTOMER_MAP",
       "STRIPE_LOOKUP_CACHE_TTL",
@@ -733,6 +951,7 @@ Config config_from_env(const EnvLookup& env) {
   };
   Config config;
   config.api_key = read("STRIPE_API_KEY");
+  config.billing_mode = read("STRIPE_BILLING_MODE");
   config.price_id = read("STRIPE_PRICE_ID");
   config.charge_by = read("STRIPE_CHARGE_BY");
   config.api_base = read("STRIPE_API_BASE");
@@ -740,6 +959,18 @@ Config config_from_env(const EnvLookup& env) {
   config.environment = read("ENVIRONMENT");
   config.quantity = read("STRIPE_QUANTITY");
   config.max_quantity = read("STRIPE_MAX_QUANTITY");
+  config.prompt_price_id = read("STRIPE_PROMPT_PRICE_ID");
+  config.completion_price_id = read("STRIPE_COMPLETION_PRICE_ID");
+  config.cost_multiplier = read("STRIPE_COST_MULTIPLIER");
+  config.meter_event_name = read("STRIPE_METER_EVENT_NAME");
+  config.prompt_meter_event_name = read("STRIPE_PROMPT_METER_EVENT_NAME");
+  config.completion_meter_event_name = read("STRIPE_COMPLETION_METER_EVENT_NAME");
+  config.meter_customer_key = read("STRIPE_METER_CUSTOMER_KEY");
+  config.meter_value_key = read("STRIPE_METER_VALUE_KEY");
+  config.meter_token_type_key = read("STRIPE_METER_TOKEN_TYPE_KEY");
+  config.meter_model_key = read("STRIPE_METER_MODEL_KEY");
+  config.meter_stream_base = read("STRIPE_METER_STREAM_BASE");
+  config.meter_rate_limit = read("STRIPE_METER_RATE_LIMIT");
   config.customer_metadata_key = read("STRIPE_CUSTOMER_METADATA_KEY");
   config.customer_map = read("STRIPE_CUSTOMER_MAP");
   config.lookup_cache_ttl = read("STRIPE_LOOKUP_CACHE_TTL");
@@ -770,14 +1001,38 @@ Expected<FinalizedConfig> finalize_config(const Config& config) {
   KeyCheck key = check_api_key(problems, config.api_key, config.environment);
   out.api_key_ = std::move(key.key);
   out.live_mode_ = key.live;
-  out.price_id_ = check_price_id(problems, config.price_id);
+  out.billing_mode_ =
+      check_choice(problems, "STRIPE_BILLING_MODE", config.billing_mode, kBillingModeChoices);
   out.charge_by_ = check_choice(problems, "STRIPE_CHARGE_BY", config.charge_by, kChargeByChoices);
-  out.api_base_ = check_api_base(problems, config.api_base);
-  out.api_version_ = check_api_version(problems, config.api_version);
+  out.api_base_ = check_base_url(problems, "STRIPE_API_BASE", kDefaultApiBase, config.api_base);
+  out.api_version_ =
+      check_api_version(problems, config.api_version, out.uses_usage_records());
   out.quantity_source_ =
       check_choice(problems, "STRIPE_QUANTITY", config.quantity, kQuantityChoices);
+  out.dimensions_ = check_dimensions(problems, config, out.billing_mode_, out.quantity_source_);
+  out.price_id_ = out.dimensions_.front().price_id;
   out.customer_metadata_key_ = check_metadata_key(problems, config.customer_metadata_key);
   out.customer_map_ = check_customer_map(problems, config.customer_map);
+  check_map_targets(problems, out.customer_map_, out.billing_mode_, out.quantity_source_);
+  const auto cost_multiplier = check_decimal(problems, kCostMultiplierRule,
+                                             config.cost_multiplier, 100);
+  out.meter_customer_key_ = check_payload_key(problems, "STRIPE_METER_CUSTOMER_KEY",
+                                              config.meter_customer_key, kDefaultMeterCustomerKey);
+  out.meter_value_key_ = check_payload_key(problems, "STRIPE_METER_VALUE_KEY",
+                                           config.meter_value_key, kDefaultMeterValueKey);
+  out.meter_token_type_key_ =
+      check_payload_key(problems, "STRIPE_METER_TOKEN_TYPE_KEY", config.meter_token_type_key,
+                        kDefaultMeterTokenTypeKey);
+  out.meter_model_key_ =
+      check_payload_key(problems, "STRIPE_METER_MODEL_KEY", config.meter_model_key, "");
+  check_distinct_payload_keys(problems, out);
+  out.meter_stream_base_ = check_base_url(problems, "STRIPE_METER_STREAM_BASE",
+                                          kDefaultMeterStreamBase, config.meter_stream_base);
+  // Live meter events have their own limit (1,000/s); in test mode they count toward the
+  // general one, so by default they share its bucket (0).
+  const auto meter_rate_limit = check_decimal(problems, kMeterRateLimitRule,
+                                              config.meter_rate_limit,
+                                              out.live_mode_ ? kDefaultLiveMeterRateLimit : 0);
 
   const auto max_quantity = check_integer(problems, kMaxQuantityRule, config.max_quantity);
   const auto cache_ttl = check_integer(problems, kLookupCacheTtlRule, config.lookup_cache_ttl);
@@ -800,8 +1055,9 @@ Expected<FinalizedConfig> finalize_config(const Config& config) {
       check_integer(problems, kMaxDeliveryAgeRule, config.max_delivery_age_s);
   // The default depends on the key's mode, known above (a refused key counts as test mode; the
   // configuration is refused anyway).
-  const auto rate_limit = check_rate_limit(
-      problems, config.rate_limit, out.live_mode_ ? kDefaultLiveRateLimit : kDefaultTestRateLimit);
+  const auto rate_limit = check_decimal(
+      problems, kRateLimitRule, config.rate_limit,
+      out.live_mode_ ? kDefaultLiveRateLimit : kDefaultTestRateLimit);
   const auto sender_threads = check_integer(problems, kSenderThreadsRule, config.sender_threads);
   const auto park_retry = check_integer(problems, kParkRetryRule, config.park_retry_s);
   const auto ledger_retention =
@@ -821,6 +1077,8 @@ Expected<FinalizedConfig> finalize_config(const Config& config) {
   if (!problems.empty()) return problems.to_error();
 
   out.max_quantity_ = *max_quantity;
+  out.cost_multiplier_ = *cost_multiplier;
+  out.meter_rate_limit_ = *meter_rate_limit;
   out.lookup_cache_ttl_ = std::chrono::seconds(*cache_ttl);
   out.lookup_miss_ttl_ = std::chrono::seconds(*miss_ttl);
   out.connect_timeout_ = std::chrono::milliseconds(*connect_timeout);
@@ -849,8 +1107,22 @@ std::string FinalizedConfig::summary() const {
   const std::string outbox = !key.empty() && outbox_path_.find(key) != std::string::npos
                                  ? std::string("(redacted)")
                                  : outbox_path_;
-  return std::string("mode=") + kMode + " key=" + api_key_.redacted() +
-         (live_mode_ ? " (live)" : " (test)") + " price=" + price_id_ +
+  std::string billed;
+  const auto describe = [](const BilledDimension& dimension) {
+    std::string text;
+    if (!dimension.price_id.empty()) text += " price=" + dimension.price_id;
+    if (!dimension.meter_event_name.empty()) text += " meter=" + dimension.meter_event_name;
+    if (!dimension.token_type.empty()) text += "[" + dimension.token_type + "]";
+    return text;
+  };
+  if (quantity_source_ != QuantitySource::kTotalTokens) {
+    billed += std::string(" quantity=") + to_string(quantity_source_);
+  }
+  for (const BilledDimension& dimension : dimensions_) {
+    billed += (dimensions_.size() > 1 ? " " + dimension.name + ":" : "") + describe(dimension);
+  }
+  return std::string("mode=") + to_string(billing_mode_) + " key=" + api_key_.redacted() +
+         (live_mode_ ? " (live)" : " (test)") + billed +
          " charge_by=" + to_string(charge_by_) + " api_base=" + api_base_ +
          " api_version=" + api_version_ + " durability=" + to_string(durability_) +
          " outbox=" + outbox + " window=" + std::to_string(aggregation_window_.count()) +

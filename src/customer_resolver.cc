@@ -38,31 +38,41 @@ CustomerResolver::CustomerResolver(const StripeClient& client, const FinalizedCo
                                    std::shared_ptr<Clock> clock)
     : client_(client), config_(config), clock_(std::move(clock)) {}
 
-Expected<BillingTarget> CustomerResolver::resolve(const std::string& customer_key) {
+Expected<BillingTarget> CustomerResolver::resolve(const std::string& customer_key,
+                                                  const std::string& price_id) {
   if (auto it = config_.customer_map().find(customer_key);
       it != config_.customer_map().end() && !it->second.subscription_item_id.empty()) {
     ++hits_;
     return BillingTarget{it->second.customer_id, it->second.subscription_item_id, 0, 0};
   }
-  {
-    std::lock_guard lock(mutex_);
-    auto it = cache_.find(customer_key);
-    if (it != cache_.end() && it->second.expires > clock_->now()) {
-      ++hits_;
-      if (it->second.target) return *it->second.target;
-      return not_found(it->second.not_found_code, "no Stripe customer or item (cached)");
-    }
-  }
+  if (auto cached = cached_entry(cache_key(customer_key, price_id))) return std::move(*cached);
   ++misses_;
-  return look_up(customer_key);
+  auto customer = price_id.empty() ? look_up_customer(customer_key) : resolve(customer_key, "");
+  if (!customer || price_id.empty()) return customer;
+  return look_up_item(customer_key, customer->customer_id, price_id);
 }
 
-void CustomerResolver::invalidate(const std::string& customer_key) {
+void CustomerResolver::invalidate(const std::string& customer_key, const std::string& price_id) {
   std::lock_guard lock(mutex_);
-  cache_.erase(customer_key);
+  cache_.erase(cache_key(customer_key, price_id));
 }
 
-Expected<BillingTarget> CustomerResolver::look_up(const std::string& customer_key) {
+std::string CustomerResolver::cache_key(const std::string& customer_key,
+                                        const std::string& price_id) {
+  return price_id + '\n' + customer_key;
+}
+
+std::optional<Expected<BillingTarget>> CustomerResolver::cached_entry(const std::string& key) {
+  std::lock_guard lock(mutex_);
+  auto it = cache_.find(key);
+  if (it == cache_.end() || it->second.expires <= clock_->now()) return std::nullopt;
+  ++hits_;
+  if (it->second.target) return Expected<BillingTarget>(*it->second.target);
+  return Expected<BillingTarget>(
+      not_found(it->second.not_found_code, "no Stripe customer or item (cached)"));
+}
+
+Expected<BillingTarget> CustomerResolver::look_up_customer(const std::string& customer_key) {
   std::string customer_id;
   if (auto it = config_.customer_map().find(customer_key); it != config_.customer_map().end()) {
     customer_id = it->second.customer_id;
@@ -77,26 +87,35 @@ Expected<BillingTarget> CustomerResolver::look_up(const std::string& customer_ke
     auto found = search_customer(customer_key);
     if (!found) {
       if (found.error().code == ErrorCode::kCustomerNotFound) {
-        remember(customer_key, Entry{std::nullopt, ErrorCode::kCustomerNotFound,
-                                     clock_->now() + config_.lookup_miss_ttl()});
+        remember(cache_key(customer_key, ""),
+                 Entry{std::nullopt, ErrorCode::kCustomerNotFound,
+                       clock_->now() + config_.lookup_miss_ttl()});
       }
       return std::move(found).error();
     }
     customer_id = std::move(found.value());
   }
+  BillingTarget target{customer_id, "", 0, 0};
+  remember(cache_key(customer_key, ""),
+           Entry{target, ErrorCode::kCustomerNotFound, clock_->now() + config_.lookup_cache_ttl()});
+  return target;
+}
 
-  auto item = find_subscription_item(customer_id);
+Expected<BillingTarget> CustomerResolver::look_up_item(const std::string& customer_key,
+                                                       const std::string& customer_id,
+                                                       const std::string& price_id) {
+  auto item = find_subscription_item(customer_id, price_id);
   if (!item) {
     if (item.error().code == ErrorCode::kSubscriptionItemNotFound) {
-      remember(customer_key, Entry{std::nullopt, ErrorCode::kSubscriptionItemNotFound,
-                                   clock_->now() + config_.lookup_miss_ttl()});
+      remember(cache_key(customer_key, price_id),
+               Entry{std::nullopt, ErrorCode::kSubscriptionItemNotFound,
+                     clock_->now() + config_.lookup_miss_ttl()});
     }
     return std::move(item).error();
   }
-  BillingTarget target = std::move(item.value());
-  remember(customer_key, Entry{target, ErrorCode::kCustomerNotFound,
-                               clock_->now() + config_.lookup_cache_ttl()});
-  return target;
+  remember(cache_key(customer_key, price_id),
+           Entry{*item, ErrorCode::kCustomerNotFound, clock_->now() + config_.lookup_cache_ttl()});
+  return item;
 }
 
 Expected<std::string> CustomerResolver::search_customer(const std::string& customer_key) {
@@ -120,10 +139,11 @@ Expected<std::string> CustomerResolver::search_customer(const std::string& custo
   return first["id"].get<std::string>();
 }
 
-Expected<BillingTarget> CustomerResolver::find_subscription_item(const std::string& customer_id) {
+Expected<BillingTarget> CustomerResolver::find_subscription_item(const std::string& customer_id,
+                                                                 const std::string& price_id) {
   ++requests_;
   auto response = client_.get("/v1/subscriptions", {{"customer", customer_id},
-                                                    {"price", config_.price_id()},
+                                                    {"price", price_id},
                                                     {"status", "active"},
                                                     {"limit", "10"}});
   if (!response) return std::move(response).error();
@@ -134,8 +154,8 @@ Expected<BillingTarget> CustomerResolver::find_subscription_item(const std::stri
     for (const auto& item : items) {
       if (!item.is_object() || !item.contains("price") || !item.contains("id")) continue;
       const auto& price = item["price"];
-      const bool matches = (price.is_object() && price.value("id", "") == config_.price_id()) ||
-                           (price.is_string() && price.get<std::string>() == config_.price_id());
+      const bool matches = (price.is_object() && price.value("id", "") == price_id) ||
+                           (price.is_string() && price.get<std::string>() == price_id);
       if (!matches || !item["id"].is_string()) continue;
       // Before API 2025-03-31 the period lives on the subscription; later, on the item.
       auto period = [&](const char* name) -> std::int64_t {
@@ -151,7 +171,7 @@ Expected<BillingTarget> CustomerResolver::find_subscription_item(const std::stri
   }
   return not_found(ErrorCode::kSubscriptionItemNotFound,
                    "customer " + customer_id + " has no active subscription item on price " +
-                       config_.price_id());
+                       price_id);
 }
 
 void CustomerResolver::remember(const std::string& key, Entry entry) {

@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <unordered_map>
 
@@ -35,11 +36,13 @@ class CustomerResolver {
   CustomerResolver(const StripeClient& client, const FinalizedConfig& config,
                    std::shared_ptr<Clock> clock);
 
-  // Errors: kCustomerNotFound, kSubscriptionItemNotFound, kMissingCustomer (a key that no Stripe
-  // metadata value can equal: over 500 bytes or not UTF-8), or the Stripe/network error.
-  Expected<BillingTarget> resolve(const std::string& customer_key);
-  // Forget what is cached for the key (after Stripe said the item is gone).
-  void invalidate(const std::string& customer_key);
+  // The customer and its subscription item on `price_id`; with an empty price id only the
+  // customer (meters need nothing else). Errors: kCustomerNotFound, kSubscriptionItemNotFound,
+  // kMissingCustomer (a key that no Stripe metadata value can equal: over 500 bytes or not
+  // UTF-8), or the Stripe/network error.
+  Expected<BillingTarget> resolve(const std::string& customer_key, const std::string& price_id);
+  // Forget what is cached for the key and price (after Stripe said the item is gone).
+  void invalidate(const std::string& customer_key, const std::string& price_id);
 
   std::uint64_t hits() const noexcept { return hits_; }
   std::uint64_t misses() const noexcept { return misses_; }
@@ -52,9 +55,15 @@ class CustomerResolver {
     TimePoint expires;
   };
 
-  Expected<BillingTarget> look_up(const std::string& customer_key);
+  static std::string cache_key(const std::string& customer_key, const std::string& price_id);
+  std::optional<Expected<BillingTarget>> cached_entry(const std::string& key);
+  Expected<BillingTarget> look_up_customer(const std::string& customer_key);
+  Expected<BillingTarget> look_up_item(const std::string& customer_key,
+                                       const std::string& customer_id,
+                                       const std::string& price_id);
   Expected<std::string> search_customer(const std::string& customer_key);
-  Expected<BillingTarget> find_subscription_item(const std::string& customer_id);
+  Expected<BillingTarget> find_subscription_item(const std::string& customer_id,
+                                                 const std::string& price_id);
   void remember(const std::string& key, Entry entry);
 
   const StripeClient& client_;

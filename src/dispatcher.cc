@@ -7,6 +7,7 @@
 
 #include <spdlog/logger.h>
 
+#include "meter_event.h"
 #include "usage_record.h"
 
 namespace stripe_billing {
@@ -16,11 +17,6 @@ constexpr int kEventsPerRound = 10'000;
 constexpr int kBatchesPerRound = 1'000;
 constexpr auto kIdleRound = std::chrono::milliseconds(1000);
 constexpr std::int64_t kPruneEveryMs = 3'600'000;
-
-// The events of one customer key, in the order the outbox returned them.
-struct KeyGroup {
-  std::vector<StoredEvent> events;
-};
 
 std::vector<std::int64_t> ids_of(const std::vector<StoredEvent>& events) {
   std::vector<std::int64_t> ids;
@@ -32,18 +28,19 @@ std::vector<std::int64_t> ids_of(const std::vector<StoredEvent>& events) {
 }  // namespace
 
 Dispatcher::Dispatcher(const FinalizedConfig& config, Outbox& outbox, const StripeClient& client,
-                       CustomerResolver& resolver, Metrics& metrics,
+                       MeterEventStream* stream, CustomerResolver& resolver, Metrics& metrics,
                        std::shared_ptr<spdlog::logger> log, std::shared_ptr<Clock> clock)
     : config_(config),
       outbox_(outbox),
       client_(client),
+      stream_(stream),
       resolver_(resolver),
       metrics_(metrics),
       log_(std::move(log)),
       clock_(std::move(clock)) {
   retry_policy_.max_backoff = config_.max_backoff();
   if (config_.aggregation_window().count() > 0) {
-    if (auto targets = outbox_.open_targets()) {
+    if (auto targets = outbox_.open_targets(Sink::kUsageRecord)) {
       open_targets_.insert(targets->begin(), targets->end());
     }
   }
@@ -179,105 +176,232 @@ std::int64_t Dispatcher::batch_pending_events(std::int64_t now, bool force) {
     log_->error("stripe_billing cannot read pending events: {}", events.error().message);
     return 0;
   }
-  std::vector<std::string> order;
-  std::map<std::string, KeyGroup> groups;
-  for (StoredEvent& event : *events) {
-    auto [it, inserted] = groups.try_emplace(event.customer_key);
-    if (inserted) order.push_back(event.customer_key);
-    it->second.events.push_back(std::move(event));
-  }
-  const std::int64_t window_ms = config_.aggregation_window().count();
   std::int64_t next_ready = 0;
-  for (const std::string& key : order) {
-    auto& group = groups[key].events;
-    auto target = resolver_.resolve(key);
-    if (target && target->period_end > 0) {
-      const bool stale = std::any_of(group.begin(), group.end(), [&](const StoredEvent& e) {
-        return e.event_time >= target->period_end;
-      });
+  std::vector<NewBatch> batches;
+  std::vector<BatchMember> stream_members;
+  std::vector<StoredEvent> stream_events;
+  for (Group& group : group_events(std::move(*events))) {
+    if (group.dimension == nullptr) {
+      // Stored under a dimension this configuration no longer bills (STRIPE_QUANTITY changed).
+      metrics_.count_reason("dimension_not_configured", group.events.size());
+      outbox_.kill_events(ids_of(group.events), "dimension_not_configured");
+      continue;
+    }
+    const bool records = group.sink == Sink::kUsageRecord;
+    const std::string& price = records ? group.dimension->price_id : std::string();
+    auto target = resolver_.resolve(group.customer_key, price);
+    if (records && target && target->period_end > 0) {
+      const bool stale = std::any_of(group.events.begin(), group.events.end(),
+                                     [&](const StoredEvent& e) {
+                                       return e.event_time >= target->period_end;
+                                     });
       if (stale) {
-        resolver_.invalidate(key);
-        target = resolver_.resolve(key);
+        resolver_.invalidate(group.customer_key, price);
+        target = resolver_.resolve(group.customer_key, price);
       }
     }
     if (!target) {
-      const Error& error = target.error();
-      const auto ids = ids_of(group);
-      if (error.code == ErrorCode::kCustomerNotFound ||
-          error.code == ErrorCode::kSubscriptionItemNotFound) {
-        const auto retry_ms =
-            std::chrono::duration_cast<std::chrono::milliseconds>(config_.park_retry()).count();
-        metrics_.count_reason(to_string(error.code), ids.size());
-        outbox_.park(ids, to_string(error.code), now + retry_ms);
-        log_->warn("stripe_billing parked {} events of customer {}: {}", ids.size(), log_safe(key),
-                   error.message);
-        continue;
+      if (!handle_lookup_failure(group, target.error(), now)) {
+        persist_and_queue(std::move(batches), now);
+        return lookup_retry_ms_;
       }
-      if (error.code == ErrorCode::kMissingCustomer) {
-        metrics_.count_reason("invalid_customer_key", ids.size());
-        outbox_.kill_events(ids, "invalid_customer_key");
-        continue;
-      }
-      const Classification classification = classify(Expected<StripeResponse>(error));
-      if (classification.outcome == Outcome::kPause) {
-        pause_for_auth(classification.reason);
-        return 0;
-      }
-      // Stripe or the network is failing: leave everything pending and back off.
-      lookup_failures_ = std::min(lookup_failures_ + 1, 30);
-      lookup_retry_ms_ = now + backoff(lookup_failures_).count();
-      log_->warn("stripe_billing customer lookup failed ({}), retrying in {} ms",
-                 error.to_string(), lookup_retry_ms_ - now);
-      return lookup_retry_ms_;
+      continue;
     }
     lookup_failures_ = 0;
-    const std::string& item = target->subscription_item_id;
-    if (window_ms > 0) {
-      {
-        std::lock_guard lock(mutex_);
-        if (open_targets_.count(item) != 0) continue;
-      }
-      const std::int64_t oldest = group.front().accepted_at_ms;
-      if (!force && oldest + window_ms > now) {
-        next_ready = next_ready == 0 ? oldest + window_ms : std::min(next_ready, oldest + window_ms);
-        continue;
-      }
-    }
-    // One batch per billing period (events before the item's current period stay apart), or one
-    // per event when there is no window.
-    std::vector<std::vector<StoredEvent>> batches;
-    if (window_ms == 0) {
-      for (auto& event : group) batches.push_back({std::move(event)});
+    if (records) {
+      plan_usage_records(group, *target, now, force, next_ready, batches);
     } else {
-      std::vector<StoredEvent> current, earlier;
-      for (auto& event : group) {
-        (event.event_time < target->period_start ? earlier : current).push_back(std::move(event));
-      }
-      for (auto* part : {&earlier, &current}) {
-        if (!part->empty()) batches.push_back(std::move(*part));
-      }
-    }
-    for (const auto& part : batches) {
-      std::int64_t quantity = 0;
-      std::int64_t timestamp = 0;
-      for (const auto& event : part) {
-        quantity += event.quantity;
-        timestamp = std::max(timestamp, event.event_time);
-      }
-      auto batch = outbox_.create_batch(item, target->customer_id, key, quantity, timestamp,
-                                        ids_of(part), now);
-      if (!batch) {
-        log_->error("stripe_billing cannot create a batch: {}", batch.error().message);
-        continue;
-      }
-      std::lock_guard lock(mutex_);
-      if (window_ms > 0) open_targets_.insert(item);
-      claimed_.insert(batch->id);
-      ready_.push_back(std::move(batch.value()));
-      sender_wake_.notify_one();
+      plan_meter_events(group, *target, now, batches, stream_members, stream_events);
     }
   }
+  plan_stream_batches(stream_members, stream_events, now, force, next_ready, batches);
+  persist_and_queue(std::move(batches), now);
   return next_ready;
+}
+
+std::vector<Dispatcher::Group> Dispatcher::group_events(std::vector<StoredEvent> events) {
+  std::vector<Group> groups;
+  std::map<std::string, std::size_t> index;
+  for (StoredEvent& event : events) {
+    const std::string key = std::to_string(static_cast<int>(event.sink)) + '\n' + event.dimension +
+                            '\n' + event.customer_key;
+    auto [it, inserted] = index.try_emplace(key, groups.size());
+    if (inserted) {
+      groups.push_back(
+          Group{event.sink, config_.dimension(event.dimension), event.customer_key, {}});
+    }
+    groups[it->second].events.push_back(std::move(event));
+  }
+  return groups;
+}
+
+bool Dispatcher::handle_lookup_failure(const Group& group, const Error& error, std::int64_t now) {
+  const auto ids = ids_of(group.events);
+  if (error.code == ErrorCode::kCustomerNotFound ||
+      error.code == ErrorCode::kSubscriptionItemNotFound) {
+    const auto retry_ms =
+        std::chrono::duration_cast<std::chrono::milliseconds>(config_.park_retry()).count();
+    metrics_.count_reason(to_string(error.code), ids.size());
+    outbox_.park(ids, to_string(error.code), now + retry_ms);
+    log_->warn("stripe_billing parked {} events of customer {}: {}", ids.size(),
+               log_safe(group.customer_key), error.message);
+    return true;
+  }
+  if (error.code == ErrorCode::kMissingCustomer) {
+    metrics_.count_reason("invalid_customer_key", ids.size());
+    outbox_.kill_events(ids, "invalid_customer_key");
+    return true;
+  }
+  const Classification classification = classify(Expected<StripeResponse>(error));
+  if (classification.outcome == Outcome::kPause) {
+    pause_for_auth(classification.reason);
+    lookup_retry_ms_ = 0;
+    return false;
+  }
+  // Stripe or the network is failing: leave everything pending and back off.
+  lookup_failures_ = std::min(lookup_failures_ + 1, 30);
+  lookup_retry_ms_ = now + backoff(lookup_failures_).count();
+  log_->warn("stripe_billing customer lookup failed ({}), retrying in {} ms", error.to_string(),
+             lookup_retry_ms_ - now);
+  return false;
+}
+
+void Dispatcher::plan_usage_records(Group& group, const BillingTarget& target, std::int64_t now,
+                                    bool force, std::int64_t& next_ready,
+                                    std::vector<NewBatch>& out) {
+  const std::int64_t window_ms = config_.aggregation_window().count();
+  const std::string& item = target.subscription_item_id;
+  if (window_ms > 0) {
+    {
+      std::lock_guard lock(mutex_);
+      if (open_targets_.count(item) != 0) return;
+    }
+    for (const NewBatch& planned : out) {
+      if (planned.batch.sink == Sink::kUsageRecord && planned.batch.target == item) return;
+    }
+    const std::int64_t oldest = group.events.front().accepted_at_ms;
+    if (!force && oldest + window_ms > now) {
+      next_ready = next_ready == 0 ? oldest + window_ms : std::min(next_ready, oldest + window_ms);
+      return;
+    }
+  }
+  // One batch per billing period (events before the item's current period stay apart), or one
+  // per event when there is no window.
+  std::vector<std::vector<StoredEvent>> parts;
+  if (window_ms == 0) {
+    for (auto& event : group.events) parts.push_back({std::move(event)});
+  } else {
+    std::vector<StoredEvent> current, earlier;
+    for (auto& event : group.events) {
+      (event.event_time < target.period_start ? earlier : current).push_back(std::move(event));
+    }
+    for (auto* part : {&earlier, &current}) {
+      if (!part->empty()) parts.push_back(std::move(*part));
+    }
+  }
+  for (const auto& part : parts) {
+    NewBatch planned;
+    planned.batch.sink = Sink::kUsageRecord;
+    planned.batch.target = item;
+    planned.batch.customer_id = target.customer_id;
+    planned.batch.customer_key = group.customer_key;
+    for (const auto& event : part) {
+      planned.batch.quantity += event.quantity;
+      planned.batch.timestamp = std::max(planned.batch.timestamp, event.event_time);
+      planned.members.push_back({event.id, target.customer_id});
+    }
+    out.push_back(std::move(planned));
+  }
+}
+
+void Dispatcher::plan_meter_events(Group& group, const BillingTarget& target, std::int64_t now,
+                                   std::vector<NewBatch>& out, std::vector<BatchMember>& stream,
+                                   std::vector<StoredEvent>& stream_events) {
+  const std::int64_t oldest_allowed = now / 1000 - kMeterEventMaxAgeSeconds;
+  std::vector<std::int64_t> too_old;
+  for (StoredEvent& event : group.events) {
+    if (event.event_time < oldest_allowed) {
+      too_old.push_back(event.id);
+      continue;
+    }
+    if (config_.billing_mode() == BillingMode::kMeterEventStream) {
+      stream.push_back({event.id, target.customer_id});
+      stream_events.push_back(std::move(event));
+      continue;
+    }
+    NewBatch planned;
+    planned.batch.sink = Sink::kMeterEvent;
+    planned.batch.target = group.dimension->meter_event_name + " " + target.customer_id;
+    planned.batch.customer_id = target.customer_id;
+    planned.batch.customer_key = group.customer_key;
+    planned.batch.quantity = event.quantity;
+    planned.batch.timestamp = event.event_time;
+    planned.members.push_back({event.id, target.customer_id});
+    out.push_back(std::move(planned));
+  }
+  if (!too_old.empty()) {
+    // Stripe refuses meter events older than 35 days: kept for an operator, never sent.
+    metrics_.count_reason("meter_timestamp_too_old", too_old.size());
+    outbox_.park(too_old, "meter_timestamp_too_old", std::nullopt);
+    log_->warn("stripe_billing parked {} meter events of customer {}: older than the 35 days "
+               "Stripe accepts",
+               too_old.size(), log_safe(group.customer_key));
+  }
+}
+
+void Dispatcher::plan_stream_batches(std::vector<BatchMember>& members,
+                                     std::vector<StoredEvent>& events, std::int64_t now,
+                                     bool force, std::int64_t& next_ready,
+                                     std::vector<NewBatch>& out) {
+  if (members.empty()) return;
+  const std::int64_t window_ms = config_.aggregation_window().count();
+  std::int64_t oldest = events.front().accepted_at_ms;
+  for (const StoredEvent& event : events) oldest = std::min(oldest, event.accepted_at_ms);
+  const bool ready = force || members.size() >= kMaxStreamEvents || oldest + window_ms <= now;
+  for (std::size_t first = 0; first < members.size(); first += kMaxStreamEvents) {
+    const std::size_t last = std::min(members.size(), first + kMaxStreamEvents);
+    if (!ready || (last - first < kMaxStreamEvents && !force && oldest + window_ms > now)) {
+      const std::int64_t at = oldest + window_ms;
+      next_ready = next_ready == 0 ? at : std::min(next_ready, at);
+      break;  // a partial batch waits for more events, or for the window
+    }
+    NewBatch planned;
+    planned.batch.sink = Sink::kMeterEvent;
+    planned.batch.target = kStreamTarget;
+    for (std::size_t i = first; i < last; ++i) {
+      planned.batch.quantity += events[i].quantity;
+      planned.batch.timestamp = std::max(planned.batch.timestamp, events[i].event_time);
+      planned.members.push_back(std::move(members[i]));
+    }
+    out.push_back(std::move(planned));
+  }
+}
+
+void Dispatcher::persist_and_queue(std::vector<NewBatch> batches, std::int64_t now) {
+  if (batches.empty()) return;
+  auto created = outbox_.create_batches(std::move(batches), now);
+  if (!created) {
+    log_->error("stripe_billing cannot create batches: {}", created.error().message);
+    return;
+  }
+  std::lock_guard lock(mutex_);
+  for (Batch& batch : *created) {
+    if (batch.sink == Sink::kUsageRecord && config_.aggregation_window().count() > 0) {
+      open_targets_.insert(batch.target);
+    }
+    claimed_.insert(batch.id);
+    ready_.push_back(std::move(batch));
+  }
+  sender_wake_.notify_all();
+}
+
+// The first queued batch that may go now: a v1 meter batch waits while another request for the
+// same customer and meter is in flight. Called with mutex_ held.
+std::deque<Batch>::iterator Dispatcher::next_sendable() {
+  return std::find_if(ready_.begin(), ready_.end(), [this](const Batch& batch) {
+    return batch.sink == Sink::kUsageRecord || batch.target == kStreamTarget ||
+           sending_targets_.count(batch.target) == 0;
+  });
 }
 
 void Dispatcher::send_loop(int index) {
@@ -285,10 +409,15 @@ void Dispatcher::send_loop(int index) {
   pthread_setname_np(pthread_self(), name.c_str());
   std::unique_lock lock(mutex_);
   while (true) {
-    sender_wake_.wait(lock, [this] { return stopping_ || (!ready_.empty() && !auth_paused_); });
+    sender_wake_.wait(lock, [this] {
+      return stopping_ || (!auth_paused_ && next_sendable() != ready_.end());
+    });
     if (stopping_) break;
-    Batch batch = std::move(ready_.front());
-    ready_.pop_front();
+    const auto next = next_sendable();
+    Batch batch = std::move(*next);
+    ready_.erase(next);
+    const bool serial = batch.sink == Sink::kMeterEvent && batch.target != kStreamTarget;
+    if (serial) sending_targets_.insert(batch.target);
     lock.unlock();
     try {
       send(batch);
@@ -297,18 +426,78 @@ void Dispatcher::send_loop(int index) {
       finish(batch, false);
     }
     lock.lock();
+    if (serial) {
+      sending_targets_.erase(batch.target);
+      sender_wake_.notify_all();
+    }
   }
+}
+
+Dispatcher::Attempt Dispatcher::attempt(const Batch& batch) {
+  if (batch.sink == Sink::kUsageRecord) {
+    auto response =
+        client_.post_form(usage_record_path(batch.target),
+                          usage_record_fields(batch.quantity, batch.timestamp),
+                          batch.idempotency_key);
+    Classification result = classify(response);
+    return {std::move(response), std::move(result), "usage_record"};
+  }
+  const bool stream = batch.target == kStreamTarget;
+  auto response = send_meter_events(batch, stream);
+  Classification result = classify(response);
+  if (!response && is_already_recorded(response.error())) {
+    result = {Outcome::kDelivered, "already_recorded"};
+  } else if (!response && response.error().code == ErrorCode::kStorage) {
+    result = {Outcome::kRetry, "storage"};
+  } else if (result.outcome == Outcome::kItemMissing) {
+    result.outcome = Outcome::kDead;  // no subscription item to look up again
+  }
+  return {std::move(response), std::move(result), stream ? "meter_event_stream" : "meter_event"};
+}
+
+Expected<StripeResponse> Dispatcher::send_meter_events(const Batch& batch, bool stream) {
+  auto events = outbox_.batch_events(batch.id);
+  if (!events) return std::move(events).error();
+  std::vector<MeterEvent> meter_events;
+  for (const StoredEvent& event : *events) {
+    const BilledDimension* dimension = config_.dimension(event.dimension);
+    if (dimension == nullptr || dimension->meter_event_name.empty()) {
+      return Error{ErrorCode::kInvalidEvent,
+                   "dimension " + event.dimension + " has no meter in this configuration",
+                   std::nullopt};
+    }
+    meter_events.push_back({dimension->meter_event_name,
+                            meter_event_identifier(event.call_id, event.dimension),
+                            event.customer_id, event.quantity, event.event_time,
+                            dimension->token_type, event.model});
+  }
+  if (!stream) {
+    if (meter_events.size() != 1) {
+      return Error{ErrorCode::kStorage, "a meter event batch must hold exactly one event",
+                   std::nullopt};
+    }
+    return client_.post_form("/v1/billing/meter_events",
+                             meter_event_form(meter_events.front(), config_),
+                             batch.idempotency_key);
+  }
+  if (stream_ == nullptr) {
+    return Error{ErrorCode::kInvalidConfig,
+                 "a v2 stream batch, but STRIPE_BILLING_MODE is not meter_event_stream",
+                 std::nullopt};
+  }
+  nlohmann::json body = nlohmann::json::array();
+  for (const MeterEvent& event : meter_events) body.push_back(meter_stream_event(event, config_));
+  return stream_->send(body);
 }
 
 void Dispatcher::send(const Batch& batch) {
   const auto started = std::chrono::steady_clock::now();
   metrics_.stripe_requests.fetch_add(1);
-  auto response = client_.post_form(usage_record_path(batch.target),
-                                    usage_record_fields(batch.quantity, batch.timestamp),
-                                    batch.idempotency_key);
+  Attempt outcome = attempt(batch);
   const auto latency = std::chrono::duration_cast<std::chrono::milliseconds>(
       std::chrono::steady_clock::now() - started);
-  const Classification result = classify(response);
+  const auto& response = outcome.response;
+  const Classification& result = outcome.result;
   const std::string request_id =
       response ? response->request_id
                : (response.error().stripe ? response.error().stripe->request_id : "");
@@ -322,19 +511,22 @@ void Dispatcher::send(const Batch& batch) {
       metrics_.delivered_events.fetch_add(static_cast<std::uint64_t>(batch.events));
       metrics_.quantity_delivered.fetch_add(static_cast<std::uint64_t>(batch.quantity));
       outbox_.batch_delivered(batch.id, request_id, now);
-      log_->info("stripe_billing activity=usage_record success=true customer={} customer_id={} "
-                 "subscription_item={} quantity={} events={} batch={} request_id={} "
-                 "latency_ms={} attempt={}",
-                 log_safe(batch.customer_key), batch.customer_id, batch.target, batch.quantity,
-                 batch.events, batch.id, request_id, latency.count(), batch.attempts + 1);
+      log_->info("stripe_billing activity={} success=true customer={} customer_id={} target={} "
+                 "quantity={} events={} batch={} request_id={} latency_ms={} attempt={}{}",
+                 outcome.activity, log_safe(batch.customer_key), batch.customer_id, batch.target,
+                 batch.quantity, batch.events, batch.id, request_id, latency.count(),
+                 batch.attempts + 1, result.reason == "already_recorded" ? " already_recorded" : "");
       return finish(batch, true);
-    case Outcome::kItemMissing:
-      resolver_.invalidate(batch.customer_key);
+    case Outcome::kItemMissing: {
+      for (const BilledDimension& dimension : config_.dimensions()) {
+        resolver_.invalidate(batch.customer_key, dimension.price_id);
+      }
       outbox_.dissolve_batch(batch.id);
       log_->warn("stripe_billing subscription item {} is gone; looking customer {} up again",
                  batch.target, log_safe(batch.customer_key));
       finish(batch, true);
       return wake();
+    }
     case Outcome::kPause:
       pause_for_auth(result.reason);
       outbox_.batch_retry_later(batch.id, batch.attempts, now, detail);
@@ -347,27 +539,28 @@ void Dispatcher::send(const Batch& batch) {
         const auto delay = backoff(attempts);
         outbox_.batch_retry_later(batch.id, attempts, now + delay.count(), detail);
         metrics_.retries.fetch_add(1);
-        log_->warn("stripe_billing activity=usage_record success=false retrying reason={} "
-                   "batch={} attempt={} next_in_ms={} request_id={} detail={}",
-                   result.reason, batch.id, attempts, delay.count(), request_id, log_safe(detail, 300));
+        log_->warn("stripe_billing activity={} success=false retrying reason={} batch={} "
+                   "attempt={} next_in_ms={} request_id={} detail={}",
+                   outcome.activity, result.reason, batch.id, attempts, delay.count(), request_id,
+                   log_safe(detail, 300));
         return finish(batch, false);
       }
-      return dead(batch, "max_delivery_age_exceeded", request_id, detail);
+      return dead(batch, outcome.activity, "max_delivery_age_exceeded", request_id, detail);
     }
     case Outcome::kDead:
-      return dead(batch, result.reason, request_id, detail);
+      return dead(batch, outcome.activity, result.reason, request_id, detail);
   }
 }
 
-void Dispatcher::dead(const Batch& batch, const std::string& reason, const std::string& request_id,
-                      const std::string& detail) {
+void Dispatcher::dead(const Batch& batch, const char* activity, const std::string& reason,
+                      const std::string& request_id, const std::string& detail) {
   metrics_.failed_events.fetch_add(static_cast<std::uint64_t>(batch.events));
   metrics_.count_reason(reason, static_cast<std::uint64_t>(batch.events));
   outbox_.batch_dead(batch.id, reason, request_id);
-  log_->error("stripe_billing activity=usage_record success=false dead reason={} customer={} "
-              "subscription_item={} quantity={} events={} batch={} request_id={} detail={}",
-              reason, log_safe(batch.customer_key), batch.target, batch.quantity, batch.events,
-              batch.id, request_id, log_safe(detail, 300));
+  log_->error("stripe_billing activity={} success=false dead reason={} customer={} target={} "
+              "quantity={} events={} batch={} request_id={} detail={}",
+              activity, reason, log_safe(batch.customer_key), batch.target, batch.quantity,
+              batch.events, batch.id, request_id, log_safe(detail, 300));
   finish(batch, true);
 }
 
@@ -401,7 +594,9 @@ void Dispatcher::pause_for_auth(const std::string& reason) {
 
 bool Dispatcher::probe_auth() {
   metrics_.stripe_requests.fetch_add(1);
-  auto response = client_.get("/v1/prices/" + encode_path_segment(config_.price_id()));
+  auto response = config_.uses_usage_records()
+                      ? client_.get("/v1/prices/" + encode_path_segment(config_.price_id()))
+                      : client_.get("/v1/billing/meters", {{"limit", "1"}});
   const Outcome outcome = classify(response).outcome;
   if (outcome == Outcome::kPause) {
     pause_for_auth("probe refused");

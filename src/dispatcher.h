@@ -1,10 +1,16 @@
 // Moves usage from the outbox to Stripe. One planner thread ("sb-dispatch") turns pending events
-// into batches — resolving each customer key to a subscription item, summing the events of an
-// item over the aggregation window without mixing billing periods — and persists each batch with
-// its idempotency key before anything is sent. Sender threads ("sb-send-N") send batches
-// through the rate-limited client and record the outcome: delivered, retry later (exponential
-// backoff, persisted, until the maximum age), dead with Stripe's reason, item gone (look it up
-// again), or key refused (pause all sending and probe until the key works).
+// into batches and persists each batch with its idempotency key before anything is sent:
+//   - usage records: each customer key resolves to the subscription item of the dimension's
+//     price; an item's events over the aggregation window become one record, never mixing
+//     billing periods;
+//   - v1 meter events: one batch per event (its identifier comes from the call id), sent at most
+//     one at a time per customer and meter, as Stripe allows;
+//   - the v2 stream: up to 100 events of any customers per batch, once 100 are ready or the
+//     oldest has waited the aggregation window.
+// Sender threads ("sb-send-N") send batches through the rate-limited client and record the
+// outcome: delivered (for meters also "already recorded"), retry later (exponential backoff,
+// persisted, until the maximum age), dead with Stripe's reason, item gone (look it up again), or
+// key refused (pause all sending and probe until the key works).
 //
 // Thread-safe. Nothing here runs on the host's thread.
 #pragma once
@@ -22,6 +28,7 @@
 #include <vector>
 
 #include "customer_resolver.h"
+#include "meter_event_stream.h"
 #include "metrics.h"
 #include "outbox.h"
 #include "retry_policy.h"
@@ -38,9 +45,10 @@ class Dispatcher {
  public:
   using SteadyTime = std::chrono::steady_clock::time_point;
 
+  // `stream` is used in mode meter_event_stream; it may be null in the other modes.
   Dispatcher(const FinalizedConfig& config, Outbox& outbox, const StripeClient& client,
-             CustomerResolver& resolver, Metrics& metrics, std::shared_ptr<spdlog::logger> log,
-             std::shared_ptr<Clock> clock);
+             MeterEventStream* stream, CustomerResolver& resolver, Metrics& metrics,
+             std::shared_ptr<spdlog::logger> log, std::shared_ptr<Clock> clock);
   ~Dispatcher();  // stop() with a 5 s deadline
   Dispatcher(const Dispatcher&) = delete;
   Dispatcher& operator=(const Dispatcher&) = delete;
@@ -55,15 +63,43 @@ class Dispatcher {
   bool paused() const;
 
  private:
+  // One planning pass's events of one (sink, dimension, customer key).
+  struct Group {
+    Sink sink = Sink::kUsageRecord;
+    const BilledDimension* dimension = nullptr;
+    std::string customer_key;
+    std::vector<StoredEvent> events;
+  };
+  struct Attempt {
+    Expected<StripeResponse> response;
+    Classification result;
+    const char* activity;
+  };
+
   void plan_loop();
   void send_loop(int index);
   std::chrono::milliseconds plan_round();
   void queue_due_batches(std::int64_t now_ms);
   std::int64_t batch_pending_events(std::int64_t now_ms, bool force);
+  std::vector<Group> group_events(std::vector<StoredEvent> events);
+  // False when planning must stop for this round (key refused, Stripe failing).
+  bool handle_lookup_failure(const Group& group, const Error& error, std::int64_t now_ms);
+  void plan_usage_records(Group& group, const BillingTarget& target, std::int64_t now_ms,
+                          bool force, std::int64_t& next_ready, std::vector<NewBatch>& out);
+  void plan_meter_events(Group& group, const BillingTarget& target, std::int64_t now_ms,
+                         std::vector<NewBatch>& out, std::vector<BatchMember>& stream,
+                         std::vector<StoredEvent>& stream_events);
+  void plan_stream_batches(std::vector<BatchMember>& members, std::vector<StoredEvent>& events,
+                           std::int64_t now_ms, bool force, std::int64_t& next_ready,
+                           std::vector<NewBatch>& out);
+  void persist_and_queue(std::vector<NewBatch> batches, std::int64_t now_ms);
+  std::deque<Batch>::iterator next_sendable();
   void send(const Batch& batch);
+  Attempt attempt(const Batch& batch);
+  Expected<StripeResponse> send_meter_events(const Batch& batch, bool stream);
   void finish(const Batch& batch, bool release_target);
-  void dead(const Batch& batch, const std::string& reason, const std::string& request_id,
-            const std::string& detail);
+  void dead(const Batch& batch, const char* activity, const std::string& reason,
+            const std::string& request_id, const std::string& detail);
   void pause_for_auth(const std::string& reason);
   bool probe_auth();
   std::int64_t now_ms() const;
@@ -72,6 +108,7 @@ class Dispatcher {
   const FinalizedConfig& config_;
   Outbox& outbox_;
   const StripeClient& client_;
+  MeterEventStream* stream_;
   CustomerResolver& resolver_;
   Metrics& metrics_;
   std::shared_ptr<spdlog::logger> log_;
@@ -85,6 +122,7 @@ class Dispatcher {
   std::deque<Batch> ready_;
   std::set<std::int64_t> claimed_;       // batch ids queued or being sent
   std::set<std::string> open_targets_;   // items with an undelivered batch (window > 0)
+  std::set<std::string> sending_targets_;  // v1 meter targets with a request in flight
   bool woken_ = false;
   int draining_ = 0;
   bool stopping_ = false;

@@ -9,6 +9,7 @@
 
 #include "charge_by.h"
 #include "customer_resolver.h"
+#include "meter_event.h"
 #include "usage_record.h"
 
 namespace stripe_billing {
@@ -51,6 +52,7 @@ Intake::Intake(const FinalizedConfig& config, Outbox& outbox, Metrics& metrics,
       log_(std::move(log)),
       clock_(std::move(clock)),
       on_commit_(std::move(on_commit)),
+      sinks_(sinks_for(config.billing_mode())),
       writer_([this] { run(); }) {}
 
 Intake::~Intake() { stop(std::chrono::steady_clock::now() + std::chrono::seconds(5)); }
@@ -152,10 +154,11 @@ void Intake::write(std::vector<HandedEvent>& events) {
   // In slices, so the rows being built never take as much memory again as the events do.
   const std::int64_t now_ms = to_ms(clock_->now());
   std::vector<NewEvent> rows;
-  rows.reserve(std::min(events.size(), kGroupSize));
+  rows.reserve(std::min(events.size(), kGroupSize) * sinks_.size() *
+               config_.dimensions().size());
   for (HandedEvent& event : events) {
-    if (auto row = to_row(event, now_ms)) rows.push_back(std::move(*row));
-    if (rows.size() == kGroupSize) store(rows);
+    add_rows(event, now_ms, rows);
+    if (rows.size() >= kGroupSize) store(rows);
   }
   store(rows);
 }
@@ -184,50 +187,86 @@ void Intake::store(std::vector<NewEvent>& rows) {
   if (pending > 0 && on_commit_) on_commit_();
 }
 
-std::optional<NewEvent> Intake::to_row(HandedEvent& event, std::int64_t now_ms) {
-  const QuantityCheck quantity =
-      billable_quantity(event.tokens, config_.quantity_source(), config_.max_quantity());
-  if (quantity.verdict == QuantityCheck::Verdict::kZero) {
-    metrics_.skipped_zero.fetch_add(1);
-    return std::nullopt;
-  }
+// One row per billed dimension and sink: total_tokens bills one quantity, split two; dual mode
+// stores each once for usage records and once for meter events.
+void Intake::add_rows(HandedEvent& event, std::int64_t now_ms, std::vector<NewEvent>& rows) {
   if (event.call_id.empty()) {
     event.call_id = generated_call_id();
     metrics_.count_reason("generated_call_id");
   }
-  NewEvent row;
-  row.call_id = stable_call_key(event.call_id);
-  row.dimension = to_string(config_.quantity_source());
-  row.quantity = quantity.value;
+  NewEvent common;
+  common.call_id = stable_call_key(event.call_id);
   const std::int64_t end_ms = event.end_time ? to_ms(*event.end_time) : now_ms;
-  row.event_time = std::min(end_ms, now_ms) / 1000;
-  row.accepted_at_ms = now_ms;
-  row.model = bounded(event.model);
-  row.cost = event.response_cost.value_or(0.0);
-  row.prompt_tokens = event.tokens.prompt.value_or(0);
-  row.completion_tokens = event.tokens.completion.value_or(0);
+  common.event_time = std::min(end_ms, now_ms) / 1000;
+  common.accepted_at_ms = now_ms;
+  common.model = bounded(event.model);
+  common.cost = event.response_cost.value_or(0.0);
+  common.prompt_tokens = event.tokens.prompt.value_or(0);
+  common.completion_tokens = event.tokens.completion.value_or(0);
+  common.state = EventState::kPending;
+  if (event.customer_key.empty()) {
+    common.state = EventState::kParked;
+    common.reason = "missing_customer";
+  } else if (event.customer_key.size() > kMaxMetadataValue || !is_valid_utf8(event.customer_key)) {
+    common.customer_key = log_safe(event.customer_key, 100);
+    common.state = EventState::kDead;
+    common.reason = "invalid_customer_key";
+  } else {
+    common.customer_key = std::move(event.customer_key);
+  }
 
-  auto reject = [&](const std::string& reason, EventState state) {
-    row.state = state;
-    row.reason = reason;
-    metrics_.count_reason(reason);
-    log_->warn("stripe_billing activity=accept success=false reason={} call_id={} model={} "
-               "customer={} quantity={}",
-               reason, log_safe(event.call_id), log_safe(event.model), log_safe(row.customer_key),
-               quantity.value);
-    return row;
-  };
-  if (quantity.verdict != QuantityCheck::Verdict::kBill) {
-    return reject(quantity.reason(), EventState::kDead);
+  for (const BilledDimension& dimension : config_.dimensions()) {
+    const bool cost = dimension.source == QuantitySource::kCost;
+    const QuantityCheck quantity =
+        cost ? cost_amount(event.response_cost, config_.cost_multiplier(), config_.max_quantity())
+             : billable_quantity(event.tokens, dimension.source, config_.max_quantity());
+    if (quantity.verdict == QuantityCheck::Verdict::kZero) {
+      metrics_.skipped_zero.fetch_add(1);
+      continue;
+    }
+    NewEvent row = common;
+    row.dimension = dimension.name;
+    if (cost && quantity.verdict == QuantityCheck::Verdict::kBill) {
+      row.amount_micros = quantity.value;
+    } else {
+      row.quantity = quantity.value;
+    }
+    if (quantity.verdict != QuantityCheck::Verdict::kBill) {
+      row.state = EventState::kDead;
+      row.reason = quantity.reason();
+    }
+    if (row.state != EventState::kPending) {
+      metrics_.count_reason(row.reason, sinks_.size());
+      log_->warn("stripe_billing activity=accept success=false reason={} call_id={} model={} "
+                 "customer={} dimension={} quantity={}",
+                 row.reason, log_safe(event.call_id), log_safe(event.model),
+                 log_safe(row.customer_key), row.dimension, quantity.value);
+    }
+    for (std::size_t i = 0; i < sinks_.size(); ++i) {
+      rows.push_back(i + 1 == sinks_.size() ? std::move(row) : row);
+      NewEvent& stored = rows.back();
+      stored.sink = sinks_[i];
+      const std::int64_t units = stored.amount_micros.value_or(0) / kMicrosPerUnit + 1;
+      if (stored.sink == Sink::kMeterEvent && stored.state == EventState::kPending &&
+          std::max(stored.quantity, units) > kMaxMeterValue) {
+        // Stripe refuses meter values of more than 15 significant digits.
+        stored.state = EventState::kDead;
+        stored.reason = "meter_value_too_large";
+        stored.amount_micros.reset();
+        metrics_.count_reason(stored.reason);
+      }
+    }
   }
-  if (event.customer_key.empty()) return reject("missing_customer", EventState::kParked);
-  if (event.customer_key.size() > kMaxMetadataValue || !is_valid_utf8(event.customer_key)) {
-    row.customer_key = log_safe(event.customer_key, 100);
-    return reject("invalid_customer_key", EventState::kDead);
+}
+
+std::vector<Sink> sinks_for(BillingMode mode) {
+  switch (mode) {
+    case BillingMode::kUsageRecords: return {Sink::kUsageRecord};
+    case BillingMode::kMeterEvents:
+    case BillingMode::kMeterEventStream: return {Sink::kMeterEvent};
+    case BillingMode::kDual: return {Sink::kUsageRecord, Sink::kMeterEvent};
   }
-  row.customer_key = std::move(event.customer_key);
-  row.state = EventState::kPending;
-  return row;
+  return {Sink::kUsageRecord};
 }
 
 }  // namespace stripe_billing

@@ -63,7 +63,7 @@ class Intake {
   void run();
   void write(std::vector<HandedEvent>& events);
   void store(std::vector<NewEvent>& rows);
-  std::optional<NewEvent> to_row(HandedEvent& event, std::int64_t now_ms);
+  void add_rows(HandedEvent& event, std::int64_t now_ms, std::vector<NewEvent>& rows);
 
   const FinalizedConfig& config_;
   Outbox& outbox_;
@@ -71,6 +71,7 @@ class Intake {
   std::shared_ptr<spdlog::logger> log_;
   std::shared_ptr<Clock> clock_;
   std::function<void()> on_commit_;
+  const std::vector<Sink> sinks_;  // where each billed quantity goes, by the billing mode
 
   mutable std::mutex mutex_;
   std::condition_variable wake_writer_;
@@ -86,6 +87,8 @@ class Intake {
   std::chrono::steady_clock::time_point last_storage_alarm_{};
   std::thread writer_;
 };
+
+std::vector<Sink> sinks_for(BillingMode mode);
 
 // A call id fit to be a key: itself when short and UTF-8, otherwise a stable hash of it.
 std::string stable_call_key(const std::string& call_id);

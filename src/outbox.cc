@@ -7,6 +7,8 @@
 
 #include <random>
 
+#include "usage_record.h"
+
 namespace stripe_billing {
 namespace {
 
@@ -16,6 +18,7 @@ CREATE TABLE IF NOT EXISTS events(
   id INTEGER PRIMARY KEY,
   call_id TEXT NOT NULL,
   dimension TEXT NOT NULL,
+  sink INTEGER NOT NULL DEFAULT 0,
   customer_key TEXT NOT NULL,
   quantity INTEGER NOT NULL,
   event_time INTEGER NOT NULL,
@@ -29,7 +32,8 @@ CREATE TABLE IF NOT EXISTS events(
   next_attempt_ms INTEGER,
   batch_id INTEGER,
   updated_ms INTEGER NOT NULL,
-  UNIQUE(call_id, dimension));
+  customer_id TEXT NOT NULL DEFAULT '',
+  UNIQUE(call_id, dimension, sink));
 CREATE INDEX IF NOT EXISTS events_by_state ON events(state, next_attempt_ms);
 CREATE INDEX IF NOT EXISTS events_by_batch ON events(batch_id) WHERE batch_id IS NOT NULL;
 CREATE TABLE IF NOT EXISTS batches(
@@ -46,8 +50,29 @@ CREATE TABLE IF NOT EXISTS batches(
   created_ms INTEGER NOT NULL,
   delivered_ms INTEGER,
   request_id TEXT NOT NULL DEFAULT '',
-  last_error TEXT NOT NULL DEFAULT '');
+  last_error TEXT NOT NULL DEFAULT '',
+  sink INTEGER NOT NULL DEFAULT 0);
 CREATE INDEX IF NOT EXISTS batches_by_state ON batches(state, next_attempt_ms);
+CREATE TABLE IF NOT EXISTS carries(key TEXT PRIMARY KEY, remainder INTEGER NOT NULL);
+)sql";
+
+// Files written before billing meters had no `sink`: every row was a usage record. The events
+// table is rebuilt (its uniqueness now includes the sink), in one transaction with the schema.
+constexpr const char* kMigrateBeforeSchema = R"sql(
+DROP INDEX IF EXISTS events_by_state;
+DROP INDEX IF EXISTS events_by_batch;
+ALTER TABLE events RENAME TO events_v1;
+ALTER TABLE batches ADD COLUMN sink INTEGER NOT NULL DEFAULT 0;
+)sql";
+constexpr const char* kMigrateAfterSchema = R"sql(
+INSERT INTO events(id, call_id, dimension, sink, customer_key, quantity, event_time,
+  accepted_at_ms, model, cost, prompt_tokens, completion_tokens, state, reason, next_attempt_ms,
+  batch_id, updated_ms, customer_id)
+SELECT id, call_id, dimension, 0, customer_key, quantity, event_time, accepted_at_ms, model, cost,
+  prompt_tokens, completion_tokens, state, reason, next_attempt_ms, batch_id, updated_ms,
+  COALESCE((SELECT customer_id FROM batches WHERE batches.id = events_v1.batch_id), '')
+FROM events_v1;
+DROP TABLE events_v1;
 )sql";
 
 // Event states as stored; the numbers are part of the file format.
@@ -65,6 +90,7 @@ Error storage_error(sqlite3* db, const std::string& what) {
 // A prepared statement that finalizes itself.
 class Statement {
  public:
+  Statement(sqlite3* db, const std::string& sql) : Statement(db, sql.c_str()) {}
   Statement(sqlite3* db, const char* sql) : db_(db) {
     if (sqlite3_prepare_v2(db, sql, -1, &statement_, nullptr) != SQLITE_OK) statement_ = nullptr;
   }
@@ -150,7 +176,73 @@ std::string in_list(const std::vector<std::int64_t>& ids) {
   return "(" + list + ")";
 }
 
+constexpr const char* kEventColumns =
+    "id, call_id, dimension, sink, model, customer_key, quantity, event_time, accepted_at_ms, "
+    "customer_id";
+
+// Rows selected with kEventColumns.
+Expected<std::vector<StoredEvent>> read_events(Statement& select, const char* what) {
+  std::vector<StoredEvent> events;
+  int rc;
+  while ((rc = select.step()) == SQLITE_ROW) {
+    StoredEvent event;
+    event.id = select.integer(0);
+    event.call_id = select.text(1);
+    event.dimension = select.text(2);
+    event.sink = static_cast<Sink>(select.integer(3));
+    event.model = select.text(4);
+    event.customer_key = select.text(5);
+    event.quantity = select.integer(6);
+    event.event_time = select.integer(7);
+    event.accepted_at_ms = select.integer(8);
+    event.customer_id = select.text(9);
+    events.push_back(std::move(event));
+  }
+  if (rc != SQLITE_DONE) return Error{ErrorCode::kStorage, what, std::nullopt};
+  return events;
+}
+
+bool has_column(sqlite3* db, const char* table, const char* column) {
+  const std::string sql = std::string("SELECT ") + column + " FROM " + table + " LIMIT 0";
+  sqlite3_stmt* statement = nullptr;
+  const bool ok = sqlite3_prepare_v2(db, sql.c_str(), -1, &statement, nullptr) == SQLITE_OK;
+  sqlite3_finalize(statement);
+  return ok;
+}
+
+bool exec(sqlite3* db, const char* sql, char** message) {
+  return sqlite3_exec(db, sql, nullptr, nullptr, message) == SQLITE_OK;
+}
+
+bool fail_with_errmsg(sqlite3* db, char** message) {
+  *message = sqlite3_mprintf("%s", sqlite3_errmsg(db));
+  return false;
+}
+
+bool create_schema(sqlite3* db, char** message) {
+  Transaction transaction(db);
+  if (!transaction.began()) return fail_with_errmsg(db, message);
+  const bool migrate = has_column(db, "events", "id") && !has_column(db, "events", "sink");
+  if (migrate && !exec(db, kMigrateBeforeSchema, message)) return false;
+  if (!exec(db, kSchema, message)) return false;
+  if (migrate && !exec(db, kMigrateAfterSchema, message)) return false;
+  return transaction.commit() || fail_with_errmsg(db, message);
+}
+
+std::string carry_key(const NewEvent& event) {
+  return event.customer_key + '\n' + event.dimension + '\n' +
+         std::to_string(static_cast<int>(event.sink));
+}
+
 }  // namespace
+
+const char* to_string(Sink sink) noexcept {
+  switch (sink) {
+    case Sink::kUsageRecord: return "usage_record";
+    case Sink::kMeterEvent: return "meter_event";
+  }
+  return "unknown";
+}
 
 const char* to_string(EventState state) noexcept {
   switch (state) {
@@ -186,7 +278,7 @@ Expected<std::unique_ptr<Outbox>> Outbox::open(const std::string& path, bool ful
                               "; PRAGMA foreign_keys=OFF; PRAGMA cache_size=-8192;";
   char* message = nullptr;
   if (sqlite3_exec(db, pragmas.c_str(), nullptr, nullptr, &message) != SQLITE_OK ||
-      sqlite3_exec(db, kSchema, nullptr, nullptr, &message) != SQLITE_OK) {
+      !create_schema(db, &message)) {
     std::string text = message ? message : "unknown";
     sqlite3_free(message);
     sqlite3_close(db);
@@ -220,32 +312,76 @@ Expected<InsertResult> Outbox::insert(const std::vector<NewEvent>& events) {
   Transaction transaction(db_);
   if (!transaction.began()) return storage_error(db_, "cannot begin an outbox write");
   Statement statement(db_,
-                      "INSERT OR IGNORE INTO events(call_id, dimension, customer_key, quantity, "
-                      "event_time, accepted_at_ms, model, cost, prompt_tokens, completion_tokens, "
-                      "state, reason, next_attempt_ms, updated_ms) "
-                      "VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?)");
+                      "INSERT OR IGNORE INTO events(call_id, dimension, sink, customer_key, "
+                      "quantity, event_time, accepted_at_ms, model, cost, prompt_tokens, "
+                      "completion_tokens, state, reason, next_attempt_ms, updated_ms) "
+                      "VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)");
   if (!statement.ok()) return storage_error(db_, "cannot prepare the outbox write");
   InsertResult result;
+  std::map<std::string, std::int64_t> carried;  // remainders this transaction moves
+  static const std::string kBelowOneUnit = "below_one_unit_carried";
   for (const NewEvent& event : events) {
-    statement.bind(1, event.call_id).bind(2, event.dimension).bind(3, event.customer_key)
-        .bind(4, event.quantity).bind(5, event.event_time).bind(6, event.accepted_at_ms)
-        .bind(7, event.model).bind(8, event.cost).bind(9, event.prompt_tokens)
-        .bind(10, event.completion_tokens).bind(11, static_cast<std::int64_t>(stored(event.state)))
-        .bind(12, event.reason).bind(14, event.accepted_at_ms);
+    std::int64_t quantity = event.quantity;
+    EventState state = event.state;
+    const std::string* reason = &event.reason;
+    std::string key;
+    RoundedAmount rounded;
+    if (event.amount_micros) {
+      key = carry_key(event);
+      auto it = carried.find(key);
+      auto before = it != carried.end() ? Expected<std::int64_t>(it->second) : carry(key);
+      if (!before) return std::move(before).error();
+      rounded = round_with_carry(*event.amount_micros, *before);
+      quantity = rounded.quantity;
+      if (quantity == 0 && state == EventState::kPending) {
+        // Nothing to bill yet: the amount lives on in the carry and is billed with a later call.
+        state = EventState::kDelivered;
+        reason = &kBelowOneUnit;
+      }
+    }
+    statement.bind(1, event.call_id).bind(2, event.dimension)
+        .bind(3, static_cast<std::int64_t>(event.sink)).bind(4, event.customer_key)
+        .bind(5, quantity).bind(6, event.event_time).bind(7, event.accepted_at_ms)
+        .bind(8, event.model).bind(9, event.cost).bind(10, event.prompt_tokens)
+        .bind(11, event.completion_tokens).bind(12, static_cast<std::int64_t>(stored(state)))
+        .bind(13, *reason).bind(15, event.accepted_at_ms);
     if (event.next_attempt_ms) {
-      statement.bind(13, *event.next_attempt_ms);
+      statement.bind(14, *event.next_attempt_ms);
     } else {
-      statement.bind_null(13);
+      statement.bind_null(14);
     }
     if (!statement.run()) return storage_error(db_, "outbox write failed");
     if (sqlite3_changes(db_) == 1) {
       ++result.inserted;
+      if (event.amount_micros) carried[key] = rounded.carry;
     } else {
       ++result.duplicates;
     }
   }
+  if (!carried.empty()) {
+    Statement save(db_, "INSERT OR REPLACE INTO carries(key, remainder) VALUES(?, ?)");
+    if (!save.ok()) return storage_error(db_, "cannot prepare the carry write");
+    for (const auto& [key, remainder] : carried) {
+      if (!save.bind(1, key).bind(2, remainder).run()) {
+        return storage_error(db_, "cannot write the carry");
+      }
+    }
+  }
   if (!transaction.commit()) return storage_error(db_, "outbox commit failed");
+  for (auto& [key, remainder] : carried) carries_[key] = remainder;
   return result;
+}
+
+Expected<std::int64_t> Outbox::carry(const std::string& key) {
+  if (auto it = carries_.find(key); it != carries_.end()) return it->second;
+  Statement select(db_, "SELECT remainder FROM carries WHERE key=?");
+  if (!select.ok()) return storage_error(db_, "cannot read the carry");
+  select.bind(1, key);
+  const int rc = select.step();
+  if (rc != SQLITE_ROW && rc != SQLITE_DONE) return storage_error(db_, "cannot read the carry");
+  const std::int64_t remainder = rc == SQLITE_ROW ? select.integer(0) : 0;
+  carries_[key] = remainder;
+  return remainder;
 }
 
 Expected<std::vector<StoredEvent>> Outbox::due_events(std::int64_t now_ms, int limit) {
@@ -261,19 +397,21 @@ Expected<std::vector<StoredEvent>> Outbox::due_events(std::int64_t now_ms, int l
       return storage_error(db_, "cannot wake parked events");
     }
   }
-  Statement select(db_, "SELECT id, call_id, customer_key, quantity, event_time, accepted_at_ms "
-                        "FROM events WHERE state=? ORDER BY state, next_attempt_ms, id LIMIT ?");
+  Statement select(db_, "SELECT " + std::string(kEventColumns) +
+                            " FROM events WHERE state=? ORDER BY state, next_attempt_ms, id LIMIT ?");
   if (!select.ok()) return storage_error(db_, "cannot read pending events");
   select.bind(1, static_cast<std::int64_t>(stored(EventState::kPending)))
       .bind(2, static_cast<std::int64_t>(limit));
-  std::vector<StoredEvent> events;
-  int rc;
-  while ((rc = select.step()) == SQLITE_ROW) {
-    events.push_back({select.integer(0), select.text(1), select.text(2), select.integer(3),
-                      select.integer(4), select.integer(5)});
-  }
-  if (rc != SQLITE_DONE) return storage_error(db_, "cannot read pending events");
-  return events;
+  return read_events(select, "cannot read pending events");
+}
+
+Expected<std::vector<StoredEvent>> Outbox::batch_events(std::int64_t batch_id) {
+  std::lock_guard lock(mutex_);
+  Statement select(db_, "SELECT " + std::string(kEventColumns) +
+                            " FROM events WHERE batch_id=? ORDER BY id");
+  if (!select.ok()) return storage_error(db_, "cannot read a batch's events");
+  select.bind(1, batch_id);
+  return read_events(select, "cannot read a batch's events");
 }
 
 Expected<void> Outbox::park(const std::vector<std::int64_t>& event_ids, const std::string& reason,
@@ -306,54 +444,79 @@ Expected<void> Outbox::kill_events(const std::vector<std::int64_t>& event_ids,
   return {};
 }
 
+Expected<std::vector<Batch>> Outbox::create_batches(std::vector<NewBatch> batches,
+                                                    std::int64_t now_ms) {
+  std::lock_guard lock(mutex_);
+  Transaction transaction(db_);
+  if (!transaction.began()) return storage_error(db_, "cannot begin a batch");
+  Statement insert(db_, "INSERT INTO batches(idempotency_key, target, customer_id, customer_key, "
+                        "quantity, timestamp, state, next_attempt_ms, created_ms, sink) "
+                        "VALUES('', ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+  Statement key(db_, "UPDATE batches SET idempotency_key=? WHERE id=?");
+  Statement claim(db_, "UPDATE events SET state=?, batch_id=?, customer_id=?, updated_ms=? "
+                       "WHERE state=? AND id=?");
+  if (!insert.ok() || !key.ok() || !claim.ok()) return storage_error(db_, "cannot create a batch");
+  std::vector<Batch> created;
+  created.reserve(batches.size());
+  for (NewBatch& spec : batches) {
+    Batch& batch = spec.batch;
+    if (!insert.bind(1, batch.target).bind(2, batch.customer_id).bind(3, batch.customer_key)
+             .bind(4, batch.quantity).bind(5, batch.timestamp)
+             .bind(6, static_cast<std::int64_t>(kBatchSending)).bind(7, now_ms).bind(8, now_ms)
+             .bind(9, static_cast<std::int64_t>(batch.sink)).run()) {
+      return storage_error(db_, "cannot create a batch");
+    }
+    batch.id = sqlite3_last_insert_rowid(db_);
+    // The instance id keeps keys unique even if the outbox file is ever recreated.
+    batch.idempotency_key = "sb1-" + instance_id_ + "-b" + std::to_string(batch.id);
+    if (!key.bind(1, batch.idempotency_key).bind(2, batch.id).run()) {
+      return storage_error(db_, "cannot create a batch");
+    }
+    for (const BatchMember& member : spec.members) {
+      if (!claim.bind(1, static_cast<std::int64_t>(stored(EventState::kBatched)))
+               .bind(2, batch.id).bind(3, member.customer_id).bind(4, now_ms)
+               .bind(5, static_cast<std::int64_t>(stored(EventState::kPending)))
+               .bind(6, member.event_id).run()) {
+        return storage_error(db_, "cannot create a batch");
+      }
+      if (sqlite3_changes(db_) != 1) {
+        return Error{ErrorCode::kStorage, "events of a batch were no longer pending", std::nullopt};
+      }
+    }
+    batch.created_ms = now_ms;
+    batch.attempts = 0;
+    batch.events = static_cast<std::int64_t>(spec.members.size());
+    created.push_back(std::move(batch));
+  }
+  if (!transaction.commit()) return storage_error(db_, "cannot commit a batch");
+  return created;
+}
+
 Expected<Batch> Outbox::create_batch(const std::string& target, const std::string& customer_id,
                                      const std::string& customer_key, std::int64_t quantity,
                                      std::int64_t timestamp,
                                      const std::vector<std::int64_t>& event_ids,
                                      std::int64_t now_ms) {
-  std::lock_guard lock(mutex_);
-  Transaction transaction(db_);
-  if (!transaction.began()) return storage_error(db_, "cannot begin a batch");
-  Statement insert(db_, "INSERT INTO batches(idempotency_key, target, customer_id, customer_key, "
-                        "quantity, timestamp, state, next_attempt_ms, created_ms) "
-                        "VALUES('', ?, ?, ?, ?, ?, ?, ?, ?)");
-  if (!insert.ok() || !insert.bind(1, target).bind(2, customer_id).bind(3, customer_key)
-                           .bind(4, quantity).bind(5, timestamp)
-                           .bind(6, static_cast<std::int64_t>(kBatchSending)).bind(7, now_ms)
-                           .bind(8, now_ms).run()) {
-    return storage_error(db_, "cannot create a batch");
-  }
-  Batch batch;
-  batch.id = sqlite3_last_insert_rowid(db_);
-  // The instance id keeps keys unique even if the outbox file is ever recreated.
-  batch.idempotency_key = "sb1-" + instance_id_ + "-b" + std::to_string(batch.id);
-  Statement key(db_, "UPDATE batches SET idempotency_key=? WHERE id=?");
-  Statement claim(db_, ("UPDATE events SET state=?, batch_id=?, updated_ms=? WHERE state=? AND id IN " +
-                        in_list(event_ids)).c_str());
-  if (!key.ok() || !key.bind(1, batch.idempotency_key).bind(2, batch.id).run() || !claim.ok() ||
-      !claim.bind(1, static_cast<std::int64_t>(stored(EventState::kBatched))).bind(2, batch.id)
-           .bind(3, now_ms).bind(4, static_cast<std::int64_t>(stored(EventState::kPending))).run()) {
-    return storage_error(db_, "cannot create a batch");
-  }
-  if (sqlite3_changes(db_) != static_cast<int>(event_ids.size())) {
-    return Error{ErrorCode::kStorage, "events of a batch were no longer pending", std::nullopt};
-  }
-  if (!transaction.commit()) return storage_error(db_, "cannot commit a batch");
-  batch.target = target;
-  batch.customer_id = customer_id;
-  batch.customer_key = customer_key;
-  batch.quantity = quantity;
-  batch.timestamp = timestamp;
-  batch.created_ms = now_ms;
-  batch.events = static_cast<std::int64_t>(event_ids.size());
-  return batch;
+  NewBatch spec;
+  spec.batch.sink = Sink::kUsageRecord;
+  spec.batch.target = target;
+  spec.batch.customer_id = customer_id;
+  spec.batch.customer_key = customer_key;
+  spec.batch.quantity = quantity;
+  spec.batch.timestamp = timestamp;
+  for (std::int64_t id : event_ids) spec.members.push_back({id, customer_id});
+  std::vector<NewBatch> specs;
+  specs.push_back(std::move(spec));
+  auto created = create_batches(std::move(specs), now_ms);
+  if (!created) return std::move(created).error();
+  return std::move(created->front());
 }
 
 Expected<std::vector<Batch>> Outbox::due_batches(std::int64_t now_ms, int limit) {
   std::lock_guard lock(mutex_);
   Statement select(db_, "SELECT id, idempotency_key, target, customer_id, customer_key, quantity, "
                         "timestamp, attempts, created_ms, "
-                        "(SELECT COUNT(*) FROM events WHERE batch_id=batches.id) FROM batches "
+                        "(SELECT COUNT(*) FROM events WHERE batch_id=batches.id), sink FROM batches "
                         "WHERE state=? AND next_attempt_ms<=? ORDER BY next_attempt_ms, id LIMIT ?");
   if (!select.ok()) return storage_error(db_, "cannot read batches");
   select.bind(1, static_cast<std::int64_t>(kBatchSending)).bind(2, now_ms)
@@ -372,6 +535,7 @@ Expected<std::vector<Batch>> Outbox::due_batches(std::int64_t now_ms, int limit)
     batch.attempts = static_cast<int>(select.integer(7));
     batch.created_ms = select.integer(8);
     batch.events = select.integer(9);
+    batch.sink = static_cast<Sink>(select.integer(10));
     batches.push_back(std::move(batch));
   }
   if (rc != SQLITE_DONE) return storage_error(db_, "cannot read batches");
@@ -427,7 +591,7 @@ Expected<void> Outbox::batch_dead(std::int64_t batch_id, const std::string& reas
 Expected<void> Outbox::dissolve_batch(std::int64_t batch_id) {
   std::lock_guard lock(mutex_);
   Transaction transaction(db_);
-  Statement events(db_, "UPDATE events SET state=?, batch_id=NULL WHERE batch_id=?");
+  Statement events(db_, "UPDATE events SET state=?, batch_id=NULL, customer_id='' WHERE batch_id=?");
   // Kept, not deleted: its id (and so its idempotency key) must never be handed out again.
   Statement batch(db_, "UPDATE batches SET state=? WHERE id=?");
   if (!transaction.began() || !events.ok() || !batch.ok() ||
@@ -471,11 +635,12 @@ Expected<bool> Outbox::has_outstanding() {
   return select.integer(0) != 0;
 }
 
-Expected<std::vector<std::string>> Outbox::open_targets() {
+Expected<std::vector<std::string>> Outbox::open_targets(Sink sink) {
   std::lock_guard lock(mutex_);
-  Statement select(db_, "SELECT DISTINCT target FROM batches WHERE state=?");
+  Statement select(db_, "SELECT DISTINCT target FROM batches WHERE state=? AND sink=?");
   if (!select.ok()) return storage_error(db_, "cannot read batches");
-  select.bind(1, static_cast<std::int64_t>(kBatchSending));
+  select.bind(1, static_cast<std::int64_t>(kBatchSending))
+      .bind(2, static_cast<std::int64_t>(sink));
   std::vector<std::string> targets;
   while (select.step() == SQLITE_ROW) targets.push_back(select.text(0));
   return targets;

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -22,12 +23,23 @@ namespace stripe_billing {
 enum class EventState { kPending, kBatched, kDelivered, kParked, kDead };
 const char* to_string(EventState state) noexcept;
 
+// Where a row is billed: a usage record on a subscription item, or a billing meter event (v1 or
+// the v2 stream, whichever the configuration sends). Dual mode stores one row of each per call.
+// The numbers are part of the file format.
+enum class Sink { kUsageRecord = 0, kMeterEvent = 1 };
+const char* to_string(Sink sink) noexcept;
+
 // An event as the writer stores it.
 struct NewEvent {
   std::string call_id;
   std::string dimension;     // what is billed: total_tokens, prompt_tokens, ...
+  Sink sink = Sink::kUsageRecord;
   std::string customer_key;  // the charge-by value ("" when missing)
   std::int64_t quantity = 0;
+  // Cost billing: the exact amount in micro-units. The outbox rounds it to `quantity` with the
+  // remainder carried per (customer key, dimension, sink), in the transaction that stores the
+  // row, so a duplicate never moves the carry and a crash never loses it.
+  std::optional<std::int64_t> amount_micros;
   std::int64_t event_time = 0;  // unix seconds: the call's end
   std::int64_t accepted_at_ms = 0;
   std::string model;
@@ -43,16 +55,31 @@ struct NewEvent {
 struct StoredEvent {
   std::int64_t id = 0;
   std::string call_id;
+  std::string dimension;
+  Sink sink = Sink::kUsageRecord;
+  std::string model;
   std::string customer_key;
   std::int64_t quantity = 0;
   std::int64_t event_time = 0;
   std::int64_t accepted_at_ms = 0;
+  std::string customer_id;  // the Stripe customer, once batched
 };
+
+// An event joining a batch, and the Stripe customer it bills (a v2 stream batch mixes customers).
+struct BatchMember {
+  std::int64_t event_id = 0;
+  std::string customer_id;
+};
+
+struct NewBatch;
 
 struct Batch {
   std::int64_t id = 0;
+  Sink sink = Sink::kUsageRecord;
   std::string idempotency_key;
-  std::string target;       // the subscription item
+  // Usage records: the subscription item. Meter events: "<event name> <customer id>" (one event);
+  // the v2 stream: kStreamTarget (up to 100 events of any customers).
+  std::string target;
   std::string customer_id;
   std::string customer_key;
   std::int64_t quantity = 0;
@@ -60,6 +87,11 @@ struct Batch {
   int attempts = 0;
   std::int64_t created_ms = 0;
   std::int64_t events = 0;
+};
+
+struct NewBatch {
+  Batch batch;  // sink, target, customer_id, customer_key, quantity, timestamp
+  std::vector<BatchMember> members;
 };
 
 struct InsertResult {
@@ -75,6 +107,8 @@ struct OutboxCounts {
   std::int64_t dead = 0;
   std::int64_t oldest_pending_ms = 0;  // accepted_at of the oldest pending/batched event; 0: none
 };
+
+inline constexpr const char* kStreamTarget = "meter_event_stream";
 
 class Outbox {
  public:
@@ -96,13 +130,18 @@ class Outbox {
                       std::optional<std::int64_t> next_attempt_ms);
   Expected<void> kill_events(const std::vector<std::int64_t>& event_ids, const std::string& reason);
 
-  // Persists a batch over `event_ids` (state batched) with its idempotency key; one transaction.
+  // Persists batches, each over its `members` (state batched, each with its Stripe customer),
+  // with their idempotency keys; one transaction. The answer has the stored batches, in order.
+  Expected<std::vector<Batch>> create_batches(std::vector<NewBatch> batches, std::int64_t now_ms);
+  // One usage-record batch over `event_ids`, all billing `customer_id`.
   Expected<Batch> create_batch(const std::string& target, const std::string& customer_id,
                                const std::string& customer_key, std::int64_t quantity,
                                std::int64_t timestamp, const std::vector<std::int64_t>& event_ids,
                                std::int64_t now_ms);
   // Batches not yet delivered whose next attempt is due, oldest first.
   Expected<std::vector<Batch>> due_batches(std::int64_t now_ms, int limit);
+  // The events of a batch, in id order (a meter batch sends each one).
+  Expected<std::vector<StoredEvent>> batch_events(std::int64_t batch_id);
   Expected<void> batch_delivered(std::int64_t batch_id, const std::string& request_id,
                                  std::int64_t now_ms);
   Expected<void> batch_retry_later(std::int64_t batch_id, int attempts,
@@ -116,16 +155,19 @@ class Outbox {
   Expected<OutboxCounts> counts();
   // True while any event is pending or in an undelivered batch (parked and dead do not count).
   Expected<bool> has_outstanding();
-  // Targets that have a batch not yet delivered (for resuming after a restart).
-  Expected<std::vector<std::string>> open_targets();
+  // Targets of the sink that have a batch not yet delivered (for resuming after a restart).
+  Expected<std::vector<std::string>> open_targets(Sink sink);
   Expected<std::int64_t> prune_delivered(std::int64_t older_than_ms);
   // Parked and dead events back to pending (operator action), optionally by reason/customer.
   Expected<std::int64_t> requeue(const std::string& reason, const std::string& customer_key);
 
  private:
   Outbox(sqlite3* db, std::string instance_id);
+  // The carried remainder for cost rows, read from the carries table on first use.
+  Expected<std::int64_t> carry(const std::string& key);
 
   std::mutex mutex_;
+  std::map<std::string, std::int64_t> carries_;  // committed remainders, by carry key
   sqlite3* db_;
   std::string instance_id_;
 };

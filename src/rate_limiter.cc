@@ -72,24 +72,41 @@ std::uint64_t RateLimiter::waits() const {
   return waits_;
 }
 
+bool is_meter_event_request(const std::string& url) {
+  const std::string_view path = std::string_view(url).substr(0, url.find('?'));
+  const auto ends_with = [path](std::string_view suffix) {
+    return path.size() >= suffix.size() && path.substr(path.size() - suffix.size()) == suffix;
+  };
+  return ends_with("/v1/billing/meter_events") || ends_with("/v2/billing/meter_event_stream");
+}
+
 RateLimitedTransport::RateLimitedTransport(std::shared_ptr<HttpTransport> inner,
-                                           std::shared_ptr<RateLimiter> limiter)
-    : inner_(std::move(inner)), limiter_(std::move(limiter)) {}
+                                           std::shared_ptr<RateLimiter> limiter,
+                                           std::shared_ptr<RateLimiter> meter_limiter)
+    : inner_(std::move(inner)),
+      limiter_(std::move(limiter)),
+      meter_limiter_(std::move(meter_limiter)) {}
+
+RateLimiter& RateLimitedTransport::limiter_for(const HttpRequest& request) const {
+  return meter_limiter_ && is_meter_event_request(request.url) ? *meter_limiter_ : *limiter_;
+}
 
 Expected<HttpResponse> RateLimitedTransport::send(const HttpRequest& request) {
-  if (!limiter_->acquire()) {
+  RateLimiter& limiter = limiter_for(request);
+  if (!limiter.acquire()) {
     return Error{ErrorCode::kAborted, "shutting down: request not sent", std::nullopt};
   }
   auto response = inner_->send(request);
   if (response && response->status == 429 &&
       !response->header("stripe-rate-limited-reason").empty()) {
-    limiter_->on_throttled();
+    limiter.on_throttled();
   }
   return response;
 }
 
 void RateLimitedTransport::abort_in_flight() {
   limiter_->interrupt();
+  if (meter_limiter_) meter_limiter_->interrupt();
   inner_->abort_in_flight();
 }
 

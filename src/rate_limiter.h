@@ -44,15 +44,24 @@ class RateLimiter {
   std::uint64_t waits_ = 0;
 };
 
+// Meter event requests (v1 meter_events, the v2 stream) go through `meter_limiter` when there is
+// one: live mode gives them their own limit. Without one they share the general bucket, as test
+// mode counts them toward its 25/s.
 class RateLimitedTransport final : public HttpTransport {
  public:
-  RateLimitedTransport(std::shared_ptr<HttpTransport> inner, std::shared_ptr<RateLimiter> limiter);
+  RateLimitedTransport(std::shared_ptr<HttpTransport> inner, std::shared_ptr<RateLimiter> limiter,
+                       std::shared_ptr<RateLimiter> meter_limiter = nullptr);
   Expected<HttpResponse> send(const HttpRequest& request) override;
   void abort_in_flight() override;
 
  private:
+  RateLimiter& limiter_for(const HttpRequest& request) const;
+
   std::shared_ptr<HttpTransport> inner_;
   std::shared_ptr<RateLimiter> limiter_;
+  std::shared_ptr<RateLimiter> meter_limiter_;
 };
+
+bool is_meter_event_request(const std::string& url);
 
 }  // namespace stripe_billing

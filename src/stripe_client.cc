@@ -97,6 +97,16 @@ Expected<StripeResponse> StripeClient::post_form(const std::string& path, const 
   return send(std::move(request));
 }
 
+Expected<StripeResponse> StripeClient::post_json(const std::string& path,
+                                                 const nlohmann::json& body) const {
+  HttpRequest request;
+  request.method = "POST";
+  request.url = options_.api_base + path;
+  request.body = body.dump();
+  request.headers.emplace_back("Content-Type", "application/json");
+  return send(std::move(request));
+}
+
 Expected<StripeResponse> StripeClient::get(const std::string& path, const FormFields& query) const {
   HttpRequest request;
   request.method = "GET";
@@ -113,9 +123,11 @@ Expected<StripeResponse> StripeClient::send(HttpRequest request) const {
   if (!options_.api_version.empty()) {
     request.headers.emplace_back("Stripe-Version", options_.api_version);
   }
-  auto response = transport_.send(request);
-  if (!response) return std::move(response).error();
+  return to_stripe_response(transport_.send(request));
+}
 
+Expected<StripeResponse> to_stripe_response(Expected<HttpResponse> response) {
+  if (!response) return std::move(response).error();
   if (response->status >= 400) {
     StripeError stripe = parse_stripe_error(*response);
     std::string message = stripe.message;

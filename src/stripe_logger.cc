@@ -6,6 +6,7 @@
 #include "customer_resolver.h"
 #include "dispatcher.h"
 #include "intake.h"
+#include "meter_event_stream.h"
 #include "metrics.h"
 #include "outbox.h"
 #include "rate_limiter.h"
@@ -42,16 +43,22 @@ class StripeLogger::Impl {
         log_(options.logger ? std::move(options.logger) : silent_logger()),
         clock_(options.clock ? std::move(options.clock) : Clock::system()),
         limiter_(std::make_shared<RateLimiter>(config_.rate_limit())),
+        meter_limiter_(config_.meter_rate_limit() > 0
+                           ? std::make_shared<RateLimiter>(config_.meter_rate_limit())
+                           : nullptr),
         transport_(std::make_shared<RateLimitedTransport>(
             options.transport ? std::move(options.transport)
                               : std::shared_ptr<HttpTransport>(make_curl_transport(
                                     {config_.connect_timeout(), kUserAgent})),
-            limiter_)),
+            limiter_, meter_limiter_)),
         client_(*transport_, StripeClientOptions{config_.api_base(), config_.api_key(),
                                                  config_.api_version(), config_.timeout()}),
         resolver_(client_, config_, clock_),
         outbox_(open_outbox(config_, *log_)),
-        dispatcher_(config_, *outbox_, client_, resolver_, metrics_, log_, clock_),
+        stream_(config_.billing_mode() == BillingMode::kMeterEventStream
+                    ? std::make_unique<MeterEventStream>(*transport_, client_, config_, clock_)
+                    : nullptr),
+        dispatcher_(config_, *outbox_, client_, stream_.get(), resolver_, metrics_, log_, clock_),
         intake_(config_, *outbox_, metrics_, log_, clock_, [this] { dispatcher_.wake(); }) {
     log_->info("stripe_billing {} started: {}", STRIPE_BILLING_VERSION, config_.summary());
   }
@@ -132,10 +139,12 @@ class StripeLogger::Impl {
   std::shared_ptr<Clock> clock_;
   Metrics metrics_;
   std::shared_ptr<RateLimiter> limiter_;
+  std::shared_ptr<RateLimiter> meter_limiter_;  // null: meter events share limiter_
   std::shared_ptr<HttpTransport> transport_;
   StripeClient client_;
   CustomerResolver resolver_;
   std::unique_ptr<Outbox> outbox_;
+  std::unique_ptr<MeterEventStream> stream_;
   Dispatcher dispatcher_;
   Intake intake_;  // last: the host's entry point exists only once everything behind it does
   std::mutex shutdown_mutex_;

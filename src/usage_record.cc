@@ -1,5 +1,6 @@
 #include "usage_record.h"
 
+#include <cmath>
 #include <cstdio>
 
 namespace stripe_billing {
@@ -47,6 +48,8 @@ QuantityCheck billable_quantity(const TokenCounts& tokens, QuantitySource source
       break;
     case QuantitySource::kPromptTokens: value = tokens.prompt; break;
     case QuantitySource::kCompletionTokens: value = tokens.completion; break;
+    case QuantitySource::kSplit:
+    case QuantitySource::kCost: break;  // not a token count: see BilledDimension, cost_amount
   }
   using Verdict = QuantityCheck::Verdict;
   if (!value) return {Verdict::kMissingUsage, 0};
@@ -54,6 +57,27 @@ QuantityCheck billable_quantity(const TokenCounts& tokens, QuantitySource source
   if (*value == 0) return {Verdict::kZero, 0};
   if (*value > max_quantity) return {Verdict::kTooLarge, *value};
   return {Verdict::kBill, *value};
+}
+
+QuantityCheck cost_amount(std::optional<double> cost, double multiplier,
+                          std::int64_t max_quantity) {
+  using Verdict = QuantityCheck::Verdict;
+  if (!cost || std::isnan(*cost)) return {Verdict::kMissingUsage, 0};
+  if (*cost < 0) return {Verdict::kNegative, 0};
+  const double units = *cost * multiplier;
+  if (!(units <= static_cast<double>(max_quantity))) return {Verdict::kTooLarge, 0};
+  const auto micros = static_cast<std::int64_t>(std::llround(units * kMicrosPerUnit));
+  if (micros == 0) return {Verdict::kZero, 0};
+  return {Verdict::kBill, micros};
+}
+
+RoundedAmount round_with_carry(std::int64_t micros, std::int64_t carry) {
+  const std::int64_t total = micros + carry;
+  // Half-up: floor((total + half) / unit), written for totals of either sign.
+  const std::int64_t shifted = total + kMicrosPerUnit / 2;
+  std::int64_t quantity = shifted / kMicrosPerUnit;
+  if (shifted % kMicrosPerUnit < 0) --quantity;
+  return {quantity, total - quantity * kMicrosPerUnit};
 }
 
 std::string usage_record_path(std::string_view subscription_item_id) {

@@ -39,6 +39,23 @@ inline QuantityCheck billable_quantity(const UsageEvent& event, QuantitySource s
                            source, max_quantity);
 }
 
+// Cost billing counts in millionths of a billed unit, so that rounding each call to whole units
+// can carry the remainder to the next call instead of losing it.
+inline constexpr std::int64_t kMicrosPerUnit = 1'000'000;
+
+// response_cost × multiplier (units per 1.0 of cost: 100 for cents) as a check whose value is in
+// micro-units. Missing or NaN: kMissingUsage; negative: kNegative; over max_quantity units:
+// kTooLarge; less than one micro-unit: kZero.
+QuantityCheck cost_amount(std::optional<double> cost, double multiplier, std::int64_t max_quantity);
+
+struct RoundedAmount {
+  std::int64_t quantity = 0;  // whole units to bill now
+  std::int64_t carry = 0;     // micro-units carried to the next amount, in [-half, half)
+};
+// Rounds `micros` plus the carried remainder half-up to whole units. Over any sequence of calls
+// the billed units differ from the exact sum by at most half a unit.
+RoundedAmount round_with_carry(std::int64_t micros, std::int64_t carry);
+
 // `/v1/subscription_items/<encoded si>/usage_records`
 std::string usage_record_path(std::string_view subscription_item_id);
 

@@ -163,22 +163,23 @@ TEST(ConfigFromEnvTest, ReadsExactlyTheListedVariables) {
   });
   const std::vector<std::string>& names = config_variable_names();
   EXPECT_EQ(asked, std::set<std::string>(names.begin(), names.end()));
-  EXPECT_EQ(names.size(), 27u);
+  EXPECT_EQ(names.size(), 40u);
 }
 
 TEST(ConfigFromEnvTest, ListsVariablesInDocumentationOrder) {
   const std::vector<std::string>& names = config_variable_names();
-  ASSERT_EQ(names.size(), 27u);
+  ASSERT_EQ(names.size(), 40u);
   EXPECT_EQ(names.front(), "STRIPE_API_KEY");
-  EXPECT_EQ(names[1], "STRIPE_PRICE_ID");
-  EXPECT_EQ(names[5], "ENVIRONMENT");
-  EXPECT_EQ(names[14], "STRIPE_QUEUE_CAPACITY");
+  EXPECT_EQ(names[1], "STRIPE_BILLING_MODE");
+  EXPECT_EQ(names[2], "STRIPE_PRICE_ID");
+  EXPECT_EQ(names[6], "ENVIRONMENT");
+  EXPECT_EQ(names[27], "STRIPE_QUEUE_CAPACITY");
   EXPECT_EQ(names.back(), "STRIPE_AUTH_PROBE_S");
 }
 
 TEST(ConfigFromEnvTest, ListsTheDeliveryEngineVariables) {
   const std::vector<std::string>& names = config_variable_names();
-  EXPECT_EQ(std::vector<std::string>(names.begin() + 15, names.end()),
+  EXPECT_EQ(std::vector<std::string>(names.begin() + 28, names.end()),
             (std::vector<std::string>{
                 "STRIPE_OUTBOX_PATH", "STRIPE_DURABILITY", "STRIPE_COMMIT_INTERVAL_MS",
                 "STRIPE_SYNC_TIMEOUT_MS", "STRIPE_AGGREGATION_WINDOW_MS", "STRIPE_MAX_BACKOFF_S",
@@ -340,11 +341,11 @@ TEST(FinalizeConfigTest, EveryProblemLineNamesItsVariable) {
   const std::vector<std::string> lines = problem_lines(message);
   ASSERT_EQ(lines.size(), 26u) << message;
   const std::vector<std::string> variables = {"STRIPE_API_KEY",
-                                              "STRIPE_PRICE_ID",
                                               "STRIPE_CHARGE_BY",
                                               "STRIPE_API_BASE",
                                               "STRIPE_API_VERSION",
                                               "STRIPE_QUANTITY",
+                                              "STRIPE_PRICE_ID",
                                               "STRIPE_CUSTOMER_METADATA_KEY",
                                               "STRIPE_CUSTOMER_MAP",
                                               "STRIPE_MAX_QUANTITY",

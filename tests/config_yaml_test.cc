@@ -275,7 +275,7 @@ stripe_billing:
   chargeby: team_id
 )yaml");
   EXPECT_THAT(message, HasSubstr("- stripe_billing has unknown key chargeby (line 4); the "
-                                 "settings are api_key, price_id, charge_by,"));
+                                 "settings are api_key, billing_mode, price_id, charge_by,"));
 }
 
 TEST(ConfigYamlTest, AllUnknownKeysAreNamedInOneProblem) {

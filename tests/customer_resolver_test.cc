@@ -33,6 +33,7 @@ class CustomerResolverTest : public testing::EmulatorTest {
   }
 
   std::size_t searches() const { return count_requests("GET", "/v1/customers/search"); }
+  std::size_t subscription_lookups() const { return count_requests("GET", "/v1/subscriptions"); }
 
   std::string mapped_customer_ = emulator_.create_customer({});
   std::shared_ptr<ManualClock> clock_ = std::make_shared<ManualClock>();
@@ -46,7 +47,7 @@ TEST_F(CustomerResolverTest, FindsTheItemOfTheCustomerWithTheMetadataValue) {
   std::string customer;
   const std::string item = add_customer("alice", &customer);
   add_customer("bob");
-  auto target = resolver_->resolve("alice");
+  auto target = resolver_->resolve("alice", price_);
   ASSERT_TRUE(target) << target.error().to_string();
   EXPECT_EQ(target->customer_id, customer);
   EXPECT_EQ(target->subscription_item_id, item);
@@ -57,7 +58,7 @@ TEST_F(CustomerResolverTest, PicksTheItemOnTheConfiguredPrice) {
   add_customer("alice", &customer);
   const std::string other_price = emulator_.create_metered_price(product_);
   emulator_.create_subscription(customer, other_price);
-  auto target = resolver_->resolve("alice");
+  auto target = resolver_->resolve("alice", price_);
   ASSERT_TRUE(target);
   for (const auto& record : emulator_.requests()) {
     if (record.path == "/v1/subscriptions") {
@@ -69,50 +70,74 @@ TEST_F(CustomerResolverTest, PicksTheItemOnTheConfiguredPrice) {
 
 TEST_F(CustomerResolverTest, CachesAHitUntilItsTtlExpires) {
   add_customer("alice");
-  ASSERT_TRUE(resolver_->resolve("alice"));
+  ASSERT_TRUE(resolver_->resolve("alice", price_));
   clock_->advance(std::chrono::seconds(299));
-  ASSERT_TRUE(resolver_->resolve("alice"));
+  ASSERT_TRUE(resolver_->resolve("alice", price_));
   EXPECT_EQ(searches(), 1u);
   clock_->advance(std::chrono::seconds(2));
-  ASSERT_TRUE(resolver_->resolve("alice"));
+  ASSERT_TRUE(resolver_->resolve("alice", price_));
   EXPECT_EQ(searches(), 2u);
 }
 
 TEST_F(CustomerResolverTest, CachesAMissForTheShorterTtl) {
-  auto first = resolver_->resolve("late-customer");
+  auto first = resolver_->resolve("late-customer", price_);
   ASSERT_FALSE(first);
   EXPECT_EQ(first.error().code, ErrorCode::kCustomerNotFound);
   add_customer("late-customer");
-  EXPECT_FALSE(resolver_->resolve("late-customer"));
+  EXPECT_FALSE(resolver_->resolve("late-customer", price_));
   EXPECT_EQ(searches(), 1u);
   clock_->advance(std::chrono::seconds(31));
-  EXPECT_TRUE(resolver_->resolve("late-customer"));
+  EXPECT_TRUE(resolver_->resolve("late-customer", price_));
   EXPECT_EQ(searches(), 2u);
 }
 
 TEST_F(CustomerResolverTest, DoesNotCacheANetworkFailure) {
   add_customer("alice");
   emulator_.inject({stripe_emulator::FaultKind::kStatus, 500, "/v1/customers/search", {}});
-  auto failed = resolver_->resolve("alice");
+  auto failed = resolver_->resolve("alice", price_);
   ASSERT_FALSE(failed);
   EXPECT_EQ(failed.error().code, ErrorCode::kStripe);
-  EXPECT_TRUE(resolver_->resolve("alice"));
+  EXPECT_TRUE(resolver_->resolve("alice", price_));
 }
 
-TEST_F(CustomerResolverTest, InvalidateForcesANewLookup) {
+TEST_F(CustomerResolverTest, InvalidateLooksTheItemUpAgainButKeepsTheCustomer) {
   add_customer("alice");
-  ASSERT_TRUE(resolver_->resolve("alice"));
-  resolver_->invalidate("alice");
-  ASSERT_TRUE(resolver_->resolve("alice"));
-  EXPECT_EQ(searches(), 2u);
+  ASSERT_TRUE(resolver_->resolve("alice", price_));
+  resolver_->invalidate("alice", price_);
+  ASSERT_TRUE(resolver_->resolve("alice", price_));
+  EXPECT_EQ(subscription_lookups(), 2u);
+  EXPECT_EQ(searches(), 1u);
+}
+
+TEST_F(CustomerResolverTest, WithoutAPriceOnlyTheCustomerIsLookedUp) {
+  std::string customer;
+  add_customer("alice", &customer);
+  auto target = resolver_->resolve("alice", "");
+  ASSERT_TRUE(target) << target.error().to_string();
+  EXPECT_EQ(target->customer_id, customer);
+  EXPECT_EQ(target->subscription_item_id, "");
+  EXPECT_EQ(subscription_lookups(), 0u);
+}
+
+TEST_F(CustomerResolverTest, EachPriceHasItsOwnItemAndOneCustomerSearch) {
+  std::string customer;
+  add_customer("alice", &customer);
+  const std::string output_price = emulator_.create_metered_price(product_);
+  const std::string output_item = emulator_.create_subscription(customer, output_price).item_id;
+  auto input = resolver_->resolve("alice", price_);
+  auto output = resolver_->resolve("alice", output_price);
+  ASSERT_TRUE(input && output);
+  EXPECT_NE(input->subscription_item_id, output->subscription_item_id);
+  EXPECT_EQ(output->subscription_item_id, output_item);
+  EXPECT_EQ(searches(), 1u);
 }
 
 TEST_F(CustomerResolverTest, TheStaticMapComesBeforeAnyLookup) {
-  auto item = resolver_->resolve("mapped-item");
+  auto item = resolver_->resolve("mapped-item", price_);
   ASSERT_TRUE(item);
   EXPECT_EQ(item->subscription_item_id, "si_static");
   const std::string mapped_item = emulator_.create_subscription(mapped_customer_, price_).item_id;
-  auto customer = resolver_->resolve("mapped-customer");
+  auto customer = resolver_->resolve("mapped-customer", price_);
   ASSERT_TRUE(customer) << customer.error().to_string();
   EXPECT_EQ(customer->customer_id, mapped_customer_);
   EXPECT_EQ(customer->subscription_item_id, mapped_item);
@@ -125,7 +150,7 @@ TEST_F(CustomerResolverTest, HostileValuesAreSearchedLiterally) {
   std::map<std::string, std::string> items;
   for (const auto& value : hostile) items[value] = add_customer(value);
   for (const auto& value : hostile) {
-    auto target = resolver_->resolve(value);
+    auto target = resolver_->resolve(value, price_);
     ASSERT_TRUE(target) << value << ": " << target.error().to_string();
     EXPECT_EQ(target->subscription_item_id, items[value]) << value;
   }
@@ -133,7 +158,7 @@ TEST_F(CustomerResolverTest, HostileValuesAreSearchedLiterally) {
 
 TEST_F(CustomerResolverTest, RefusesKeysNoMetadataValueCanEqualWithoutARequest) {
   for (const std::string& value : {std::string(1 << 20, 'x'), std::string("caf\xff")}) {
-    auto target = resolver_->resolve(value);
+    auto target = resolver_->resolve(value, price_);
     ASSERT_FALSE(target);
     EXPECT_EQ(target.error().code, ErrorCode::kMissingCustomer);
   }

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 #include <httplib.h>
 
+#include <ctime>
 #include <fstream>
 #include <iterator>
 #include <nlohmann/json.hpp>
@@ -23,6 +24,9 @@ using nlohmann::json;
 using stripe_emulator::Emulator;
 
 constexpr char kApiKey[] = "sk_test_emulator_0000000000000000";
+constexpr std::int64_t kDay = 86'400;
+constexpr char kMeterEvent[] = "spec_tokens";
+constexpr char kCancellableEvent[] = "spec_event_to_cancel";
 const std::string kSpecDirectory = STRIPE_BILLING_SOURCE_DIR "/emulator/spec/";
 const std::string kSharedSubset =
     STRIPE_BILLING_SOURCE_DIR "/../shared/stripe/openapi-subset-2022.json";
@@ -264,6 +268,8 @@ class SpecConformanceTest : public ::testing::Test {
     const auto ids = emulator_.create_subscription(customer_, price_);
     subscription_ = ids.subscription_id;
     item_ = ids.item_id;
+    meter_ = emulator_.create_meter(kMeterEvent);
+    record_cancellable_event();
     for (const auto* file : {"openapi-subset-2022.json", "emulator-extensions.json"}) {
       for (auto& operation : operations_in(kSpecDirectory + file)) {
         operations_.push_back(std::move(operation));
@@ -271,9 +277,41 @@ class SpecConformanceTest : public ::testing::Test {
     }
   }
 
+  void record_cancellable_event() const {
+    httplib::Client client("127.0.0.1", emulator_.port());
+    client.set_bearer_token_auth(kApiKey);
+    const json event = {{"event_name", kMeterEvent},
+                        {"identifier", kCancellableEvent},
+                        {"payload", {{"stripe_customer_id", customer_}, {"value", "1"}}}};
+    const auto result = client.Post("/v1/billing/meter_events", form_encoded(event),
+                                    "application/x-www-form-urlencoded");
+    if (!result || result->status != 200) throw std::runtime_error("cannot record a meter event");
+  }
+
+  // Event summaries may be grouped by day, so their range is aligned with UTC days.
+  static std::int64_t today() { return std::time(nullptr) / kDay * kDay; }
+
+  std::string fresh(const std::string& prefix) { return prefix + std::to_string(++custom_ids_); }
+
   // What an operation needs to succeed, so a refusal can only come from the parameter under test.
-  json base_params(const Operation& operation) const {
+  // Meters need an event name no active meter has.
+  json base_params(const Operation& operation) {
     const std::map<std::string, json> base = {
+        {"PostBillingMeters",
+         {{"display_name", "Tokens"},
+          {"event_name", fresh("spec_meter_")},
+          {"default_aggregation", {{"formula", "sum"}}}}},
+        {"PostBillingMeterEvents",
+         {{"event_name", kMeterEvent},
+          {"payload", {{"stripe_customer_id", customer_}, {"value", "1"}}}}},
+        {"PostBillingMeterEventAdjustments",
+         {{"event_name", kMeterEvent},
+          {"type", "cancel"},
+          {"cancel", {{"identifier", kCancellableEvent}}}}},
+        {"GetBillingMetersIdEventSummaries",
+         {{"customer", customer_},
+          {"start_time", std::to_string(today() - kDay)},
+          {"end_time", std::to_string(today() + kDay)}}},
         {"PostSubscriptionItemsSubscriptionItemUsageRecords", {{"quantity", "1"}}},
         {"GetCustomersSearch", {{"query", "email:'a@example.com'"}}},
         {"PostSubscriptions", {{"customer", customer_}, {"items", {{"0", {{"price", price_}}}}}}},
@@ -284,8 +322,20 @@ class SpecConformanceTest : public ::testing::Test {
     return found == base.end() ? json::object() : found->second;
   }
 
-  // Values that must name existing objects rather than be merely well-typed.
-  std::optional<json> meaningful_value(const std::string& parameter) {
+  // Values that must name existing objects (or be fresh, or in range) rather than be merely
+  // well-typed.
+  std::optional<json> meaningful_value(const Operation& operation, const std::string& parameter) {
+    const auto& id = operation.operation_id;
+    if (id == "PostBillingMeters" && parameter == "event_name") return json(fresh("spec_meter_"));
+    if (id == "PostBillingMeterEvents" || id == "PostBillingMeterEventAdjustments") {
+      if (parameter == "event_name") return json(kMeterEvent);
+      if (parameter == "identifier") return json(fresh("spec_event_"));
+      if (parameter == "timestamp") return json(std::to_string(std::time(nullptr)));
+      if (parameter == "cancel") return json{{"identifier", kCancellableEvent}};
+      if (parameter == "cancel[identifier]") return json(kCancellableEvent);
+    }
+    if (parameter == "start_time") return json(std::to_string(today() - kDay));
+    if (parameter == "end_time") return json(std::to_string(today() + kDay));
     if (parameter == "customer") return json(customer_);
     if (parameter == "product") return json(product_);
     if (parameter == "price" || parameter == "items[0][price]") return json(price_);
@@ -297,11 +347,12 @@ class SpecConformanceTest : public ::testing::Test {
 
   std::string path_of(const Operation& operation) const {
     auto path = operation.path_template;
+    const bool meter = path.rfind("/v1/billing/meters/", 0) == 0;
     for (const auto& [placeholder, id] :
          std::map<std::string, std::string>{{"{subscription_item}", item_},
                                             {"{price}", price_},
                                             {"{customer}", customer_},
-                                            {"{id}", product_}}) {
+                                            {"{id}", meter ? meter_ : product_}}) {
       const auto at = path.find(placeholder);
       if (at != std::string::npos) path.replace(at, placeholder.size(), id);
     }
@@ -316,7 +367,7 @@ class SpecConformanceTest : public ::testing::Test {
     return client.Post(path.c_str(), form_encoded(params), "application/x-www-form-urlencoded");
   }
 
-  std::vector<Operation> served_operations() const {
+  std::vector<Operation> served_operations() {
     std::vector<Operation> served;
     for (const auto& operation : operations_) {
       const auto result = send(operation, base_params(operation));
@@ -328,7 +379,7 @@ class SpecConformanceTest : public ::testing::Test {
   }
 
   Emulator emulator_;
-  std::string customer_, product_, price_, subscription_, item_;
+  std::string customer_, product_, price_, subscription_, item_, meter_;
   std::vector<Operation> operations_;
   int custom_ids_ = 0;
 };
@@ -359,6 +410,9 @@ TEST_F(SpecConformanceTest, ServesEveryOperationOfTheSubsetAndTheExtensions) {
   std::set<std::string> served;
   for (const auto& operation : served_operations()) served.insert(operation.operation_id);
   EXPECT_EQ(served, (std::set<std::string>{
+                        "GetBillingMeters",
+                        "GetBillingMetersId",
+                        "GetBillingMetersIdEventSummaries",
                         "GetCustomers",
                         "GetCustomersCustomer",
                         "GetCustomersSearch",
@@ -367,6 +421,9 @@ TEST_F(SpecConformanceTest, ServesEveryOperationOfTheSubsetAndTheExtensions) {
                         "GetSubscriptionItems",
                         "GetSubscriptionItemsSubscriptionItemUsageRecordSummaries",
                         "GetSubscriptions",
+                        "PostBillingMeterEventAdjustments",
+                        "PostBillingMeterEvents",
+                        "PostBillingMeters",
                         "PostCustomers",
                         "PostPrices",
                         "PostProducts",
@@ -378,7 +435,7 @@ TEST_F(SpecConformanceTest, ServesEveryOperationOfTheSubsetAndTheExtensions) {
 TEST_F(SpecConformanceTest, AcceptsEveryParameterWithAWellTypedValue) {
   for (const auto& operation : served_operations()) {
     for (const auto& parameter : parameters_of(operation)) {
-      auto value = meaningful_value(parameter.name());
+      auto value = meaningful_value(operation, parameter.name());
       if (!value) value = valid_value(parameter.schema);
       if (!value) continue;
       auto params = base_params(operation);

@@ -803,7 +803,9 @@ TEST_F(ControlEndpointsTest, TotalsReportUsageByItemAndByCustomer) {
   ASSERT_EQ(record_usage("quantity=7")->status, 200);
   const auto result = control().Get("/_emulator/totals");
   ASSERT_EQ(result->status, 200);
-  EXPECT_EQ(body_of(result), (json{{"items", {{item_, 7}}}, {"customers", {{customer_, 7}}}}));
+  EXPECT_EQ(
+      body_of(result),
+      (json{{"items", {{item_, 7}}}, {"customers", {{customer_, 7}}}, {"meters", json::object()}}));
 }
 
 TEST_F(ControlEndpointsTest, FaultsQueueOverHttpAndDeleteClearsThem) {
@@ -931,7 +933,8 @@ TEST(StripeEmulatorBinary, ServesItsSeedAnnouncesItsStateAndStopsOnSigterm) {
   std::ofstream(seed_file)
       << R"({"price":{"product_name":"LLM tokens","unit_amount":1,"currency":"usd"},
       "customers":[{"email":"a@example.com","metadata":{"litellm_customer_id":"alice"}},
-                   {"email":"b@example.com","metadata":{"litellm_customer_id":"bob"}}]})";
+                   {"email":"b@example.com","metadata":{"litellm_customer_id":"bob"}}],
+      "meters":[{"event_name":"llm_tokens"}]})";
   std::remove(state_file.c_str());
 
   ChildProcess child({binary, "--port", "0", "--seed", seed_file, "--state-file", state_file});
@@ -947,6 +950,12 @@ TEST(StripeEmulatorBinary, ServesItsSeedAnnouncesItsStateAndStopsOnSigterm) {
   EXPECT_EQ(alice["email"], "a@example.com");
   EXPECT_EQ(alice["metadata"], (json{{"litellm_customer_id", "alice"}}));
   EXPECT_EQ(announced["price_id"].get<std::string>().rfind("price_", 0), 0u);
+  ASSERT_EQ(announced["meters"].size(), 1u);
+  EXPECT_EQ(announced["meters"][0]["id"].get<std::string>().rfind("mtr_", 0), 0u);
+  EXPECT_EQ(announced["meters"][0]["event_name"], "llm_tokens");
+  EXPECT_EQ(announced["meters"][0]["customer_payload_key"], "stripe_customer_id");
+  EXPECT_EQ(announced["meters"][0]["value_payload_key"], "value");
+  EXPECT_EQ(announced["meters"][0]["formula"], "sum");
 
   httplib::Client client(announced["base_url"].get<std::string>());
   client.set_bearer_token_auth(kApiKey);
@@ -961,9 +970,17 @@ TEST(StripeEmulatorBinary, ServesItsSeedAnnouncesItsStateAndStopsOnSigterm) {
           .Post(("/v1/subscription_items/" + item + "/usage_records").c_str(), "quantity=42", kForm)
           ->status,
       200);
+  EXPECT_EQ(client
+                .Post("/v1/billing/meter_events",
+                      "event_name=llm_tokens&payload[value]=9&payload[stripe_customer_id]=" +
+                          alice["id"].get<std::string>(),
+                      kForm)
+                ->status,
+            200);
   const auto totals = json::parse(client.Get("/_emulator/totals")->body);
   EXPECT_EQ(totals["customers"][alice["id"].get<std::string>()], 42);
   EXPECT_EQ(totals["items"][item], 42);
+  EXPECT_EQ(totals["meters"]["llm_tokens"][alice["id"].get<std::string>()], 9);
 
   child.signal(SIGTERM);
   EXPECT_EQ(child.wait_for_exit(), 0);

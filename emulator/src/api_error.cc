@@ -4,16 +4,29 @@
 
 namespace stripe_emulator {
 
-Answer to_answer(const ApiError& error) {
+namespace {
+
+nlohmann::json error_body(const ApiError& error) {
   nlohmann::json body = {{"type", error.type}, {"message", error.message}};
-  if (!error.param.empty()) body["param"] = error.param;
   if (!error.code.empty()) {
     body["code"] = error.code;
     std::string slug = error.code;
     std::replace(slug.begin(), slug.end(), '_', '-');
     body["doc_url"] = "https://stripe.com/docs/error-codes/" + slug;
   }
+  return body;
+}
+
+}  // namespace
+
+Answer to_answer(const ApiError& error) {
+  auto body = error_body(error);
+  if (!error.param.empty()) body["param"] = error.param;
   return Answer{error.status, {{"error", body}}, error.headers};
+}
+
+Answer to_v2_answer(const ApiError& error) {
+  return Answer{error.status, {{"error", error_body(error)}}, error.headers};
 }
 
 std::string dump(const nlohmann::json& value) {

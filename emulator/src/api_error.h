@@ -31,6 +31,18 @@ template <typename T>
 using Expected = std::variant<T, ApiError>;
 
 Answer to_answer(const ApiError& error);
+// The same error in the v2 API's shape: {"error":{"type","code","message"}} (and "doc_url" with a
+// code); v2 errors carry no "param".
+Answer to_v2_answer(const ApiError& error);
+
+inline Answer ok(nlohmann::json body) { return Answer{200, std::move(body), {}}; }
+
+// A success as JSON (T converts with to_json), or the error.
+template <typename T>
+Answer answer(const Expected<T>& result) {
+  if (const auto* error = std::get_if<ApiError>(&result)) return to_answer(*error);
+  return ok(std::get<T>(result));
+}
 
 // The same serialization everywhere: values may hold bytes that are not UTF-8 (they came in
 // percent-encoded); those are answered as U+FFFD rather than failing the request.

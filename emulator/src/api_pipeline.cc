@@ -4,12 +4,26 @@
 #include <cctype>
 
 #include "form_parser.h"
+#include "meter_endpoints.h"
 #include "schema_validator.h"
+#include "v2_endpoints.h"
 
 namespace stripe_emulator {
 namespace {
 
 Outcome answer(const ApiError& error) { return Outcome{to_answer(error), false}; }
+
+bool is_v2(const std::string& path) { return path.rfind(kV2Prefix, 0) == 0; }
+
+Outcome refusal(const IncomingRequest& request, const ApiError& error) {
+  return Outcome{is_v2(request.path) ? to_v2_answer(error) : to_answer(error), false};
+}
+
+std::map<std::string, Endpoint> v1_endpoints(Store& store, MeterStore& meters) {
+  auto endpoints = make_endpoints(store);
+  endpoints.merge(make_meter_endpoints(meters, store));
+  return endpoints;
+}
 
 // Stripe keeps what the work produced, not the refusals that happen before it.
 bool worth_keeping(int status) { return status != 400 && status != 401 && status != 429; }
@@ -28,23 +42,28 @@ Answer replayed(const IdempotencyCache::Stored& stored) {
 
 }  // namespace
 
-ApiPipeline::ApiPipeline(std::vector<std::string> api_keys, Store& store,
-                         const SpecCatalog& catalog, FaultQueue& faults, HangGate& hangs,
-                         RateLimiter& rate_limiter)
+ApiPipeline::ApiPipeline(std::vector<std::string> api_keys, Store& store, MeterStore& meters,
+                         MeterSessions& sessions, const SpecCatalog& catalog, FaultQueue& faults,
+                         HangGate& hangs, RateLimiter& rate_limiter)
     : api_keys_(std::move(api_keys)),
+      meters_(meters),
+      sessions_(sessions),
       catalog_(catalog),
       faults_(faults),
       hangs_(hangs),
       rate_limiter_(rate_limiter),
-      endpoints_(make_endpoints(store)) {}
+      endpoints_(v1_endpoints(store, meters)) {}
 
 Outcome ApiPipeline::handle(const IncomingRequest& request) {
   const auto api_key = authenticate(request);
-  if (const auto* error = std::get_if<ApiError>(&api_key)) return answer(*error);
-  if (!rate_limiter_.try_acquire()) return answer(errors::rate_limited());
+  if (const auto* error = std::get_if<ApiError>(&api_key)) return refusal(request, *error);
+  if (!rate_limiter_.try_acquire()) return refusal(request, errors::rate_limited());
   const auto fault = faults_.take(request.path);
-  if (fault && fault->kind == FaultKind::kStatus) return answer(errors::injected(fault->status));
+  if (fault && fault->kind == FaultKind::kStatus) {
+    return refusal(request, errors::injected(fault->status));
+  }
   if (fault && fault->kind == FaultKind::kCloseConnection) return Outcome{{}, true};
+  if (is_v2(request.path)) return run_v2(request, fault);
   return run(request, std::get<std::string>(api_key), fault);
 }
 
@@ -57,6 +76,10 @@ Expected<std::string> ApiPipeline::authenticate(const IncomingRequest& request) 
     return errors::missing_api_key();
   }
   const auto key = authorization.substr(bearer.size());
+  if (request.path == kMeterEventStreamPath) {
+    if (auto error = sessions_.authenticate(key)) return *error;
+    return key;
+  }
   if (key.rfind("pk_", 0) == 0) return errors::publishable_api_key();
   if (std::find(api_keys_.begin(), api_keys_.end(), key) == api_keys_.end()) {
     return errors::invalid_api_key(key);
@@ -97,6 +120,12 @@ Outcome ApiPipeline::run(const IncomingRequest& request, const std::string& api_
   if (fault && fault->kind == FaultKind::kHang) hangs_.hold(fault->hang);
   auto result = endpoint->second(ApiCall{route->path_params, tree});
   if (claim && worth_keeping(result.status)) claim->keep(result, request.request_id);
+  return Outcome{std::move(result), fault && fault->kind == FaultKind::kCloseAfterCommit};
+}
+
+Outcome ApiPipeline::run_v2(const IncomingRequest& request, const std::optional<Fault>& fault) {
+  if (fault && fault->kind == FaultKind::kHang) hangs_.hold(fault->hang);
+  auto result = serve_v2(request, meters_, sessions_);
   return Outcome{std::move(result), fault && fault->kind == FaultKind::kCloseAfterCommit};
 }
 

@@ -3,6 +3,10 @@
 //   drops) -> route by the spec (404) -> parse and validate parameters (400) -> idempotency
 //   (replay, 400 other parameters, 409 in use) -> kHang holds -> the endpoint does the work -> the
 //   answer is kept under the Idempotency-Key -> kCloseAfterCommit drops the connection.
+// v2 requests (/v2/…, JSON) share the first steps: the meter event stream authenticates with a
+// meter event session token instead of a secret key, and refusals are in the v2 error shape.
+// After the fault step they leave the v1 path: no spec routing and no idempotency (Stripe's v2
+// keys are not emulated), then kHang holds, v2_endpoints does the work, kCloseAfterCommit drops.
 // Thread-safe: any number of requests may run through it at once.
 #pragma once
 
@@ -15,6 +19,8 @@
 #include "fault_queue.h"
 #include "hang_gate.h"
 #include "idempotency_cache.h"
+#include "meter_sessions.h"
+#include "meter_store.h"
 #include "rate_limiter.h"
 #include "spec_catalog.h"
 #include "store.h"
@@ -23,8 +29,9 @@ namespace stripe_emulator {
 
 class ApiPipeline {
  public:
-  ApiPipeline(std::vector<std::string> api_keys, Store& store, const SpecCatalog& catalog,
-              FaultQueue& faults, HangGate& hangs, RateLimiter& rate_limiter);
+  ApiPipeline(std::vector<std::string> api_keys, Store& store, MeterStore& meters,
+              MeterSessions& sessions, const SpecCatalog& catalog, FaultQueue& faults,
+              HangGate& hangs, RateLimiter& rate_limiter);
 
   Outcome handle(const IncomingRequest& request);
 
@@ -32,8 +39,11 @@ class ApiPipeline {
   Expected<std::string> authenticate(const IncomingRequest& request) const;
   Outcome run(const IncomingRequest& request, const std::string& api_key,
               const std::optional<Fault>& fault);
+  Outcome run_v2(const IncomingRequest& request, const std::optional<Fault>& fault);
 
   std::vector<std::string> api_keys_;
+  MeterStore& meters_;
+  MeterSessions& sessions_;
   const SpecCatalog& catalog_;
   FaultQueue& faults_;
   HangGate& hangs_;

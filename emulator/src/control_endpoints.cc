@@ -7,7 +7,8 @@ namespace {
 
 using nlohmann::json;
 
-Answer ok(json body = {{"ok", true}}) { return Answer{200, std::move(body), {}}; }
+using stripe_emulator::ok;
+Answer ok() { return ok({{"ok", true}}); }
 
 Answer failure(int status, const std::string& message) {
   return Answer{status, {{"error", {{"message", message}}}}, {}};
@@ -25,8 +26,21 @@ std::optional<FaultKind> fault_kind(const std::string& name) {
   return std::nullopt;
 }
 
+// Meters with at least one counted event, by event name.
+json meter_totals(const Emulator& emulator) {
+  json totals = json::object();
+  for (const auto& event : emulator.meter_events()) {
+    if (event.error_code.empty() && !totals.contains(event.event_name)) {
+      totals[event.event_name] = emulator.meter_totals_by_customer(event.event_name);
+    }
+  }
+  return totals;
+}
+
 Answer totals(const Emulator& emulator) {
-  return ok({{"items", emulator.totals_by_item()}, {"customers", emulator.totals_by_customer()}});
+  return ok({{"items", emulator.totals_by_item()},
+             {"customers", emulator.totals_by_customer()},
+             {"meters", meter_totals(emulator)}});
 }
 
 Answer inject(Emulator& emulator, const json& body) {

@@ -1,7 +1,8 @@
 // The emulator's controls over HTTP under /_emulator/, for the stripe-emulator binary and anyone
 // outside the test process. No authentication; loopback clients only (403 otherwise). JSON in,
 // JSON out; errors are {"error":{"message":…}}.
-//   GET    /_emulator/totals          {"items":{"si_…":N},"customers":{"cus_…":N}}
+//   GET    /_emulator/totals          {"items":{"si_…":N},"customers":{"cus_…":N},
+//                                      "meters":{"event_name":{"cus_…":N}}}  (counted events)
 //   POST   /_emulator/faults          {"kind":"status|hang|close|close_after_commit","status":500,
 //                                      "count":1,"path_prefix":"","hang_ms":0}
 //   DELETE /_emulator/faults          clears queued faults

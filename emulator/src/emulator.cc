@@ -8,6 +8,8 @@
 #include "fault_queue.h"
 #include "hang_gate.h"
 #include "http_server.h"
+#include "meter_sessions.h"
+#include "meter_store.h"
 #include "rate_limiter.h"
 #include "request_log.h"
 #include "spec_catalog.h"
@@ -29,7 +31,10 @@ class Emulator::Impl {
   explicit Impl(const EmulatorOptions& options)
       : host(options.host),
         store(options.clock ? options.clock : system_clock_seconds),
-        pipeline(options.api_keys, store, SpecCatalog::embedded(), faults, hangs, rate_limiter) {}
+        meters(store),
+        sessions([this] { return store.now(); }),
+        pipeline(options.api_keys, store, meters, sessions, SpecCatalog::embedded(), faults, hangs,
+                 rate_limiter) {}
 
   // Started only once the Emulator is whole, since control requests call back into it.
   void start(Emulator& emulator, int port) {
@@ -48,6 +53,8 @@ class Emulator::Impl {
 
   std::string host;
   Store store;
+  MeterStore meters;
+  MeterSessions sessions;
   FaultQueue faults;
   HangGate hangs;
   RateLimiter rate_limiter;
@@ -116,6 +123,25 @@ void Emulator::delete_subscription_item(const std::string& item_id) {
   impl_->store.delete_item(item_id);
 }
 
+std::string Emulator::create_meter(const std::string& event_name,
+                                   const std::string& customer_payload_key,
+                                   const std::string& value_payload_key,
+                                   const std::string& formula) {
+  if (formula != "sum" && formula != "count" && formula != "last") {
+    throw std::invalid_argument("A meter's formula is sum, count or last, not " + formula);
+  }
+  Meter meter;
+  meter.display_name = event_name;
+  meter.event_name = event_name;
+  meter.customer_key = customer_payload_key;
+  meter.value_key = value_payload_key;
+  meter.formula = formula;
+  auto created = impl_->meters.add_meter(std::move(meter));
+  if (const auto* error = std::get_if<ApiError>(&created))
+    throw std::invalid_argument(error->message);
+  return std::get<Meter>(created).id;
+}
+
 void Emulator::inject(const Fault& fault, int count) { impl_->faults.push(fault, count); }
 
 void Emulator::clear_faults() { impl_->faults.clear(); }
@@ -156,5 +182,17 @@ std::map<std::string, std::int64_t> Emulator::totals_by_item() const {
 std::vector<RecordedRequest> Emulator::requests() const { return impl_->log.entries(); }
 
 void Emulator::clear_requests() { impl_->log.clear(); }
+
+std::vector<MeterEventRecord> Emulator::meter_events() const { return impl_->meters.events(); }
+
+std::map<std::string, double> Emulator::meter_totals_by_customer(
+    const std::string& event_name, const std::string& group_key,
+    const std::string& group_value) const {
+  return impl_->meters.totals_by_customer(event_name, group_key, group_value);
+}
+
+void Emulator::expire_meter_sessions() { impl_->sessions.expire_all(); }
+
+std::size_t Emulator::meter_sessions_created() const { return impl_->sessions.created(); }
 
 }  // namespace stripe_emulator

@@ -4,6 +4,8 @@
 #include <optional>
 #include <vector>
 
+#include "form_values.h"
+#include "pagination.h"
 #include "resources.h"
 #include "search_query.h"
 
@@ -12,82 +14,8 @@ namespace {
 
 using nlohmann::json;
 
-Answer ok(json body) { return Answer{200, std::move(body), {}}; }
-
-template <typename T>
-Answer answer(const Expected<T>& result) {
-  if (const auto* error = std::get_if<ApiError>(&result)) return to_answer(*error);
-  return ok(std::get<T>(result));
-}
-
-std::string text(const json& params, const char* name, const std::string& fallback = "") {
-  return params.contains(name) ? params[name].get<std::string>() : fallback;
-}
-
-std::optional<std::int64_t> integer(const json& params, const char* name) {
-  if (!params.contains(name)) return std::nullopt;
-  return std::stoll(params[name].get<std::string>());
-}
-
-bool boolean(const json& params, const char* name, bool fallback) {
-  return params.contains(name) ? params[name] == "true" : fallback;
-}
-
 // Metadata arrives as a hash of strings, or as "" to mean none.
-Metadata metadata(const json& params) {
-  Metadata metadata;
-  if (params.contains("metadata") && params["metadata"].is_object()) {
-    for (const auto& [key, value] : params["metadata"].items()) {
-      metadata[key] = value.get<std::string>();
-    }
-  }
-  return metadata;
-}
-
-// Form arrays arrive as hashes keyed by index; the schema validator checked the keys.
-std::vector<json> array(const json& params, const char* name) {
-  std::map<std::int64_t, json> by_index;
-  if (params.contains(name)) {
-    for (const auto& [index, value] : params[name].items())
-      by_index.emplace(std::stoll(index), value);
-  }
-  std::vector<json> values;
-  values.reserve(by_index.size());
-  for (auto& [index, value] : by_index) values.push_back(std::move(value));
-  return values;
-}
-
-std::size_t limit(const json& params) {
-  return static_cast<std::size_t>(
-      std::clamp<std::int64_t>(integer(params, "limit").value_or(10), 1, 100));
-}
-
-// Stripe's cursor pagination over a newest-first list: `limit` objects after `starting_after`,
-// or the `limit` objects just before `ending_before`.
-json page(const std::vector<json>& newest_first, const json& params, const std::string& url) {
-  const auto size = static_cast<std::ptrdiff_t>(newest_first.size());
-  const auto count = static_cast<std::ptrdiff_t>(limit(params));
-  const auto position_of = [&](const json& id) {
-    const auto found = std::find_if(newest_first.begin(), newest_first.end(),
-                                    [&](const json& object) { return object["id"] == id; });
-    return found - newest_first.begin();
-  };
-  std::ptrdiff_t first = 0;
-  std::ptrdiff_t last = std::min(count, size);
-  bool has_more = last < size;
-  if (params.contains("starting_after")) {
-    first = std::min(position_of(params["starting_after"]) + 1, size);
-    last = std::min(first + count, size);
-    has_more = last < size;
-  } else if (params.contains("ending_before")) {
-    last = position_of(params["ending_before"]);
-    first = std::max<std::ptrdiff_t>(0, last - count);
-    has_more = first > 0;
-  }
-  return list_object(
-      json(std::vector<json>(newest_first.begin() + first, newest_first.begin() + last)), has_more,
-      url);
-}
+Metadata metadata(const json& params) { return string_hash(params, "metadata"); }
 
 Answer search_customers(const Store& store, const ApiCall& call) {
   const auto query = CustomerQuery::parse(text(call.params, "query"));
@@ -272,27 +200,21 @@ Answer usage_record_summaries(const Store& store, const ApiCall& call) {
 }  // namespace
 
 std::map<std::string, Endpoint> make_endpoints(Store& store) {
-  const auto bind = [&store](Answer (*endpoint)(Store&, const ApiCall&)) {
-    return [&store, endpoint](const ApiCall& call) { return endpoint(store, call); };
-  };
-  const auto bind_read = [&store](Answer (*endpoint)(const Store&, const ApiCall&)) {
-    return [&store, endpoint](const ApiCall& call) { return endpoint(store, call); };
-  };
   return {
-      {"GetCustomers", bind_read(list_customers)},
-      {"GetCustomersCustomer", bind_read(retrieve_customer)},
-      {"GetCustomersSearch", bind_read(search_customers)},
-      {"GetPricesPrice", bind_read(retrieve_price)},
-      {"GetProductsId", bind_read(retrieve_product)},
-      {"GetSubscriptionItems", bind_read(list_subscription_items)},
+      {"GetCustomers", bound(store, list_customers)},
+      {"GetCustomersCustomer", bound(store, retrieve_customer)},
+      {"GetCustomersSearch", bound(store, search_customers)},
+      {"GetPricesPrice", bound(store, retrieve_price)},
+      {"GetProductsId", bound(store, retrieve_product)},
+      {"GetSubscriptionItems", bound(store, list_subscription_items)},
       {"GetSubscriptionItemsSubscriptionItemUsageRecordSummaries",
-       bind_read(usage_record_summaries)},
-      {"GetSubscriptions", bind_read(list_subscriptions)},
-      {"PostCustomers", bind(create_customer)},
-      {"PostPrices", bind(create_price)},
-      {"PostProducts", bind(create_product)},
-      {"PostSubscriptionItemsSubscriptionItemUsageRecords", bind(record_usage)},
-      {"PostSubscriptions", bind(create_subscription)},
+       bound(store, usage_record_summaries)},
+      {"GetSubscriptions", bound(store, list_subscriptions)},
+      {"PostCustomers", bound(store, create_customer)},
+      {"PostPrices", bound(store, create_price)},
+      {"PostProducts", bound(store, create_product)},
+      {"PostSubscriptionItemsSubscriptionItemUsageRecords", bound(store, record_usage)},
+      {"PostSubscriptions", bound(store, create_subscription)},
   };
 }
 

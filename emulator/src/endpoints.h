@@ -21,6 +21,12 @@ struct ApiCall {
 
 using Endpoint = std::function<Answer(const ApiCall&)>;
 
+// An operation bound to the object it works on: `object` is a Store, or a const one for reads.
+template <typename Object, typename Target>
+Endpoint bound(Object& object, Answer (*endpoint)(Target&, const ApiCall&)) {
+  return [&object, endpoint](const ApiCall& call) { return endpoint(object, call); };
+}
+
 std::map<std::string, Endpoint> make_endpoints(Store& store);
 
 }  // namespace stripe_emulator

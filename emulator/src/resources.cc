@@ -131,6 +131,55 @@ json usage_record_summary(const SubscriptionItem& item, const Period& period,
           {"total_usage", total_usage}};
 }
 
+void to_json(json& out, const Meter& meter) {
+  out = {{"id", meter.id},
+         {"object", "billing.meter"},
+         {"created", meter.created},
+         {"customer_mapping", {{"event_payload_key", meter.customer_key}, {"type", "by_id"}}},
+         {"default_aggregation", {{"formula", meter.formula}}},
+         {"display_name", meter.display_name},
+         {"event_name", meter.event_name},
+         {"event_time_window", nullptr},
+         {"livemode", false},
+         {"status", meter.status},
+         {"status_transitions", {{"deactivated_at", nullptr}}},
+         {"updated", meter.created},
+         {"value_settings", {{"event_payload_key", meter.value_key}}}};
+}
+
+void to_json(json& out, const MeterEvent& event) {
+  out = {{"object", "billing.meter_event"},
+         {"created", event.created},
+         {"event_name", event.record.event_name},
+         {"identifier", event.record.identifier},
+         {"livemode", false},
+         {"payload", event.record.payload},
+         {"timestamp", event.record.timestamp}};
+}
+
+// Stripe's summary ids are opaque; these are stable for the same meter, customer and window, so
+// they can serve as pagination cursors.
+json meter_event_summary(const Meter& meter, const std::string& customer_id,
+                         const MeterSummary& summary) {
+  return {{"id", "mtrusg_" + meter.id.substr(4) + customer_id.substr(customer_id.find('_') + 1) +
+                     std::to_string(summary.start_time)},
+          {"object", "billing.meter_event_summary"},
+          {"aggregated_value", summary.aggregated_value},
+          {"end_time", summary.end_time},
+          {"livemode", false},
+          {"meter", meter.id},
+          {"start_time", summary.start_time}};
+}
+
+json meter_event_adjustment(const MeterEvent& cancelled) {
+  return {{"object", "billing.meter_event_adjustment"},
+          {"cancel", {{"identifier", cancelled.record.identifier}}},
+          {"event_name", cancelled.record.event_name},
+          {"livemode", false},
+          {"status", "pending"},
+          {"type", "cancel"}};
+}
+
 json list_object(json data, bool has_more, const std::string& url) {
   return {{"object", "list"}, {"data", std::move(data)}, {"has_more", has_more}, {"url", url}};
 }

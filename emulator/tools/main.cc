@@ -85,7 +85,7 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--api-key", arguments.api_keys, "Secret key to accept (repeatable)")
       ->capture_default_str();
-  app.add_option("--seed", arguments.seed_file, "Seed JSON: a metered price and customers")
+  app.add_option("--seed", arguments.seed_file, "Seed JSON: a metered price, customers and meters")
       ->check(CLI::ExistingFile);
   app.add_option("--state-file", arguments.state_file,
                  "Where to write the state JSON once listening");

@@ -4,6 +4,25 @@
 #include <string>
 
 namespace stripe_emulator {
+namespace {
+
+nlohmann::json seed_meters(Emulator& emulator, const nlohmann::json& seed) {
+  auto meters = nlohmann::json::array();
+  for (const auto& meter : seed.value("meters", nlohmann::json::array())) {
+    const auto event_name = meter.at("event_name").get<std::string>();
+    const auto customer_key = meter.value("customer_payload_key", "stripe_customer_id");
+    const auto value_key = meter.value("value_payload_key", "value");
+    const auto formula = meter.value("formula", "sum");
+    meters.push_back({{"id", emulator.create_meter(event_name, customer_key, value_key, formula)},
+                      {"event_name", event_name},
+                      {"customer_payload_key", customer_key},
+                      {"value_payload_key", value_key},
+                      {"formula", formula}});
+  }
+  return meters;
+}
+
+}  // namespace
 
 nlohmann::json apply_seed(Emulator& emulator, const nlohmann::json& seed) {
   const auto price = seed.value("price", nlohmann::json::object());
@@ -24,7 +43,10 @@ nlohmann::json apply_seed(Emulator& emulator, const nlohmann::json& seed) {
                          {"subscription_id", subscription.subscription_id},
                          {"subscription_item", subscription.item_id}});
   }
-  return {{"base_url", emulator.base_url()}, {"price_id", price_id}, {"customers", customers}};
+  return {{"base_url", emulator.base_url()},
+          {"price_id", price_id},
+          {"customers", customers},
+          {"meters", seed_meters(emulator, seed)}};
 }
 
 }  // namespace stripe_emulator

@@ -22,13 +22,27 @@ namespace stripe_billing {
 // the STRIPE_ prefix (api_key, price_id, ...) in the `stripe_billing` section.
 struct Config {
   std::optional<std::string> api_key;                // STRIPE_API_KEY (required)
-  std::optional<std::string> price_id;               // STRIPE_PRICE_ID (required)
+  std::optional<std::string> billing_mode;           // STRIPE_BILLING_MODE = usage_records|meter_events|meter_event_stream|dual
+  std::optional<std::string> price_id;               // STRIPE_PRICE_ID (usage records)
   std::optional<std::string> charge_by;              // STRIPE_CHARGE_BY = end_user_id|user_id|team_id
   std::optional<std::string> api_base;               // STRIPE_API_BASE
   std::optional<std::string> api_version;            // STRIPE_API_VERSION
   std::optional<std::string> environment;            // ENVIRONMENT
-  std::optional<std::string> quantity;               // STRIPE_QUANTITY = total_tokens|prompt_tokens|completion_tokens
+  std::optional<std::string> quantity;               // STRIPE_QUANTITY = total_tokens|prompt_tokens|completion_tokens|split|cost
   std::optional<std::string> max_quantity;           // STRIPE_MAX_QUANTITY
+  std::optional<std::string> prompt_price_id;        // STRIPE_PROMPT_PRICE_ID (usage records, split)
+  std::optional<std::string> completion_price_id;    // STRIPE_COMPLETION_PRICE_ID (usage records, split)
+  std::optional<std::string> cost_multiplier;        // STRIPE_COST_MULTIPLIER (cost: units per 1.0 of response_cost)
+  // Billing meters.
+  std::optional<std::string> meter_event_name;             // STRIPE_METER_EVENT_NAME
+  std::optional<std::string> prompt_meter_event_name;      // STRIPE_PROMPT_METER_EVENT_NAME (split)
+  std::optional<std::string> completion_meter_event_name;  // STRIPE_COMPLETION_METER_EVENT_NAME (split)
+  std::optional<std::string> meter_customer_key;           // STRIPE_METER_CUSTOMER_KEY
+  std::optional<std::string> meter_value_key;              // STRIPE_METER_VALUE_KEY
+  std::optional<std::string> meter_token_type_key;         // STRIPE_METER_TOKEN_TYPE_KEY (split, one meter)
+  std::optional<std::string> meter_model_key;              // STRIPE_METER_MODEL_KEY (adds the model)
+  std::optional<std::string> meter_stream_base;            // STRIPE_METER_STREAM_BASE
+  std::optional<std::string> meter_rate_limit;             // STRIPE_METER_RATE_LIMIT (requests per second)
   std::optional<std::string> customer_metadata_key;  // STRIPE_CUSTOMER_METADATA_KEY
   std::optional<std::string> customer_map;           // STRIPE_CUSTOMER_MAP = "alice=cus_1,bob=si_2"
   std::optional<std::string> lookup_cache_ttl;       // STRIPE_LOOKUP_CACHE_TTL (seconds)
@@ -78,12 +92,19 @@ Expected<YamlSettings> config_from_yaml_string(const std::string& yaml,
                                                const EnvLookup& env = process_environment());
 
 enum class ChargeBy { kEndUserId, kUserId, kTeamId };
-enum class QuantitySource { kTotalTokens, kPromptTokens, kCompletionTokens };
+// usage_records: legacy usage records on a subscription item. meter_events: v1 billing meter
+// events, one request per event. meter_event_stream: the v2 stream, up to 100 events a request.
+// dual: usage records and v1 meter events for every event, side by side (for migrating).
+enum class BillingMode { kUsageRecords, kMeterEvents, kMeterEventStream, kDual };
+// split bills prompt and completion tokens as two quantities; cost bills response_cost in the
+// currency's smallest unit (STRIPE_COST_MULTIPLIER, 100 for cents).
+enum class QuantitySource { kTotalTokens, kPromptTokens, kCompletionTokens, kSplit, kCost };
 // async: log_success_event returns once the event is in memory; the writer commits it within
 // the commit interval. sync: it returns once the event is committed to the outbox.
 enum class Durability { kAsync, kSync };
 
 const char* to_string(ChargeBy value) noexcept;
+const char* to_string(BillingMode value) noexcept;
 const char* to_string(QuantitySource value) noexcept;
 const char* to_string(Durability value) noexcept;
 
@@ -93,12 +114,38 @@ struct StaticTarget {
   std::string subscription_item_id;  // set when the mapping names a subscription item
 };
 
+// One quantity a call bills (split bills two). Everything a sender needs to bill it.
+struct BilledDimension {
+  std::string name;              // total_tokens, prompt_tokens, completion_tokens or cost
+  QuantitySource source = QuantitySource::kTotalTokens;  // never kSplit
+  std::string price_id;          // usage records: the price whose subscription item is billed
+  std::string meter_event_name;  // meters: the meter's event name
+  std::string token_type;        // meters, split on one meter: "input" or "output"; else ""
+};
+
 // The checked configuration. Only finalize_config() makes one.
 class FinalizedConfig {
  public:
   const Secret& api_key() const noexcept { return api_key_; }
   bool live_mode() const noexcept { return live_mode_; }
+  BillingMode billing_mode() const noexcept { return billing_mode_; }
+  bool uses_usage_records() const noexcept {
+    return billing_mode_ == BillingMode::kUsageRecords || billing_mode_ == BillingMode::kDual;
+  }
+  bool uses_meters() const noexcept { return billing_mode_ != BillingMode::kUsageRecords; }
+  // The price the usage-record path checks the key against (STRIPE_PRICE_ID, or the prompt
+  // price when split); "" in the meter modes.
   const std::string& price_id() const noexcept { return price_id_; }
+  // What each call bills, in order; one entry, or two for split.
+  const std::vector<BilledDimension>& dimensions() const noexcept { return dimensions_; }
+  const BilledDimension* dimension(const std::string& name) const noexcept;
+  double cost_multiplier() const noexcept { return cost_multiplier_; }
+  const std::string& meter_customer_key() const noexcept { return meter_customer_key_; }
+  const std::string& meter_value_key() const noexcept { return meter_value_key_; }
+  const std::string& meter_token_type_key() const noexcept { return meter_token_type_key_; }
+  const std::string& meter_model_key() const noexcept { return meter_model_key_; }  // "": off
+  const std::string& meter_stream_base() const noexcept { return meter_stream_base_; }
+  double meter_rate_limit() const noexcept { return meter_rate_limit_; }
   ChargeBy charge_by() const noexcept { return charge_by_; }
   const std::string& api_base() const noexcept { return api_base_; }  // no trailing slash
   const std::string& api_version() const noexcept { return api_version_; }
@@ -136,7 +183,16 @@ class FinalizedConfig {
 
   Secret api_key_;
   bool live_mode_ = false;
+  BillingMode billing_mode_ = BillingMode::kUsageRecords;
   std::string price_id_;
+  std::vector<BilledDimension> dimensions_;
+  double cost_multiplier_ = 100;
+  std::string meter_customer_key_;
+  std::string meter_value_key_;
+  std::string meter_token_type_key_;
+  std::string meter_model_key_;
+  std::string meter_stream_base_;
+  double meter_rate_limit_ = 0;
   ChargeBy charge_by_ = ChargeBy::kEndUserId;
   std::string api_base_;
   std::string api_version_;
@@ -170,6 +226,10 @@ inline constexpr const char* kDefaultApiVersion = "2025-02-24.acacia";  // last 
 inline constexpr const char* kDefaultCustomerMetadataKey = "litellm_customer_id";
 inline constexpr std::int64_t kDefaultMaxQuantity = 10'000'000;
 inline constexpr const char* kDefaultOutboxPath = "stripe-billing-outbox.db";
+inline constexpr const char* kDefaultMeterStreamBase = "https://meter-events.stripe.com";
+inline constexpr const char* kDefaultMeterCustomerKey = "stripe_customer_id";
+inline constexpr const char* kDefaultMeterValueKey = "value";
+inline constexpr const char* kDefaultMeterTokenTypeKey = "token_type";
 
 // Checks everything and reports every problem in one kInvalidConfig error, one problem per line
 // after a first line "invalid Stripe billing configuration (N problems):".

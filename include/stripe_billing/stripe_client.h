@@ -49,6 +49,8 @@ class StripeClient {
   // An HTTP status >= 400 becomes Error{kStripe, ..., stripe = parsed error}.
   Expected<StripeResponse> post_form(const std::string& path, const FormFields& fields,
                                      const std::string& idempotency_key) const;
+  // POST a JSON body (the v2 API) with the secret key; no Idempotency-Key.
+  Expected<StripeResponse> post_json(const std::string& path, const nlohmann::json& body) const;
   // GET with query fields (encoded like a form).
   Expected<StripeResponse> get(const std::string& path, const FormFields& query = {}) const;
 
@@ -63,5 +65,9 @@ class StripeClient {
 
 // Parses an error answer (status, headers, body) into a StripeError; tolerant of non-JSON bodies.
 StripeError parse_stripe_error(const HttpResponse& response);
+
+// A transport answer as a StripeResponse: status >= 400 becomes Error{kStripe} with the parsed
+// error, a body that is not a JSON object kInvalidResponse.
+Expected<StripeResponse> to_stripe_response(Expected<HttpResponse> response);
 
 }  // namespace stripe_billing

@@ -1,7 +1,9 @@
 // A Stripe-compatible HTTP server on 127.0.0.1 for tests and the demo. It accepts exactly the
 // parameters Stripe's published request schemas accept (emulator/spec/*.json) and answers errors
-// with Stripe's bodies and headers. Test code seeds it and reads its totals directly; the
-// `stripe-emulator` binary exposes the same controls over HTTP under /_emulator/.
+// with Stripe's bodies and headers. It also serves billing meters: v1 meter events and, on the
+// same port, the v2 meter event session and stream (JSON). Test code seeds it and reads its
+// totals directly; the `stripe-emulator` binary exposes the same controls over HTTP under
+// /_emulator/.
 //
 // Thread-safe: every public method may be called while requests are being served.
 #pragma once
@@ -59,6 +61,17 @@ struct UsageRecord {
   std::string action;  // increment | set
 };
 
+// One billing meter event as the emulator received it, over v1 or the v2 stream.
+struct MeterEventRecord {
+  std::string event_name;
+  std::string identifier;
+  std::map<std::string, std::string> payload;
+  std::int64_t timestamp = 0;  // unix seconds
+  std::string source;          // "v1" or "v2"
+  bool cancelled = false;
+  std::string error_code;  // empty: counted; otherwise the asynchronous error report's code
+};
+
 struct SubscriptionIds {
   std::string subscription_id;
   std::string item_id;
@@ -91,6 +104,12 @@ class Emulator {
                                       std::optional<std::int64_t> period_start = std::nullopt,
                                       std::optional<std::int64_t> period_end = std::nullopt);
   void delete_subscription_item(const std::string& item_id);  // later calls get 404
+  // A meter on `event_name` (formula sum|count|last); returns its id (mtr_…). Throws
+  // std::invalid_argument when an active meter already has that event name.
+  std::string create_meter(const std::string& event_name,
+                           const std::string& customer_payload_key = "stripe_customer_id",
+                           const std::string& value_payload_key = "value",
+                           const std::string& formula = "sum");
 
   // Faults: the next `count` matching API requests get `fault`. Faults queue in order.
   void inject(const Fault& fault, int count = 1);
@@ -115,6 +134,18 @@ class Emulator {
   std::map<std::string, std::int64_t> totals_by_item() const;      // item id -> usage
   std::vector<RecordedRequest> requests() const;
   void clear_requests();
+
+  // Billing meters. Every meter event received (v1 and v2), oldest first, including the ones
+  // rejected asynchronously (error_code set) and the cancelled ones.
+  std::vector<MeterEventRecord> meter_events() const;
+  // The meter's aggregated value per customer id over all counted, non-cancelled events, or
+  // only events whose payload[group_key] == group_value when group_key is not empty.
+  std::map<std::string, double> meter_totals_by_customer(const std::string& event_name,
+                                                         const std::string& group_key = "",
+                                                         const std::string& group_value = "") const;
+  // Makes every v2 meter event session token expire now (the next stream call gets 401 expired).
+  void expire_meter_sessions();
+  std::size_t meter_sessions_created() const;
 
  private:
   class Impl;

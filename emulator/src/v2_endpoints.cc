@@ -1,0 +1,130 @@
+#include "v2_endpoints.h"
+
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "rfc3339.h"
+
+namespace stripe_emulator {
+namespace {
+
+using nlohmann::json;
+
+constexpr std::size_t kMaxEventsPerRequest = 100;
+
+ApiError invalid_body(const std::string& message) {
+  return ApiError{400, "invalid_request_error", message, "", "invalid_fields", {}};
+}
+
+std::optional<json> parse_object(const std::string& body) {
+  if (body.empty()) return json::object();
+  auto parsed = json::parse(body, nullptr, false);
+  if (parsed.is_discarded() || !parsed.is_object()) return std::nullopt;
+  return parsed;
+}
+
+std::optional<ApiError> unknown_field(const json& object, const std::set<std::string>& known,
+                                      const std::string& where) {
+  for (const auto& [key, value] : object.items()) {
+    if (known.count(key) == 0) return invalid_body("Unknown field " + where + key + ".");
+  }
+  return std::nullopt;
+}
+
+Expected<NewMeterEvent> meter_event(const json& event, const std::string& where) {
+  if (!event.is_object()) return invalid_body(where + " must be an object.");
+  if (auto error =
+          unknown_field(event, {"event_name", "identifier", "payload", "timestamp"}, where + ".")) {
+    return *error;
+  }
+  NewMeterEvent parsed;
+  if (!event.contains("event_name") || !event["event_name"].is_string()) {
+    return invalid_body(where + ".event_name is required and must be a string.");
+  }
+  parsed.event_name = event["event_name"];
+  if (event.contains("identifier")) {
+    if (!event["identifier"].is_string())
+      return invalid_body(where + ".identifier must be a string.");
+    parsed.identifier = event["identifier"];
+  }
+  if (!event.contains("payload") || !event["payload"].is_object()) {
+    return invalid_body(where + ".payload is required and must be an object.");
+  }
+  for (const auto& [key, value] : event["payload"].items()) {
+    if (!value.is_string()) return invalid_body(where + ".payload." + key + " must be a string.");
+    parsed.payload[key] = value;
+  }
+  if (event.contains("timestamp")) {
+    const auto timestamp =
+        event["timestamp"].is_string() ? from_rfc3339(event["timestamp"]) : std::nullopt;
+    if (!timestamp) {
+      return invalid_body(where + ".timestamp must be an RFC 3339 date-time.");
+    }
+    parsed.timestamp = timestamp;
+  }
+  return parsed;
+}
+
+Expected<std::vector<NewMeterEvent>> meter_events(const std::string& body) {
+  const auto request = parse_object(body);
+  if (!request) {
+    return ApiError{400, "invalid_request_error", "The request body must be a JSON object.",
+                    "",  "invalid_json",          {}};
+  }
+  if (auto error = unknown_field(*request, {"events"}, "")) return *error;
+  if (!request->contains("events") || !(*request)["events"].is_array()) {
+    return invalid_body("events is required and must be an array.");
+  }
+  const auto& events = (*request)["events"];
+  if (events.size() > kMaxEventsPerRequest) {
+    return invalid_body("events may hold at most 100 events; it holds " +
+                        std::to_string(events.size()) + ".");
+  }
+  std::vector<NewMeterEvent> parsed;
+  for (std::size_t i = 0; i < events.size(); ++i) {
+    auto event = meter_event(events[i], "events[" + std::to_string(i) + "]");
+    if (const auto* error = std::get_if<ApiError>(&event)) return *error;
+    parsed.push_back(std::move(std::get<NewMeterEvent>(event)));
+  }
+  return parsed;
+}
+
+Answer create_session(const IncomingRequest& request, MeterSessions& sessions) {
+  const auto body = parse_object(request.body);
+  if (!body || !body->empty()) {
+    return to_v2_answer(invalid_body("A meter event session takes an empty JSON body."));
+  }
+  const auto session = sessions.create();
+  return ok({{"id", session.id},
+             {"object", "v2.billing.meter_event_session"},
+             {"authentication_token", session.authentication_token},
+             {"created", to_rfc3339(session.created)},
+             {"expires_at", to_rfc3339(session.expires_at)},
+             {"livemode", false}});
+}
+
+Answer stream(const IncomingRequest& request, MeterStore& meters) {
+  auto events = meter_events(request.body);
+  if (const auto* error = std::get_if<ApiError>(&events)) return to_v2_answer(*error);
+  for (auto& event : std::get<std::vector<NewMeterEvent>>(events)) {
+    meters.record_v2(std::move(event));
+  }
+  return ok(json::object());
+}
+
+}  // namespace
+
+Answer serve_v2(const IncomingRequest& request, MeterStore& meters, MeterSessions& sessions) {
+  if (request.method == "POST" && request.path == "/v2/billing/meter_event_session") {
+    return create_session(request, sessions);
+  }
+  if (request.method == "POST" && request.path == kMeterEventStreamPath) {
+    return stream(request, meters);
+  }
+  return to_v2_answer(errors::unrecognized_url(request.method, request.path));
+}
+
+}  // namespace stripe_emulator
