@@ -46,13 +46,32 @@ struct ChildRun {
   int exit_status = -1;
 };
 
-class CrashTest : public testing::EmulatorTest, public ::testing::WithParamInterface<const char*> {
+struct CrashCase {
+  const char* durability;
+  const char* billing_mode;
+};
+
+constexpr const char* kMeter = "llm_tokens";
+
+class CrashTest : public testing::EmulatorTest, public ::testing::WithParamInterface<CrashCase> {
  protected:
   void SetUp() override {
     for (int i = 0; i < kCustomers; ++i) {
       std::string customer;
       items_["cust-" + std::to_string(i)] = add_customer("cust-" + std::to_string(i), &customer);
+      customers_["cust-" + std::to_string(i)] = customer;
     }
+    emulator_.create_meter(kMeter);
+  }
+
+  bool meters() const { return std::string(GetParam().billing_mode) != "usage_records"; }
+
+  // What Stripe billed the customer: its item's usage, or its meter total.
+  std::int64_t billed(const std::string& customer_key) const {
+    if (!meters()) return emulator_.total_usage(items_.at(customer_key));
+    const auto totals = emulator_.meter_totals_by_customer(kMeter);
+    const auto it = totals.find(customers_.at(customer_key));
+    return it == totals.end() ? 0 : static_cast<std::int64_t>(it->second);
   }
 
   std::vector<std::string> child_environment() const {
@@ -66,7 +85,10 @@ class CrashTest : public testing::EmulatorTest, public ::testing::WithParamInter
         {"STRIPE_API_BASE", emulator_.base_url()},
         {"STRIPE_CHARGE_BY", "user_id"},
         {"STRIPE_OUTBOX_PATH", outbox_path()},
-        {"STRIPE_DURABILITY", GetParam()},
+        {"STRIPE_DURABILITY", GetParam().durability},
+        {"STRIPE_BILLING_MODE", GetParam().billing_mode},
+        {"STRIPE_METER_EVENT_NAME", kMeter},
+        {"STRIPE_METER_STREAM_BASE", emulator_.base_url()},
         {"STRIPE_COMMIT_INTERVAL_MS", "50"},
         {"STRIPE_AGGREGATION_WINDOW_MS", "200"},
         {"STRIPE_TIMEOUT_MS", "400"},
@@ -169,16 +191,18 @@ class CrashTest : public testing::EmulatorTest, public ::testing::WithParamInter
     return rows;
   }
 
-  std::map<std::string, std::string> items_;  // customer key -> subscription item
+  std::map<std::string, std::string> items_;      // customer key -> subscription item
+  std::map<std::string, std::string> customers_;  // customer key -> Stripe customer
 };
 
 TEST_P(CrashTest, NothingIsLostAndNothingIsBilledTwiceAcrossKills) {
-  const bool sync = std::string(GetParam()) == "sync";
-  emulator_.set_random_faults({{Fault{FaultKind::kStatus, 500, "/v1/", {}}, 0.10},
-                               {Fault{FaultKind::kStatus, 429, "/v1/", {}}, 0.05},
-                               {Fault{FaultKind::kHang, 0, "/v1/", std::chrono::seconds(2)}, 0.02},
-                               {Fault{FaultKind::kCloseConnection, 0, "/v1/", {}}, 0.01},
-                               {Fault{FaultKind::kCloseAfterCommit, 0, "/v1/", {}}, 0.01}},
+  const bool sync = std::string(GetParam().durability) == "sync";
+  // "/v" matches the v1 API and the v2 session and stream alike.
+  emulator_.set_random_faults({{Fault{FaultKind::kStatus, 500, "/v", {}}, 0.10},
+                               {Fault{FaultKind::kStatus, 429, "/v", {}}, 0.05},
+                               {Fault{FaultKind::kHang, 0, "/v", std::chrono::seconds(2)}, 0.02},
+                               {Fault{FaultKind::kCloseConnection, 0, "/v", {}}, 0.01},
+                               {Fault{FaultKind::kCloseAfterCommit, 0, "/v", {}}, 0.01}},
                               /*seed=*/20261124);
   std::mt19937 random(7);
   std::uniform_int_distribution<int> lifetime_ms(150, 600);
@@ -228,14 +252,20 @@ TEST_P(CrashTest, NothingIsLostAndNothingIsBilledTwiceAcrossKills) {
   }
   ASSERT_GT(accepted, 500u) << "the runs fed too little to prove anything";
   for (const auto& [customer, item] : items_) {
-    EXPECT_EQ(emulator_.total_usage(item), delivered_by_customer[customer]) << customer;
+    EXPECT_EQ(billed(customer), delivered_by_customer[customer]) << customer;
   }
-  std::printf("[ crash ] %s: %d kills, %zu events accepted, %zu lost within the window, %zu in the ledger\n",
-              GetParam(), kKills, accepted, lost, rows.size());
+  std::printf("[ crash ] %s %s: %d kills, %zu events accepted, %zu lost within the window, %zu in "
+              "the ledger\n",
+              GetParam().billing_mode, GetParam().durability, kKills, accepted, lost, rows.size());
 }
 
-INSTANTIATE_TEST_SUITE_P(Durability, CrashTest, ::testing::Values("sync", "async"),
-                         [](const auto& info) { return std::string(info.param); });
+INSTANTIATE_TEST_SUITE_P(
+    Modes, CrashTest,
+    ::testing::Values(CrashCase{"sync", "usage_records"}, CrashCase{"async", "usage_records"},
+                      CrashCase{"sync", "meter_events"}, CrashCase{"sync", "meter_event_stream"}),
+    [](const auto& info) {
+      return std::string(info.param.billing_mode) + "_" + info.param.durability;
+    });
 
 }  // namespace
 }  // namespace stripe_billing

@@ -6,6 +6,7 @@
 #include <spdlog/sinks/base_sink.h>
 
 #include <chrono>
+#include <condition_variable>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -23,6 +24,21 @@ inline constexpr const char* kEmulatorKey = "sk_test_emulator_0000000000000000";
 
 inline std::chrono::steady_clock::time_point in_seconds(int seconds) {
   return std::chrono::steady_clock::now() + std::chrono::seconds(seconds);
+}
+
+// Polls `condition` until it holds or `timeout` passes, for outcomes that have no event to wait
+// on (a parked event retried by the planner's own schedule). True when it held.
+template <typename Condition>
+bool eventually(Condition condition, std::chrono::milliseconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  std::mutex mutex;
+  std::condition_variable never_notified;
+  std::unique_lock lock(mutex);
+  while (!condition()) {
+    if (std::chrono::steady_clock::now() >= deadline) return false;
+    never_notified.wait_for(lock, std::chrono::milliseconds(5));
+  }
+  return true;
 }
 
 // A logger whose lines the test can read, from any thread.
