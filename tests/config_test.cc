@@ -1194,5 +1194,201 @@ TEST(SummaryTest, NeverContainsTheKey) {
   EXPECT_THAT(finalized(valid_config()).summary(), Not(HasSubstr(kTestKey)));
 }
 
+// ------------------------------------------------------------------------------------------
+// Billing modes, dimensions and meters
+
+Config meter_config(const char* mode = "meter_events") {
+  Config config;
+  config.api_key = kTestKey;
+  config.billing_mode = mode;
+  config.meter_event_name = "llm_tokens";
+  return config;
+}
+
+TEST(BillingModeTest, UsageRecordsIsTheDefaultAndNeedsAPrice) {
+  const FinalizedConfig config = finalized(valid_config());
+  EXPECT_EQ(config.billing_mode(), BillingMode::kUsageRecords);
+  EXPECT_TRUE(config.uses_usage_records());
+  EXPECT_FALSE(config.uses_meters());
+  ASSERT_EQ(config.dimensions().size(), 1u);
+  EXPECT_EQ(config.dimensions()[0].name, "total_tokens");
+  EXPECT_EQ(config.dimensions()[0].price_id, "price_123");
+  EXPECT_EQ(config.dimensions()[0].meter_event_name, "");
+  Config missing = valid_config();
+  missing.price_id.reset();
+  EXPECT_THAT(single_problem(missing),
+              StartsWith("- STRIPE_PRICE_ID is required in STRIPE_BILLING_MODE=usage_records"));
+}
+
+TEST(BillingModeTest, MeterModesNeedAnEventNameAndNoPrice) {
+  for (const char* mode : {"meter_events", "meter_event_stream"}) {
+    const FinalizedConfig config = finalized(meter_config(mode));
+    EXPECT_TRUE(config.uses_meters()) << mode;
+    EXPECT_FALSE(config.uses_usage_records()) << mode;
+    EXPECT_EQ(config.dimensions()[0].meter_event_name, "llm_tokens");
+    EXPECT_EQ(config.price_id(), "");
+    Config missing = meter_config(mode);
+    missing.meter_event_name.reset();
+    EXPECT_THAT(single_problem(missing),
+                StartsWith(std::string("- STRIPE_METER_EVENT_NAME is required in "
+                                       "STRIPE_BILLING_MODE=") + mode));
+  }
+}
+
+TEST(BillingModeTest, DualModeNeedsBothAPriceAndAMeter) {
+  Config config = meter_config("dual");
+  const std::string message = problems_of(config);
+  EXPECT_THAT(message, HasSubstr("STRIPE_PRICE_ID is required in STRIPE_BILLING_MODE=dual"));
+  config.price_id = "price_1";
+  const FinalizedConfig dual = finalized(config);
+  EXPECT_TRUE(dual.uses_meters());
+  EXPECT_TRUE(dual.uses_usage_records());
+  EXPECT_EQ(dual.dimensions()[0].price_id, "price_1");
+  EXPECT_EQ(dual.dimensions()[0].meter_event_name, "llm_tokens");
+}
+
+TEST(BillingModeTest, AnUnknownModeIsNamedWithTheChoices) {
+  Config config = valid_config();
+  config.billing_mode = "meters";
+  EXPECT_EQ(single_problem(config),
+            "- STRIPE_BILLING_MODE must be one of usage_records, meter_events, "
+            "meter_event_stream, dual; got \"meters\"");
+}
+
+TEST(BillingModeTest, MetersAcceptCurrentApiVersionsThatRemovedUsageRecords) {
+  Config config = meter_config();
+  config.api_version = "2025-03-31.basil";
+  EXPECT_EQ(finalized(config).api_version(), "2025-03-31.basil");
+  Config dual = meter_config("dual");
+  dual.price_id = "price_1";
+  dual.api_version = "2025-03-31.basil";
+  EXPECT_THAT(single_problem(dual), HasSubstr("too new for usage records"));
+}
+
+TEST(BillingModeTest, SplitNeedsTwoDistinctPricesForUsageRecords) {
+  Config config = valid_config();
+  config.quantity = "split";
+  const std::string message = problems_of(config);
+  EXPECT_THAT(message, HasSubstr("STRIPE_PROMPT_PRICE_ID is required"));
+  EXPECT_THAT(message, HasSubstr("STRIPE_COMPLETION_PRICE_ID is required"));
+  config.prompt_price_id = "price_in";
+  config.completion_price_id = "price_in";
+  EXPECT_THAT(single_problem(config), HasSubstr("must differ"));
+  config.completion_price_id = "price_out";
+  const FinalizedConfig split = finalized(config);
+  ASSERT_EQ(split.dimensions().size(), 2u);
+  EXPECT_EQ(split.dimensions()[0].name, "prompt_tokens");
+  EXPECT_EQ(split.dimensions()[0].price_id, "price_in");
+  EXPECT_EQ(split.dimensions()[1].name, "completion_tokens");
+  EXPECT_EQ(split.dimensions()[1].price_id, "price_out");
+  EXPECT_EQ(split.dimension("completion_tokens"), &split.dimensions()[1]);
+  EXPECT_EQ(split.dimension("total_tokens"), nullptr);
+}
+
+TEST(BillingModeTest, SplitOnOneMeterTagsTheTokenType) {
+  Config config = meter_config();
+  config.quantity = "split";
+  const FinalizedConfig split = finalized(config);
+  ASSERT_EQ(split.dimensions().size(), 2u);
+  EXPECT_EQ(split.dimensions()[0].meter_event_name, "llm_tokens");
+  EXPECT_EQ(split.dimensions()[0].token_type, "input");
+  EXPECT_EQ(split.dimensions()[1].token_type, "output");
+  EXPECT_EQ(split.meter_token_type_key(), "token_type");
+}
+
+TEST(BillingModeTest, SplitOnTwoMetersNeedsBothNamesDistinct) {
+  Config config = meter_config();
+  config.quantity = "split";
+  config.prompt_meter_event_name = "input_tokens";
+  EXPECT_THAT(single_problem(config), HasSubstr("STRIPE_COMPLETION_METER_EVENT_NAME is required"));
+  config.completion_meter_event_name = "input_tokens";
+  EXPECT_THAT(single_problem(config), HasSubstr("must differ"));
+  config.completion_meter_event_name = "output_tokens";
+  const FinalizedConfig split = finalized(config);
+  EXPECT_EQ(split.dimensions()[0].meter_event_name, "input_tokens");
+  EXPECT_EQ(split.dimensions()[1].meter_event_name, "output_tokens");
+  EXPECT_EQ(split.dimensions()[0].token_type, "");
+}
+
+TEST(BillingModeTest, CostBillsOneDimensionWithAMultiplier) {
+  Config config = meter_config();
+  config.quantity = "cost";
+  EXPECT_EQ(finalized(config).cost_multiplier(), 100);
+  EXPECT_EQ(finalized(config).dimensions()[0].name, "cost");
+  config.cost_multiplier = "1000.5";
+  EXPECT_EQ(finalized(config).cost_multiplier(), 1000.5);
+  config.cost_multiplier = "0";
+  EXPECT_THAT(single_problem(config),
+              StartsWith("- STRIPE_COST_MULTIPLIER must be more than 0 and at most 1000000"));
+  config.cost_multiplier = "1e3";
+  EXPECT_THAT(single_problem(config), StartsWith("- STRIPE_COST_MULTIPLIER must be a number"));
+}
+
+TEST(BillingModeTest, MeterEventNamesAndPayloadKeysAreChecked) {
+  Config config = meter_config();
+  config.meter_event_name = "llm tokens";
+  config.meter_customer_key = "customer-id";
+  config.meter_value_key = std::string(101, 'v');
+  const std::string message = problems_of(config);
+  EXPECT_THAT(message, HasSubstr("- STRIPE_METER_EVENT_NAME must be 1 to 100"));
+  EXPECT_THAT(message, HasSubstr("- STRIPE_METER_CUSTOMER_KEY must be 1 to 100"));
+  EXPECT_THAT(message, HasSubstr("- STRIPE_METER_VALUE_KEY must be 1 to 100"));
+}
+
+TEST(BillingModeTest, TwoPayloadFieldsCannotShareAKey) {
+  Config config = meter_config();
+  config.meter_model_key = "value";
+  EXPECT_EQ(single_problem(config),
+            "- STRIPE_METER_MODEL_KEY and STRIPE_METER_VALUE_KEY are both \"value\"; each meter "
+            "payload key must be different");
+}
+
+TEST(BillingModeTest, MetersNeedCustomersNotSubscriptionItemsInTheMap) {
+  Config config = meter_config();
+  config.customer_map = "alice=cus_1,bob=si_2";
+  EXPECT_THAT(single_problem(config),
+              HasSubstr("STRIPE_CUSTOMER_MAP maps \"bob\" to a subscription item (si_2)"));
+  Config split = valid_config();
+  split.quantity = "split";
+  split.prompt_price_id = "price_a";
+  split.completion_price_id = "price_b";
+  split.customer_map = "bob=si_2";
+  EXPECT_THAT(single_problem(split), HasSubstr("split bills two subscription items"));
+}
+
+TEST(BillingModeTest, TheStreamBaseIsAnHttpsUrl) {
+  Config config = meter_config("meter_event_stream");
+  EXPECT_EQ(finalized(config).meter_stream_base(), "https://meter-events.stripe.com");
+  config.meter_stream_base = "http://meter-events.stripe.com";
+  EXPECT_THAT(single_problem(config),
+              StartsWith("- STRIPE_METER_STREAM_BASE must use https; plain http is allowed only "
+                         "for 127.0.0.1"));
+  config.meter_stream_base = "http://127.0.0.1:9/";
+  EXPECT_EQ(finalized(config).meter_stream_base(), "http://127.0.0.1:9");
+}
+
+TEST(BillingModeTest, LiveMeterEventsGetTheirOwnRateLimit) {
+  EXPECT_EQ(finalized(meter_config()).meter_rate_limit(), 0) << "test mode shares the 25/s";
+  Config live = meter_config();
+  live.api_key = kLiveKey;
+  live.environment = "production";
+  EXPECT_EQ(finalized(live).meter_rate_limit(), 1000);
+  live.meter_rate_limit = "250";
+  EXPECT_EQ(finalized(live).meter_rate_limit(), 250);
+}
+
+TEST(BillingModeTest, TheSummaryNamesTheModeAndWhatIsBilled) {
+  Config config = meter_config("dual");
+  config.price_id = "price_1";
+  config.quantity = "split";
+  config.prompt_price_id = "price_in";
+  config.completion_price_id = "price_out";
+  EXPECT_THAT(finalized(config).summary(),
+              HasSubstr("mode=dual key=sk_test_"));
+  EXPECT_THAT(finalized(config).summary(),
+              HasSubstr("(test) quantity=split prompt_tokens: price=price_in meter=llm_tokens[input] "
+                        "completion_tokens: price=price_out meter=llm_tokens[output] charge_by="));
+}
+
 }  // namespace
 }  // namespace stripe_billing

@@ -1,6 +1,7 @@
 #include "outbox.h"
 
 #include <gtest/gtest.h>
+#include <sqlite3.h>
 #include <sys/stat.h>
 
 #include "temp_dir.h"
@@ -198,6 +199,147 @@ TEST_F(OutboxTest, OpeningACorruptFileIsAnError) {
   auto outbox = Outbox::open(dir_.file("outbox.db"), false);
   ASSERT_FALSE(outbox);
   EXPECT_EQ(outbox.error().code, ErrorCode::kStorage);
+}
+
+// ------------------------------------------------------------------------------------------
+// Sinks, the carried cost remainder, and files written before billing meters
+
+TEST_F(OutboxTest, AUsageRecordRowAndAMeterRowOfOneCallAreBothKept) {
+  auto outbox = open();
+  NewEvent meter = pending("call-1", 5);
+  meter.sink = Sink::kMeterEvent;
+  auto result = outbox->insert({pending("call-1", 5), meter, meter});
+  ASSERT_TRUE(result);
+  EXPECT_EQ(result->inserted, 2);
+  EXPECT_EQ(result->duplicates, 1);
+  auto events = *outbox->due_events(0, 10);
+  ASSERT_EQ(events.size(), 2u);
+  EXPECT_EQ(events[0].sink, Sink::kUsageRecord);
+  EXPECT_EQ(events[1].sink, Sink::kMeterEvent);
+}
+
+NewEvent cost(const std::string& call_id, std::int64_t micros) {
+  NewEvent event = pending(call_id, 0);
+  event.dimension = "cost";
+  event.amount_micros = micros;
+  return event;
+}
+
+std::int64_t stored_quantity(Outbox& outbox, std::size_t index) {
+  auto events = *outbox.due_events(0, 100);
+  return index < events.size() ? events[index].quantity : -1;
+}
+
+TEST_F(OutboxTest, CostIsRoundedHalfUpWithTheRemainderCarriedAcrossReopening) {
+  {
+    auto outbox = open();
+    ASSERT_TRUE(outbox->insert({cost("call-1", 1'600'000), cost("call-2", 1'600'000)}));
+    EXPECT_EQ(stored_quantity(*outbox, 0), 2);  // 1.6 → 2, carry -0.4
+    EXPECT_EQ(stored_quantity(*outbox, 1), 1);  // 1.2 → 1, carry +0.2
+  }
+  auto outbox = open();
+  ASSERT_TRUE(outbox->insert({cost("call-3", 300'000)}));  // 0.5 → 1 (half up)
+  EXPECT_EQ(stored_quantity(*outbox, 2), 1);
+}
+
+TEST_F(OutboxTest, ADuplicateCostRowDoesNotMoveTheCarry) {
+  auto outbox = open();
+  ASSERT_TRUE(outbox->insert({cost("call-1", 400'000)}));
+  ASSERT_TRUE(outbox->insert({cost("call-1", 400'000), cost("call-1", 400'000)}));
+  ASSERT_TRUE(outbox->insert({cost("call-2", 400'000)}));  // 0.4 + 0.4 → 1
+  auto counts = *outbox->counts();
+  EXPECT_EQ(counts.delivered, 1) << "the first 0.4 bills nothing yet: kept in the carry";
+  EXPECT_EQ(counts.pending, 1);
+  EXPECT_EQ(stored_quantity(*outbox, 0), 1);
+}
+
+TEST_F(OutboxTest, EachCustomerCarriesItsOwnRemainder) {
+  auto outbox = open();
+  NewEvent bob = cost("call-2", 400'000);
+  bob.customer_key = "bob";
+  ASSERT_TRUE(outbox->insert({cost("call-1", 400'000), bob, cost("call-3", 400'000)}));
+  auto events = *outbox->due_events(0, 10);
+  ASSERT_EQ(events.size(), 1u);
+  EXPECT_EQ(events[0].call_id, "call-3");
+  EXPECT_EQ(events[0].quantity, 1);
+}
+
+// The schema as the delivery engine wrote it before billing meters (no sink, no customer_id).
+constexpr const char* kSchemaBeforeMeters = R"sql(
+CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS events(
+  id INTEGER PRIMARY KEY,
+  call_id TEXT NOT NULL,
+  dimension TEXT NOT NULL,
+  customer_key TEXT NOT NULL,
+  quantity INTEGER NOT NULL,
+  event_time INTEGER NOT NULL,
+  accepted_at_ms INTEGER NOT NULL,
+  model TEXT NOT NULL DEFAULT '',
+  cost REAL NOT NULL DEFAULT 0,
+  prompt_tokens INTEGER NOT NULL DEFAULT 0,
+  completion_tokens INTEGER NOT NULL DEFAULT 0,
+  state INTEGER NOT NULL,
+  reason TEXT NOT NULL DEFAULT '',
+  next_attempt_ms INTEGER,
+  batch_id INTEGER,
+  updated_ms INTEGER NOT NULL,
+  UNIQUE(call_id, dimension));
+CREATE INDEX IF NOT EXISTS events_by_state ON events(state, next_attempt_ms);
+CREATE INDEX IF NOT EXISTS events_by_batch ON events(batch_id) WHERE batch_id IS NOT NULL;
+CREATE TABLE IF NOT EXISTS batches(
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  idempotency_key TEXT NOT NULL UNIQUE,
+  target TEXT NOT NULL,
+  customer_id TEXT NOT NULL,
+  customer_key TEXT NOT NULL,
+  quantity INTEGER NOT NULL,
+  timestamp INTEGER NOT NULL,
+  state INTEGER NOT NULL,
+  attempts INTEGER NOT NULL DEFAULT 0,
+  next_attempt_ms INTEGER NOT NULL,
+  created_ms INTEGER NOT NULL,
+  delivered_ms INTEGER,
+  request_id TEXT NOT NULL DEFAULT '',
+  last_error TEXT NOT NULL DEFAULT '');
+CREATE INDEX IF NOT EXISTS batches_by_state ON batches(state, next_attempt_ms);
+)sql";
+
+TEST_F(OutboxTest, AFileWrittenBeforeMetersIsMigratedWithItsRowsAndBatches) {
+  {
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open(dir_.file("outbox.db").c_str(), &db), SQLITE_OK);
+    ASSERT_EQ(sqlite3_exec(db, kSchemaBeforeMeters, nullptr, nullptr, nullptr), SQLITE_OK);
+    ASSERT_EQ(sqlite3_exec(db,
+                           "INSERT INTO meta VALUES('instance_id','oldinstance');"
+                           "INSERT INTO batches(id, idempotency_key, target, customer_id, "
+                           "customer_key, quantity, timestamp, state, next_attempt_ms, created_ms) "
+                           "VALUES(7,'sb1-oldinstance-b7','si_1','cus_1','alice',5,1,1,0,0);"
+                           "INSERT INTO events(call_id, dimension, customer_key, quantity, "
+                           "event_time, accepted_at_ms, state, batch_id, updated_ms) VALUES"
+                           "('call-1','total_tokens','alice',5,1,0,1,7,0),"
+                           "('call-2','total_tokens','alice',6,1,0,0,NULL,0);",
+                           nullptr, nullptr, nullptr),
+              SQLITE_OK);
+    sqlite3_close(db);
+  }
+  auto outbox = open();
+  EXPECT_EQ(outbox->instance_id(), "oldinstance");
+  auto batches = *outbox->due_batches(0, 10);
+  ASSERT_EQ(batches.size(), 1u);
+  EXPECT_EQ(batches[0].idempotency_key, "sb1-oldinstance-b7");
+  EXPECT_EQ(batches[0].sink, Sink::kUsageRecord);
+  auto members = *outbox->batch_events(7);
+  ASSERT_EQ(members.size(), 1u);
+  EXPECT_EQ(members[0].customer_id, "cus_1");
+  auto pending_events = *outbox->due_events(0, 10);
+  ASSERT_EQ(pending_events.size(), 1u);
+  EXPECT_EQ(pending_events[0].call_id, "call-2");
+  NewEvent meter = pending("call-2", 6);
+  meter.sink = Sink::kMeterEvent;
+  auto result = outbox->insert({pending("call-2", 6), meter});
+  EXPECT_EQ(result->duplicates, 1);
+  EXPECT_EQ(result->inserted, 1);
 }
 
 }  // namespace
