@@ -664,6 +664,27 @@ Expected<std::int64_t> Outbox::prune_delivered(std::int64_t older_than_ms) {
   return pruned;
 }
 
+Expected<std::vector<LedgerTotal>> Outbox::ledger_totals(std::int64_t since, std::int64_t until) {
+  std::lock_guard lock(mutex_);
+  // Rows delivered without a batch (a cost below one unit, carried) have nothing at Stripe yet.
+  Statement select(db_, "SELECT e.sink, e.customer_key, e.customer_id, e.dimension, "
+                        "CASE WHEN e.sink=0 THEN b.target ELSE '' END, SUM(e.quantity), COUNT(*) "
+                        "FROM events e JOIN batches b ON b.id = e.batch_id "
+                        "WHERE e.state=? AND e.event_time>=? AND e.event_time<? "
+                        "GROUP BY 1, 2, 3, 4, 5 ORDER BY 3, 1, 4, 5");
+  if (!select.ok()) return storage_error(db_, "cannot read the ledger");
+  select.bind(1, static_cast<std::int64_t>(stored(EventState::kDelivered))).bind(2, since)
+      .bind(3, until);
+  std::vector<LedgerTotal> totals;
+  int rc;
+  while ((rc = select.step()) == SQLITE_ROW) {
+    totals.push_back({static_cast<Sink>(select.integer(0)), select.text(1), select.text(2),
+                      select.text(3), select.text(4), select.integer(5), select.integer(6)});
+  }
+  if (rc != SQLITE_DONE) return storage_error(db_, "cannot read the ledger");
+  return totals;
+}
+
 Expected<std::int64_t> Outbox::requeue(const std::string& reason, const std::string& customer_key) {
   std::lock_guard lock(mutex_);
   Statement statement(db_, "UPDATE events SET state=?, reason='', next_attempt_ms=NULL, batch_id=NULL "

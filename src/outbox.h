@@ -94,6 +94,17 @@ struct NewBatch {
   std::vector<BatchMember> members;
 };
 
+// Delivered usage of one (sink, Stripe customer, dimension, target) in the local ledger.
+struct LedgerTotal {
+  Sink sink = Sink::kUsageRecord;
+  std::string customer_key;
+  std::string customer_id;
+  std::string dimension;
+  std::string target;  // usage records: the subscription item; meters: ""
+  std::int64_t quantity = 0;
+  std::int64_t events = 0;
+};
+
 struct InsertResult {
   std::int64_t inserted = 0;
   std::int64_t duplicates = 0;  // (call_id, dimension) already stored
@@ -158,6 +169,8 @@ class Outbox {
   // Targets of the sink that have a batch not yet delivered (for resuming after a restart).
   Expected<std::vector<std::string>> open_targets(Sink sink);
   Expected<std::int64_t> prune_delivered(std::int64_t older_than_ms);
+  // Delivered rows whose event time lies in [since, until) (unix seconds), summed.
+  Expected<std::vector<LedgerTotal>> ledger_totals(std::int64_t since, std::int64_t until);
   // Parked and dead events back to pending (operator action), optionally by reason/customer.
   Expected<std::int64_t> requeue(const std::string& reason, const std::string& customer_key);
 

@@ -1,0 +1,135 @@
+// Reconciliation: the local ledger against Stripe's usage record summaries and meter event
+// summaries, through the emulator.
+#include "stripe_billing/reconciliation.h"
+
+#include <gtest/gtest.h>
+
+#include "stripe_billing/stripe_client.h"
+#include "test_support.h"
+
+namespace stripe_billing {
+namespace {
+
+using testing::in_seconds;
+
+constexpr const char* kMeter = "llm_tokens";
+
+class ReconciliationTest : public testing::EmulatorTest {
+ protected:
+  ReconciliationTest() { emulator_.create_meter(kMeter); }
+
+  Config dual_config() const {
+    Config config = EmulatorTest::config();
+    config.billing_mode = "dual";
+    config.meter_event_name = kMeter;
+    return config;
+  }
+
+  UsageEvent for_customer(const std::string& call_id, std::int64_t tokens,
+                          const std::string& customer) {
+    UsageEvent e = event(call_id, tokens);
+    e.request_user = customer;
+    return e;
+  }
+
+  // Bills 30 calls for alice and bob in dual mode and waits until Stripe has them all.
+  void bill_calls(const Config& config) {
+    auto logger = make_logger(config);
+    for (int i = 0; i < 30; ++i) {
+      logger->log_success_event(for_customer("call-" + std::to_string(i), 5 + i, i % 2 ? "bob" : "alice"));
+    }
+    ASSERT_TRUE(logger->shutdown(in_seconds(30)));
+  }
+
+  ReconciliationReport reconcile_today(const Config& config) {
+    const std::int64_t now = std::chrono::duration_cast<std::chrono::seconds>(
+                                 std::chrono::system_clock::now().time_since_epoch())
+                                 .count();
+    auto finalized = finalize_config(config);
+    EXPECT_TRUE(finalized);
+    auto report = reconcile(*finalized, now - 3600, now + 60);
+    EXPECT_TRUE(report) << (report ? "" : report.error().to_string());
+    return report ? *report : ReconciliationReport{};
+  }
+
+  const ReconciliationRow* row(const ReconciliationReport& report, const std::string& kind,
+                               const std::string& customer_id) const {
+    for (const auto& row : report.rows) {
+      if (row.kind == kind && row.customer_id == customer_id) return &row;
+    }
+    return nullptr;
+  }
+};
+
+TEST_F(ReconciliationTest, EverythingDeliveredMatchesStripeOnBothSides) {
+  std::string alice, bob;
+  add_customer("alice", &alice);
+  add_customer("bob", &bob);
+  const Config config = dual_config();
+  bill_calls(config);
+  const ReconciliationReport report = reconcile_today(config);
+  ASSERT_EQ(report.rows.size(), 4u);  // alice and bob, usage records and meter
+  EXPECT_TRUE(report.matches());
+  const auto* alice_meter = row(report, "meter", alice);
+  const auto* alice_records = row(report, "usage_record", alice);
+  ASSERT_TRUE(alice_meter && alice_records);
+  EXPECT_EQ(alice_meter->local, 5 + 7 + 9 + 11 + 13 + 15 + 17 + 19 + 21 + 23 + 25 + 27 + 29 + 31 + 33);
+  EXPECT_EQ(alice_meter->stripe, alice_meter->local);
+  EXPECT_EQ(alice_records->stripe, alice_meter->local);
+  EXPECT_EQ(alice_meter->start % 60, 0);
+  EXPECT_EQ(alice_meter->end % 60, 0);
+}
+
+TEST_F(ReconciliationTest, UsageStripeHasButTheLedgerDoesNotIsADifference) {
+  std::string alice, bob;
+  const std::string alice_item = add_customer("alice", &alice);
+  add_customer("bob", &bob);
+  const Config config = dual_config();
+  bill_calls(config);
+  // Someone else bills alice 100 more tokens on both sides.
+  auto transport = make_curl_transport();
+  StripeClient client(*transport, {emulator_.base_url(), Secret(testing::kEmulatorKey),
+                                   kDefaultApiVersion, std::chrono::seconds(5)});
+  ASSERT_TRUE(client.post_form("/v1/subscription_items/" + alice_item + "/usage_records",
+                               {{"quantity", "100"}}, "extra-usage-record"));
+  ASSERT_TRUE(client.post_form("/v1/billing/meter_events",
+                               {{"event_name", kMeter},
+                                {"payload[stripe_customer_id]", alice},
+                                {"payload[value]", "100"}},
+                               "extra-meter-event"));
+  const ReconciliationReport report = reconcile_today(config);
+  EXPECT_FALSE(report.matches());
+  EXPECT_FALSE(report.matches(99));
+  EXPECT_TRUE(report.matches(100));
+  EXPECT_EQ(row(report, "meter", alice)->difference(), 100);
+  EXPECT_EQ(row(report, "usage_record", alice)->difference(), 100);
+  EXPECT_EQ(row(report, "meter", bob)->difference(), 0);
+  EXPECT_EQ(row(report, "usage_record", bob)->difference(), 0);
+}
+
+TEST_F(ReconciliationTest, AMeterMissingAtStripeIsAnErrorNamingIt) {
+  add_customer("alice");
+  Config config = dual_config();
+  config.meter_event_name = "not_a_meter";
+  bill_calls(config);
+  auto finalized = finalize_config(config);
+  ASSERT_TRUE(finalized);
+  auto report = reconcile(*finalized, 0, 4'000'000'000);
+  ASSERT_FALSE(report);
+  EXPECT_NE(report.error().message.find("not_a_meter"), std::string::npos);
+}
+
+TEST_F(ReconciliationTest, NothingInTheRangeIsAnEmptyReportThatMatches) {
+  add_customer("alice");
+  const Config config = dual_config();
+  bill_calls(config);
+  auto finalized = finalize_config(config);
+  ASSERT_TRUE(finalized);
+  auto report = reconcile(*finalized, 0, 1000);
+  ASSERT_TRUE(report) << report.error().to_string();
+  EXPECT_TRUE(report->rows.empty());
+  EXPECT_TRUE(report->matches());
+}
+
+}  // namespace
+}  // namespace stripe_billing
