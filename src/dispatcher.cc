@@ -44,6 +44,9 @@ Dispatcher::Dispatcher(const FinalizedConfig& config, Outbox& outbox, const Stri
       open_targets_.insert(targets->begin(), targets->end());
     }
   }
+  // Rows parked because an earlier configuration's mode did not send their sink go now.
+  if (config_.uses_usage_records()) outbox_.requeue("usage_records_not_in_mode", "");
+  if (config_.uses_meters()) outbox_.requeue("meters_not_in_mode", "");
   planner_ = std::thread([this] { plan_loop(); });
   for (int i = 0; i < config_.sender_threads(); ++i) {
     senders_.emplace_back([this, i] { send_loop(i); });
@@ -170,7 +173,6 @@ void Dispatcher::queue_due_batches(std::int64_t now_ms) {
 
 // Returns when the earliest event still inside its aggregation window becomes ready (0: none).
 std::int64_t Dispatcher::batch_pending_events(std::int64_t now, bool force) {
-  if (now < lookup_retry_ms_ && !force) return lookup_retry_ms_;
   auto events = outbox_.due_events(now, kEventsPerRound);
   if (!events) {
     log_->error("stripe_billing cannot read pending events: {}", events.error().message);
@@ -180,7 +182,16 @@ std::int64_t Dispatcher::batch_pending_events(std::int64_t now, bool force) {
   std::vector<NewBatch> batches;
   std::vector<BatchMember> stream_members;
   std::vector<StoredEvent> stream_events;
+  const auto soonest = [&next_ready](std::int64_t at) {
+    next_ready = next_ready == 0 ? at : std::min(next_ready, at);
+  };
   for (Group& group : group_events(std::move(*events))) {
+    // While a sink's lookups back off, its events wait; the other sink's go on.
+    const std::int64_t retry_at = lookup_retry_ms_[static_cast<int>(group.sink)];
+    if (!force && now < retry_at) {
+      soonest(retry_at);
+      continue;
+    }
     if (group.dimension == nullptr) {
       // Stored under a dimension this configuration no longer bills (STRIPE_QUANTITY changed).
       metrics_.count_reason("dimension_not_configured", group.events.size());
@@ -188,6 +199,20 @@ std::int64_t Dispatcher::batch_pending_events(std::int64_t now, bool force) {
       continue;
     }
     const bool records = group.sink == Sink::kUsageRecord;
+    if (records ? group.dimension->price_id.empty() : group.dimension->meter_event_name.empty()) {
+      // Stored under a mode that sent this sink (dual, say), and the mode changed since: kept,
+      // and sent once a mode that sends them runs again (docs/migration.md).
+      const char* reason = records ? "usage_records_not_in_mode" : "meters_not_in_mode";
+      metrics_.count_reason(reason, group.events.size());
+      outbox_.park(ids_of(group.events), reason,
+                   now + std::chrono::duration_cast<std::chrono::milliseconds>(
+                             config_.park_retry()).count());
+      log_->warn("stripe_billing parked {} {} events of customer {}: STRIPE_BILLING_MODE={} does "
+                 "not send them",
+                 group.events.size(), to_string(group.sink), log_safe(group.customer_key),
+                 to_string(config_.billing_mode()));
+      continue;
+    }
     const std::string& price = records ? group.dimension->price_id : std::string();
     auto target = resolver_.resolve(group.customer_key, price);
     if (records && target && target->period_end > 0) {
@@ -202,12 +227,12 @@ std::int64_t Dispatcher::batch_pending_events(std::int64_t now, bool force) {
     }
     if (!target) {
       if (!handle_lookup_failure(group, target.error(), now)) {
-        persist_and_queue(std::move(batches), now);
-        return lookup_retry_ms_;
+        if (paused()) break;
+        soonest(lookup_retry_ms_[static_cast<int>(group.sink)]);
       }
       continue;
     }
-    lookup_failures_ = 0;
+    lookup_failures_[static_cast<int>(group.sink)] = 0;
     if (records) {
       plan_usage_records(group, *target, now, force, next_ready, batches);
     } else {
@@ -255,14 +280,15 @@ bool Dispatcher::handle_lookup_failure(const Group& group, const Error& error, s
   const Classification classification = classify(Expected<StripeResponse>(error));
   if (classification.outcome == Outcome::kPause) {
     pause_for_auth(classification.reason);
-    lookup_retry_ms_ = 0;
     return false;
   }
-  // Stripe or the network is failing: leave everything pending and back off.
-  lookup_failures_ = std::min(lookup_failures_ + 1, 30);
-  lookup_retry_ms_ = now + backoff(lookup_failures_).count();
-  log_->warn("stripe_billing customer lookup failed ({}), retrying in {} ms", error.to_string(),
-             lookup_retry_ms_ - now);
+  // Stripe or the network is failing: leave this sink's events pending and back off.
+  int& failures = lookup_failures_[static_cast<int>(group.sink)];
+  std::int64_t& retry_at = lookup_retry_ms_[static_cast<int>(group.sink)];
+  failures = std::min(failures + 1, 30);
+  retry_at = now + backoff(failures).count();
+  log_->warn("stripe_billing customer lookup failed ({}), retrying {} events in {} ms",
+             error.to_string(), to_string(group.sink), retry_at - now);
   return false;
 }
 

@@ -82,7 +82,8 @@ class Dispatcher {
   void queue_due_batches(std::int64_t now_ms);
   std::int64_t batch_pending_events(std::int64_t now_ms, bool force);
   std::vector<Group> group_events(std::vector<StoredEvent> events);
-  // False when planning must stop for this round (key refused, Stripe failing).
+  // False when the group's sink must wait: the key is refused (sending pauses) or Stripe is
+  // failing (the sink's lookups back off).
   bool handle_lookup_failure(const Group& group, const Error& error, std::int64_t now_ms);
   void plan_usage_records(Group& group, const BillingTarget& target, std::int64_t now_ms,
                           bool force, std::int64_t& next_ready, std::vector<NewBatch>& out);
@@ -128,8 +129,9 @@ class Dispatcher {
   bool stopping_ = false;
   bool auth_paused_ = false;
   std::int64_t next_probe_ms_ = 0;
-  std::int64_t lookup_retry_ms_ = 0;
-  int lookup_failures_ = 0;
+  // Per sink (usage records, meter events): lookups back off on their own.
+  std::int64_t lookup_retry_ms_[2] = {0, 0};
+  int lookup_failures_[2] = {0, 0};
   std::int64_t last_prune_ms_ = 0;
   std::chrono::steady_clock::time_point last_auth_alarm_{};
   std::mt19937 random_{std::random_device{}()};

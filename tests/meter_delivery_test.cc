@@ -391,5 +391,37 @@ TEST_F(MeterDeliveryTest, AnUnknownCustomerIsParkedAndBilledOnceItExists) {
   EXPECT_TRUE(testing::eventually([&] { return metered(late) == 6; }, std::chrono::seconds(20)));
 }
 
+TEST_F(MeterDeliveryTest, RowsOfASinkTheModeNoLongerSendsWaitUntilAModeSendsThem) {
+  std::string alice;
+  const std::string item = add_customer("alice", &alice);
+  Config dual = meter_config("dual");
+  dual.price_id = price_;
+  {
+    // The item lookup fails, so the usage-record row stays pending (a batch already made would
+    // still be sent after the switch: it has its item and its idempotency key).
+    emulator_.inject(Fault{FaultKind::kStatus, 500, "/v1/subscriptions", {}}, 1000);
+    auto logger = make_logger(dual);
+    logger->log_success_event(for_customer("call-1", 12));
+    // The meter side goes on while the usage-record side's lookups back off.
+    EXPECT_TRUE(testing::eventually([&] { return metered(alice) == 12; }, std::chrono::seconds(20)));
+    logger->shutdown(std::chrono::steady_clock::now() + std::chrono::milliseconds(100));
+    emulator_.clear_faults();
+  }
+  EXPECT_EQ(emulator_.total_usage(item), 0);
+  {
+    auto meters_only = make_logger(meter_config());
+    ASSERT_TRUE(testing::eventually([&] { return meters_only->stats().parked == 1; },
+                                    std::chrono::seconds(20)));
+    EXPECT_EQ(meters_only->stats().rejected.at("usage_records_not_in_mode"), 1u);
+    ASSERT_TRUE(meters_only->shutdown(in_seconds(10)));
+  }
+  EXPECT_EQ(emulator_.total_usage(item), 0);
+  testing::CapturedLog log;
+  auto logger = make_logger(dual, log.logger());
+  EXPECT_TRUE(testing::eventually([&] { return emulator_.total_usage(item) == 12; },
+                                  std::chrono::seconds(20))) << log.text();
+  EXPECT_EQ(metered(alice), 12);
+}
+
 }  // namespace
 }  // namespace stripe_billing
