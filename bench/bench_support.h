@@ -235,14 +235,19 @@ inline void shutdown_bounded(std::unique_ptr<StripeLogger> logger, TempDir& dir,
 
 // An emulator seeded with a metered price and `customers` customers, each with metadata
 // litellm_customer_id=cust-<i> and a subscription on the price.
+// It also has a billing meter on kBenchMeter.
+inline constexpr const char* kBenchMeter = "llm_tokens";
+
 struct SeededEmulator {
   explicit SeededEmulator(int customers) {
     product = emulator.create_product("LLM tokens");
     price = emulator.create_metered_price(product);
+    emulator.create_meter(kBenchMeter);
     for (int i = 0; i < customers; ++i) {
       const std::string key = "cust-" + std::to_string(i);
       const std::string customer = emulator.create_customer({{"litellm_customer_id", key}});
       keys.push_back(key);
+      customer_ids.push_back(customer);
       items.push_back(emulator.create_subscription(customer, price).item_id);
     }
   }
@@ -250,6 +255,7 @@ struct SeededEmulator {
   std::string product;
   std::string price;
   std::vector<std::string> keys;
+  std::vector<std::string> customer_ids;
   std::vector<std::string> items;
 };
 

@@ -4,7 +4,7 @@
 //   latency    --threads N --events N            per-call latency of log_success_event (async)
 //   intake     --durability async|sync --threads N --events N
 //                                                events accepted into the outbox per second
-//   end-to-end --customers 1000 --events N [--window-ms 1000] [--static-map]
+//   end-to-end --customers 1000 --events N [--window-ms 1000] [--static-map] [--mode M]
 //                                                delivered events/s and requests per 1,000 events
 //   rss        --events 1000000 [--rate N|--chunk N]  peak RSS with that many events pending
 //   naive      --events N [--threads N]          one synchronous libcurl POST per event
@@ -240,20 +240,29 @@ int cmd_end_to_end(const Args& args) {
   const std::int64_t window_ms = int_arg(args, "window-ms", 1000);
   const int threads = static_cast<int>(int_arg(args, "threads", 1));
   const bool static_map = args.count("static-map") != 0;
+  const std::string mode = string_arg(args, "mode", "usage_records");
+  const bool records = mode == "usage_records" || mode == "dual";
+  const bool meters = mode != "usage_records";
   TempDir dir;
   SeededEmulator stripe(customers);
   Config config = base_config(stripe.emulator.base_url(), dir.file("outbox.db"), stripe.price);
+  config.billing_mode = mode;
+  if (meters) {
+    config.meter_event_name = kBenchMeter;
+    config.meter_stream_base = stripe.emulator.base_url();
+  }
   config.aggregation_window_ms = std::to_string(window_ms);
   config.rate_limit = "10000";
   if (static_map) {
     std::string map;
     for (int i = 0; i < customers; ++i) {
-      map += (i == 0 ? "" : ",") + stripe.keys[i] + "=" + stripe.items[i];
+      map += (i == 0 ? "" : ",") + stripe.keys[i] + "=" + (meters ? stripe.customer_ids[i] : stripe.items[i]);
     }
     config.customer_map = map;
   }
   auto logger = make_logger_or_die(config);
   const std::uint64_t run = run_id();
+  const std::uint64_t rows = static_cast<std::uint64_t>(events) * (records && meters ? 2 : 1);
 
   const auto start = SteadyClock::now();
   run_together(threads, [&](int t) {
@@ -277,8 +286,7 @@ int cmd_end_to_end(const Args& args) {
     stats = logger->stats();
     const auto cost = SteadyClock::now() - before;
     ++polls;
-    if (stats.delivered + stats.failed + stats.parked + stats.dead + stats.lost >=
-            static_cast<std::uint64_t>(events) &&
+    if (stats.delivered + stats.failed + stats.parked + stats.dead + stats.lost >= rows &&
         stats.pending == 0) {
       break;
     }
@@ -288,39 +296,52 @@ int cmd_end_to_end(const Args& args) {
   const auto delivered_at = SteadyClock::now();
   const bool drained = stats.pending == 0;
 
-  std::size_t all_requests = 0, usage_posts = 0, lookups = 0;
+  std::size_t all_requests = 0, usage_posts = 0, meter_posts = 0, stream_posts = 0, lookups = 0;
   for (const auto& request : stripe.emulator.requests()) {
-    if (request.path.rfind("/v1/", 0) != 0) continue;
+    if (request.path.rfind("/v1/", 0) != 0 && request.path.rfind("/v2/", 0) != 0) continue;
     ++all_requests;
     if (request.method == "POST" && request.path.find("/usage_records") != std::string::npos) {
       ++usage_posts;
+    } else if (request.path == "/v1/billing/meter_events") {
+      ++meter_posts;
+    } else if (request.path == "/v2/billing/meter_event_stream") {
+      ++stream_posts;
     } else {
-      ++lookups;
+      ++lookups;  // customer search, subscriptions, the v2 session
     }
   }
-  std::int64_t billed = 0;
-  for (const auto& [item, total] : stripe.emulator.totals_by_item()) billed += total;
   const std::int64_t expected_quantity = events * sample_event("").total_tokens.value();
+  std::int64_t billed_records = 0;
+  for (const auto& [item, total] : stripe.emulator.totals_by_item()) billed_records += total;
+  double billed_meter = 0;
+  for (const auto& [customer, total] : stripe.emulator.meter_totals_by_customer(kBenchMeter)) {
+    billed_meter += total;
+  }
+  const bool correct =
+      (!records || billed_records == expected_quantity) &&
+      (!meters || billed_meter == static_cast<double>(expected_quantity));
   const double seconds = seconds_between(start, delivered_at);
   const double per_k = 1000.0 / static_cast<double>(events);
   std::printf(
-      "RESULT end-to-end customers=%d events=%lld window_ms=%lld static_map=%d "
-      "seconds=%.3f delivered_per_s=%.0f requests_per_1k=%.2f usage_posts_per_1k=%.2f "
+      "RESULT end-to-end mode=%s customers=%d events=%lld window_ms=%lld static_map=%d "
+      "seconds=%.3f delivered_per_s=%.0f events_per_s=%.0f requests_per_1k=%.2f "
+      "usage_posts_per_1k=%.2f meter_posts_per_1k=%.2f stream_posts_per_1k=%.2f "
       "lookups_per_1k=%.2f delivered=%llu delivered_requests=%llu stripe_requests=%llu "
       "emulator_requests=%zu retries=%llu usage_correct=%d drained=%d produce_s=%.3f "
       "stats_polls=%d",
-      customers, static_cast<long long>(events), static_cast<long long>(window_ms),
+      mode.c_str(), customers, static_cast<long long>(events), static_cast<long long>(window_ms),
       static_map ? 1 : 0, seconds, static_cast<double>(stats.delivered) / seconds,
-      all_requests * per_k, usage_posts * per_k, lookups * per_k,
+      static_cast<double>(events) / seconds, all_requests * per_k, usage_posts * per_k,
+      meter_posts * per_k, stream_posts * per_k, lookups * per_k,
       static_cast<unsigned long long>(stats.delivered),
       static_cast<unsigned long long>(stats.delivered_requests),
       static_cast<unsigned long long>(stats.stripe_requests), all_requests,
-      static_cast<unsigned long long>(stats.retries), billed == expected_quantity ? 1 : 0,
-      drained ? 1 : 0, seconds_between(start, produced), polls);
+      static_cast<unsigned long long>(stats.retries), correct ? 1 : 0, drained ? 1 : 0,
+      seconds_between(start, produced), polls);
   print_stats_tail(stats);
   std::printf("\n");
   shutdown_bounded(std::move(logger), dir, 1'000);
-  return billed == expected_quantity ? 0 : 1;
+  return correct ? 0 : 1;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -431,6 +452,7 @@ int usage() {
                "             [--queue-capacity N]\n"
                "  end-to-end [--customers 1000] [--events 50000] [--window-ms 1000]\n"
                "             [--threads 1] [--static-map]\n"
+               "             [--mode usage_records|meter_events|meter_event_stream|dual]\n"
                "  rss        [--events 1000000] [--rate N | --chunk N] [--queue-capacity N]\n"
                "  naive      [--events 5000] [--threads 1] [--customers 1000]\n");
   return 2;

@@ -148,7 +148,11 @@ std::chrono::milliseconds Dispatcher::plan_round() {
     }
   }
   queue_due_batches(now);
-  const std::int64_t next_ready_ms = batch_pending_events(now, force);
+  std::int64_t next_ready_ms = batch_pending_events(now, force);
+  {
+    std::lock_guard lock(mutex_);
+    if (next_ready_ms == 0 || batches_due_ms_ < next_ready_ms) next_ready_ms = batches_due_ms_;
+  }
   std::int64_t wait = kIdleRound.count();
   if (next_ready_ms > 0) wait = std::clamp<std::int64_t>(next_ready_ms - now, 1, wait);
   return std::chrono::milliseconds(wait);
@@ -159,6 +163,11 @@ void Dispatcher::queue_due_batches(std::int64_t now_ms) {
   // the claim, so a batch read as due here is either still claimed or really due. Reading
   // outside the lock could queue a batch that was delivered in between, and send it twice.
   std::lock_guard lock(mutex_);
+  // Only when a retry may be due (or once a round-trip of the idle round, as a safety net):
+  // batches the planner made itself are queued already, and re-reading them is what made
+  // rounds expensive when each event is its own batch.
+  if (now_ms < batches_due_ms_) return;
+  batches_due_ms_ = now_ms + kIdleRound.count();
   auto due = outbox_.due_batches(now_ms, kBatchesPerRound);
   if (!due) {
     log_->error("stripe_billing cannot read batches: {}", due.error().message);
@@ -449,7 +458,7 @@ void Dispatcher::send_loop(int index) {
       send(batch);
     } catch (const std::exception& e) {
       log_->error("stripe_billing sending batch {} failed: {}", batch.id, e.what());
-      finish(batch, false);
+      finish(batch, false, now_ms());
     }
     lock.lock();
     if (serial) {
@@ -556,20 +565,21 @@ void Dispatcher::send(const Batch& batch) {
     case Outcome::kPause:
       pause_for_auth(result.reason);
       outbox_.batch_retry_later(batch.id, batch.attempts, now, detail);
-      return finish(batch, false);
+      return finish(batch, false, now);
     case Outcome::kRetry: {
-      if (result.reason == "aborted") return finish(batch, false);  // shutdown: not an attempt
+      if (result.reason == "aborted") return finish(batch, false, now);  // shutdown: no attempt
       const int attempts = batch.attempts + 1;
       const auto age = std::chrono::milliseconds(now - batch.created_ms);
       if (age < config_.max_delivery_age()) {
         const auto delay = backoff(attempts);
         outbox_.batch_retry_later(batch.id, attempts, now + delay.count(), detail);
         metrics_.retries.fetch_add(1);
+        finish(batch, false, now + delay.count());
         log_->warn("stripe_billing activity={} success=false retrying reason={} batch={} "
                    "attempt={} next_in_ms={} request_id={} detail={}",
                    outcome.activity, result.reason, batch.id, attempts, delay.count(), request_id,
                    log_safe(detail, 300));
-        return finish(batch, false);
+        return;
       }
       return dead(batch, outcome.activity, "max_delivery_age_exceeded", request_id, detail);
     }
@@ -590,12 +600,13 @@ void Dispatcher::dead(const Batch& batch, const char* activity, const std::strin
   finish(batch, true);
 }
 
-void Dispatcher::finish(const Batch& batch, bool release_target) {
+void Dispatcher::finish(const Batch& batch, bool release_target, std::int64_t retry_at_ms) {
   std::lock_guard lock(mutex_);
   claimed_.erase(batch.id);
-  if (release_target) open_targets_.erase(batch.target);
   progress_.notify_all();
-  if (release_target) {
+  if (retry_at_ms >= 0) batches_due_ms_ = std::min(batches_due_ms_, retry_at_ms);
+  // An item's window opens again: its pending events can make the next batch.
+  if (release_target && open_targets_.erase(batch.target) != 0) {
     woken_ = true;
     planner_wake_.notify_one();
   }

@@ -98,7 +98,8 @@ class Dispatcher {
   void send(const Batch& batch);
   Attempt attempt(const Batch& batch);
   Expected<StripeResponse> send_meter_events(const Batch& batch, bool stream);
-  void finish(const Batch& batch, bool release_target);
+  // Releases the claim; `retry_at_ms` >= 0: the batch stays in the outbox, due then.
+  void finish(const Batch& batch, bool release_target, std::int64_t retry_at_ms = -1);
   void dead(const Batch& batch, const char* activity, const std::string& reason,
             const std::string& request_id, const std::string& detail);
   void pause_for_auth(const std::string& reason);
@@ -129,6 +130,7 @@ class Dispatcher {
   bool stopping_ = false;
   bool auth_paused_ = false;
   std::int64_t next_probe_ms_ = 0;
+  std::int64_t batches_due_ms_ = 0;  // when the outbox may hold a due batch not yet queued
   // Per sink (usage records, meter events): lookups back off on their own.
   std::int64_t lookup_retry_ms_[2] = {0, 0};
   int lookup_failures_[2] = {0, 0};

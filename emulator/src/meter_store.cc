@@ -227,9 +227,8 @@ const Meter* MeterStore::active_meter(const std::string& event_name) const {
 }
 
 bool MeterStore::seen_recently(const std::string& identifier, std::int64_t now) const {
-  return std::any_of(events_.begin(), events_.end(), [&](const MeterEvent& event) {
-    return event.record.identifier == identifier && event.created > now - kIdentifierWindow;
-  });
+  const auto it = last_seen_.find(identifier);
+  return it != last_seen_.end() && it->second > now - kIdentifierWindow;
 }
 
 MeterEvent& MeterStore::keep(NewMeterEvent event, const std::string& source, std::int64_t now) {
@@ -241,6 +240,7 @@ MeterEvent& MeterStore::keep(NewMeterEvent event, const std::string& source, std
   kept.record.timestamp = event.timestamp.value_or(now);
   kept.record.source = source;
   kept.record.error_code = error_report_code(kept.record, now);
+  last_seen_[kept.record.identifier] = now;
   return events_.emplace_back(std::move(kept));
 }
 

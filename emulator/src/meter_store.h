@@ -17,6 +17,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "api_error.h"
@@ -91,6 +92,7 @@ class MeterStore {
   std::map<std::string, Meter> meters_;
   std::vector<std::string> meter_order_;
   std::vector<MeterEvent> events_;  // oldest first
+  std::unordered_map<std::string, std::int64_t> last_seen_;  // identifier -> when last recorded
 };
 
 }  // namespace stripe_emulator
