@@ -355,7 +355,7 @@ constexpr DecimalRule kRateLimitRule{"STRIPE_RATE_LIMIT", "a number of requests 
                                      "(requests per second, over all Stripe requests)"};
 constexpr DecimalRule kMeterRateLimitRule{
     "STRIPE_METER_RATE_LIMIT", "a number of requests per second", "1000 or 12.5", kMaxRateLimit,
-    "(meter event requests per second, live mode)"};
+    "(meter event and stream requests per second)"};
 constexpr DecimalRule kCostMultiplierRule{
     "STRIPE_COST_MULTIPLIER", "a number of billed units per 1.0 of response_cost", "100 or 0.5",
     1'000'000, "(100 bills cents of a USD response_cost)"};
@@ -683,6 +683,13 @@ std::vector<BilledDimension> check_dimensions(Problems& problems, const Config& 
       problems, "STRIPE_METER_EVENT_NAME", config.meter_event_name, mode,
       meters && !split ? "to bill" : "");
   if (!split) {
+    // Settings only split uses are still checked when set, so a typo is never silent.
+    check_price_id(problems, "STRIPE_PROMPT_PRICE_ID", config.prompt_price_id, mode, "");
+    check_price_id(problems, "STRIPE_COMPLETION_PRICE_ID", config.completion_price_id, mode, "");
+    check_event_name(problems, "STRIPE_PROMPT_METER_EVENT_NAME", config.prompt_meter_event_name,
+                     mode, "");
+    check_event_name(problems, "STRIPE_COMPLETION_METER_EVENT_NAME",
+                     config.completion_meter_event_name, mode, "");
     if (records) dimensions[0].price_id = price;
     if (meters) dimensions[0].meter_event_name = meter;
     return dimensions;
@@ -793,7 +800,8 @@ void check_map_targets(Problems& problems, const std::map<std::string, StaticTar
                        BillingMode mode, QuantitySource quantity) {
   std::string why;
   if (mode != BillingMode::kUsageRecords) {
-    why = in_mode(mode).substr(1) + " bills meters, which need the customer";
+    why = std::string("STRIPE_BILLING_MODE=") + to_string(mode) +
+          " bills meters, which need the customer";
   } else if (quantity == QuantitySource::kSplit) {
     why = "STRIPE_QUANTITY=split bills two subscription items, found from the customer";
   }
@@ -815,8 +823,10 @@ void check_distinct_payload_keys(Problems& problems, const FinalizedConfig& conf
       {"STRIPE_METER_TOKEN_TYPE_KEY", &config.meter_token_type_key()},
       {"STRIPE_METER_MODEL_KEY", &config.meter_model_key()},
   };
+  const bool token_type = config.dimensions().front().token_type.size() > 0;
   for (const auto& [variable, key] : keys) {
     if (key->empty()) continue;
+    if (!token_type && key == &config.meter_token_type_key()) continue;  // not sent
     auto [it, inserted] = used.emplace(*key, variable);
     if (!inserted) {
       problems.add(std::string(variable) + " and " + it->second + " are both " +

@@ -28,7 +28,7 @@ std::vector<std::int64_t> ids_of(const std::vector<StoredEvent>& events) {
 }  // namespace
 
 Dispatcher::Dispatcher(const FinalizedConfig& config, Outbox& outbox, const StripeClient& client,
-                       MeterEventStream* stream, CustomerResolver& resolver, Metrics& metrics,
+                       MeterEventStream& stream, CustomerResolver& resolver, Metrics& metrics,
                        std::shared_ptr<spdlog::logger> log, std::shared_ptr<Clock> clock)
     : config_(config),
       outbox_(outbox),
@@ -209,13 +209,11 @@ std::int64_t Dispatcher::batch_pending_events(std::int64_t now, bool force) {
     }
     const bool records = group.sink == Sink::kUsageRecord;
     if (records ? group.dimension->price_id.empty() : group.dimension->meter_event_name.empty()) {
-      // Stored under a mode that sent this sink (dual, say), and the mode changed since: kept,
-      // and sent once a mode that sends them runs again (docs/migration.md).
+      // Stored under a mode that sent this sink (dual, say), and the mode changed since: kept
+      // until a start in a mode that sends them (the constructor requeues them then).
       const char* reason = records ? "usage_records_not_in_mode" : "meters_not_in_mode";
       metrics_.count_reason(reason, group.events.size());
-      outbox_.park(ids_of(group.events), reason,
-                   now + std::chrono::duration_cast<std::chrono::milliseconds>(
-                             config_.park_retry()).count());
+      outbox_.park(ids_of(group.events), reason, std::nullopt);
       log_->warn("stripe_billing parked {} {} events of customer {}: STRIPE_BILLING_MODE={} does "
                  "not send them",
                  group.events.size(), to_string(group.sink), log_safe(group.customer_key),
@@ -484,6 +482,10 @@ Dispatcher::Attempt Dispatcher::attempt(const Batch& batch) {
     result = {Outcome::kDelivered, "already_recorded"};
   } else if (!response && response.error().code == ErrorCode::kStorage) {
     result = {Outcome::kRetry, "storage"};
+  } else if (!response && response.error().code == ErrorCode::kInvalidConfig) {
+    // Made under a configuration that metered it (a mode or meter changed since): it waits, and
+    // goes once a configuration that meters it runs again.
+    result = {Outcome::kRetry, "meters_not_in_mode"};
   } else if (result.outcome == Outcome::kItemMissing) {
     result.outcome = Outcome::kDead;  // no subscription item to look up again
   }
@@ -497,7 +499,7 @@ Expected<StripeResponse> Dispatcher::send_meter_events(const Batch& batch, bool 
   for (const StoredEvent& event : *events) {
     const BilledDimension* dimension = config_.dimension(event.dimension);
     if (dimension == nullptr || dimension->meter_event_name.empty()) {
-      return Error{ErrorCode::kInvalidEvent,
+      return Error{ErrorCode::kInvalidConfig,
                    "dimension " + event.dimension + " has no meter in this configuration",
                    std::nullopt};
     }
@@ -515,14 +517,9 @@ Expected<StripeResponse> Dispatcher::send_meter_events(const Batch& batch, bool 
                              meter_event_form(meter_events.front(), config_),
                              batch.idempotency_key);
   }
-  if (stream_ == nullptr) {
-    return Error{ErrorCode::kInvalidConfig,
-                 "a v2 stream batch, but STRIPE_BILLING_MODE is not meter_event_stream",
-                 std::nullopt};
-  }
   nlohmann::json body = nlohmann::json::array();
   for (const MeterEvent& event : meter_events) body.push_back(meter_stream_event(event, config_));
-  return stream_->send(body);
+  return stream_.send(body);
 }
 
 void Dispatcher::send(const Batch& batch) {

@@ -45,9 +45,9 @@ class Dispatcher {
  public:
   using SteadyTime = std::chrono::steady_clock::time_point;
 
-  // `stream` is used in mode meter_event_stream; it may be null in the other modes.
+  // `stream` sends v2 batches: those of mode meter_event_stream, and any made under it before.
   Dispatcher(const FinalizedConfig& config, Outbox& outbox, const StripeClient& client,
-             MeterEventStream* stream, CustomerResolver& resolver, Metrics& metrics,
+             MeterEventStream& stream, CustomerResolver& resolver, Metrics& metrics,
              std::shared_ptr<spdlog::logger> log, std::shared_ptr<Clock> clock);
   ~Dispatcher();  // stop() with a 5 s deadline
   Dispatcher(const Dispatcher&) = delete;
@@ -110,7 +110,7 @@ class Dispatcher {
   const FinalizedConfig& config_;
   Outbox& outbox_;
   const StripeClient& client_;
-  MeterEventStream* stream_;
+  MeterEventStream& stream_;
   CustomerResolver& resolver_;
   Metrics& metrics_;
   std::shared_ptr<spdlog::logger> log_;

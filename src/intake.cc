@@ -246,9 +246,12 @@ void Intake::add_rows(HandedEvent& event, std::int64_t now_ms, std::vector<NewEv
       rows.push_back(i + 1 == sinks_.size() ? std::move(row) : row);
       NewEvent& stored = rows.back();
       stored.sink = sinks_[i];
-      const std::int64_t units = stored.amount_micros.value_or(0) / kMicrosPerUnit + 1;
+      // A cost row's quantity is rounded when stored: at most one unit above its amount.
+      const std::int64_t value = stored.amount_micros
+                                     ? *stored.amount_micros / kMicrosPerUnit + 1
+                                     : stored.quantity;
       if (stored.sink == Sink::kMeterEvent && stored.state == EventState::kPending &&
-          std::max(stored.quantity, units) > kMaxMeterValue) {
+          value > kMaxMeterValue) {
         // Stripe refuses meter values of more than 15 significant digits.
         stored.state = EventState::kDead;
         stored.reason = "meter_value_too_large";

@@ -302,6 +302,32 @@ Expected<std::unique_ptr<Outbox>> Outbox::open(const std::string& path, bool ful
   return std::unique_ptr<Outbox>(new Outbox(db, std::move(instance_id)));
 }
 
+Expected<std::unique_ptr<Outbox>> Outbox::open_for_reading(const std::string& path) {
+  struct stat info {};
+  if (::stat(path.c_str(), &info) != 0 || !S_ISREG(info.st_mode)) {
+    return Error{ErrorCode::kStorage, "no outbox file at " + path, std::nullopt};
+  }
+  sqlite3* db = nullptr;
+  if (sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, nullptr) !=
+      SQLITE_OK) {
+    Error error = storage_error(db, "cannot open the outbox " + path);
+    sqlite3_close(db);
+    return error;
+  }
+  sqlite3_busy_timeout(db, 5000);
+  if (!has_column(db, "events", "sink")) {
+    sqlite3_close(db);
+    return Error{ErrorCode::kStorage,
+                 "the outbox " + path + " is not in the current format (start the library on it "
+                 "once to migrate it)",
+                 std::nullopt};
+  }
+  std::string instance_id;
+  Statement select(db, "SELECT value FROM meta WHERE key='instance_id'");
+  if (select.ok() && select.step() == SQLITE_ROW) instance_id = select.text(0);
+  return std::unique_ptr<Outbox>(new Outbox(db, std::move(instance_id)));
+}
+
 Outbox::Outbox(sqlite3* db, std::string instance_id)
     : db_(db), instance_id_(std::move(instance_id)) {}
 

@@ -125,6 +125,8 @@ class Outbox {
  public:
   // Creates the file (mode 0600) and schema when missing. `full_sync`: fsync every commit.
   static Expected<std::unique_ptr<Outbox>> open(const std::string& path, bool full_sync);
+  // An existing outbox, read-only (reports, reconciliation): never creates or migrates a file.
+  static Expected<std::unique_ptr<Outbox>> open_for_reading(const std::string& path);
   ~Outbox();
   Outbox(const Outbox&) = delete;
   Outbox& operator=(const Outbox&) = delete;

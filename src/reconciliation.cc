@@ -48,12 +48,15 @@ class Reconciler {
     std::map<std::pair<std::string, std::string>, ReconciliationRow> meters;  // (cus, meter)
     std::map<std::string, const LedgerTotal*> items;                          // si -> a total
     for (const LedgerTotal& total : *totals) {
+      // What the configuration bills is compared: a meter row under a usage-records config
+      // (or the reverse) has no meter (price) to ask Stripe about.
+      const BilledDimension* dimension = config_.dimension(total.dimension);
       if (total.sink == Sink::kUsageRecord) {
-        items.emplace(total.target, &total);
+        if (config_.uses_usage_records()) items.emplace(total.target, &total);
         continue;
       }
-      const BilledDimension* dimension = config_.dimension(total.dimension);
-      const std::string meter = dimension ? dimension->meter_event_name : total.dimension;
+      if (dimension == nullptr || dimension->meter_event_name.empty()) continue;
+      const std::string& meter = dimension->meter_event_name;
       ReconciliationRow& row = meters[{total.customer_id, meter}];
       row.kind = "meter";
       row.customer_key = total.customer_key;
@@ -162,7 +165,7 @@ bool ReconciliationReport::matches(double tolerance) const {
 
 Expected<ReconciliationReport> reconcile(const FinalizedConfig& config, std::int64_t since,
                                          std::int64_t until, ReconcileOptions options) {
-  auto outbox = Outbox::open(config.outbox_path(), false);
+  auto outbox = Outbox::open_for_reading(config.outbox_path());
   if (!outbox) return std::move(outbox).error();
   std::shared_ptr<HttpTransport> transport =
       options.transport ? std::move(options.transport)

@@ -55,10 +55,8 @@ class StripeLogger::Impl {
                                                  config_.api_version(), config_.timeout()}),
         resolver_(client_, config_, clock_),
         outbox_(open_outbox(config_, *log_)),
-        stream_(config_.billing_mode() == BillingMode::kMeterEventStream
-                    ? std::make_unique<MeterEventStream>(*transport_, client_, config_, clock_)
-                    : nullptr),
-        dispatcher_(config_, *outbox_, client_, stream_.get(), resolver_, metrics_, log_, clock_),
+        stream_(*transport_, client_, config_, clock_),
+        dispatcher_(config_, *outbox_, client_, stream_, resolver_, metrics_, log_, clock_),
         intake_(config_, *outbox_, metrics_, log_, clock_, [this] { dispatcher_.wake(); }) {
     log_->info("stripe_billing {} started: {}", STRIPE_BILLING_VERSION, config_.summary());
   }
@@ -144,7 +142,7 @@ class StripeLogger::Impl {
   StripeClient client_;
   CustomerResolver resolver_;
   std::unique_ptr<Outbox> outbox_;
-  std::unique_ptr<MeterEventStream> stream_;
+  MeterEventStream stream_;  // mints a session only when a stream batch is sent
   Dispatcher dispatcher_;
   Intake intake_;  // last: the host's entry point exists only once everything behind it does
   std::mutex shutdown_mutex_;

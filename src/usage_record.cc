@@ -65,7 +65,11 @@ QuantityCheck cost_amount(std::optional<double> cost, double multiplier,
   if (!cost || std::isnan(*cost)) return {Verdict::kMissingUsage, 0};
   if (*cost < 0) return {Verdict::kNegative, 0};
   const double units = *cost * multiplier;
-  if (!(units <= static_cast<double>(max_quantity))) return {Verdict::kTooLarge, 0};
+  // Micro-units must fit an int64 too (9.2e12 units), whatever STRIPE_MAX_QUANTITY allows.
+  constexpr double kMaxUnits = 9e12;
+  if (!(units <= static_cast<double>(max_quantity)) || !(units <= kMaxUnits)) {
+    return {Verdict::kTooLarge, 0};
+  }
   const auto micros = static_cast<std::int64_t>(std::llround(units * kMicrosPerUnit));
   if (micros == 0) return {Verdict::kZero, 0};
   return {Verdict::kBill, micros};

@@ -1390,5 +1390,23 @@ TEST(BillingModeTest, TheSummaryNamesTheModeAndWhatIsBilled) {
                         "completion_tokens: price=price_out meter=llm_tokens[output] charge_by="));
 }
 
+TEST(BillingModeTest, SplitSettingsAreCheckedEvenWhenNotSplitting) {
+  Config config = valid_config();
+  config.prompt_price_id = "prod_1";
+  config.completion_meter_event_name = "bad name";
+  const std::string message = problems_of(config);
+  EXPECT_THAT(message, HasSubstr("- STRIPE_PROMPT_PRICE_ID must be price_"));
+  EXPECT_THAT(message, HasSubstr("- STRIPE_COMPLETION_METER_EVENT_NAME must be 1 to 100"));
+}
+
+TEST(BillingModeTest, TheTokenTypeKeyIsFreeWhenNoTokenTypeIsSent) {
+  Config config = meter_config();
+  config.meter_model_key = "token_type";
+  EXPECT_EQ(finalized(config).meter_model_key(), "token_type");
+  config.quantity = "split";
+  EXPECT_THAT(single_problem(config),
+              HasSubstr("STRIPE_METER_MODEL_KEY and STRIPE_METER_TOKEN_TYPE_KEY are both"));
+}
+
 }  // namespace
 }  // namespace stripe_billing

@@ -4,6 +4,8 @@
 
 #include <gtest/gtest.h>
 
+#include <filesystem>
+
 #include "stripe_billing/stripe_client.h"
 #include "test_support.h"
 
@@ -129,6 +131,28 @@ TEST_F(ReconciliationTest, NothingInTheRangeIsAnEmptyReportThatMatches) {
   ASSERT_TRUE(report) << report.error().to_string();
   EXPECT_TRUE(report->rows.empty());
   EXPECT_TRUE(report->matches());
+}
+
+TEST_F(ReconciliationTest, AMissingOutboxIsAnErrorAndIsNotCreated) {
+  Config config = dual_config();
+  config.outbox_path = dir_.file("never-written.db");
+  auto finalized = finalize_config(config);
+  ASSERT_TRUE(finalized);
+  auto report = reconcile(*finalized, 0, 1000);
+  ASSERT_FALSE(report);
+  EXPECT_EQ(report.error().code, ErrorCode::kStorage);
+  EXPECT_FALSE(std::filesystem::exists(dir_.file("never-written.db")));
+}
+
+TEST_F(ReconciliationTest, OnlyWhatTheConfigurationBillsIsCompared) {
+  std::string alice;
+  add_customer("alice", &alice);
+  bill_calls(dual_config());
+  Config records_only = EmulatorTest::config();  // the same outbox, usage records only
+  const ReconciliationReport report = reconcile_today(records_only);
+  ASSERT_EQ(report.rows.size(), 1u);
+  EXPECT_EQ(report.rows[0].kind, "usage_record");
+  EXPECT_TRUE(report.matches());
 }
 
 }  // namespace

@@ -5,7 +5,9 @@
 // event_summaries require. Stripe's meter summaries are eventually consistent: a difference
 // that vanishes on a second run minutes later was Stripe still counting.
 //
-// Blocking: it reads the outbox file and calls Stripe on the caller's thread. It never writes.
+// Only what the configuration bills is compared (usage records in modes that send them, meters
+// in modes that meter). Blocking: it reads the outbox file (read-only; it must exist) and calls
+// Stripe on the caller's thread. It never writes.
 #pragma once
 
 #include <cstdint>
