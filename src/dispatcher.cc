@@ -44,9 +44,11 @@ Dispatcher::Dispatcher(const FinalizedConfig& config, Outbox& outbox, const Stri
       open_targets_.insert(targets->begin(), targets->end());
     }
   }
-  // Rows parked because an earlier configuration's mode did not send their sink go now.
+  // Rows parked because an earlier configuration did not bill them are looked at again: this
+  // one may (they are parked again at once if not).
   if (config_.uses_usage_records()) outbox_.requeue("usage_records_not_in_mode", "");
   if (config_.uses_meters()) outbox_.requeue("meters_not_in_mode", "");
+  outbox_.requeue("dimension_not_configured", "");
   planner_ = std::thread([this] { plan_loop(); });
   for (int i = 0; i < config_.sender_threads(); ++i) {
     senders_.emplace_back([this, i] { send_loop(i); });
@@ -202,9 +204,10 @@ std::int64_t Dispatcher::batch_pending_events(std::int64_t now, bool force) {
       continue;
     }
     if (group.dimension == nullptr) {
-      // Stored under a dimension this configuration no longer bills (STRIPE_QUANTITY changed).
+      // Stored under a dimension this configuration does not bill (STRIPE_QUANTITY changed):
+      // kept until a start whose configuration bills it again.
       metrics_.count_reason("dimension_not_configured", group.events.size());
-      outbox_.kill_events(ids_of(group.events), "dimension_not_configured");
+      outbox_.park(ids_of(group.events), "dimension_not_configured", std::nullopt);
       continue;
     }
     const bool records = group.sink == Sink::kUsageRecord;

@@ -1,7 +1,9 @@
 // stripe-billing-demo: the whole path on one machine. It starts the Stripe emulator with three
-// seeded customers, starts stripe-gateway billing to it, sends each user's key a few chat
-// completions, stops the gateway (which flushes its billing), and compares what each user was
-// served with what Stripe recorded. Exit code 0 only when every user matches.
+// seeded customers and a billing meter, starts stripe-gateway billing to it in dual mode (legacy
+// usage records and meter events for every call, as while migrating), sends each user's key a
+// few chat completions, stops the gateway (which flushes its billing), and compares what each
+// user was served with what Stripe recorded on both sides. Exit code 0 only when every user
+// matches on both.
 //
 //   stripe-billing-demo [--emulator PATH] [--gateway PATH]
 #include <httplib.h>
@@ -34,6 +36,7 @@ using nlohmann::json;
 
 constexpr const char* kStripeApiKey = "sk_test_emulator_0000000000000000";
 constexpr const char* kModel = "demo-echo";
+constexpr const char* kMeter = "llm_tokens";
 
 // Words per prompt of each request a user sends.
 const std::vector<std::pair<std::string, std::vector<int>>> kPlan = {
@@ -47,7 +50,8 @@ struct UserRow {
   std::string customer;
   std::int64_t tokens_served = 0;
   std::int64_t usage_recorded = 0;
-  bool matches() const { return tokens_served == usage_recorded; }
+  std::int64_t metered = 0;
+  bool matches() const { return tokens_served == usage_recorded && tokens_served == metered; }
 };
 
 Deadline in_seconds(int seconds) {
@@ -102,7 +106,8 @@ json seed() {
         {{"email", user + "@example.com"}, {"metadata", {{"litellm_customer_id", user}}}});
   }
   return {{"price", {{"product_name", "LLM tokens"}, {"unit_amount", 1}, {"currency", "usd"}}},
-          {"customers", customers}};
+          {"customers", customers},
+          {"meters", {{{"event_name", kMeter}}}}};
 }
 
 std::string gateway_yaml() {
@@ -123,6 +128,8 @@ std::string gateway_yaml() {
          "  api_key: os.environ/STRIPE_API_KEY\n"
          "  price_id: os.environ/STRIPE_PRICE_ID\n"
          "  api_base: os.environ/STRIPE_API_BASE\n"
+         "  billing_mode: dual\n"
+         "  meter_event_name: " + std::string(kMeter) + "\n"
          "  charge_by: user_id\n";
 }
 
@@ -161,12 +168,13 @@ json emulator_totals(const std::string& base_url) {
 }
 
 void print_table(const std::vector<UserRow>& rows) {
-  std::printf("\n%-7s %-24s %14s %26s  %s\n", "user", "Stripe customer", "tokens served",
-              "usage recorded by Stripe", "match");
+  std::printf("\n%-7s %-24s %14s %15s %15s  %s\n", "user", "Stripe customer", "tokens served",
+              "usage records", "meter events", "match");
   for (const auto& row : rows) {
-    std::printf("%-7s %-24s %14lld %26lld  %s\n", row.user.c_str(), row.customer.c_str(),
+    std::printf("%-7s %-24s %14lld %15lld %15lld  %s\n", row.user.c_str(), row.customer.c_str(),
                 static_cast<long long>(row.tokens_served),
-                static_cast<long long>(row.usage_recorded), row.matches() ? "✓" : "✗");
+                static_cast<long long>(row.usage_recorded), static_cast<long long>(row.metered),
+                row.matches() ? "✓" : "✗");
   }
 }
 
@@ -181,8 +189,8 @@ int run(const fs::path& emulator_path, const fs::path& gateway_path, const fs::p
   const json state = json::parse(read_file(work / "emulator-state.json"));
   const std::string stripe_base = state.at("base_url");
   const std::string price_id = state.at("price_id");
-  std::printf("emulator  %s  price %s, %zu customers with a subscription on it\n",
-              stripe_base.c_str(), price_id.c_str(), state.at("customers").size());
+  std::printf("emulator  %s  price %s, %zu customers with a subscription on it, meter %s\n",
+              stripe_base.c_str(), price_id.c_str(), state.at("customers").size(), kMeter);
 
   write_file(work / "gateway.yaml", gateway_yaml());
   ChildProcess gateway("stripe-gateway",
@@ -196,8 +204,8 @@ int run(const fs::path& emulator_path, const fs::path& gateway_path, const fs::p
   gateway.wait_for_file(work / "gateway.port", in_seconds(15));
   const int gateway_port = std::stoi(read_file(work / "gateway.port"));
   std::printf(
-      "gateway   http://127.0.0.1:%d  charge_by: user_id (each bearer key's user_id is "
-      "the customer's metadata.litellm_customer_id)\n",
+      "gateway   http://127.0.0.1:%d  billing_mode: dual, charge_by: user_id (each bearer "
+      "key's user_id is the customer's metadata.litellm_customer_id)\n",
       gateway_port);
 
   httplib::Client client("127.0.0.1", gateway_port);
@@ -220,7 +228,9 @@ int run(const fs::path& emulator_path, const fs::path& gateway_path, const fs::p
   }
   std::printf("stopped   stripe-gateway (SIGTERM, exit 0): its billing is flushed\n");
 
-  const json totals = emulator_totals(stripe_base).at("customers");
+  const json all_totals = emulator_totals(stripe_base);
+  const json& totals = all_totals.at("customers");
+  const json meter_totals = all_totals.at("meters").value(kMeter, json::object());
   for (auto& row : rows) {
     for (const auto& customer : state.at("customers")) {
       if (customer.at("metadata").value("litellm_customer_id", "") == row.user) {
@@ -228,6 +238,7 @@ int run(const fs::path& emulator_path, const fs::path& gateway_path, const fs::p
       }
     }
     row.usage_recorded = totals.value(row.customer, std::int64_t{0});
+    row.metered = static_cast<std::int64_t>(meter_totals.value(row.customer, 0.0));
   }
   print_table(rows);
 
@@ -236,8 +247,9 @@ int run(const fs::path& emulator_path, const fs::path& gateway_path, const fs::p
     std::fprintf(stderr, "stripe-emulator did not stop cleanly\n");
   const bool all_match =
       std::all_of(rows.begin(), rows.end(), [](const UserRow& row) { return row.matches(); });
-  std::printf("\n%s\n", all_match ? "every user was billed exactly the tokens served"
-                                  : "MISMATCH: Stripe's usage differs from the tokens served");
+  std::printf("\n%s\n", all_match
+                           ? "every user was billed exactly the tokens served, on both sides"
+                           : "MISMATCH: Stripe's usage differs from the tokens served");
   return all_match ? 0 : 1;
 }
 
