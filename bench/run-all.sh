@@ -32,6 +32,9 @@ MEASUREMENTS=(
   "async1nl|intake --durability async --threads 1 --events 500000 --queue-capacity 500000"
   "sync8|intake --durability sync --threads 8 --events 20000"
   "e2e|end-to-end --customers 1000 --events 50000 --window-ms 1000"
+  "e2emeter|end-to-end --customers 1000 --events 50000 --window-ms 1000 --mode meter_events"
+  "e2estream|end-to-end --customers 1000 --events 50000 --window-ms 1000 --mode meter_event_stream"
+  "e2edual|end-to-end --customers 1000 --events 50000 --window-ms 1000 --mode dual"
   "rss|rss --events 1000000 --rate 25000"
   "rssburst|rss --events 1000000"
   "naive1|naive --threads 1 --events 5000"
@@ -97,6 +100,14 @@ echo "| Accepted into the outbox, async, 1 thread, 500,000 events with a queue t
 echo "| Accepted into the outbox, sync, 8 producer threads | (report) | $sync8 /s | $(every sync8 accepted_per_s) | — |"
 echo "| End to end, 1,000 customers, 50,000 events, window 1 s: delivered | (report) | $(median e2e delivered_per_s) events/s | $(every e2e delivered_per_s) | — |"
 echo "| End to end: Stripe requests per 1,000 events (all / usage records / lookups) | (report) | $(median e2e requests_per_1k) / $(median e2e usage_posts_per_1k) / $(median e2e lookups_per_1k) | $(every e2e requests_per_1k) | — |"
+echo
+echo "End to end per billing mode (1,000 customers, 50,000 calls, window 1 s; \"calls/s\" is calls over the time until every row is delivered):"
+echo
+echo "| Mode | Calls/s (median) | Runs | Requests per 1,000 calls: all / usage records / v1 meter events / v2 stream / lookups and sessions | Billed correctly |"
+echo "|---|---|---|---|---|"
+for m in e2e e2emeter e2estream e2edual; do
+  echo "| $(median $m mode) | $(median $m events_per_s) | $(every $m events_per_s) | $(median $m requests_per_1k) / $(median $m usage_posts_per_1k) / $(median $m meter_posts_per_1k) / $(median $m stream_posts_per_1k) / $(median $m lookups_per_1k) | $(every $m usage_correct) |"
+done
 echo "| Peak RSS, 1,000,000 pending, arriving at 25,000/s | ≤ 64 MB | $rss MB (pending $(median rss pending)) | $(every rss peak_rss_mb) | $(met "$rss" "<=" 64) |"
 echo "| Peak RSS, 1,000,000 offered in one unthrottled burst | ≤ 64 MB | $rssburst MB (pending $(median rssburst pending), lost $(median rssburst lost)) | $(every rssburst peak_rss_mb) | $(met "$rssburst" "<=" 64) |"
 echo "| Naive: synchronous POST per event, 1 thread: p50 / p99 | — | $naive_p50 / $naive_p99 µs | p99: $(every naive1 p99_us) | — |"

@@ -304,6 +304,11 @@ constexpr std::pair<const char*, Durability> kDurabilityChoices[] = {
     {"sync", Durability::kSync},
 };
 
+constexpr std::pair<const char*, LogFormat> kLogFormatChoices[] = {
+    {"text", LogFormat::kText},
+    {"json", LogFormat::kJson},
+};
+
 // ---------------------------------------------------------------------------------------------
 // Numbers
 
@@ -694,6 +699,16 @@ std::vector<BilledDimension> check_dimensions(Problems& problems, const Config& 
     if (meters) dimensions[0].meter_event_name = meter;
     return dimensions;
   }
+  if (!records) {
+    check_price_id(problems, "STRIPE_PROMPT_PRICE_ID", config.prompt_price_id, mode, "");
+    check_price_id(problems, "STRIPE_COMPLETION_PRICE_ID", config.completion_price_id, mode, "");
+  }
+  if (!meters) {
+    check_event_name(problems, "STRIPE_PROMPT_METER_EVENT_NAME", config.prompt_meter_event_name,
+                     mode, "");
+    check_event_name(problems, "STRIPE_COMPLETION_METER_EVENT_NAME",
+                     config.completion_meter_event_name, mode, "");
+  }
   if (records) {
     dimensions[0].price_id =
         check_price_id(problems, "STRIPE_PROMPT_PRICE_ID", config.prompt_price_id, mode,
@@ -908,48 +923,11 @@ EnvLookup process_environment() {
 }
 
 const std::vector<std::string>& config_variable_names() {
-  static const std::vector<std::string> names = {
-      "STRIPE_API_KEY",
-      "STRIPE_BILLING_MODE",
-      "STRIPE_PRICE_ID",
-      "STRIPE_CHARGE_BY",
-      "STRIPE_API_BASE",
-      "STRIPE_API_VERSION",
-      "ENVIRONMENT",
-      "STRIPE_QUANTITY",
-      "STRIPE_MAX_QUANTITY",
-      "STRIPE_PROMPT_PRICE_ID",
-      "STRIPE_COMPLETION_PRICE_ID",
-      "STRIPE_COST_MULTIPLIER",
-      "STRIPE_METER_EVENT_NAME",
-      "STRIPE_PROMPT_METER_EVENT_NAME",
-      "STRIPE_COMPLETION_METER_EVENT_NAME",
-      "STRIPE_METER_CUSTOMER_KEY",
-      "STRIPE_METER_VALUE_KEY",
-      "STRIPE_METER_TOKEN_TYPE_KEY",
-      "STRIPE_METER_MODEL_KEY",
-      "STRIPE_METER_STREAM_BASE",
-      "STRIPE_METER_RATE_LIMIT",
-      "STRIPE_CUSTOMER_METADATA_KEY",
-      "STRIPE_CUSTOMER_MAP",
-      "STRIPE_LOOKUP_CACHE_TTL",
-      "STRIPE_LOOKUP_MISS_TTL",
-      "STRIPE_CONNECT_TIMEOUT_MS",
-      "STRIPE_TIMEOUT_MS",
-      "STRIPE_QUEUE_CAPACITY",
-      "STRIPE_OUTBOX_PATH",
-      "STRIPE_DURABILITY",
-      "STRIPE_COMMIT_INTERVAL_MS",
-      "STRIPE_SYNC_TIMEOUT_MS",
-      "STRIPE_AGGREGATION_WINDOW_MS",
-      "STRIPE_MAX_BACKOFF_S",
-      "STRIPE_MAX_DELIVERY_AGE_S",
-      "STRIPE_RATE_LIMIT",
-      "STRIPE_SENDER_THREADS",
-      "STRIPE_PARK_RETRY_S",
-      "STRIPE_LEDGER_RETENTION_DAYS",
-      "STRIPE_AUTH_PROBE_S",
-  };
+  static const std::vector<std::string> names = [] {
+    std::vector<std::string> out;
+    for (const SettingInfo& setting : config_settings()) out.emplace_back(setting.variable);
+    return out;
+  }();
   return names;
 }
 
@@ -1000,6 +978,7 @@ Config config_from_env(const EnvLookup& env) {
   config.park_retry_s = read("STRIPE_PARK_RETRY_S");
   config.ledger_retention_days = read("STRIPE_LEDGER_RETENTION_DAYS");
   config.auth_probe_s = read("STRIPE_AUTH_PROBE_S");
+  config.log_format = read("STRIPE_LOG_FORMAT");
   return config;
 }
 
@@ -1055,6 +1034,8 @@ Expected<FinalizedConfig> finalize_config(const Config& config) {
   out.outbox_path_ = check_outbox_path(problems, config.outbox_path);
   out.durability_ =
       check_choice(problems, "STRIPE_DURABILITY", config.durability, kDurabilityChoices);
+  out.log_format_ =
+      check_choice(problems, "STRIPE_LOG_FORMAT", config.log_format, kLogFormatChoices);
   const auto commit_interval =
       check_integer(problems, kCommitIntervalRule, config.commit_interval_ms);
   const auto sync_timeout = check_integer(problems, kSyncTimeoutRule, config.sync_timeout_ms);

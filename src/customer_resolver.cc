@@ -90,6 +90,8 @@ Expected<BillingTarget> CustomerResolver::look_up_customer(const std::string& cu
         remember(cache_key(customer_key, ""),
                  Entry{std::nullopt, ErrorCode::kCustomerNotFound,
                        clock_->now() + config_.lookup_miss_ttl()});
+      } else {
+        ++failures_;
       }
       return std::move(found).error();
     }
@@ -110,6 +112,8 @@ Expected<BillingTarget> CustomerResolver::look_up_item(const std::string& custom
       remember(cache_key(customer_key, price_id),
                Entry{std::nullopt, ErrorCode::kSubscriptionItemNotFound,
                      clock_->now() + config_.lookup_miss_ttl()});
+    } else {
+      ++failures_;
     }
     return std::move(item).error();
   }

@@ -47,6 +47,8 @@ class CustomerResolver {
   std::uint64_t hits() const noexcept { return hits_; }
   std::uint64_t misses() const noexcept { return misses_; }
   std::uint64_t requests() const noexcept { return requests_; }  // HTTP requests made
+  // Resolutions that failed for another reason than "not found" (network, Stripe errors).
+  std::uint64_t failures() const noexcept { return failures_; }
 
  private:
   struct Entry {
@@ -74,6 +76,7 @@ class CustomerResolver {
   std::atomic<std::uint64_t> hits_{0};
   std::atomic<std::uint64_t> misses_{0};
   std::atomic<std::uint64_t> requests_{0};
+  std::atomic<std::uint64_t> failures_{0};
 };
 
 // Stripe search syntax: `metadata['key']:'value'` with `'` and `\` escaped in the value.

@@ -7,6 +7,7 @@
 
 #include <spdlog/logger.h>
 
+#include "activity_log.h"
 #include "meter_event.h"
 #include "usage_record.h"
 
@@ -545,12 +546,20 @@ void Dispatcher::send(const Batch& batch) {
       metrics_.delivered_requests.fetch_add(1);
       metrics_.delivered_events.fetch_add(static_cast<std::uint64_t>(batch.events));
       metrics_.quantity_delivered.fetch_add(static_cast<std::uint64_t>(batch.quantity));
+      if (auto events = outbox_.batch_events(batch.id)) {
+        for (const StoredEvent& event : *events) {
+          metrics_.count_quantity(event.model, static_cast<std::uint64_t>(event.quantity));
+        }
+      }
       outbox_.batch_delivered(batch.id, request_id, now);
-      log_->info("stripe_billing activity={} success=true customer={} customer_id={} target={} "
-                 "quantity={} events={} batch={} request_id={} latency_ms={} attempt={}{}",
-                 outcome.activity, log_safe(batch.customer_key), batch.customer_id, batch.target,
-                 batch.quantity, batch.events, batch.id, request_id, latency.count(),
-                 batch.attempts + 1, result.reason == "already_recorded" ? " already_recorded" : "");
+      log_->info("{}", activity_line(
+          config_.log_format(),
+          {{"activity", outcome.activity}, {"success", true},
+           {"customer", log_safe(batch.customer_key)}, {"customer_id", batch.customer_id},
+           {"target", batch.target}, {"quantity", batch.quantity}, {"events", batch.events},
+           {"batch", batch.id}, {"request_id", request_id}, {"latency_ms", latency.count()},
+           {"attempt", batch.attempts + 1},
+           {"already_recorded", result.reason == "already_recorded"}}));
       return finish(batch, true);
     case Outcome::kItemMissing: {
       for (const BilledDimension& dimension : config_.dimensions()) {
@@ -575,10 +584,13 @@ void Dispatcher::send(const Batch& batch) {
         outbox_.batch_retry_later(batch.id, attempts, now + delay.count(), detail);
         metrics_.retries.fetch_add(1);
         finish(batch, false, now + delay.count());
-        log_->warn("stripe_billing activity={} success=false retrying reason={} batch={} "
-                   "attempt={} next_in_ms={} request_id={} detail={}",
-                   outcome.activity, result.reason, batch.id, attempts, delay.count(), request_id,
-                   log_safe(detail, 300));
+        log_->warn("{}", activity_line(
+            config_.log_format(),
+            {{"activity", outcome.activity}, {"success", false}, {"outcome", "retry"},
+             {"reason", result.reason}, {"customer", log_safe(batch.customer_key)},
+             {"batch", batch.id}, {"attempt", attempts}, {"next_in_ms", delay.count()},
+             {"request_id", request_id}, {"latency_ms", latency.count()},
+             {"detail", log_safe(detail, 300)}}));
         return;
       }
       return dead(batch, outcome.activity, "max_delivery_age_exceeded", request_id, detail);
@@ -593,10 +605,12 @@ void Dispatcher::dead(const Batch& batch, const char* activity, const std::strin
   metrics_.failed_events.fetch_add(static_cast<std::uint64_t>(batch.events));
   metrics_.count_reason(reason, static_cast<std::uint64_t>(batch.events));
   outbox_.batch_dead(batch.id, reason, request_id);
-  log_->error("stripe_billing activity={} success=false dead reason={} customer={} target={} "
-              "quantity={} events={} batch={} request_id={} detail={}",
-              activity, reason, log_safe(batch.customer_key), batch.target, batch.quantity,
-              batch.events, batch.id, request_id, log_safe(detail, 300));
+  log_->error("{}", activity_line(
+      config_.log_format(),
+      {{"activity", activity}, {"success", false}, {"outcome", "dead"}, {"reason", reason},
+       {"customer", log_safe(batch.customer_key)}, {"target", batch.target},
+       {"quantity", batch.quantity}, {"events", batch.events}, {"batch", batch.id},
+       {"request_id", request_id}, {"detail", log_safe(detail, 300)}}));
   finish(batch, true);
 }
 

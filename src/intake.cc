@@ -7,6 +7,7 @@
 
 #include <spdlog/logger.h>
 
+#include "activity_log.h"
 #include "charge_by.h"
 #include "customer_resolver.h"
 #include "meter_event.h"
@@ -19,6 +20,7 @@ namespace {
 constexpr std::size_t kGroupSize = 8192;
 constexpr std::size_t kMaxMetadataValue = 500;
 constexpr std::size_t kMaxStoredText = 200;
+constexpr int kWarningsPerSecond = 20;
 
 std::int64_t to_ms(TimePoint time) {
   return std::chrono::duration_cast<std::chrono::milliseconds>(time.time_since_epoch()).count();
@@ -143,6 +145,9 @@ void Intake::run() {
     write(group);
     const std::size_t stored = group.size();
     group.clear();
+    // After a burst, give the memory back: the two vectors trade places each round, so both
+    // would otherwise keep the burst's capacity for good.
+    if (group.capacity() > 4 * kGroupSize) group.shrink_to_fit();
     lock.lock();
     in_memory_ -= stored;
     written_ = sequence;
@@ -235,12 +240,14 @@ void Intake::add_rows(HandedEvent& event, std::int64_t now_ms, std::vector<NewEv
       row.state = EventState::kDead;
       row.reason = quantity.reason();
     }
-    if (row.state != EventState::kPending) {
-      metrics_.count_reason(row.reason, sinks_.size());
-      log_->warn("stripe_billing activity=accept success=false reason={} call_id={} model={} "
-                 "customer={} dimension={} quantity={}",
-                 row.reason, log_safe(event.call_id), log_safe(event.model),
-                 log_safe(row.customer_key), row.dimension, quantity.value);
+    if (row.state != EventState::kPending) metrics_.count_reason(row.reason, sinks_.size());
+    if (row.state != EventState::kPending && may_warn()) {
+      log_->warn("{}", activity_line(
+          config_.log_format(),
+          {{"activity", "accept"}, {"success", false}, {"reason", row.reason},
+           {"call_id", log_safe(event.call_id)}, {"model", log_safe(event.model)},
+           {"customer", log_safe(row.customer_key)}, {"dimension", row.dimension},
+           {"quantity", quantity.value}}));
     }
     for (std::size_t i = 0; i < sinks_.size(); ++i) {
       rows.push_back(i + 1 == sinks_.size() ? std::move(row) : row);
@@ -260,6 +267,28 @@ void Intake::add_rows(HandedEvent& event, std::int64_t now_ms, std::vector<NewEv
       }
     }
   }
+}
+
+// A flood of bad events must not flood the host's log: at most kWarningsPerSecond lines a
+// second, then one line saying how many were left out (every one is still counted by reason).
+bool Intake::may_warn() {
+  const auto now = std::chrono::steady_clock::now();
+  if (now - warning_window_ >= std::chrono::seconds(1)) {
+    if (suppressed_warnings_ > 0) {
+      log_->warn("stripe_billing left out {} refused-event lines in the last second; the "
+                 "reasons are counted in stats().rejected",
+                 suppressed_warnings_);
+    }
+    warning_window_ = now;
+    warnings_in_window_ = 0;
+    suppressed_warnings_ = 0;
+  }
+  if (warnings_in_window_ < kWarningsPerSecond) {
+    ++warnings_in_window_;
+    return true;
+  }
+  ++suppressed_warnings_;
+  return false;
 }
 
 std::vector<Sink> sinks_for(BillingMode mode) {

@@ -64,6 +64,7 @@ class Intake {
   void write(std::vector<HandedEvent>& events);
   void store(std::vector<NewEvent>& rows);
   void add_rows(HandedEvent& event, std::int64_t now_ms, std::vector<NewEvent>& rows);
+  bool may_warn();  // writer thread only
 
   const FinalizedConfig& config_;
   Outbox& outbox_;
@@ -85,6 +86,9 @@ class Intake {
   bool stopping_ = false;
   bool flush_requested_ = false;
   std::chrono::steady_clock::time_point last_storage_alarm_{};
+  std::chrono::steady_clock::time_point warning_window_{};  // writer thread only
+  int warnings_in_window_ = 0;
+  std::uint64_t suppressed_warnings_ = 0;
   std::thread writer_;
 };
 

@@ -123,6 +123,7 @@ class Statement {
     sqlite3_clear_bindings(statement_);
   }
   std::int64_t integer(int column) { return sqlite3_column_int64(statement_, column); }
+  double real(int column) { return sqlite3_column_double(statement_, column); }
   std::string text(int column) {
     const auto* data = reinterpret_cast<const char*>(sqlite3_column_text(statement_, column));
     return data ? std::string(data, static_cast<std::size_t>(sqlite3_column_bytes(statement_, column)))
@@ -200,6 +201,17 @@ Expected<std::vector<StoredEvent>> read_events(Statement& select, const char* wh
   }
   if (rc != SQLITE_DONE) return Error{ErrorCode::kStorage, what, std::nullopt};
   return events;
+}
+
+// Every row of `select`, each made by `read`.
+template <typename Row, typename Read>
+Expected<std::vector<Row>> collect_rows(sqlite3* db, Statement& select, const char* what,
+                                        Read read) {
+  std::vector<Row> rows;
+  int rc;
+  while ((rc = select.step()) == SQLITE_ROW) rows.push_back(read(select));
+  if (rc != SQLITE_DONE) return storage_error(db, what);
+  return rows;
 }
 
 bool has_column(sqlite3* db, const char* table, const char* column) {
@@ -723,6 +735,70 @@ Expected<std::int64_t> Outbox::requeue(const std::string& reason, const std::str
     return storage_error(db_, "cannot requeue events");
   }
   return static_cast<std::int64_t>(sqlite3_changes(db_));
+}
+
+Expected<std::vector<ReasonCount>> Outbox::reason_counts() {
+  std::lock_guard lock(mutex_);
+  Statement select(db_, "SELECT state, reason, COUNT(*) FROM events WHERE state IN (?, ?) "
+                        "GROUP BY state, reason ORDER BY 3 DESC, 1, 2");
+  if (!select.ok()) return storage_error(db_, "cannot count reasons");
+  select.bind(1, static_cast<std::int64_t>(stored(EventState::kParked)))
+      .bind(2, static_cast<std::int64_t>(stored(EventState::kDead)));
+  return collect_rows<ReasonCount>(db_, select, "cannot count reasons", [](Statement& row) {
+    return ReasonCount{static_cast<EventState>(row.integer(0)), row.text(1), row.integer(2)};
+  });
+}
+
+Expected<std::optional<BatchFailure>> Outbox::latest_batch_failure() {
+  std::lock_guard lock(mutex_);
+  Statement select(db_, "SELECT id, sink, state, attempts, last_error, request_id FROM batches "
+                        "WHERE last_error<>'' AND state IN (?, ?) "
+                        "ORDER BY next_attempt_ms DESC, id DESC LIMIT 1");
+  if (!select.ok()) return storage_error(db_, "cannot read batches");
+  select.bind(1, static_cast<std::int64_t>(kBatchSending))
+      .bind(2, static_cast<std::int64_t>(kBatchDead));
+  const int rc = select.step();
+  if (rc == SQLITE_DONE) return std::optional<BatchFailure>();
+  if (rc != SQLITE_ROW) return storage_error(db_, "cannot read batches");
+  BatchFailure failure;
+  failure.batch_id = select.integer(0);
+  failure.sink = static_cast<Sink>(select.integer(1));
+  failure.dead = select.integer(2) == kBatchDead;
+  failure.attempts = static_cast<int>(select.integer(3));
+  failure.last_error = select.text(4);
+  failure.request_id = select.text(5);
+  return std::optional<BatchFailure>(std::move(failure));
+}
+
+Expected<std::vector<LedgerRow>> Outbox::ledger_rows(std::int64_t since, std::int64_t until) {
+  std::lock_guard lock(mutex_);
+  Statement select(db_, "SELECT e.call_id, e.customer_key, e.customer_id, e.sink, e.dimension, "
+                        "e.model, e.prompt_tokens, e.completion_tokens, e.cost, e.quantity, "
+                        "e.event_time, COALESCE(b.request_id, ''), "
+                        "COALESCE(b.delivered_ms, e.updated_ms) "
+                        "FROM events e LEFT JOIN batches b ON b.id = e.batch_id "
+                        "WHERE e.state=? AND e.event_time>=? AND e.event_time<? "
+                        "ORDER BY e.event_time, e.id");
+  if (!select.ok()) return storage_error(db_, "cannot read the ledger");
+  select.bind(1, static_cast<std::int64_t>(stored(EventState::kDelivered))).bind(2, since)
+      .bind(3, until);
+  return collect_rows<LedgerRow>(db_, select, "cannot read the ledger", [](Statement& row) {
+    LedgerRow ledger;
+    ledger.call_id = row.text(0);
+    ledger.customer_key = row.text(1);
+    ledger.customer_id = row.text(2);
+    ledger.sink = static_cast<Sink>(row.integer(3));
+    ledger.dimension = row.text(4);
+    ledger.model = row.text(5);
+    ledger.prompt_tokens = row.integer(6);
+    ledger.completion_tokens = row.integer(7);
+    ledger.cost = row.real(8);
+    ledger.quantity = row.integer(9);
+    ledger.event_time = row.integer(10);
+    ledger.request_id = row.text(11);
+    ledger.delivered_ms = row.integer(12);
+    return ledger;
+  });
 }
 
 }  // namespace stripe_billing

@@ -119,6 +119,41 @@ struct OutboxCounts {
   std::int64_t oldest_pending_ms = 0;  // accepted_at of the oldest pending/batched event; 0: none
 };
 
+// How many parked or dead events share a reason.
+struct ReasonCount {
+  EventState state = EventState::kParked;
+  std::string reason;
+  std::int64_t events = 0;
+};
+
+// The failure recorded on a batch: the error of its latest failed attempt (retrying), or why it
+// is dead.
+struct BatchFailure {
+  std::int64_t batch_id = 0;
+  Sink sink = Sink::kUsageRecord;
+  bool dead = false;
+  int attempts = 0;
+  std::string last_error;
+  std::string request_id;
+};
+
+// One delivered row of the local ledger, with the request that delivered it.
+struct LedgerRow {
+  std::string call_id;
+  std::string customer_key;
+  std::string customer_id;
+  Sink sink = Sink::kUsageRecord;
+  std::string dimension;
+  std::string model;
+  std::int64_t prompt_tokens = 0;
+  std::int64_t completion_tokens = 0;
+  double cost = 0;
+  std::int64_t quantity = 0;
+  std::int64_t event_time = 0;    // unix seconds
+  std::string request_id;         // Stripe's Request-Id of the batch; "" when carried (no batch)
+  std::int64_t delivered_ms = 0;  // when the batch was delivered (or the row stored, when carried)
+};
+
 inline constexpr const char* kStreamTarget = "meter_event_stream";
 
 class Outbox {
@@ -175,6 +210,14 @@ class Outbox {
   Expected<std::vector<LedgerTotal>> ledger_totals(std::int64_t since, std::int64_t until);
   // Parked and dead events back to pending (operator action), optionally by reason/customer.
   Expected<std::int64_t> requeue(const std::string& reason, const std::string& customer_key);
+
+  // Reports for operators (the stripe-billing CLI); read-only.
+  // Parked and dead events by state and reason, most frequent first.
+  Expected<std::vector<ReasonCount>> reason_counts();
+  // The batch with the most recent failure (by its next scheduled attempt); nullopt: none failed.
+  Expected<std::optional<BatchFailure>> latest_batch_failure();
+  // Delivered rows whose event time lies in [since, until) (unix seconds), by event time.
+  Expected<std::vector<LedgerRow>> ledger_rows(std::int64_t since, std::int64_t until);
 
  private:
   Outbox(sqlite3* db, std::string instance_id);

@@ -7,6 +7,7 @@
 #include "dispatcher.h"
 #include "intake.h"
 #include "meter_event_stream.h"
+#include "metered_transport.h"
 #include "metrics.h"
 #include "outbox.h"
 #include "rate_limiter.h"
@@ -19,9 +20,12 @@ namespace {
 
 using SteadyTime = std::chrono::steady_clock::time_point;
 
-std::shared_ptr<spdlog::logger> silent_logger() {
-  return std::make_shared<spdlog::logger>("stripe_billing",
-                                          std::make_shared<spdlog::sinks::null_sink_mt>());
+// The host's logger; else one named "stripe_billing" on the host's sinks, or on a null sink.
+std::shared_ptr<spdlog::logger> library_logger(StripeLoggerOptions& options) {
+  if (options.logger) return std::move(options.logger);
+  if (options.sinks.empty()) options.sinks.push_back(std::make_shared<spdlog::sinks::null_sink_mt>());
+  return std::make_shared<spdlog::logger>("stripe_billing", options.sinks.begin(),
+                                          options.sinks.end());
 }
 
 std::unique_ptr<Outbox> open_outbox(const FinalizedConfig& config, spdlog::logger& log) {
@@ -40,16 +44,18 @@ class StripeLogger::Impl {
  public:
   Impl(FinalizedConfig config, StripeLoggerOptions options)
       : config_(std::move(config)),
-        log_(options.logger ? std::move(options.logger) : silent_logger()),
+        log_(library_logger(options)),
         clock_(options.clock ? std::move(options.clock) : Clock::system()),
         limiter_(std::make_shared<RateLimiter>(config_.rate_limit())),
         meter_limiter_(config_.meter_rate_limit() > 0
                            ? std::make_shared<RateLimiter>(config_.meter_rate_limit())
                            : nullptr),
         transport_(std::make_shared<RateLimitedTransport>(
-            options.transport ? std::move(options.transport)
-                              : std::shared_ptr<HttpTransport>(make_curl_transport(
-                                    {config_.connect_timeout(), kUserAgent})),
+            std::make_shared<MeteredTransport>(
+                options.transport ? std::move(options.transport)
+                                  : std::shared_ptr<HttpTransport>(make_curl_transport(
+                                        {config_.connect_timeout(), kUserAgent})),
+                metrics_),
             limiter_, meter_limiter_)),
         client_(*transport_, StripeClientOptions{config_.api_base(), config_.api_key(),
                                                  config_.api_version(), config_.timeout()}),
@@ -111,6 +117,10 @@ class StripeLogger::Impl {
     stats.retries = metrics_.retries.load();
     stats.lookup_hits = resolver_.hits();
     stats.lookup_misses = resolver_.misses();
+    stats.lookup_failures = resolver_.failures();
+    stats.requests = metrics_.requests();
+    stats.request_latency = metrics_.latency();
+    stats.quantity_by_model = metrics_.quantity_by_model();
     stats.rate_limited_waits = limiter_->waits();
     stats.rate_limit = limiter_->current_rate();
     stats.paused = dispatcher_.paused();

@@ -163,23 +163,24 @@ TEST(ConfigFromEnvTest, ReadsExactlyTheListedVariables) {
   });
   const std::vector<std::string>& names = config_variable_names();
   EXPECT_EQ(asked, std::set<std::string>(names.begin(), names.end()));
-  EXPECT_EQ(names.size(), 40u);
+  EXPECT_EQ(names.size(), 41u);
 }
 
 TEST(ConfigFromEnvTest, ListsVariablesInDocumentationOrder) {
   const std::vector<std::string>& names = config_variable_names();
-  ASSERT_EQ(names.size(), 40u);
+  ASSERT_EQ(names.size(), 41u);
   EXPECT_EQ(names.front(), "STRIPE_API_KEY");
   EXPECT_EQ(names[1], "STRIPE_BILLING_MODE");
   EXPECT_EQ(names[2], "STRIPE_PRICE_ID");
   EXPECT_EQ(names[6], "ENVIRONMENT");
   EXPECT_EQ(names[27], "STRIPE_QUEUE_CAPACITY");
-  EXPECT_EQ(names.back(), "STRIPE_AUTH_PROBE_S");
+  EXPECT_EQ(names[39], "STRIPE_AUTH_PROBE_S");
+  EXPECT_EQ(names.back(), "STRIPE_LOG_FORMAT");
 }
 
 TEST(ConfigFromEnvTest, ListsTheDeliveryEngineVariables) {
   const std::vector<std::string>& names = config_variable_names();
-  EXPECT_EQ(std::vector<std::string>(names.begin() + 28, names.end()),
+  EXPECT_EQ(std::vector<std::string>(names.begin() + 28, names.begin() + 40),
             (std::vector<std::string>{
                 "STRIPE_OUTBOX_PATH", "STRIPE_DURABILITY", "STRIPE_COMMIT_INTERVAL_MS",
                 "STRIPE_SYNC_TIMEOUT_MS", "STRIPE_AGGREGATION_WINDOW_MS", "STRIPE_MAX_BACKOFF_S",
@@ -1406,6 +1407,16 @@ TEST(BillingModeTest, TheTokenTypeKeyIsFreeWhenNoTokenTypeIsSent) {
   config.quantity = "split";
   EXPECT_THAT(single_problem(config),
               HasSubstr("STRIPE_METER_MODEL_KEY and STRIPE_METER_TOKEN_TYPE_KEY are both"));
+}
+
+TEST(LogFormatTest, IsTextByDefaultOrJson) {
+  EXPECT_EQ(finalized(valid_config()).log_format(), LogFormat::kText);
+  Config config = valid_config();
+  config.log_format = "json";
+  EXPECT_EQ(finalized(config).log_format(), LogFormat::kJson);
+  config.log_format = "logfmt";
+  EXPECT_EQ(single_problem(config),
+            "- STRIPE_LOG_FORMAT must be one of text, json; got \"logfmt\"");
 }
 
 }  // namespace

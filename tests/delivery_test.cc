@@ -203,7 +203,7 @@ TEST_F(DeliveryTest, ABatchStillFailingAfterTheMaximumAgeIsDeadNotRetriedForever
   Config config = this->config();
   config.max_delivery_age_s = "60";
   auto clock = std::make_shared<MovableClock>();
-  auto made = make_stripe_logger(config, {nullptr, nullptr, clock});
+  auto made = make_stripe_logger(config, {nullptr, nullptr, clock, {}});
   ASSERT_TRUE(made) << made.error().to_string();
   auto& logger = *made;
   emulator_.inject(Fault{FaultKind::kStatus, 500, "/v1/subscription_items", {}}, 1'000'000);

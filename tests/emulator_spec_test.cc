@@ -416,6 +416,7 @@ TEST_F(SpecConformanceTest, ServesEveryOperationOfTheSubsetAndTheExtensions) {
                         "GetCustomers",
                         "GetCustomersCustomer",
                         "GetCustomersSearch",
+                        "GetPrices",
                         "GetPricesPrice",
                         "GetProductsId",
                         "GetSubscriptionItems",

@@ -105,7 +105,7 @@ class EmulatorTest : public ::testing::Test {
 
   std::unique_ptr<StripeLogger> make_logger(const Config& config,
                                             std::shared_ptr<spdlog::logger> logger = nullptr) {
-    auto made = make_stripe_logger(config, {nullptr, std::move(logger), nullptr});
+    auto made = make_stripe_logger(config, {nullptr, std::move(logger), nullptr, {}});
     EXPECT_TRUE(made) << made.error().to_string();
     return made ? std::move(made.value()) : nullptr;
   }

@@ -125,6 +125,28 @@ Answer retrieve_price(const Store& store, const ApiCall& call) {
   return ok(*price);
 }
 
+bool is_listed(const Price& price, const json& params) {
+  if (params.contains("active") && price.active != boolean(params, "active", true)) return false;
+  if (params.contains("currency") && price.currency != text(params, "currency")) return false;
+  if (params.contains("product") && price.product != text(params, "product")) return false;
+  if (params.contains("type") &&
+      (text(params, "type") == "recurring") != price.recurring.has_value()) {
+    return false;
+  }
+  if (!params.contains("lookup_keys")) return true;
+  const auto keys = array(params, "lookup_keys");
+  return std::any_of(keys.begin(), keys.end(),
+                     [&](const json& key) { return key.is_string() && key == price.lookup_key; });
+}
+
+Answer list_prices(const Store& store, const ApiCall& call) {
+  std::vector<json> prices;
+  for (const auto& price : store.prices()) {
+    if (is_listed(price, call.params)) prices.emplace_back(price);
+  }
+  return ok(page(prices, call.params, "/v1/prices"));
+}
+
 Answer create_subscription(Store& store, const ApiCall& call) {
   std::vector<NewItem> items;
   for (const auto& item : array(call.params, "items")) {
@@ -204,6 +226,7 @@ std::map<std::string, Endpoint> make_endpoints(Store& store) {
       {"GetCustomers", bound(store, list_customers)},
       {"GetCustomersCustomer", bound(store, retrieve_customer)},
       {"GetCustomersSearch", bound(store, search_customers)},
+      {"GetPrices", bound(store, list_prices)},
       {"GetPricesPrice", bound(store, retrieve_price)},
       {"GetProductsId", bound(store, retrieve_product)},
       {"GetSubscriptionItems", bound(store, list_subscription_items)},

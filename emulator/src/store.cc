@@ -99,6 +99,15 @@ std::optional<Price> Store::price(const std::string& id) const {
   return found->second;
 }
 
+std::vector<Price> Store::prices() const {
+  std::lock_guard lock(mutex_);
+  std::vector<Price> newest_first;
+  for (const auto& [id, price] : prices_) newest_first.push_back(price);
+  std::stable_sort(newest_first.begin(), newest_first.end(),
+                   [](const Price& a, const Price& b) { return a.created > b.created; });
+  return newest_first;
+}
+
 Expected<Subscription> Store::add_subscription(const std::string& customer_id,
                                                const std::vector<NewItem>& items, Metadata metadata,
                                                std::optional<Period> period) {

@@ -105,6 +105,7 @@ class Store {
 
   Expected<Price> add_price(Price price);
   std::optional<Price> price(const std::string& id) const;
+  std::vector<Price> prices() const;  // newest first
 
   // Errors name the parameters of POST /v1/subscriptions (customer, items[i][price]).
   // Without `period`, the current period starts now and lasts one interval of the first price.

@@ -2,6 +2,7 @@
 
 #include <pthread.h>
 #include <spdlog/spdlog.h>
+#include <stripe_billing/metrics.h>
 
 #include <chrono>
 #include <cstdint>
@@ -89,6 +90,16 @@ GatewayServer::GatewayServer(GatewayConfig config,
                });
   server_.Get("/health", [](const httplib::Request&, httplib::Response& response) {
     response.set_content(R"({"status":"healthy"})", "application/json");
+  });
+  // Prometheus text exposition of every callback that has metrics (the "stripe" one does).
+  server_.Get("/metrics", [this](const httplib::Request&, httplib::Response& response) {
+    std::string text;
+    for (auto* callback : callbacks_) {
+      if (const auto* stripe = dynamic_cast<const stripe_billing::StripeLogger*>(callback)) {
+        text += stripe_billing::to_prometheus(stripe->stats());
+      }
+    }
+    response.set_content(text, "text/plain; version=0.0.4; charset=utf-8");
   });
 }
 

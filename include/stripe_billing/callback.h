@@ -45,6 +45,13 @@ struct CallbackContext {
 using CallbackFactory =
     std::function<Expected<std::unique_ptr<CustomLogger>>(const CallbackContext& context)>;
 
+// The "stripe" callback described for a gateway's admin UI, as JSON in the shape of LiteLLM's
+// CallbackOnUI ({"litellm_callback_name": "stripe", "ui_callback_name": "Stripe Billing",
+// "litellm_callback_params": [variable names]}) plus "params": one object per setting with
+// "name", "yaml_key", "required" (in the default mode), "required_in" (the modes that need it),
+// "secret", "description" and "default" (null when there is none), so a form can be rendered.
+std::string callback_ui_descriptor();
+
 class CallbackRegistry {
  public:
   // A registry that knows "stripe".

@@ -63,6 +63,7 @@ struct Config {
   std::optional<std::string> park_retry_s;           // STRIPE_PARK_RETRY_S
   std::optional<std::string> ledger_retention_days;  // STRIPE_LEDGER_RETENTION_DAYS
   std::optional<std::string> auth_probe_s;           // STRIPE_AUTH_PROBE_S
+  std::optional<std::string> log_format;             // STRIPE_LOG_FORMAT = text|json
 };
 
 // Reads a variable of the environment; returns nullopt when unset. Injected so tests and hosts
@@ -73,7 +74,19 @@ EnvLookup process_environment();
 // Fills every field whose variable is set in `env`.
 Config config_from_env(const EnvLookup& env = process_environment());
 
-// The names of all variables config_from_env reads, in documentation order.
+// One setting, described for people: docs, `--help`, and the form an admin UI renders from
+// callback_ui_descriptor() (callback.h).
+struct SettingInfo {
+  const char* variable;       // STRIPE_API_KEY
+  const char* description;
+  const char* default_value;  // "" when there is none (required, or empty by default)
+  const char* required_in;    // the modes that need it: "all", "usage_records dual", or ""
+  bool secret = false;        // shown redacted, typed into a password field
+};
+
+// Every setting config_from_env reads, in documentation order.
+const std::vector<SettingInfo>& config_settings();
+// Their variable names, in the same order.
 const std::vector<std::string>& config_variable_names();
 
 // The result of reading a LiteLLM-style YAML file.
@@ -102,6 +115,8 @@ enum class QuantitySource { kTotalTokens, kPromptTokens, kCompletionTokens, kSpl
 // async: log_success_event returns once the event is in memory; the writer commits it within
 // the commit interval. sync: it returns once the event is committed to the outbox.
 enum class Durability { kAsync, kSync };
+// text: key=value activity lines; json: one JSON object per activity line.
+enum class LogFormat { kText, kJson };
 
 const char* to_string(ChargeBy value) noexcept;
 const char* to_string(BillingMode value) noexcept;
@@ -173,6 +188,7 @@ class FinalizedConfig {
   std::chrono::seconds park_retry() const noexcept { return park_retry_; }
   std::chrono::hours ledger_retention() const noexcept { return ledger_retention_; }
   std::chrono::seconds auth_probe_interval() const noexcept { return auth_probe_interval_; }
+  LogFormat log_format() const noexcept { return log_format_; }
 
   // One line for start-up logs: mode, redacted key, test/live, price, charge-by, API base.
   std::string summary() const;
@@ -218,6 +234,7 @@ class FinalizedConfig {
   std::chrono::seconds park_retry_{0};
   std::chrono::hours ledger_retention_{0};
   std::chrono::seconds auth_probe_interval_{0};
+  LogFormat log_format_ = LogFormat::kText;
 };
 
 // Defaults, documented in docs/configuration.md.

@@ -11,6 +11,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "stripe_billing/callback.h"
 #include "stripe_billing/config.h"
@@ -19,6 +20,9 @@
 
 namespace spdlog {
 class logger;
+namespace sinks {
+class sink;
+}
 }
 
 namespace stripe_billing {
@@ -35,11 +39,33 @@ class Clock {
 
 struct StripeLoggerOptions {
   std::shared_ptr<HttpTransport> transport;  // null: libcurl with the config's timeouts
-  std::shared_ptr<spdlog::logger> logger;    // null: a silent logger (never spdlog's global one)
+  // The host's logger, or else its sinks for a logger named "stripe_billing"; with neither, a
+  // silent logger. Never spdlog's global registry or default logger.
+  std::shared_ptr<spdlog::logger> logger;
   std::shared_ptr<Clock> clock;              // null: the system clock
+  std::vector<std::shared_ptr<spdlog::sinks::sink>> sinks;
 };
 
-// A snapshot of the counters (each read atomically) and of the outbox.
+// Request latency in fixed buckets (seconds), as Prometheus histograms count them.
+struct LatencyHistogram {
+  // Upper bounds of the buckets, ascending; one more bucket (+Inf) follows the last.
+  static const std::vector<double>& bounds();
+  std::vector<std::uint64_t> buckets;  // per bucket, not cumulative; bounds().size() + 1
+  std::uint64_t count = 0;
+  double sum_seconds = 0;
+};
+
+// Requests to Stripe by endpoint (usage_records, meter_events, meter_event_stream,
+// meter_event_session, customer_search, subscriptions, prices, meters, summaries, other) and
+// status class (2xx, 4xx, 5xx, network: no answer).
+struct RequestCount {
+  std::string endpoint;
+  std::string status_class;
+  std::uint64_t count = 0;
+};
+
+// A snapshot of the counters (each read atomically) and of the outbox. metrics.h renders it as
+// JSON and as Prometheus text.
 struct StripeLoggerStats {
   std::uint64_t received = 0;            // log_success_event calls
   std::uint64_t failure_events = 0;      // log_failure_event calls (never billed)
@@ -56,6 +82,7 @@ struct StripeLoggerStats {
   std::uint64_t retries = 0;
   std::uint64_t lookup_hits = 0;
   std::uint64_t lookup_misses = 0;
+  std::uint64_t lookup_failures = 0;     // lookups that failed for a reason other than "not found"
   std::uint64_t rate_limited_waits = 0;  // requests that waited for the client-side rate limit
   double rate_limit = 0;                 // the current rate (halved after a throttling 429)
   bool paused = false;                   // Stripe refuses the key: sending paused, probing
@@ -68,6 +95,10 @@ struct StripeLoggerStats {
   // subscription_item_not_found, negative_quantity, quantity_too_large, missing_usage,
   // invalid_customer_key, outbox_unwritable, stripe_<code>, max_delivery_age_exceeded, ...
   std::map<std::string, std::uint64_t> rejected;
+  std::vector<RequestCount> requests;      // every request sent, lookups and probes included
+  LatencyHistogram request_latency;        // every request sent, network time only
+  // Quantity Stripe recorded, by the model of the calls (at most 100 models; the rest "other").
+  std::map<std::string, std::uint64_t> quantity_by_model;
 };
 
 class StripeLogger final : public CustomLogger {
