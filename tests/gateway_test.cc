@@ -158,5 +158,19 @@ TEST_F(GatewayTest, BillsTheKeysUserTheTokensItReturned) {
   EXPECT_EQ(emulator_.total_usage(alice_item_), tokens_returned) << log_.text();
 }
 
+TEST_F(GatewayTest, ServesTheBillingMetricsAsPrometheusText) {
+  const auto chat = post("sk-gw-alice", chat_request("one two three").dump());
+  ASSERT_TRUE(chat);
+  ASSERT_EQ(chat->status, 200);
+  ASSERT_TRUE(stripe_->flush(in_seconds(10)));
+  const auto metrics = client_->Get("/metrics");
+  ASSERT_TRUE(metrics);
+  EXPECT_EQ(metrics->status, 200);
+  EXPECT_EQ(metrics->get_header_value("Content-Type").rfind("text/plain; version=0.0.4", 0), 0u);
+  EXPECT_NE(metrics->body.find("stripe_billing_events_received_total 1\n"), std::string::npos)
+      << metrics->body;
+  EXPECT_NE(metrics->body.find("stripe_billing_events_delivered_total 1\n"), std::string::npos);
+}
+
 } // namespace
 } // namespace gateway
