@@ -88,6 +88,13 @@ class Problems {
 
   void add(std::string problem) { lines_.push_back(std::move(problem)); }
   bool empty() const { return lines_.empty(); }
+  std::size_t size() const { return lines_.size(); }
+  // "X is required in mode M": said only when the mode itself is valid, since an unknown mode
+  // would otherwise bring requirements of a mode nobody asked for.
+  void add_required(std::string problem) {
+    if (mode_known_) add(std::move(problem));
+  }
+  void set_mode_known(bool known) { mode_known_ = known; }
 
   // A value quoted for a message. Anything that looks like a secret key, or contains the
   // configured one (a key pasted into the wrong variable), is shown redacted.
@@ -103,6 +110,7 @@ class Problems {
  private:
   std::string api_key_;
   std::vector<std::string> lines_;
+  bool mode_known_ = true;
 };
 
 bool starts_with(std::string_view text, std::string_view prefix) {
@@ -621,8 +629,8 @@ std::string check_price_id(Problems& problems, const char* variable,
                            const std::string& required) {
   if (!value_set(raw)) {
     if (!required.empty()) {
-      problems.add(std::string(variable) + " is required" + in_mode(mode) +
-                   ": the id of the metered price (price_…) " + required);
+      problems.add_required(std::string(variable) + " is required" + in_mode(mode) +
+                            ": the id of the metered price (price_…) " + required);
     }
     return {};
   }
@@ -640,8 +648,8 @@ std::string check_event_name(Problems& problems, const char* variable,
                              const std::string& required) {
   if (!value_set(raw)) {
     if (!required.empty()) {
-      problems.add(std::string(variable) + " is required" + in_mode(mode) +
-                   ": the event_name of the billing meter " + required);
+      problems.add_required(std::string(variable) + " is required" + in_mode(mode) +
+                            ": the event_name of the billing meter " + required);
     }
     return {};
   }
@@ -740,7 +748,7 @@ std::vector<BilledDimension> check_dimensions(Problems& problems, const Config& 
       }
     } else {
       if (meter.empty() && !value_set(config.meter_event_name)) {
-        problems.add("STRIPE_METER_EVENT_NAME is required" + in_mode(mode) +
+        problems.add_required("STRIPE_METER_EVENT_NAME is required" + in_mode(mode) +
                      " with STRIPE_QUANTITY=split, unless STRIPE_PROMPT_METER_EVENT_NAME and "
                      "STRIPE_COMPLETION_METER_EVENT_NAME name two meters");
       }
@@ -990,8 +998,10 @@ Expected<FinalizedConfig> finalize_config(const Config& config) {
   KeyCheck key = check_api_key(problems, config.api_key, config.environment);
   out.api_key_ = std::move(key.key);
   out.live_mode_ = key.live;
+  const std::size_t before_mode = problems.size();
   out.billing_mode_ =
       check_choice(problems, "STRIPE_BILLING_MODE", config.billing_mode, kBillingModeChoices);
+  problems.set_mode_known(problems.size() == before_mode);
   out.charge_by_ = check_choice(problems, "STRIPE_CHARGE_BY", config.charge_by, kChargeByChoices);
   out.api_base_ = check_base_url(problems, "STRIPE_API_BASE", kDefaultApiBase, config.api_base);
   out.api_version_ =

@@ -181,29 +181,22 @@ constexpr const char* kEventColumns =
     "id, call_id, dimension, sink, model, customer_key, quantity, event_time, accepted_at_ms, "
     "customer_id";
 
-// Rows selected with kEventColumns.
-Expected<std::vector<StoredEvent>> read_events(Statement& select, const char* what) {
-  std::vector<StoredEvent> events;
-  int rc;
-  while ((rc = select.step()) == SQLITE_ROW) {
-    StoredEvent event;
-    event.id = select.integer(0);
-    event.call_id = select.text(1);
-    event.dimension = select.text(2);
-    event.sink = static_cast<Sink>(select.integer(3));
-    event.model = select.text(4);
-    event.customer_key = select.text(5);
-    event.quantity = select.integer(6);
-    event.event_time = select.integer(7);
-    event.accepted_at_ms = select.integer(8);
-    event.customer_id = select.text(9);
-    events.push_back(std::move(event));
-  }
-  if (rc != SQLITE_DONE) return Error{ErrorCode::kStorage, what, std::nullopt};
-  return events;
+// A row selected with kEventColumns.
+StoredEvent read_event(Statement& row) {
+  StoredEvent event;
+  event.id = row.integer(0);
+  event.call_id = row.text(1);
+  event.dimension = row.text(2);
+  event.sink = static_cast<Sink>(row.integer(3));
+  event.model = row.text(4);
+  event.customer_key = row.text(5);
+  event.quantity = row.integer(6);
+  event.event_time = row.integer(7);
+  event.accepted_at_ms = row.integer(8);
+  event.customer_id = row.text(9);
+  return event;
 }
 
-// Every row of `select`, each made by `read`.
 template <typename Row, typename Read>
 Expected<std::vector<Row>> collect_rows(sqlite3* db, Statement& select, const char* what,
                                         Read read) {
@@ -440,7 +433,7 @@ Expected<std::vector<StoredEvent>> Outbox::due_events(std::int64_t now_ms, int l
   if (!select.ok()) return storage_error(db_, "cannot read pending events");
   select.bind(1, static_cast<std::int64_t>(stored(EventState::kPending)))
       .bind(2, static_cast<std::int64_t>(limit));
-  return read_events(select, "cannot read pending events");
+  return collect_rows<StoredEvent>(db_, select, "cannot read pending events", read_event);
 }
 
 Expected<std::vector<StoredEvent>> Outbox::batch_events(std::int64_t batch_id) {
@@ -449,7 +442,7 @@ Expected<std::vector<StoredEvent>> Outbox::batch_events(std::int64_t batch_id) {
                             " FROM events WHERE batch_id=? ORDER BY id");
   if (!select.ok()) return storage_error(db_, "cannot read a batch's events");
   select.bind(1, batch_id);
-  return read_events(select, "cannot read a batch's events");
+  return collect_rows<StoredEvent>(db_, select, "cannot read a batch's events", read_event);
 }
 
 Expected<void> Outbox::park(const std::vector<std::int64_t>& event_ids, const std::string& reason,
@@ -713,14 +706,10 @@ Expected<std::vector<LedgerTotal>> Outbox::ledger_totals(std::int64_t since, std
   if (!select.ok()) return storage_error(db_, "cannot read the ledger");
   select.bind(1, static_cast<std::int64_t>(stored(EventState::kDelivered))).bind(2, since)
       .bind(3, until);
-  std::vector<LedgerTotal> totals;
-  int rc;
-  while ((rc = select.step()) == SQLITE_ROW) {
-    totals.push_back({static_cast<Sink>(select.integer(0)), select.text(1), select.text(2),
-                      select.text(3), select.text(4), select.integer(5), select.integer(6)});
-  }
-  if (rc != SQLITE_DONE) return storage_error(db_, "cannot read the ledger");
-  return totals;
+  return collect_rows<LedgerTotal>(db_, select, "cannot read the ledger", [](Statement& row) {
+    return LedgerTotal{static_cast<Sink>(row.integer(0)), row.text(1), row.text(2), row.text(3),
+                       row.text(4), row.integer(5), row.integer(6)};
+  });
 }
 
 Expected<std::int64_t> Outbox::requeue(const std::string& reason, const std::string& customer_key) {

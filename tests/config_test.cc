@@ -1256,6 +1256,12 @@ TEST(BillingModeTest, AnUnknownModeIsNamedWithTheChoices) {
             "meter_event_stream, dual; got \"meters\"");
 }
 
+TEST(BillingModeTest, AnUnknownModeBringsNoRequirementsOfAnotherMode) {
+  Config config = meter_config();
+  config.billing_mode = "meters";
+  EXPECT_THAT(single_problem(config), StartsWith("- STRIPE_BILLING_MODE must be one of"));
+}
+
 TEST(BillingModeTest, MetersAcceptCurrentApiVersionsThatRemovedUsageRecords) {
   Config config = meter_config();
   config.api_version = "2025-03-31.basil";
