@@ -282,7 +282,7 @@ TEST_F(CliTest, SetupTestBillsWhatItCreated) {
   EXPECT_EQ(billed, 25);
 }
 
-TEST_F(CliTest, SetupTestInAMeterModeCreatesTheMeterAndSaysWhyThereIsNoPrice) {
+TEST_F(CliTest, SetupTestInAMeterModeCreatesTheMeterAndAMeterBackedPriceOnce) {
   auto environment = this->environment();
   environment.erase("STRIPE_PRICE_ID");
   environment["STRIPE_BILLING_MODE"] = "meter_events";
@@ -290,12 +290,21 @@ TEST_F(CliTest, SetupTestInAMeterModeCreatesTheMeterAndSaysWhyThereIsNoPrice) {
   const CliResult result = run({"setup-test", "--customers", "1"}, environment);
   ASSERT_EQ(result.status, 0) << result.out << result.err;
   EXPECT_EQ(successful_posts("/v1/billing/meters"), 1u);
+  EXPECT_EQ(successful_posts("/v1/prices"), 1u);
   EXPECT_EQ(successful_posts("/v1/subscriptions"), 0u);
-  EXPECT_NE(result.out.find("recurring[meter]"), std::string::npos) << result.out;
+  bool meter_backed = false;
+  for (const auto& request : emulator_.requests()) {
+    if (request.method == "POST" && request.path == "/v1/prices" && request.status == 200) {
+      meter_backed = request.body.find("recurring%5Bmeter%5D=mtr_") != std::string::npos;
+    }
+  }
+  EXPECT_TRUE(meter_backed) << "the price bills the meter (recurring[meter])";
   EXPECT_NE(result.out.find("export STRIPE_METER_EVENT_NAME=llm_tokens_cli"), std::string::npos);
   emulator_.clear_requests();
   ASSERT_EQ(run({"setup-test", "--customers", "1"}, environment).status, 0);
-  EXPECT_EQ(successful_posts("/v1/billing/meters") + successful_posts("/v1/customers"), 0u);
+  EXPECT_EQ(successful_posts("/v1/billing/meters") + successful_posts("/v1/customers") +
+                successful_posts("/v1/prices"),
+            0u);
 }
 
 TEST_F(CliTest, SetupTestRefusesALiveKey) {

@@ -30,14 +30,15 @@ class SecretScanTest : public testing::EmulatorTest {
   }
 
   // Runs the logger over a few calls and keeps its log, metrics and stats for the scan.
-  void run(Config config, const std::vector<UsageEvent>& calls) {
+  void run(Config config, const std::vector<UsageEvent>& calls,
+           std::chrono::milliseconds flush_for = std::chrono::seconds(10)) {
     auto logger = make_logger(config, log_.logger());
     ASSERT_TRUE(logger);
     for (const auto& call : calls) logger->log_success_event(call);
-    logger->flush(in_seconds(10));
+    logger->flush(std::chrono::steady_clock::now() + flush_for);
     const auto stats = logger->stats();
     produced_ += to_prometheus(stats) + to_json(stats);
-    logger->shutdown(in_seconds(5));
+    logger->shutdown(std::chrono::steady_clock::now() + flush_for);
   }
 
   void keep_error(const Error& error) { produced_ += error.to_string() + "\n" + error.message; }
@@ -93,7 +94,7 @@ TEST_F(SecretScanTest, NoLogLineMetricOrErrorContainsTheKeyOrASessionToken) {
   Config refused = records;
   refused.api_key = "sk_test_refusedrefusedrefused1234";
   refused.outbox_path = dir_.file("refused.db");
-  run(refused, {for_customer("r1", 2)});
+  run(refused, {for_customer("r1", 2)}, std::chrono::milliseconds(500));  // never drains: paused
 
   // Configurations with the key pasted where it does not belong.
   Config pasted = records;

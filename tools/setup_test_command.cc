@@ -120,8 +120,8 @@ int TestSetup::run(int customers) {
         report("price (meter " + dimension.meter_event_name + ")", **price);
       } else {
         std::cout << "note     no price created for meter " << dimension.meter_event_name
-                  << ": this Stripe API refuses recurring[meter] (the emulator's 2022 request schema "
-                     "has no such parameter); the meter alone counts usage, attach a price to it "
+                  << ": this Stripe API version refuses recurring[meter]; the meter alone counts usage, "
+                     "attach a price to it "
                      "in the Dashboard before invoicing\n";
       }
     }

@@ -97,7 +97,7 @@ std::string Emulator::create_metered_price(const std::string& product_id, std::i
   price.product = product_id;
   price.currency = currency;
   price.unit_amount = unit_amount;
-  price.recurring = Recurring{"month", 1, "metered", "sum"};
+  price.recurring = Recurring{"month", 1, "metered", "sum", ""};
   auto created = impl_->store.add_price(std::move(price));
   if (const auto* error = std::get_if<ApiError>(&created))
     throw std::invalid_argument(error->message);

@@ -98,9 +98,11 @@ Answer create_price(Store& store, const ApiCall& call) {
   if (call.params.contains("recurring")) {
     const auto& recurring = call.params["recurring"];
     const auto usage_type = text(recurring, "usage_type", "licensed");
+    const auto meter = text(recurring, "meter");
     price.recurring = Recurring{
         text(recurring, "interval"), integer(recurring, "interval_count").value_or(1), usage_type,
-        usage_type == "metered" ? text(recurring, "aggregate_usage", "sum") : ""};
+        usage_type == "metered" && meter.empty() ? text(recurring, "aggregate_usage", "sum") : "",
+        meter};
   }
   if (call.params.contains("product")) {
     price.product = text(call.params, "product");

@@ -49,6 +49,7 @@ void to_json(json& out, const Price& price) {
     recurring = {{"aggregate_usage", or_null(price.recurring->aggregate_usage)},
                  {"interval", price.recurring->interval},
                  {"interval_count", price.recurring->interval_count},
+                 {"meter", or_null(price.recurring->meter)},
                  {"trial_period_days", nullptr},
                  {"usage_type", price.recurring->usage_type}};
   }

@@ -1,6 +1,7 @@
 #include "spec_catalog.h"
 
 #include <algorithm>
+#include <stdexcept>
 #include <cctype>
 
 #include "embedded_specs.h"
@@ -51,14 +52,30 @@ json params_schema(const json& operation) {
 }  // namespace
 
 SpecCatalog::SpecCatalog(const std::vector<std::string_view>& spec_texts) {
+  std::vector<json> additions;
   for (const auto text : spec_texts) {
     const auto spec = json::parse(text);
-    for (const auto& [path, methods] : spec.at("paths").items()) {
+    const json paths = spec.value("paths", json::object());
+    const json spec_additions = spec.value("x-parameter-additions", json::array());
+    for (const auto& [path, methods] : paths.items()) {
       for (const auto& [method, operation] : methods.items()) {
         operations_.push_back(
             Operation{upper(method), path, operation.at("operationId"), params_schema(operation)});
       }
     }
+    additions.insert(additions.end(), spec_additions.begin(), spec_additions.end());
+  }
+  // Parameters Stripe added to an operation after the 2022 schemas: merged into its schema at a
+  // JSON pointer (e.g. recurring[meter] on PostPrices, since API 2024-09-30).
+  for (const auto& addition : additions) {
+    const auto id = addition.at("operationId").get<std::string>();
+    const auto found = std::find_if(operations_.begin(), operations_.end(),
+                                    [&](const Operation& operation) {
+                                      return operation.operation_id == id;
+                                    });
+    if (found == operations_.end()) throw std::runtime_error("x-parameter-additions: no " + id);
+    auto& properties = found->params_schema.at(json::json_pointer(addition.at("pointer")));
+    for (const auto& [name, schema] : addition.at("properties").items()) properties[name] = schema;
   }
 }
 

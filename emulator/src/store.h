@@ -43,6 +43,7 @@ struct Recurring {
   std::int64_t interval_count = 1;
   std::string usage_type = "licensed";
   std::string aggregate_usage;  // empty unless metered
+  std::string meter;            // a meter-backed price: the meter's id (mtr_…); else empty
 };
 
 struct Price {
