@@ -17,13 +17,6 @@ using testing::in_seconds;
 
 class DeliveryTest : public testing::EmulatorTest {
  protected:
-  UsageEvent for_customer(const std::string& call_id, std::int64_t tokens,
-                          const std::string& customer = "alice") {
-    UsageEvent e = event(call_id, tokens);
-    e.request_user = customer;
-    return e;
-  }
-
   // Rows of the outbox file, read through a connection of the test's own.
   std::int64_t count_rows(const std::string& where) const {
     sqlite3* db = nullptr;

@@ -35,13 +35,6 @@ class MeterDeliveryTest : public testing::EmulatorTest {
     return emulator_.create_customer({{"litellm_customer_id", key}});
   }
 
-  UsageEvent for_customer(const std::string& call_id, std::int64_t tokens,
-                          const std::string& customer = "alice") {
-    UsageEvent e = event(call_id, tokens);
-    e.request_user = customer;
-    return e;
-  }
-
   double metered(const std::string& customer_id, const std::string& meter = kMeter,
                  const std::string& group_key = "", const std::string& group_value = "") const {
     const auto totals = emulator_.meter_totals_by_customer(meter, group_key, group_value);

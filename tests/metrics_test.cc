@@ -140,10 +140,9 @@ Exposition parse_exposition(const std::string& text) {
 
 class MetricsTest : public testing::EmulatorTest {
  protected:
-  UsageEvent for_customer(const std::string& call_id, std::int64_t tokens,
-                          const std::string& model = "gpt-test") {
-    UsageEvent e = event(call_id, tokens);
-    e.request_user = "alice";
+  static UsageEvent of_model(const std::string& call_id, std::int64_t tokens,
+                             const std::string& model) {
+    UsageEvent e = for_customer(call_id, tokens);
     e.model = model;
     return e;
   }
@@ -157,7 +156,7 @@ class MetricsTest : public testing::EmulatorTest {
     auto logger = make_logger(config);
     logger->log_success_event(for_customer("call-1", 10));
     logger->log_success_event(for_customer("call-2", 20));
-    logger->log_success_event(for_customer("call-3", 5, kHostileModel));
+    logger->log_success_event(of_model("call-3", 5, kHostileModel));
     EXPECT_TRUE(logger->flush(in_seconds(20)));
     return logger->stats();
   }

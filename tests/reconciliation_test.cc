@@ -27,13 +27,6 @@ class ReconciliationTest : public testing::EmulatorTest {
     return config;
   }
 
-  UsageEvent for_customer(const std::string& call_id, std::int64_t tokens,
-                          const std::string& customer) {
-    UsageEvent e = event(call_id, tokens);
-    e.request_user = customer;
-    return e;
-  }
-
   // Bills 30 calls for alice and bob in dual mode and waits until Stripe has them all.
   void bill_calls(const Config& config) {
     auto logger = make_logger(config);

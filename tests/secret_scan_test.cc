@@ -22,13 +22,6 @@ class SecretScanTest : public testing::EmulatorTest {
  protected:
   SecretScanTest() { emulator_.create_meter("llm_tokens"); }
 
-  UsageEvent for_customer(const std::string& call_id, std::int64_t tokens,
-                          const std::string& customer = "alice") {
-    UsageEvent e = event(call_id, tokens);
-    e.request_user = customer;
-    return e;
-  }
-
   // Runs the logger over a few calls and keeps its log, metrics and stats for the scan.
   void run(Config config, const std::vector<UsageEvent>& calls,
            std::chrono::milliseconds flush_for = std::chrono::seconds(10)) {

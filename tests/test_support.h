@@ -122,6 +122,14 @@ class EmulatorTest : public ::testing::Test {
     return event;
   }
 
+  // An event of `customer`: the request's `user`, which STRIPE_CHARGE_BY=end_user_id bills.
+  static UsageEvent for_customer(const std::string& call_id, std::int64_t tokens,
+                                 const std::string& customer = "alice") {
+    UsageEvent e = event(call_id, tokens);
+    e.request_user = customer;
+    return e;
+  }
+
   std::size_t count_requests(const std::string& method, const std::string& path_prefix) const {
     std::size_t count = 0;
     for (const auto& request : emulator_.requests()) {
