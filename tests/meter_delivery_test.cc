@@ -416,5 +416,35 @@ TEST_F(MeterDeliveryTest, RowsOfASinkTheModeNoLongerSendsWaitUntilAModeSendsThem
   EXPECT_EQ(metered(alice), 12);
 }
 
+TEST_F(MeterDeliveryTest, AMeterBatchWaitsThroughAConfigurationWithoutMetersAndGoesAfter) {
+  std::string alice;
+  add_customer("alice", &alice);  // subscribed too, for the usage-records configuration
+  Config meters = meter_config();
+  meters.max_backoff_s = "1";
+  {
+    emulator_.inject(Fault{FaultKind::kStatus, 500, "/v1/billing/meter_events", {}}, 1000);
+    auto logger = make_logger(meters);
+    logger->log_success_event(for_customer("call-1", 21));
+    ASSERT_TRUE(testing::eventually([&] { return logger->stats().retries >= 1; },
+                                    std::chrono::seconds(20)));
+    logger->shutdown(std::chrono::steady_clock::now() + std::chrono::milliseconds(100));
+    emulator_.clear_faults();
+  }
+  const std::size_t posts_before = meter_posts();
+  {
+    Config records = EmulatorTest::config();  // usage records only: no meter to send it to
+    records.max_backoff_s = "1";
+    auto logger = make_logger(records);
+    ASSERT_TRUE(testing::eventually([&] { return logger->stats().retries >= 1; },
+                                    std::chrono::seconds(20)));
+    EXPECT_EQ(meter_posts(), posts_before) << "nothing is sent without a meter";
+    EXPECT_EQ(logger->stats().dead, 0u);
+    logger->shutdown(std::chrono::steady_clock::now() + std::chrono::milliseconds(100));
+  }
+  EXPECT_EQ(metered(alice), 0);
+  auto logger = make_logger(meters);
+  EXPECT_TRUE(testing::eventually([&] { return metered(alice) == 21; }, std::chrono::seconds(20)));
+}
+
 }  // namespace
 }  // namespace stripe_billing

@@ -1,7 +1,8 @@
 // StripeLogger: the "stripe" success callback. log_success_event() hands the event to the intake
 // (async: a copy into a bounded buffer; sync: wait for its commit) and returns. Background
-// threads store it in the durable outbox, resolve the customer to a subscription item, aggregate,
-// and record the usage at Stripe exactly once. Nothing here throws into the host or makes the host
+// threads store it in the durable outbox, resolve the customer (and, for usage records, its
+// subscription item), and record the usage at Stripe exactly once, as usage records, meter
+// events or both (STRIPE_BILLING_MODE). Nothing here throws into the host or makes the host
 // wait on the network; every failure is logged and counted, and what is not delivered stays in
 // the outbox for the next start.
 #pragma once
@@ -69,15 +70,16 @@ struct RequestCount {
 struct StripeLoggerStats {
   std::uint64_t received = 0;            // log_success_event calls
   std::uint64_t failure_events = 0;      // log_failure_event calls (never billed)
-  std::uint64_t accepted = 0;            // stored in the outbox
-  std::uint64_t deduplicated = 0;        // the same call id and dimension reported again
+  // Counts of outbox rows: one per call, billed dimension and sink (dual mode: two per call).
+  std::uint64_t accepted = 0;            // rows stored in the outbox
+  std::uint64_t deduplicated = 0;        // the same call id, dimension and sink reported again
   std::uint64_t skipped_zero = 0;        // zero quantity: nothing to bill
   std::uint64_t lost = 0;                // could not be kept (memory cap reached, outbox unwritable)
   std::uint64_t dropped_shutdown = 0;    // arrived after shutdown began
-  std::uint64_t delivered = 0;           // events Stripe recorded
-  std::uint64_t delivered_requests = 0;  // usage records Stripe accepted (one per batch)
+  std::uint64_t delivered = 0;           // rows Stripe recorded
+  std::uint64_t delivered_requests = 0;  // requests Stripe accepted (one per batch)
   std::uint64_t quantity_delivered = 0;
-  std::uint64_t failed = 0;              // events dead after Stripe refused them for good
+  std::uint64_t failed = 0;              // rows dead after Stripe refused them for good
   std::uint64_t stripe_requests = 0;     // requests sent to Stripe, lookups included
   std::uint64_t retries = 0;
   std::uint64_t lookup_hits = 0;
@@ -91,9 +93,11 @@ struct StripeLoggerStats {
   std::uint64_t parked = 0;
   std::uint64_t dead = 0;
   std::int64_t oldest_pending_age_ms = 0;
-  // Why events were not billed (yet): missing_customer, customer_not_found,
+  // Why rows were not billed (yet): missing_customer, customer_not_found,
   // subscription_item_not_found, negative_quantity, quantity_too_large, missing_usage,
-  // invalid_customer_key, outbox_unwritable, stripe_<code>, max_delivery_age_exceeded, ...
+  // invalid_customer_key, outbox_unwritable, stripe_<code>, max_delivery_age_exceeded,
+  // meter_timestamp_too_old, meter_value_too_large, usage_records_not_in_mode, ... (see
+  // docs/operations.md)
   std::map<std::string, std::uint64_t> rejected;
   std::vector<RequestCount> requests;      // every request sent, lookups and probes included
   LatencyHistogram request_latency;        // every request sent, network time only
