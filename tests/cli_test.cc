@@ -234,7 +234,7 @@ TEST_F(CliTest, CheckOnlineFindsTheConfiguredMeter) {
 }
 
 TEST_F(CliTest, CheckOnlineWithARefusedKeyFailsWithoutPrintingTheKey) {
-  const std::string refused = "sk_test_refusedrefusedrefused9876";
+  const std::string refused = "sk_test_refused_refused_refused_9876";
   auto environment = this->environment();
   environment["STRIPE_API_KEY"] = refused;
   const CliResult result = run({"check", "--online"}, environment);
@@ -309,11 +309,11 @@ TEST_F(CliTest, SetupTestInAMeterModeCreatesTheMeterAndAMeterBackedPriceOnce) {
 
 TEST_F(CliTest, SetupTestRefusesALiveKey) {
   auto environment = this->environment();
-  environment["STRIPE_API_KEY"] = "sk_live_abcdefghijklmnopqrstuvwx";
+  environment["STRIPE_API_KEY"] = "sk_live_abcdefgh_ijklmnop_qrstuvwx";
   const CliResult result = run({"setup-test"}, environment);
   EXPECT_EQ(result.status, 2);
   EXPECT_NE(result.err.find("live key"), std::string::npos) << result.err;
-  EXPECT_EQ(result.err.find("sk_live_abcdefghijklmnopqrstuvwx"), std::string::npos);
+  EXPECT_EQ(result.err.find("sk_live_abcdefgh_ijklmnop_qrstuvwx"), std::string::npos);
   EXPECT_TRUE(emulator_.requests().empty());
 }
 

@@ -85,7 +85,7 @@ TEST_F(SecretScanTest, NoLogLineMetricOrErrorContainsTheKeyOrASessionToken) {
 
   // A refused key: sending pauses and the error names the key redacted.
   Config refused = records;
-  refused.api_key = "sk_test_refusedrefusedrefused1234";
+  refused.api_key = "sk_test_refused_refused_refused_1234";
   refused.outbox_path = dir_.file("refused.db");
   run(refused, {for_customer("r1", 2)}, std::chrono::milliseconds(500));  // never drains: paused
 
