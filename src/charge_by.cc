@@ -12,10 +12,4 @@ const std::string& charge_by_value(const UsageEvent& event, ChargeBy charge_by) 
   return event.end_user_id;
 }
 
-std::optional<std::string> customer_key(const UsageEvent& event, ChargeBy charge_by) {
-  const std::string& value = charge_by_value(event, charge_by);
-  if (value.empty()) return std::nullopt;
-  return value;
-}
-
 }  // namespace stripe_billing

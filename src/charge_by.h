@@ -10,9 +10,7 @@
 namespace stripe_billing {
 
 // end_user_id: the key-bound end-user id, else the request body's `user`; user_id and team_id:
-// the key's metadata. nullopt when the chosen value is empty.
-std::optional<std::string> customer_key(const UsageEvent& event, ChargeBy charge_by);
-// The same choice without a copy: the chosen field itself, empty when the event has none.
+// the key's metadata. The chosen field itself (no copy), empty when the event has none.
 const std::string& charge_by_value(const UsageEvent& event, ChargeBy charge_by) noexcept;
 
 }  // namespace stripe_billing

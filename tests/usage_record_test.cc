@@ -100,9 +100,9 @@ TEST(IsValidUtf8, AcceptsUtf8AndRejectsBrokenSequences) {
 TEST(CustomerKey, EndUserIdPrefersTheKeyBoundEndUserOverTheBodyUser) {
   UsageEvent event;
   event.request_user = "body";
-  EXPECT_EQ(customer_key(event, ChargeBy::kEndUserId), "body");
+  EXPECT_EQ(charge_by_value(event, ChargeBy::kEndUserId), "body");
   event.end_user_id = "bound";
-  EXPECT_EQ(customer_key(event, ChargeBy::kEndUserId), "bound");
+  EXPECT_EQ(charge_by_value(event, ChargeBy::kEndUserId), "bound");
 }
 
 TEST(CustomerKey, UserAndTeamComeFromTheKeyMetadata) {
@@ -110,15 +110,15 @@ TEST(CustomerKey, UserAndTeamComeFromTheKeyMetadata) {
   event.user_id = "u";
   event.team_id = "t";
   event.request_user = "body";
-  EXPECT_EQ(customer_key(event, ChargeBy::kUserId), "u");
-  EXPECT_EQ(customer_key(event, ChargeBy::kTeamId), "t");
+  EXPECT_EQ(charge_by_value(event, ChargeBy::kUserId), "u");
+  EXPECT_EQ(charge_by_value(event, ChargeBy::kTeamId), "t");
 }
 
 TEST(CustomerKey, MissingValueIsNullopt) {
   UsageEvent event;
-  EXPECT_FALSE(customer_key(event, ChargeBy::kEndUserId));
-  EXPECT_FALSE(customer_key(event, ChargeBy::kUserId));
-  EXPECT_FALSE(customer_key(event, ChargeBy::kTeamId));
+  EXPECT_EQ(charge_by_value(event, ChargeBy::kEndUserId), "");
+  EXPECT_EQ(charge_by_value(event, ChargeBy::kUserId), "");
+  EXPECT_EQ(charge_by_value(event, ChargeBy::kTeamId), "");
 }
 
 }  // namespace
