@@ -1,15 +1,68 @@
 #include "charge_by.h"
 
-namespace stripe_billing {
+#include <string>
 
-const std::string& charge_by_value(const UsageEvent& event, ChargeBy charge_by) noexcept {
+#include "reasons.h"
+
+namespace stripe_billing {
+namespace {
+
+constexpr std::string_view kCustomerIdPrefix = "cus_";
+
+CustomerKey bound_to_the_key(const std::string& field) {
+  if (field.empty()) return {};
+  return {field, KeyOrigin::kApiKey, true, RequestUserRefusal::kNone};
+}
+
+// The request's `user`, for an event whose key has no end user.
+CustomerKey from_the_request(const std::string& user, RequestUserTrust trust) {
+  if (user.empty()) return {};
+  switch (trust) {
+    case RequestUserTrust::kOff:
+      return {{}, KeyOrigin::kNone, false, RequestUserRefusal::kNotTrusted};
+    case RequestUserTrust::kLookup:
+      // Refused here rather than left to the resolver, which takes any cus_… value as the
+      // customer: whatever it does, a caller's value can never name a customer directly.
+      if (std::string_view(user).substr(0, kCustomerIdPrefix.size()) == kCustomerIdPrefix) {
+        return {{}, KeyOrigin::kNone, false, RequestUserRefusal::kLooksLikeCustomerId};
+      }
+      return {user, KeyOrigin::kRequest, false, RequestUserRefusal::kNone};
+    case RequestUserTrust::kCustomerId:
+      return {user, KeyOrigin::kRequest, true, RequestUserRefusal::kNone};
+  }
+  return {};
+}
+
+}  // namespace
+
+CustomerKey charge_by_value(const UsageEvent& event, ChargeBy charge_by,
+                            RequestUserTrust trust) noexcept {
   switch (charge_by) {
     case ChargeBy::kEndUserId:
-      return event.end_user_id.empty() ? event.request_user : event.end_user_id;
-    case ChargeBy::kUserId: return event.user_id;
-    case ChargeBy::kTeamId: return event.team_id;
+      return event.end_user_id.empty() ? from_the_request(event.request_user, trust)
+                                       : bound_to_the_key(event.end_user_id);
+    case ChargeBy::kUserId:
+      return bound_to_the_key(event.user_id);
+    case ChargeBy::kTeamId:
+      return bound_to_the_key(event.team_id);
   }
-  return event.end_user_id;
+  return {};
+}
+
+CustomerKey charge_by_value(const UsageEvent& event, const FinalizedConfig& config) noexcept {
+  return charge_by_value(event, config.charge_by(), config.trust_request_user());
+}
+
+const char* to_string(RequestUserRefusal refusal) noexcept {
+  switch (refusal) {
+    case RequestUserRefusal::kNone:
+      return "";
+    case RequestUserRefusal::kNotTrusted:
+      return to_string(Reason::kRequestUserNotTrusted);
+    case RequestUserRefusal::kLooksLikeCustomerId:
+      return to_string(Reason::kRequestUserIsCustomerId);
+  }
+  return "";
 }
 
 }  // namespace stripe_billing

@@ -2,6 +2,7 @@
 
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdint>
 #include <cstdlib>
@@ -28,6 +29,8 @@ constexpr const char* kProductionEnvironment = "production";
 constexpr std::string_view kFirstVersionWithoutUsageRecords = "2025-03-31";
 constexpr std::size_t kMaxMetadataKeyLength = 40;  // Stripe's limit for metadata keys
 constexpr std::size_t kMaxShownValueLength = 80;
+// A configured key shorter than this is not searched for in other values (it would match words).
+constexpr std::size_t kMinKeyLengthToFind = 8;
 
 struct IntegerRule {
   const char* variable;
@@ -42,8 +45,12 @@ struct IntegerRule {
 constexpr std::int64_t kMaxTtlSeconds = 365LL * 24 * 60 * 60;
 constexpr std::int64_t kMaxTimeoutMs = 60LL * 60 * 1000;
 
-constexpr IntegerRule kMaxQuantityRule{"STRIPE_MAX_QUANTITY", "", kDefaultMaxQuantity, 1,
-                                       std::numeric_limits<std::int64_t>::max()};
+// Two quantities below 10^15 (prompt + completion, or the calls of a batch by the thousand) sum
+// far below INT64_MAX; and Stripe takes no meter value of more than 15 significant digits.
+constexpr IntegerRule kMaxQuantityRule{
+    "STRIPE_MAX_QUANTITY", "", kDefaultMaxQuantity, 1, kLargestMaxQuantity,
+    "Stripe accepts no quantity of more than 15 significant digits, and sums of larger "
+    "quantities could overflow"};
 constexpr IntegerRule kLookupCacheTtlRule{"STRIPE_LOOKUP_CACHE_TTL", "seconds", 300, 0,
                                           kMaxTtlSeconds};
 constexpr IntegerRule kLookupMissTtlRule{"STRIPE_LOOKUP_MISS_TTL", "seconds", 30, 0,
@@ -79,14 +86,77 @@ constexpr double kDefaultLiveMeterRateLimit = 1'000;  // live v1 meter events: t
 constexpr double kMaxRateLimit = 10'000;
 constexpr const char* kMemoryOutbox = ":memory:";
 
+// Every setting's variable and the Config field it fills, in documentation order (the order of
+// config_settings(); ConfigFromEnvTest checks that both name the same variables).
+struct SettingField {
+  const char* variable;
+  std::optional<std::string> Config::*field;
+};
+
+constexpr SettingField kSettingFields[] = {
+    {"STRIPE_API_KEY", &Config::api_key},
+    {"STRIPE_BILLING_MODE", &Config::billing_mode},
+    {"STRIPE_PRICE_ID", &Config::price_id},
+    {"STRIPE_CHARGE_BY", &Config::charge_by},
+    {"STRIPE_TRUST_REQUEST_USER", &Config::trust_request_user},
+    {"STRIPE_API_BASE", &Config::api_base},
+    {"STRIPE_API_VERSION", &Config::api_version},
+    {"ENVIRONMENT", &Config::environment},
+    {"STRIPE_QUANTITY", &Config::quantity},
+    {"STRIPE_MAX_QUANTITY", &Config::max_quantity},
+    {"STRIPE_PROMPT_PRICE_ID", &Config::prompt_price_id},
+    {"STRIPE_COMPLETION_PRICE_ID", &Config::completion_price_id},
+    {"STRIPE_COST_MULTIPLIER", &Config::cost_multiplier},
+    {"STRIPE_METER_EVENT_NAME", &Config::meter_event_name},
+    {"STRIPE_PROMPT_METER_EVENT_NAME", &Config::prompt_meter_event_name},
+    {"STRIPE_COMPLETION_METER_EVENT_NAME", &Config::completion_meter_event_name},
+    {"STRIPE_METER_CUSTOMER_KEY", &Config::meter_customer_key},
+    {"STRIPE_METER_VALUE_KEY", &Config::meter_value_key},
+    {"STRIPE_METER_TOKEN_TYPE_KEY", &Config::meter_token_type_key},
+    {"STRIPE_METER_MODEL_KEY", &Config::meter_model_key},
+    {"STRIPE_METER_STREAM_BASE", &Config::meter_stream_base},
+    {"STRIPE_METER_RATE_LIMIT", &Config::meter_rate_limit},
+    {"STRIPE_CUSTOMER_METADATA_KEY", &Config::customer_metadata_key},
+    {"STRIPE_CUSTOMER_MAP", &Config::customer_map},
+    {"STRIPE_LOOKUP_CACHE_TTL", &Config::lookup_cache_ttl},
+    {"STRIPE_LOOKUP_MISS_TTL", &Config::lookup_miss_ttl},
+    {"STRIPE_CONNECT_TIMEOUT_MS", &Config::connect_timeout_ms},
+    {"STRIPE_TIMEOUT_MS", &Config::timeout_ms},
+    {"STRIPE_QUEUE_CAPACITY", &Config::queue_capacity},
+    {"STRIPE_OUTBOX_PATH", &Config::outbox_path},
+    {"STRIPE_DURABILITY", &Config::durability},
+    {"STRIPE_COMMIT_INTERVAL_MS", &Config::commit_interval_ms},
+    {"STRIPE_SYNC_TIMEOUT_MS", &Config::sync_timeout_ms},
+    {"STRIPE_AGGREGATION_WINDOW_MS", &Config::aggregation_window_ms},
+    {"STRIPE_MAX_BACKOFF_S", &Config::max_backoff_s},
+    {"STRIPE_MAX_DELIVERY_AGE_S", &Config::max_delivery_age_s},
+    {"STRIPE_RATE_LIMIT", &Config::rate_limit},
+    {"STRIPE_SENDER_THREADS", &Config::sender_threads},
+    {"STRIPE_PARK_RETRY_S", &Config::park_retry_s},
+    {"STRIPE_LEDGER_RETENTION_DAYS", &Config::ledger_retention_days},
+    {"STRIPE_AUTH_PROBE_S", &Config::auth_probe_s},
+    {"STRIPE_LOG_FORMAT", &Config::log_format},
+};
+
 // ---------------------------------------------------------------------------------------------
 // Collecting problems
+
+bool starts_with(std::string_view text, std::string_view prefix) {
+  return text.substr(0, prefix.size()) == prefix;
+}
 
 class Problems {
  public:
   explicit Problems(std::string api_key) : api_key_(std::move(api_key)) {}
 
-  void add(std::string problem) { lines_.push_back(std::move(problem)); }
+  void add(std::string problem) {
+    for (const std::string& variable : withheld_) {
+      if (starts_with(problem, variable + " ")) return;
+    }
+    lines_.push_back(std::move(problem));
+  }
+  // Drops every later problem of `variable`: it held a secret, which has been reported once.
+  void withhold(std::string variable) { withheld_.push_back(std::move(variable)); }
   bool empty() const { return lines_.empty(); }
   std::size_t size() const { return lines_.size(); }
   // "X is required in mode M": said only when the mode itself is valid, since an unknown mode
@@ -96,39 +166,60 @@ class Problems {
   }
   void set_mode_known(bool known) { mode_known_ = known; }
 
-  // A value quoted for a message. Anything that looks like a secret key, or contains the
-  // configured one (a key pasted into the wrong variable), is shown redacted.
+  // A value quoted for a message, at most 80 characters of it. The configured key and anything
+  // that looks like a secret key, wherever they are in the value, are shown redacted.
   std::string shown(std::string_view value) const;
+  // `text` with the configured key and every secret-looking word redacted.
+  std::string scrubbed(std::string_view text) const;
 
+  // Every line is scrubbed once more: no check's wording can let a secret through.
   Error to_error() const {
     std::string message = "invalid Stripe billing configuration (" + std::to_string(lines_.size()) +
                           (lines_.size() == 1 ? " problem):" : " problems):");
-    for (const std::string& line : lines_) message += "\n- " + line;
+    for (const std::string& line : lines_) message += "\n- " + scrubbed(line);
     return Error{ErrorCode::kInvalidConfig, std::move(message), std::nullopt};
   }
 
  private:
   std::string api_key_;
   std::vector<std::string> lines_;
+  std::vector<std::string> withheld_;
   bool mode_known_ = true;
 };
-
-bool starts_with(std::string_view text, std::string_view prefix) {
-  return text.substr(0, prefix.size()) == prefix;
-}
 
 bool looks_like_secret_key(std::string_view value) {
   return starts_with(value, "sk_") || starts_with(value, "rk_");
 }
 
-std::string Problems::shown(std::string_view value) const {
-  if (looks_like_secret_key(value) ||
-      (api_key_.size() >= 8 && value.find(api_key_) != std::string_view::npos)) {
-    return "\"" + Secret::redact_key(value) + "\" (redacted)";
+bool contains_configured_key(std::string_view value, const std::string& api_key) {
+  return api_key.size() >= kMinKeyLengthToFind && value.find(api_key) != std::string_view::npos;
+}
+
+std::string Problems::scrubbed(std::string_view text) const {
+  std::string out(text);
+  if (contains_configured_key(out, api_key_)) {
+    const std::string redacted = Secret::redact_key(api_key_);
+    for (std::size_t at = out.find(api_key_); at != std::string::npos;
+         at = out.find(api_key_, at + redacted.size())) {
+      out.replace(at, api_key_.size(), redacted);
+    }
+  }
+  return Secret::redact_secrets_in(out);
+}
+
+std::string Problems::shown(std::string_view raw) const {
+  if (looks_like_secret_key(raw)) return "\"" + Secret::redact_key(raw) + "\" (redacted)";
+  const std::string value = scrubbed(raw);
+  const std::string suffix = value == raw ? "" : " (redacted)";
+  // Cut at a character boundary, so a redacted form's '…' is never split.
+  std::size_t shown_length = std::min(value.size(), kMaxShownValueLength);
+  while (shown_length > 0 && shown_length < value.size() &&
+         (static_cast<unsigned char>(value[shown_length]) & 0xC0) == 0x80) {
+    --shown_length;
   }
   std::string out = "\"";
   for (std::size_t i = 0; i < value.size(); ++i) {
-    if (i == kMaxShownValueLength) {
+    if (i == shown_length) {
       out += "\xE2\x80\xA6";
       break;
     }
@@ -145,7 +236,7 @@ std::string Problems::shown(std::string_view value) const {
       out += static_cast<char>(c);
     }
   }
-  return out + "\"";
+  return out + "\"" + suffix;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -270,6 +361,36 @@ KeyCheck check_api_key(Problems& problems, const std::optional<std::string>& raw
 }
 
 // ---------------------------------------------------------------------------------------------
+// Secrets in other settings
+
+// A setting other than the API key that holds the configured key or anything that looks like a
+// secret key is reported once, redacted, and then treated as unset: no later check quotes it, and
+// nothing that logs the configuration (the summary) ever sees it.
+Config without_secrets(Problems& problems, const Config& config) {
+  Config out = config;
+  const std::string api_key = config.api_key.value_or("");
+  for (const SettingField& setting : kSettingFields) {
+    std::optional<std::string>& value = out.*setting.field;
+    if (setting.field == &Config::api_key || !value_set(value)) continue;
+    std::string redacted;
+    if (contains_configured_key(*value, api_key)) {
+      redacted = Secret::redact_key(api_key);
+    } else if (const auto span = Secret::find_secret_in(*value)) {
+      redacted = Secret::redact_key(std::string_view(*value).substr(span->position, span->length));
+    } else {
+      continue;
+    }
+    problems.add(std::string(setting.variable) + " holds what looks like a secret key (" +
+                 redacted +
+                 "); a secret key belongs in STRIPE_API_KEY only, and a setting that holds one is "
+                 "neither used nor logged");
+    problems.withhold(setting.variable);
+    value.reset();
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
 // Choices
 
 template <typename Enum, std::size_t N>
@@ -290,6 +411,12 @@ constexpr std::pair<const char*, ChargeBy> kChargeByChoices[] = {
     {"end_user_id", ChargeBy::kEndUserId},
     {"user_id", ChargeBy::kUserId},
     {"team_id", ChargeBy::kTeamId},
+};
+
+constexpr std::pair<const char*, RequestUserTrust> kRequestUserTrustChoices[] = {
+    {"off", RequestUserTrust::kOff},
+    {"lookup", RequestUserTrust::kLookup},
+    {"customer_id", RequestUserTrust::kCustomerId},
 };
 
 constexpr std::pair<const char*, QuantitySource> kQuantityChoices[] = {
@@ -875,6 +1002,18 @@ const char* to_string(ChargeBy value) noexcept {
   return "unknown";
 }
 
+const char* to_string(RequestUserTrust value) noexcept {
+  switch (value) {
+    case RequestUserTrust::kOff:
+      return "off";
+    case RequestUserTrust::kLookup:
+      return "lookup";
+    case RequestUserTrust::kCustomerId:
+      return "customer_id";
+  }
+  return "unknown";
+}
+
 const char* to_string(QuantitySource value) noexcept {
   switch (value) {
     case QuantitySource::kTotalTokens:
@@ -940,62 +1079,22 @@ const std::vector<std::string>& config_variable_names() {
 }
 
 Config config_from_env(const EnvLookup& env) {
-  const auto read = [&env](const char* name) -> std::optional<std::string> {
-    std::optional<std::string> value = env(name);
-    if (value && value->empty()) return std::nullopt;
-    return value;
-  };
   Config config;
-  config.api_key = read("STRIPE_API_KEY");
-  config.billing_mode = read("STRIPE_BILLING_MODE");
-  config.price_id = read("STRIPE_PRICE_ID");
-  config.charge_by = read("STRIPE_CHARGE_BY");
-  config.api_base = read("STRIPE_API_BASE");
-  config.api_version = read("STRIPE_API_VERSION");
-  config.environment = read("ENVIRONMENT");
-  config.quantity = read("STRIPE_QUANTITY");
-  config.max_quantity = read("STRIPE_MAX_QUANTITY");
-  config.prompt_price_id = read("STRIPE_PROMPT_PRICE_ID");
-  config.completion_price_id = read("STRIPE_COMPLETION_PRICE_ID");
-  config.cost_multiplier = read("STRIPE_COST_MULTIPLIER");
-  config.meter_event_name = read("STRIPE_METER_EVENT_NAME");
-  config.prompt_meter_event_name = read("STRIPE_PROMPT_METER_EVENT_NAME");
-  config.completion_meter_event_name = read("STRIPE_COMPLETION_METER_EVENT_NAME");
-  config.meter_customer_key = read("STRIPE_METER_CUSTOMER_KEY");
-  config.meter_value_key = read("STRIPE_METER_VALUE_KEY");
-  config.meter_token_type_key = read("STRIPE_METER_TOKEN_TYPE_KEY");
-  config.meter_model_key = read("STRIPE_METER_MODEL_KEY");
-  config.meter_stream_base = read("STRIPE_METER_STREAM_BASE");
-  config.meter_rate_limit = read("STRIPE_METER_RATE_LIMIT");
-  config.customer_metadata_key = read("STRIPE_CUSTOMER_METADATA_KEY");
-  config.customer_map = read("STRIPE_CUSTOMER_MAP");
-  config.lookup_cache_ttl = read("STRIPE_LOOKUP_CACHE_TTL");
-  config.lookup_miss_ttl = read("STRIPE_LOOKUP_MISS_TTL");
-  config.connect_timeout_ms = read("STRIPE_CONNECT_TIMEOUT_MS");
-  config.timeout_ms = read("STRIPE_TIMEOUT_MS");
-  config.queue_capacity = read("STRIPE_QUEUE_CAPACITY");
-  config.outbox_path = read("STRIPE_OUTBOX_PATH");
-  config.durability = read("STRIPE_DURABILITY");
-  config.commit_interval_ms = read("STRIPE_COMMIT_INTERVAL_MS");
-  config.sync_timeout_ms = read("STRIPE_SYNC_TIMEOUT_MS");
-  config.aggregation_window_ms = read("STRIPE_AGGREGATION_WINDOW_MS");
-  config.max_backoff_s = read("STRIPE_MAX_BACKOFF_S");
-  config.max_delivery_age_s = read("STRIPE_MAX_DELIVERY_AGE_S");
-  config.rate_limit = read("STRIPE_RATE_LIMIT");
-  config.sender_threads = read("STRIPE_SENDER_THREADS");
-  config.park_retry_s = read("STRIPE_PARK_RETRY_S");
-  config.ledger_retention_days = read("STRIPE_LEDGER_RETENTION_DAYS");
-  config.auth_probe_s = read("STRIPE_AUTH_PROBE_S");
-  config.log_format = read("STRIPE_LOG_FORMAT");
+  for (const SettingField& setting : kSettingFields) {
+    std::optional<std::string> value = env(setting.variable);
+    if (value && !value->empty()) config.*setting.field = std::move(value);
+  }
   return config;
 }
 
-Expected<FinalizedConfig> finalize_config(const Config& config) {
-  Problems problems(config.api_key.value_or(""));
+Expected<FinalizedConfig> finalize_config(const Config& given) {
+  Problems problems(given.api_key.value_or(""));
+  const Config config = without_secrets(problems, given);
   FinalizedConfig out;
 
   out.environment_ = value_set(config.environment) ? *config.environment : kDefaultEnvironment;
-  KeyCheck key = check_api_key(problems, config.api_key, config.environment);
+  // The given ENVIRONMENT, even if it held a secret: a live key needs exactly "production".
+  KeyCheck key = check_api_key(problems, config.api_key, given.environment);
   out.api_key_ = std::move(key.key);
   out.live_mode_ = key.live;
   const std::size_t before_mode = problems.size();
@@ -1003,6 +1102,8 @@ Expected<FinalizedConfig> finalize_config(const Config& config) {
       check_choice(problems, "STRIPE_BILLING_MODE", config.billing_mode, kBillingModeChoices);
   problems.set_mode_known(problems.size() == before_mode);
   out.charge_by_ = check_choice(problems, "STRIPE_CHARGE_BY", config.charge_by, kChargeByChoices);
+  out.trust_request_user_ = check_choice(problems, "STRIPE_TRUST_REQUEST_USER",
+                                         config.trust_request_user, kRequestUserTrustChoices);
   out.api_base_ = check_base_url(problems, "STRIPE_API_BASE", kDefaultApiBase, config.api_base);
   out.api_version_ =
       check_api_version(problems, config.api_version, out.uses_usage_records());
@@ -1102,12 +1203,6 @@ std::string FinalizedConfig::summary() const {
   std::ostringstream rate;
   rate.imbue(std::locale::classic());
   rate << rate_limit_;  // 25, 12.5
-  // A path is not secret, but one that holds the key (pasted into the wrong variable) is not
-  // logged.
-  const std::string& key = api_key_.reveal();
-  const std::string outbox = !key.empty() && outbox_path_.find(key) != std::string::npos
-                                 ? std::string("(redacted)")
-                                 : outbox_path_;
   std::string billed;
   const auto describe = [](const BilledDimension& dimension) {
     std::string text;
@@ -1119,15 +1214,22 @@ std::string FinalizedConfig::summary() const {
   if (quantity_source_ != QuantitySource::kTotalTokens) {
     billed += std::string(" quantity=") + to_string(quantity_source_);
   }
+  // Shown only when a caller's request may choose the customer, so operators notice it.
+  const std::string trust = trust_request_user_ == RequestUserTrust::kOff
+                                ? std::string()
+                                : std::string(" trust_request_user=") +
+                                      to_string(trust_request_user_);
   for (const BilledDimension& dimension : dimensions_) {
     billed += (dimensions_.size() > 1 ? " " + dimension.name + ":" : "") + describe(dimension);
   }
-  return std::string("mode=") + to_string(billing_mode_) + " key=" + api_key_.redacted() +
-         (live_mode_ ? " (live)" : " (test)") + billed +
-         " charge_by=" + to_string(charge_by_) + " api_base=" + api_base_ +
-         " api_version=" + api_version_ + " durability=" + to_string(durability_) +
-         " outbox=" + outbox + " window=" + std::to_string(aggregation_window_.count()) +
-         "ms rate=" + rate.str() + "/s";
+  // finalize_config() refuses a value that holds the key or another one; a key glued to a word
+  // ("llmsk_live_…") is no key as written and passes, but is redacted here all the same.
+  return Secret::redact_secrets_in(
+      std::string("mode=") + to_string(billing_mode_) + " key=" + api_key_.redacted() +
+      (live_mode_ ? " (live)" : " (test)") + billed + " charge_by=" + to_string(charge_by_) +
+      trust + " api_base=" + api_base_ + " api_version=" + api_version_ +
+      " durability=" + to_string(durability_) + " outbox=" + outbox_path_ +
+      " window=" + std::to_string(aggregation_window_.count()) + "ms rate=" + rate.str() + "/s");
 }
 
 }  // namespace stripe_billing

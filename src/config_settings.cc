@@ -15,6 +15,10 @@ const std::vector<SettingInfo>& config_settings() {
        "", "usage_records dual"},
       {"STRIPE_CHARGE_BY", "Which id of the call names the customer: end_user_id, user_id, team_id.",
        "end_user_id", ""},
+      {"STRIPE_TRUST_REQUEST_USER",
+       "end_user_id without a key-bound end user: off (ignore the request's user), lookup (match "
+       "it by the map or metadata only) or customer_id (also as a cus_ id: callers pick who pays).",
+       "off", ""},
       {"STRIPE_API_BASE", "Stripe's API base URL (https; http only for loopback).",
        "https://api.stripe.com", ""},
       {"STRIPE_API_VERSION", "Stripe-Version sent; before 2025-03-31 while usage records are sent.",

@@ -2,7 +2,9 @@
 // `environment_variables` map (which LiteLLM copies into the process environment, so here it
 // overrides `env`), and this library's own `stripe_billing` section. Every other section belongs
 // to LiteLLM and is ignored. No message quotes a setting's value from the file or the
-// environment: any of them may be a secret.
+// environment: any of them may be a secret. Keys and names are quoted, but a key pasted into the
+// wrong line may be one, so every message is scrubbed of the API key and of anything that looks
+// like a secret key before it leaves.
 #include <yaml-cpp/yaml.h>
 
 #include <cerrno>
@@ -19,6 +21,7 @@
 #include <vector>
 
 #include "stripe_billing/config.h"
+#include "stripe_billing/secret.h"
 
 namespace stripe_billing {
 namespace {
@@ -26,6 +29,8 @@ namespace {
 constexpr std::string_view kSection = "stripe_billing";
 constexpr std::string_view kEnvironmentPrefix = "os.environ/";
 constexpr std::string_view kStripePrefix = "STRIPE_";
+// A configured key shorter than this is not searched for in messages (it would match words).
+constexpr std::size_t kMinKeyLengthToFind = 8;
 
 // "api_key" → "STRIPE_API_KEY", "environment" → "ENVIRONMENT", in documentation order.
 const std::vector<std::pair<std::string, std::string>>& yaml_keys_to_variables() {
@@ -63,9 +68,12 @@ class Reader {
  public:
   Reader(std::string source, const EnvLookup& env) : source_(std::move(source)), env_(env) {}
 
+  // Errors come out scrubbed (scrubbed()).
   Expected<YamlSettings> read(const std::string& text);
 
  private:
+  Expected<YamlSettings> read_unscrubbed(const std::string& text);
+  std::string scrubbed(std::string_view text) const;
   void read_environment_variables(const YAML::Node& section);
   void read_success_callbacks(const YAML::Node& section, YamlSettings& settings);
   void read_stripe_section(const YAML::Node& section);
@@ -87,6 +95,31 @@ class Reader {
 };
 
 Expected<YamlSettings> Reader::read(const std::string& text) {
+  Expected<YamlSettings> result = read_unscrubbed(text);
+  if (result) return result;
+  Error error = std::move(result).error();
+  error.message = scrubbed(error.message);
+  return error;
+}
+
+// The API key as the file or the environment gives it, then every secret-looking word.
+std::string Reader::scrubbed(std::string_view text) const {
+  std::string out(text);
+  const auto in_file = file_settings_.find("STRIPE_API_KEY");
+  const std::optional<std::string> key =
+      in_file != file_settings_.end() ? std::optional<std::string>(in_file->second)
+                                      : lookup("STRIPE_API_KEY");
+  if (key && key->size() >= kMinKeyLengthToFind) {
+    const std::string redacted = Secret::redact_key(*key);
+    for (std::size_t at = out.find(*key); at != std::string::npos;
+         at = out.find(*key, at + redacted.size())) {
+      out.replace(at, key->size(), redacted);
+    }
+  }
+  return Secret::redact_secrets_in(out);
+}
+
+Expected<YamlSettings> Reader::read_unscrubbed(const std::string& text) {
   YAML::Node root;
   try {
     root = YAML::Load(text);
@@ -294,34 +327,32 @@ Expected<YamlSettings> read_guarded(const std::string& text, const std::string& 
   try {
     return Reader(source, env).read(text);
   } catch (const YAML::Exception& e) {
-    return Error{ErrorCode::kInvalidConfig, "invalid configuration file " + source + ": " + e.msg,
+    return Error{ErrorCode::kInvalidConfig,
+                 Secret::redact_secrets_in("invalid configuration file " + source + ": " + e.msg),
                  std::nullopt};
   } catch (const std::exception& e) {
-    return Error{ErrorCode::kInternal, "reading " + source + " failed: " + e.what(), std::nullopt};
+    return Error{ErrorCode::kInternal,
+                 Secret::redact_secrets_in("reading " + source + " failed: " + e.what()),
+                 std::nullopt};
   }
 }
 
 }  // namespace
 
 Expected<YamlSettings> config_from_yaml_file(const std::string& path, const EnvLookup& env) {
-  std::error_code ec;
-  if (std::filesystem::is_directory(path, ec)) {
+  // The path is quoted in every message; one that holds a secret is quoted redacted.
+  const auto cannot_read = [&path](const std::string& why) {
     return Error{ErrorCode::kInvalidConfig,
-                 "cannot read configuration file " + path + ": it is a directory", std::nullopt};
-  }
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    return Error{ErrorCode::kInvalidConfig,
-                 "cannot read configuration file " + path + ": " +
-                     std::error_code(errno, std::generic_category()).message(),
+                 Secret::redact_secrets_in("cannot read configuration file " + path + ": " + why),
                  std::nullopt};
-  }
+  };
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec)) return cannot_read("it is a directory");
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return cannot_read(std::error_code(errno, std::generic_category()).message());
   std::ostringstream text;
   text << in.rdbuf();
-  if (in.bad()) {
-    return Error{ErrorCode::kInvalidConfig,
-                 "cannot read configuration file " + path + ": read error", std::nullopt};
-  }
+  if (in.bad()) return cannot_read("read error");
   return read_guarded(text.str(), path, env);
 }
 

@@ -16,10 +16,11 @@
 // connects to); redirects are not followed; the response body is capped at 16 MiB and the
 // response headers at 1 MiB; error messages never quote request header values.
 //
-// Proxies: nothing here sets CURLOPT_PROXY or CURLOPT_NOPROXY, so libcurl picks the proxy from
-// the environment on every request: https_proxy / HTTPS_PROXY, http_proxy (lowercase only),
-// all_proxy, and no_proxy to bypass. Loopback traffic (the emulator) goes through http_proxy too
-// unless no_proxy lists it.
+// Proxies: an https request goes through the proxy libcurl picks from the environment
+// (https_proxy / HTTPS_PROXY, all_proxy / ALL_PROXY, no_proxy to bypass), as a CONNECT tunnel, so
+// the proxy sees only TLS. A plain http request never uses a proxy, whatever the environment says:
+// it goes only to loopback, and a proxy need not be on loopback, so it would read the API key in
+// clear text.
 //
 // Threads: send() may run on any number of threads at once; abort_in_flight() from any thread.
 // curl_global_init runs once per process (std::call_once); curl_global_cleanup is never called,
@@ -400,7 +401,7 @@ class CurlTransport final : public HttpTransport {
     if (aborted_.load()) return aborted_error();  // after registering, so no wakeup is lost
     Transfer transfer(&aborted_);
     if (CURLcode code = configure(lease.connection()->easy(), request, url.get(),
-                                  headers.value().get(), transfer);
+                                  headers.value().get(), is_plain_http(url.get()), transfer);
         code != CURLE_OK) {
       return make_error(ErrorCode::kNetwork,
                         std::string("cannot set up the request: ") + curl_easy_strerror(code));
@@ -462,6 +463,11 @@ class CurlTransport final : public HttpTransport {
     }
   }
 
+  static bool is_plain_http(CURLU* url) {
+    std::string scheme;
+    return url_part(url, CURLUPART_SCHEME, &scheme) && iequals(scheme, "http");
+  }
+
   static Expected<void> check_scheme(CURLU* url) {
     std::string scheme;
     if (!url_part(url, CURLUPART_SCHEME, &scheme) || !is_http_or_https(scheme)) {
@@ -476,7 +482,7 @@ class CurlTransport final : public HttpTransport {
   }
 
   CURLcode configure(CURL* easy, const HttpRequest& request, CURLU* url, curl_slist* headers,
-                     Transfer& transfer) const {
+                     bool plain_http, Transfer& transfer) const {
     curl_easy_reset(easy);  // keeps the connection cache and TLS sessions, drops old options
     CURLcode code = CURLE_OK;
     auto check = [&code](CURLcode result) {
@@ -485,6 +491,11 @@ class CurlTransport final : public HttpTransport {
     check(curl_easy_setopt(easy, CURLOPT_CURLU, url));
     check(curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L));
     check(curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https"));
+    if (plain_http) {
+      // "" overrides every proxy variable of the environment; "*" exempts every host besides.
+      check(curl_easy_setopt(easy, CURLOPT_PROXY, ""));
+      check(curl_easy_setopt(easy, CURLOPT_NOPROXY, "*"));
+    }
     // Redirects are not followed; curl refuses an empty list here, so name the strictest one.
     check(curl_easy_setopt(easy, CURLOPT_FOLLOWLOCATION, 0L));
     check(curl_easy_setopt(easy, CURLOPT_REDIR_PROTOCOLS_STR, "https"));

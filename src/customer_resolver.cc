@@ -12,6 +12,20 @@ Error not_found(ErrorCode code, const std::string& what) {
   return Error{code, what, std::nullopt};
 }
 
+Error wrong_shape(const std::string& what) {
+  return Error{ErrorCode::kInvalidResponse, what, std::nullopt};
+}
+
+// A member of a JSON object; null when `value` is not an object or has no such member.
+const nlohmann::json* member(const nlohmann::json* value, const char* name) {
+  if (value == nullptr || !value->is_object()) return nullptr;
+  auto it = value->find(name);
+  return it == value->end() ? nullptr : &*it;
+}
+const nlohmann::json* member(const nlohmann::json& value, const char* name) {
+  return member(&value, name);
+}
+
 }  // namespace
 
 bool is_customer_id(const std::string& value) {
@@ -45,11 +59,46 @@ Expected<BillingTarget> CustomerResolver::resolve(const std::string& customer_ke
     ++hits_;
     return BillingTarget{it->second.customer_id, it->second.subscription_item_id, 0, 0};
   }
-  if (auto cached = cached_entry(cache_key(customer_key, price_id))) return std::move(*cached);
+  if (auto cached = cached_entry(cache_key(customer_key, price_id), true)) {
+    return std::move(cached->answer);
+  }
   ++misses_;
   auto customer = price_id.empty() ? look_up_customer(customer_key) : resolve(customer_key, "");
   if (!customer || price_id.empty()) return customer;
   return look_up_item(customer_key, customer->customer_id, price_id);
+}
+
+std::optional<CustomerResolver::Known> CustomerResolver::without_request(
+    const std::string& customer_key) {
+  const TimePoint now = clock_->now();
+  if (auto it = config_.customer_map().find(customer_key); it != config_.customer_map().end()) {
+    return Known{BillingTarget{it->second.customer_id, it->second.subscription_item_id, 0, 0},
+                 now};
+  }
+  if (is_customer_id(customer_key)) return Known{BillingTarget{customer_key, "", 0, 0}, now};
+  if (customer_key.size() > kMaxMetadataValue || !is_valid_utf8(customer_key)) {
+    return Known{not_found(ErrorCode::kMissingCustomer,
+                           "customer key is not a possible Stripe metadata value (over 500 bytes "
+                           "or not UTF-8)"),
+                 now};
+  }
+  return std::nullopt;
+}
+
+std::optional<CustomerResolver::Known> CustomerResolver::known(const std::string& customer_key,
+                                                               const std::string& price_id) {
+  if (auto it = config_.customer_map().find(customer_key);
+      it != config_.customer_map().end() && !it->second.subscription_item_id.empty()) {
+    return Known{BillingTarget{it->second.customer_id, it->second.subscription_item_id, 0, 0},
+                 clock_->now()};
+  }
+  if (auto cached = cached_entry(cache_key(customer_key, price_id), false)) return cached;
+  if (price_id.empty()) return without_request(customer_key);
+  auto customer = cached_entry(cache_key(customer_key, ""), false);
+  if (!customer) customer = without_request(customer_key);
+  // No customer means no item either; a known customer's item on the price only Stripe knows.
+  if (customer && !customer->answer) return customer;
+  return std::nullopt;
 }
 
 void CustomerResolver::invalidate(const std::string& customer_key, const std::string& price_id) {
@@ -62,44 +111,39 @@ std::string CustomerResolver::cache_key(const std::string& customer_key,
   return price_id + '\n' + customer_key;
 }
 
-std::optional<Expected<BillingTarget>> CustomerResolver::cached_entry(const std::string& key) {
+std::optional<CustomerResolver::Known> CustomerResolver::cached_entry(const std::string& key,
+                                                                      bool count_hit) {
   std::lock_guard lock(mutex_);
   auto it = cache_.find(key);
   if (it == cache_.end() || it->second.expires <= clock_->now()) return std::nullopt;
-  ++hits_;
-  if (it->second.target) return Expected<BillingTarget>(*it->second.target);
-  return Expected<BillingTarget>(
-      not_found(it->second.not_found_code, "no Stripe customer or item (cached)"));
+  if (count_hit) ++hits_;
+  if (it->second.target) return Known{*it->second.target, it->second.fetched};
+  return Known{not_found(it->second.not_found_code, "no Stripe customer or item (cached)"),
+               it->second.fetched};
 }
 
 Expected<BillingTarget> CustomerResolver::look_up_customer(const std::string& customer_key) {
-  std::string customer_id;
-  if (auto it = config_.customer_map().find(customer_key); it != config_.customer_map().end()) {
-    customer_id = it->second.customer_id;
-  } else if (is_customer_id(customer_key)) {
-    customer_id = customer_key;
-  } else {
-    if (customer_key.size() > kMaxMetadataValue || !is_valid_utf8(customer_key)) {
-      return not_found(ErrorCode::kMissingCustomer,
-                       "customer key is not a possible Stripe metadata value (over 500 bytes or "
-                       "not UTF-8)");
+  const TimePoint now = clock_->now();
+  if (auto known = without_request(customer_key)) {
+    if (known->answer) {
+      remember(cache_key(customer_key, ""), Entry{*known->answer, ErrorCode::kCustomerNotFound,
+                                                  now + config_.lookup_cache_ttl(), now});
     }
-    auto found = search_customer(customer_key);
-    if (!found) {
-      if (found.error().code == ErrorCode::kCustomerNotFound) {
-        remember(cache_key(customer_key, ""),
-                 Entry{std::nullopt, ErrorCode::kCustomerNotFound,
-                       clock_->now() + config_.lookup_miss_ttl()});
-      } else {
-        ++failures_;
-      }
-      return std::move(found).error();
-    }
-    customer_id = std::move(found.value());
+    return std::move(known->answer);
   }
-  BillingTarget target{customer_id, "", 0, 0};
+  auto found = search_customer(customer_key);
+  if (!found) {
+    if (found.error().code == ErrorCode::kCustomerNotFound) {
+      remember(cache_key(customer_key, ""), Entry{std::nullopt, ErrorCode::kCustomerNotFound,
+                                                  now + config_.lookup_miss_ttl(), now});
+    } else {
+      ++failures_;
+    }
+    return std::move(found).error();
+  }
+  BillingTarget target{std::move(found.value()), "", 0, 0};
   remember(cache_key(customer_key, ""),
-           Entry{target, ErrorCode::kCustomerNotFound, clock_->now() + config_.lookup_cache_ttl()});
+           Entry{target, ErrorCode::kCustomerNotFound, now + config_.lookup_cache_ttl(), now});
   return target;
 }
 
@@ -111,14 +155,15 @@ Expected<BillingTarget> CustomerResolver::look_up_item(const std::string& custom
     if (item.error().code == ErrorCode::kSubscriptionItemNotFound) {
       remember(cache_key(customer_key, price_id),
                Entry{std::nullopt, ErrorCode::kSubscriptionItemNotFound,
-                     clock_->now() + config_.lookup_miss_ttl()});
+                     clock_->now() + config_.lookup_miss_ttl(), clock_->now()});
     } else {
       ++failures_;
     }
     return std::move(item).error();
   }
   remember(cache_key(customer_key, price_id),
-           Entry{*item, ErrorCode::kCustomerNotFound, clock_->now() + config_.lookup_cache_ttl()});
+           Entry{*item, ErrorCode::kCustomerNotFound, clock_->now() + config_.lookup_cache_ttl(),
+                 clock_->now()});
   return item;
 }
 
@@ -129,18 +174,16 @@ Expected<std::string> CustomerResolver::search_customer(const std::string& custo
       {{"query", customer_search_query(config_.customer_metadata_key(), customer_key)},
        {"limit", "2"}});
   if (!response) return std::move(response).error();
-  const auto& data = response->body.value("data", nlohmann::json::array());
-  if (!data.is_array() || data.empty()) {
+  const nlohmann::json* data = member(response->body, "data");
+  if (data == nullptr || !data->is_array()) return wrong_shape("customer search without a data list");
+  if (data->empty()) {
     return not_found(ErrorCode::kCustomerNotFound,
                      "no Stripe customer has metadata " + config_.customer_metadata_key() +
                          " equal to the customer key");
   }
-  const auto& first = data.front();
-  if (!first.is_object() || !first.contains("id") || !first["id"].is_string()) {
-    return Error{ErrorCode::kInvalidResponse, "customer search result without an id",
-                 std::nullopt};
-  }
-  return first["id"].get<std::string>();
+  const nlohmann::json* id = member(data->front(), "id");
+  if (id == nullptr || !id->is_string()) return wrong_shape("customer search result without an id");
+  return id->get<std::string>();
 }
 
 Expected<BillingTarget> CustomerResolver::find_subscription_item(const std::string& customer_id,
@@ -151,26 +194,32 @@ Expected<BillingTarget> CustomerResolver::find_subscription_item(const std::stri
                                                     {"status", "active"},
                                                     {"limit", "10"}});
   if (!response) return std::move(response).error();
-  const auto& subscriptions = response->body.value("data", nlohmann::json::array());
-  for (const auto& subscription : subscriptions) {
-    if (!subscription.is_object() || !subscription.contains("items")) continue;
-    const auto& items = subscription["items"].value("data", nlohmann::json::array());
-    for (const auto& item : items) {
-      if (!item.is_object() || !item.contains("price") || !item.contains("id")) continue;
-      const auto& price = item["price"];
-      const bool matches = (price.is_object() && price.value("id", "") == price_id) ||
-                           (price.is_string() && price.get<std::string>() == price_id);
-      if (!matches || !item["id"].is_string()) continue;
+  const nlohmann::json* subscriptions = member(response->body, "data");
+  if (subscriptions == nullptr || !subscriptions->is_array()) {
+    return wrong_shape("subscription list without a data list");
+  }
+  for (const auto& subscription : *subscriptions) {
+    const nlohmann::json* items = member(member(subscription, "items"), "data");
+    if (items == nullptr || !items->is_array()) continue;
+    for (const auto& item : *items) {
+      const nlohmann::json* id = member(item, "id");
+      const nlohmann::json* price = member(item, "price");
+      if (id == nullptr || !id->is_string() || price == nullptr) continue;
+      const nlohmann::json* price_object_id = member(price, "id");
+      const bool matches =
+          (price_object_id != nullptr && *price_object_id == price_id) ||
+          (price->is_string() && *price == price_id);
+      if (!matches) continue;
       // Before API 2025-03-31 the period lives on the subscription; later, on the item.
       auto period = [&](const char* name) -> std::int64_t {
-        for (const auto* holder : {&item, &subscription}) {
-          auto it = holder->find(name);
-          if (it != holder->end() && it->is_number_integer()) return it->get<std::int64_t>();
+        for (const nlohmann::json* holder : {&item, &subscription}) {
+          const nlohmann::json* value = member(holder, name);
+          if (value != nullptr && value->is_number_integer()) return value->get<std::int64_t>();
         }
         return 0;
       };
-      return BillingTarget{customer_id, item["id"].get<std::string>(),
-                           period("current_period_start"), period("current_period_end")};
+      return BillingTarget{customer_id, id->get<std::string>(), period("current_period_start"),
+                           period("current_period_end")};
     }
   }
   return not_found(ErrorCode::kSubscriptionItemNotFound,

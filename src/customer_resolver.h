@@ -4,7 +4,9 @@
 // the customer's active subscriptions on the configured price. Answers, found or not, are cached
 // (misses for a shorter time); network failures are not cached.
 //
-// Thread-safe. Lookups run on the caller's thread (the delivery worker), never under the lock.
+// Thread-safe. Lookups run on the caller's thread (the lookup worker), never under the lock.
+// Stripe's answers are read without assuming their shape: an answer of the wrong shape is
+// kInvalidResponse (retried), never an exception.
 #pragma once
 
 #include <atomic>
@@ -41,6 +43,13 @@ class CustomerResolver {
   // kMissingCustomer (a key that no Stripe metadata value can equal: over 500 bytes or not
   // UTF-8), or the Stripe/network error.
   Expected<BillingTarget> resolve(const std::string& customer_key, const std::string& price_id);
+  // What resolve() would answer without a request (the static map, a `cus_` key, a refused key,
+  // the cache), and when Stripe gave a cached answer; nullopt when only Stripe knows.
+  struct Known {
+    Expected<BillingTarget> answer;
+    TimePoint fetched;
+  };
+  std::optional<Known> known(const std::string& customer_key, const std::string& price_id);
   // Forget what is cached for the key and price (after Stripe said the item is gone).
   void invalidate(const std::string& customer_key, const std::string& price_id);
 
@@ -55,10 +64,12 @@ class CustomerResolver {
     std::optional<BillingTarget> target;  // nullopt: a cached "not found"
     ErrorCode not_found_code = ErrorCode::kCustomerNotFound;
     TimePoint expires;
+    TimePoint fetched;
   };
 
   static std::string cache_key(const std::string& customer_key, const std::string& price_id);
-  std::optional<Expected<BillingTarget>> cached_entry(const std::string& key);
+  std::optional<Known> cached_entry(const std::string& key, bool count_hit);
+  std::optional<Known> without_request(const std::string& customer_key);
   Expected<BillingTarget> look_up_customer(const std::string& customer_key);
   Expected<BillingTarget> look_up_item(const std::string& customer_key,
                                        const std::string& customer_id,

@@ -3,27 +3,32 @@
 #include <pthread.h>
 
 #include <algorithm>
-#include <map>
+#include <cstdlib>
 
 #include <spdlog/logger.h>
 
 #include "activity_log.h"
-#include "meter_event.h"
 #include "usage_record.h"
 
 namespace stripe_billing {
 namespace {
 
-constexpr int kEventsPerRound = 10'000;
-constexpr int kBatchesPerRound = 1'000;
+constexpr int kRowsPerRound = 10'000;
+constexpr int kClaimsPerRound = 1'000;
 constexpr auto kIdleRound = std::chrono::milliseconds(1000);
-constexpr std::int64_t kPruneEveryMs = 3'600'000;
+// Rounds woken by commits come at most this often: a stream of commits is read incrementally,
+// a few times a second, instead of once per commit.
+constexpr auto kCommitRoundGap = std::chrono::milliseconds(10);
+constexpr auto kPruneEvery = std::chrono::hours(1);
+constexpr int kPruneRowsPerStep = 2'000;
+constexpr auto kFileCheckEvery = std::chrono::seconds(1);
+// A change of the wall clock against the monotonic one larger than this is a jump, not drift.
+constexpr auto kClockJump = std::chrono::milliseconds(5'000);
 
-std::vector<std::int64_t> ids_of(const std::vector<StoredEvent>& events) {
-  std::vector<std::int64_t> ids;
-  ids.reserve(events.size());
-  for (const auto& event : events) ids.push_back(event.id);
-  return ids;
+RetryPolicy retry_policy_for(const FinalizedConfig& config) {
+  RetryPolicy policy;
+  policy.max_backoff = config.max_backoff();
+  return policy;
 }
 
 }  // namespace
@@ -34,22 +39,38 @@ Dispatcher::Dispatcher(const FinalizedConfig& config, Outbox& outbox, const Stri
     : config_(config),
       outbox_(outbox),
       client_(client),
-      stream_(stream),
       resolver_(resolver),
       metrics_(metrics),
       log_(std::move(log)),
-      clock_(std::move(clock)) {
-  retry_policy_.max_backoff = config_.max_backoff();
+      clock_(std::move(clock)),
+      retry_policy_(retry_policy_for(config)),
+      sender_(client, stream, config),
+      lookups_(resolver, clock_, retry_policy_,
+               Lookups::Hooks{[this] {
+                                std::lock_guard lock(mutex_);
+                                full_round_ = true;
+                                planner_wake_.notify_one();
+                              },
+                              [this](const std::string& reason) { pause_for_auth(reason); }},
+               log_) {
   if (config_.aggregation_window().count() > 0) {
-    if (auto targets = outbox_.open_targets(Sink::kUsageRecord)) {
-      open_targets_.insert(targets->begin(), targets->end());
+    if (auto items = outbox_.open_targets()) {
+      busy_items_.insert(items->begin(), items->end());
+    } else {
+      log_->error("stripe_billing cannot read open batches: {}", items.error().message);
     }
   }
   // Rows parked because an earlier configuration did not bill them are looked at again: this
   // one may (they are parked again at once if not).
-  if (config_.uses_usage_records()) outbox_.requeue("usage_records_not_in_mode", "");
-  if (config_.uses_meters()) outbox_.requeue("meters_not_in_mode", "");
-  outbox_.requeue("dimension_not_configured", "");
+  std::vector<Reason> again = {Reason::kDimensionNotConfigured};
+  if (config_.uses_usage_records()) again.push_back(Reason::kUsageRecordsNotInMode);
+  if (config_.uses_meters()) again.push_back(Reason::kMetersNotInMode);
+  for (Reason reason : again) {
+    if (auto moved = outbox_.requeue(to_string(reason), ""); !moved) {
+      log_->error("stripe_billing cannot look at {} rows again: {}", to_string(reason),
+                  moved.error().message);
+    }
+  }
   planner_ = std::thread([this] { plan_loop(); });
   for (int i = 0; i < config_.sender_threads(); ++i) {
     senders_.emplace_back([this, i] { send_loop(i); });
@@ -60,7 +81,7 @@ Dispatcher::~Dispatcher() { stop(); }
 
 void Dispatcher::wake() {
   std::lock_guard lock(mutex_);
-  woken_ = true;
+  committed_ = true;
   planner_wake_.notify_one();
 }
 
@@ -69,17 +90,24 @@ bool Dispatcher::paused() const {
   return auth_paused_;
 }
 
+std::size_t Dispatcher::queued() const {
+  std::lock_guard lock(mutex_);
+  return queued_;
+}
+
 bool Dispatcher::drain(SteadyTime deadline) {
+  lookups_.hurry();
   std::unique_lock lock(mutex_);
   ++draining_;
-  woken_ = true;
+  full_round_ = true;
   planner_wake_.notify_one();
   bool drained = false;
   while (!stopping_) {
+    const bool writes_pending = !unrecorded_.empty();
     lock.unlock();
     auto outstanding = outbox_.has_outstanding();
     lock.lock();
-    if (outstanding && !*outstanding) {
+    if (outstanding && !*outstanding && !writes_pending && unrecorded_.empty()) {
       drained = true;
       break;
     }
@@ -100,6 +128,26 @@ void Dispatcher::stop() {
   }
   planner_.join();
   for (auto& sender : senders_) sender.join();
+  lookups_.stop();
+  // What is queued goes back unattempted; what could not be written is tried once more.
+  std::vector<PendingWrite> left;
+  {
+    std::lock_guard lock(mutex_);
+    for (auto& queue : ready_) {
+      for (Batch& batch : queue) left.push_back(PendingWrite{PendingWrite::Kind::kRelease, std::move(batch)});
+      queue.clear();
+    }
+    queued_ = 0;
+    left.insert(left.end(), unrecorded_.begin(), unrecorded_.end());
+    unrecorded_.clear();
+  }
+  std::size_t unwritten = 0;
+  for (const PendingWrite& outcome : left) unwritten += apply(outcome) ? 0 : 1;
+  if (unwritten > 0) {
+    log_->error("stripe_billing could not write {} outcomes to the outbox at shutdown; their "
+                "batches are sent again at the next start, with the same idempotency keys",
+                unwritten);
+  }
 }
 
 std::int64_t Dispatcher::now_ms() const {
@@ -107,31 +155,43 @@ std::int64_t Dispatcher::now_ms() const {
              clock_->now().time_since_epoch()).count();
 }
 
-std::chrono::milliseconds Dispatcher::backoff(int attempt) {
-  std::uniform_real_distribution<double> jitter(0.5, 1.0);
-  std::lock_guard lock(mutex_);
-  return retry_policy_.backoff(attempt, jitter(random_));
-}
-
 void Dispatcher::plan_loop() {
   pthread_setname_np(pthread_self(), "sb-dispatch");
   std::unique_lock lock(mutex_);
+  SteadyTime next_full = clock_->steady_now();
+  SteadyTime last_end = next_full;
+  auto gap = kCommitRoundGap;
   while (!stopping_) {
-    woken_ = false;
+    planner_wake_.wait_until(lock, next_full,
+                             [this] { return stopping_ || full_round_ || committed_; });
+    if (stopping_) break;
+    if (full_round_ || committed_) {
+      // A burst of wake-ups (commits, answers, deliveries) makes one round, and rounds never
+      // take more than about half of the planner's time.
+      planner_wake_.wait_until(lock, last_end + gap, [this] { return stopping_; });
+      if (stopping_) break;
+    }
+    const SteadyTime started = clock_->steady_now();
+    const bool full = full_round_ || started >= next_full;
+    full_round_ = false;
+    committed_ = false;
     lock.unlock();
-    std::chrono::milliseconds next = kIdleRound;
+    std::chrono::milliseconds wait = kIdleRound;
     try {
-      next = plan_round();
+      wait = plan_round(full);
     } catch (const std::exception& e) {
       log_->error("stripe_billing planner round failed: {}", e.what());
     }
+    last_end = clock_->steady_now();
+    gap = std::clamp(std::chrono::duration_cast<std::chrono::milliseconds>(last_end - started),
+                     kCommitRoundGap, std::chrono::milliseconds(200));
+    next_full = full ? last_end + wait : std::min(next_full, last_end + wait);
     lock.lock();
     progress_.notify_all();
-    planner_wake_.wait_for(lock, next, [this] { return stopping_ || woken_; });
   }
 }
 
-std::chrono::milliseconds Dispatcher::plan_round() {
+std::chrono::milliseconds Dispatcher::plan_round(bool full) {
   const std::int64_t now = now_ms();
   bool force;
   {
@@ -142,303 +202,229 @@ std::chrono::milliseconds Dispatcher::plan_round() {
     }
   }
   if (paused() && !probe_auth()) return kIdleRound;
-  if (now - last_prune_ms_ >= kPruneEveryMs) {
-    last_prune_ms_ = now;
-    const auto retention_ms =
-        std::chrono::duration_cast<std::chrono::milliseconds>(config_.ledger_retention()).count();
-    if (auto pruned = outbox_.prune_delivered(now - retention_ms); pruned && *pruned > 0) {
-      log_->info("stripe_billing pruned {} ledger rows older than the retention", *pruned);
-    }
-  }
-  queue_due_batches(now);
-  std::int64_t next_ready_ms = batch_pending_events(now, force);
+  housekeeping(now);
+  claim_due(now);
+  std::int64_t next_ready_ms = plan_pending(now, full, force);
   {
     std::lock_guard lock(mutex_);
-    if (next_ready_ms == 0 || batches_due_ms_ < next_ready_ms) next_ready_ms = batches_due_ms_;
+    if (batches_due_ms_ > 0 && (next_ready_ms == 0 || batches_due_ms_ < next_ready_ms)) {
+      next_ready_ms = batches_due_ms_;
+    }
   }
   std::int64_t wait = kIdleRound.count();
   if (next_ready_ms > 0) wait = std::clamp<std::int64_t>(next_ready_ms - now, 1, wait);
+  if (pruning_) wait = std::min<std::int64_t>(wait, 10);
   return std::chrono::milliseconds(wait);
 }
 
-void Dispatcher::queue_due_batches(std::int64_t now_ms) {
-  // Read under the lock: a sender records a batch's outcome in the outbox before it releases
-  // the claim, so a batch read as due here is either still claimed or really due. Reading
-  // outside the lock could queue a batch that was delivered in between, and send it twice.
-  std::lock_guard lock(mutex_);
-  // Only when a retry may be due (or once a round-trip of the idle round, as a safety net):
-  // batches the planner made itself are queued already, and re-reading them is what made
-  // rounds expensive when each event is its own batch.
-  if (now_ms < batches_due_ms_) return;
-  batches_due_ms_ = now_ms + kIdleRound.count();
-  auto due = outbox_.due_batches(now_ms, kBatchesPerRound);
-  if (!due) {
-    log_->error("stripe_billing cannot read batches: {}", due.error().message);
+// A jump of the wall clock (NTP, a resumed VM) would make every retry due at once (forward) or
+// hold it back for as long (backward): the schedule moves with the clock instead.
+void Dispatcher::follow_clock_jump(std::int64_t now) {
+  const std::int64_t steady = std::chrono::duration_cast<std::chrono::milliseconds>(
+                                  clock_->steady_now().time_since_epoch()).count();
+  const std::int64_t offset = now - steady;
+  if (!clock_offset_ms_) clock_offset_ms_ = offset;
+  const std::int64_t jump = offset - *clock_offset_ms_;
+  if (std::abs(jump) < kClockJump.count()) return;
+  clock_offset_ms_ = offset;
+  if (auto shifted = outbox_.shift_schedule(jump); !shifted) {
+    log_->error("stripe_billing cannot move retries after a clock jump: {}",
+                shifted.error().message);
     return;
   }
-  for (Batch& batch : *due) {
-    if (!claimed_.insert(batch.id).second) continue;
-    ready_.push_back(std::move(batch));
-    sender_wake_.notify_one();
+  {
+    std::lock_guard lock(mutex_);
+    if (batches_due_ms_ > 0) batches_due_ms_ += jump;
   }
+  log_->warn("stripe_billing the wall clock jumped by {} s; scheduled retries moved with it",
+             jump / 1000);
 }
 
-// Returns when the earliest event still inside its aggregation window becomes ready (0: none).
-std::int64_t Dispatcher::batch_pending_events(std::int64_t now, bool force) {
-  auto events = outbox_.due_events(now, kEventsPerRound);
-  if (!events) {
-    log_->error("stripe_billing cannot read pending events: {}", events.error().message);
-    return 0;
+void Dispatcher::housekeeping(std::int64_t now) {
+  follow_clock_jump(now);
+  std::vector<PendingWrite> retry;
+  {
+    std::lock_guard lock(mutex_);
+    retry.swap(unrecorded_);
   }
-  std::int64_t next_ready = 0;
-  std::vector<NewBatch> batches;
-  std::vector<BatchMember> stream_members;
-  std::vector<StoredEvent> stream_events;
-  const auto soonest = [&next_ready](std::int64_t at) {
-    next_ready = next_ready == 0 ? at : std::min(next_ready, at);
-  };
-  for (Group& group : group_events(std::move(*events))) {
-    // While a sink's lookups back off, its events wait; the other sink's go on.
-    const std::int64_t retry_at = lookup_retry_ms_[static_cast<int>(group.sink)];
-    if (!force && now < retry_at) {
-      soonest(retry_at);
-      continue;
-    }
-    if (group.dimension == nullptr) {
-      // Stored under a dimension this configuration does not bill (STRIPE_QUANTITY changed):
-      // kept until a start whose configuration bills it again.
-      metrics_.count_reason("dimension_not_configured", group.events.size());
-      outbox_.park(ids_of(group.events), "dimension_not_configured", std::nullopt);
-      continue;
-    }
-    const bool records = group.sink == Sink::kUsageRecord;
-    if (records ? group.dimension->price_id.empty() : group.dimension->meter_event_name.empty()) {
-      // Stored under a mode that sent this sink (dual, say), and the mode changed since: kept
-      // until a start in a mode that sends them (the constructor requeues them then).
-      const char* reason = records ? "usage_records_not_in_mode" : "meters_not_in_mode";
-      metrics_.count_reason(reason, group.events.size());
-      outbox_.park(ids_of(group.events), reason, std::nullopt);
-      log_->warn("stripe_billing parked {} {} events of customer {}: STRIPE_BILLING_MODE={} does "
-                 "not send them",
-                 group.events.size(), to_string(group.sink), log_safe(group.customer_key),
-                 to_string(config_.billing_mode()));
-      continue;
-    }
-    const std::string& price = records ? group.dimension->price_id : std::string();
-    auto target = resolver_.resolve(group.customer_key, price);
-    if (records && target && target->period_end > 0) {
-      const bool stale = std::any_of(group.events.begin(), group.events.end(),
-                                     [&](const StoredEvent& e) {
-                                       return e.event_time >= target->period_end;
-                                     });
-      if (stale) {
-        resolver_.invalidate(group.customer_key, price);
-        target = resolver_.resolve(group.customer_key, price);
-      }
-    }
-    if (!target) {
-      if (!handle_lookup_failure(group, target.error(), now)) {
-        if (paused()) break;
-        soonest(lookup_retry_ms_[static_cast<int>(group.sink)]);
-      }
-      continue;
-    }
-    lookup_failures_[static_cast<int>(group.sink)] = 0;
-    if (records) {
-      plan_usage_records(group, *target, now, force, next_ready, batches);
-    } else {
-      plan_meter_events(group, *target, now, batches, stream_members, stream_events);
-    }
-  }
-  plan_stream_batches(stream_members, stream_events, now, force, next_ready, batches);
-  persist_and_queue(std::move(batches), now);
-  return next_ready;
-}
-
-std::vector<Dispatcher::Group> Dispatcher::group_events(std::vector<StoredEvent> events) {
-  std::vector<Group> groups;
-  std::map<std::string, std::size_t> index;
-  for (StoredEvent& event : events) {
-    const std::string key = std::to_string(static_cast<int>(event.sink)) + '\n' + event.dimension +
-                            '\n' + event.customer_key;
-    auto [it, inserted] = index.try_emplace(key, groups.size());
-    if (inserted) {
-      groups.push_back(
-          Group{event.sink, config_.dimension(event.dimension), event.customer_key, {}});
-    }
-    groups[it->second].events.push_back(std::move(event));
-  }
-  return groups;
-}
-
-bool Dispatcher::handle_lookup_failure(const Group& group, const Error& error, std::int64_t now) {
-  const auto ids = ids_of(group.events);
-  if (error.code == ErrorCode::kCustomerNotFound ||
-      error.code == ErrorCode::kSubscriptionItemNotFound) {
-    const auto retry_ms =
-        std::chrono::duration_cast<std::chrono::milliseconds>(config_.park_retry()).count();
-    metrics_.count_reason(to_string(error.code), ids.size());
-    outbox_.park(ids, to_string(error.code), now + retry_ms);
-    log_->warn("stripe_billing parked {} events of customer {}: {}", ids.size(),
-               log_safe(group.customer_key), error.message);
-    return true;
-  }
-  if (error.code == ErrorCode::kMissingCustomer) {
-    metrics_.count_reason("invalid_customer_key", ids.size());
-    outbox_.kill_events(ids, "invalid_customer_key");
-    return true;
-  }
-  const Classification classification = classify(Expected<StripeResponse>(error));
-  if (classification.outcome == Outcome::kPause) {
-    pause_for_auth(classification.reason);
-    return false;
-  }
-  // Stripe or the network is failing: leave this sink's events pending and back off.
-  int& failures = lookup_failures_[static_cast<int>(group.sink)];
-  std::int64_t& retry_at = lookup_retry_ms_[static_cast<int>(group.sink)];
-  failures = std::min(failures + 1, 30);
-  retry_at = now + backoff(failures).count();
-  log_->warn("stripe_billing customer lookup failed ({}), retrying {} events in {} ms",
-             error.to_string(), to_string(group.sink), retry_at - now);
-  return false;
-}
-
-void Dispatcher::plan_usage_records(Group& group, const BillingTarget& target, std::int64_t now,
-                                    bool force, std::int64_t& next_ready,
-                                    std::vector<NewBatch>& out) {
-  const std::int64_t window_ms = config_.aggregation_window().count();
-  const std::string& item = target.subscription_item_id;
-  if (window_ms > 0) {
-    {
+  for (PendingWrite& outcome : retry) {
+    if (!apply(outcome)) {
       std::lock_guard lock(mutex_);
-      if (open_targets_.count(item) != 0) return;
-    }
-    for (const NewBatch& planned : out) {
-      if (planned.batch.sink == Sink::kUsageRecord && planned.batch.target == item) return;
-    }
-    const std::int64_t oldest = group.events.front().accepted_at_ms;
-    if (!force && oldest + window_ms > now) {
-      next_ready = next_ready == 0 ? oldest + window_ms : std::min(next_ready, oldest + window_ms);
-      return;
+      unrecorded_.push_back(std::move(outcome));
     }
   }
-  // One batch per billing period (events before the item's current period stay apart), or one
-  // per event when there is no window.
-  std::vector<std::vector<StoredEvent>> parts;
-  if (window_ms == 0) {
-    for (auto& event : group.events) parts.push_back({std::move(event)});
-  } else {
-    std::vector<StoredEvent> current, earlier;
-    for (auto& event : group.events) {
-      (event.event_time < target.period_start ? earlier : current).push_back(std::move(event));
+  const SteadyTime steady = clock_->steady_now();
+  if (steady - last_file_check_ >= kFileCheckEvery) {
+    last_file_check_ = steady;
+    auto check = outbox_.check_file();
+    if (!check || *check != FileCheck::kSame) {
+      if (check && *check == FileCheck::kRecreated) {
+        metrics_.count_reason(to_string(Reason::kOutboxRecreated));
+        log_->error("stripe_billing the outbox file {} was deleted or replaced while running; "
+                    "it has been recreated from the open database, nothing committed was lost",
+                    log_safe(config_.outbox_path()));
+      } else if (steady - last_file_alarm_ >= std::chrono::minutes(1)) {
+        last_file_alarm_ = steady;
+        log_->error("stripe_billing the outbox file {} was deleted and cannot be recreated ({}); "
+                    "usage is kept in the open database until the process stops, then LOST",
+                    log_safe(config_.outbox_path()),
+                    check ? "its directory is gone or not writable" : check.error().message);
+      }
     }
-    for (auto* part : {&earlier, &current}) {
-      if (!part->empty()) parts.push_back(std::move(*part));
+    outbox_.checkpoint();
+    auto requeued = outbox_.apply_requeue_requests(now);
+    if (!requeued) {
+      log_->error("stripe_billing cannot apply operators' requeues: {}", requeued.error().message);
+    } else if (*requeued > 0) {
+      log_->info("stripe_billing requeued {} rows as an operator asked", *requeued);
+      std::lock_guard lock(mutex_);
+      full_round_ = true;
     }
   }
-  for (const auto& part : parts) {
-    NewBatch planned;
-    planned.batch.sink = Sink::kUsageRecord;
-    planned.batch.target = item;
-    planned.batch.customer_id = target.customer_id;
-    planned.batch.customer_key = group.customer_key;
-    for (const auto& event : part) {
-      planned.batch.quantity += event.quantity;
-      planned.batch.timestamp = std::max(planned.batch.timestamp, event.event_time);
-      planned.members.push_back({event.id, target.customer_id});
-    }
-    out.push_back(std::move(planned));
+  if (!pruning_ && steady - last_prune_ >= kPruneEvery) {
+    pruning_ = true;
+    last_prune_ = steady;
   }
-}
-
-void Dispatcher::plan_meter_events(Group& group, const BillingTarget& target, std::int64_t now,
-                                   std::vector<NewBatch>& out, std::vector<BatchMember>& stream,
-                                   std::vector<StoredEvent>& stream_events) {
-  const std::int64_t oldest_allowed = now / 1000 - kMeterEventMaxAgeSeconds;
-  std::vector<std::int64_t> too_old;
-  for (StoredEvent& event : group.events) {
-    if (event.event_time < oldest_allowed) {
-      too_old.push_back(event.id);
-      continue;
+  if (pruning_) {
+    const auto retention_ms =
+        std::chrono::duration_cast<std::chrono::milliseconds>(config_.ledger_retention()).count();
+    auto step = outbox_.prune_delivered(now - retention_ms, kPruneRowsPerStep);
+    if (!step) {
+      log_->error("stripe_billing cannot prune the ledger: {}", step.error().message);
+      pruning_ = false;
+    } else if (step->done) {
+      pruning_ = false;
     }
-    if (config_.billing_mode() == BillingMode::kMeterEventStream) {
-      stream.push_back({event.id, target.customer_id});
-      stream_events.push_back(std::move(event));
-      continue;
-    }
-    NewBatch planned;
-    planned.batch.sink = Sink::kMeterEvent;
-    planned.batch.target = group.dimension->meter_event_name + " " + target.customer_id;
-    planned.batch.customer_id = target.customer_id;
-    planned.batch.customer_key = group.customer_key;
-    planned.batch.quantity = event.quantity;
-    planned.batch.timestamp = event.event_time;
-    planned.members.push_back({event.id, target.customer_id});
-    out.push_back(std::move(planned));
-  }
-  if (!too_old.empty()) {
-    // Stripe refuses meter events older than 35 days: kept for an operator, never sent.
-    metrics_.count_reason("meter_timestamp_too_old", too_old.size());
-    outbox_.park(too_old, "meter_timestamp_too_old", std::nullopt);
-    log_->warn("stripe_billing parked {} meter events of customer {}: older than the 35 days "
-               "Stripe accepts",
-               too_old.size(), log_safe(group.customer_key));
   }
 }
 
-void Dispatcher::plan_stream_batches(std::vector<BatchMember>& members,
-                                     std::vector<StoredEvent>& events, std::int64_t now,
-                                     bool force, std::int64_t& next_ready,
-                                     std::vector<NewBatch>& out) {
-  if (members.empty()) return;
-  const std::int64_t window_ms = config_.aggregation_window().count();
-  std::int64_t oldest = events.front().accepted_at_ms;
-  for (const StoredEvent& event : events) oldest = std::min(oldest, event.accepted_at_ms);
-  const bool ready = force || members.size() >= kMaxStreamEvents || oldest + window_ms <= now;
-  for (std::size_t first = 0; first < members.size(); first += kMaxStreamEvents) {
-    const std::size_t last = std::min(members.size(), first + kMaxStreamEvents);
-    if (!ready || (last - first < kMaxStreamEvents && !force && oldest + window_ms > now)) {
-      const std::int64_t at = oldest + window_ms;
-      next_ready = next_ready == 0 ? at : std::min(next_ready, at);
-      break;  // a partial batch waits for more events, or for the window
-    }
-    NewBatch planned;
-    planned.batch.sink = Sink::kMeterEvent;
-    planned.batch.target = kStreamTarget;
-    for (std::size_t i = first; i < last; ++i) {
-      planned.batch.quantity += events[i].quantity;
-      planned.batch.timestamp = std::max(planned.batch.timestamp, events[i].event_time);
-      planned.members.push_back(std::move(members[i]));
-    }
-    out.push_back(std::move(planned));
+void Dispatcher::claim_due(std::int64_t now) {
+  std::size_t room;
+  {
+    std::lock_guard lock(mutex_);
+    room = kMaxQueued > queued_ ? kMaxQueued - queued_ : 0;
+    // Only when the outbox may hold a batch to claim (batches the planner made are queued
+    // already), and once a second whatever happens.
+    const bool due = unclaimed_ || (batches_due_ms_ > 0 && now >= batches_due_ms_) ||
+                     now - last_claim_ms_ >= kIdleRound.count();
+    if (room == 0 || !due) return;
+    unclaimed_ = false;
+    batches_due_ms_ = 0;
+    last_claim_ms_ = now;
   }
-}
-
-void Dispatcher::persist_and_queue(std::vector<NewBatch> batches, std::int64_t now) {
-  if (batches.empty()) return;
-  auto created = outbox_.create_batches(std::move(batches), now);
-  if (!created) {
-    log_->error("stripe_billing cannot create batches: {}", created.error().message);
+  const int limit = static_cast<int>(std::min<std::size_t>(room, kClaimsPerRound));
+  auto claimed = outbox_.claim_due_batches(now, limit);
+  if (!claimed) {
+    log_->error("stripe_billing cannot read batches: {}", claimed.error().message);
+    std::lock_guard lock(mutex_);
+    batches_due_ms_ = now + kIdleRound.count();
     return;
   }
   std::lock_guard lock(mutex_);
-  for (Batch& batch : *created) {
-    if (batch.sink == Sink::kUsageRecord && config_.aggregation_window().count() > 0) {
-      open_targets_.insert(batch.target);
+  if (static_cast<int>(claimed->size()) == limit) unclaimed_ = true;  // there may be more
+  for (ClaimedBatch& entry : *claimed) {
+    Batch& batch = entry.batch;
+    if (batch.kind != BatchKind::kUsageRecord) {
+      auto events = meter_events_for(entry.rows, config_);
+      // Made under a configuration that metered it: sent once one does again (an empty batch
+      // is refused by the sender as "meters_not_in_mode", retried with backoff).
+      if (events) batch.meter_events = std::move(*events);
     }
-    claimed_.insert(batch.id);
-    ready_.push_back(std::move(batch));
+    if (batch.kind == BatchKind::kUsageRecord && config_.aggregation_window().count() > 0) {
+      busy_items_.insert(batch.target);
+    }
+    enqueue(std::move(batch), now);
   }
   sender_wake_.notify_all();
 }
 
-// The first queued batch that may go now: a v1 meter batch waits while another request for the
-// same customer and meter is in flight. Called with mutex_ held.
-std::deque<Batch>::iterator Dispatcher::next_sendable() {
-  return std::find_if(ready_.begin(), ready_.end(), [this](const Batch& batch) {
-    return batch.sink == Sink::kUsageRecord || batch.target == kStreamTarget ||
-           sending_targets_.count(batch.target) == 0;
-  });
+// Returns when the earliest row still inside its aggregation window becomes ready (0: none).
+std::int64_t Dispatcher::plan_pending(std::int64_t now, bool full, bool force) {
+  std::int64_t after = 0;
+  std::set<std::string> busy;
+  {
+    std::lock_guard lock(mutex_);
+    if (!full) after = last_read_id_;
+    busy = busy_items_;
+  }
+  auto rows = full ? outbox_.due_events(now, kRowsPerRound)
+                   : outbox_.new_events(after, kRowsPerRound);
+  if (!rows) {
+    log_->error("stripe_billing cannot read pending events: {}", rows.error().message);
+    return 0;
+  }
+  if (rows->empty()) return 0;
+  {
+    std::lock_guard lock(mutex_);
+    last_read_id_ = std::max(last_read_id_, rows->back().id);
+  }
+  const LookupFn lookup = [this](const std::string& key, const std::string& price) {
+    return lookups_.peek(key, price);
+  };
+  Plan plan = stripe_billing::plan(std::move(*rows), PlanInput{config_, now, force, busy, lookup});
+  for (const LookupRequest& request : plan.lookups) lookups_.request(request);
+  for (const PlanNotice& notice : plan.notices) {
+    metrics_.count_reason(to_string(notice.reason), notice.rows);
+    log_->warn("stripe_billing {} {} {} rows of customer {}: {}",
+               notice.reason == Reason::kInvalidCustomerKey ? "dead:" : "parked",
+               notice.rows, to_string(notice.sink), log_safe(notice.customer_key),
+               to_string(notice.reason));
+  }
+  if (plan.writes.batches.empty() && plan.writes.parks.empty() && plan.writes.kills.empty()) {
+    return plan.next_wake_ms;
+  }
+  std::size_t room;
+  {
+    std::lock_guard lock(mutex_);
+    room = kMaxQueued > queued_ ? kMaxQueued - queued_ : 0;
+  }
+  auto created = outbox_.apply(std::move(plan.writes), now, room);
+  if (!created) {
+    log_->error("stripe_billing cannot store a planning round: {}", created.error().message);
+    return plan.next_wake_ms;
+  }
+  std::lock_guard lock(mutex_);
+  for (Batch& batch : *created) {
+    if (batch.kind == BatchKind::kUsageRecord && config_.aggregation_window().count() > 0) {
+      busy_items_.insert(batch.target);
+    }
+    if (batch.lease > 0) {
+      enqueue(std::move(batch), now);
+    } else {
+      unclaimed_ = true;
+    }
+  }
+  sender_wake_.notify_all();
+  return plan.next_wake_ms;
+}
+
+void Dispatcher::enqueue(Batch batch, std::int64_t now) {
+  const auto wall_age = std::chrono::milliseconds(std::max<std::int64_t>(0, now - batch.created_ms));
+  first_seen_.try_emplace(batch.id, clock_->steady_now(), wall_age);
+  ready_[static_cast<int>(batch.kind)].push_back(std::move(batch));
+  ++queued_;
+}
+
+// The next batch that may go: kinds take turns; a v1 meter batch waits while another request for
+// the same customer and meter is in flight. Called with mutex_ held.
+bool Dispatcher::take(Batch& batch) {
+  for (int turn = 0; turn < 3; ++turn) {
+    std::deque<Batch>& queue = ready_[(next_kind_ + turn) % 3];
+    auto it = queue.begin();
+    if (&queue == &ready_[static_cast<int>(BatchKind::kMeterEvent)]) {
+      it = std::find_if(queue.begin(), queue.end(), [this](const Batch& candidate) {
+        return sending_targets_.count(candidate.target) == 0;
+      });
+    }
+    if (it == queue.end()) continue;
+    batch = std::move(*it);
+    queue.erase(it);
+    --queued_;
+    next_kind_ = (next_kind_ + turn + 1) % 3;
+    if (batch.kind == BatchKind::kMeterEvent) sending_targets_.insert(batch.target);
+    return true;
+  }
+  return false;
 }
 
 void Dispatcher::send_loop(int index) {
@@ -446,182 +432,208 @@ void Dispatcher::send_loop(int index) {
   pthread_setname_np(pthread_self(), name.c_str());
   std::unique_lock lock(mutex_);
   while (true) {
-    sender_wake_.wait(lock, [this] {
-      return stopping_ || (!auth_paused_ && next_sendable() != ready_.end());
-    });
+    Batch batch;
+    sender_wake_.wait(lock, [&] { return stopping_ || (!auth_paused_ && take(batch)); });
     if (stopping_) break;
-    const auto next = next_sendable();
-    Batch batch = std::move(*next);
-    ready_.erase(next);
-    const bool serial = batch.sink == Sink::kMeterEvent && batch.target != kStreamTarget;
-    if (serial) sending_targets_.insert(batch.target);
     lock.unlock();
+    const std::string target = batch.target;
+    const bool serial = batch.kind == BatchKind::kMeterEvent;
     try {
-      send(batch);
+      send(std::move(batch));
     } catch (const std::exception& e) {
-      log_->error("stripe_billing sending batch {} failed: {}", batch.id, e.what());
-      finish(batch, false, now_ms());
+      log_->error("stripe_billing sending a batch failed: {}", e.what());
     }
     lock.lock();
     if (serial) {
-      sending_targets_.erase(batch.target);
+      sending_targets_.erase(target);
       sender_wake_.notify_all();
     }
   }
 }
 
-Dispatcher::Attempt Dispatcher::attempt(const Batch& batch) {
-  if (batch.sink == Sink::kUsageRecord) {
-    auto response =
-        client_.post_form(usage_record_path(batch.target),
-                          usage_record_fields(batch.quantity, batch.timestamp),
-                          batch.idempotency_key);
-    Classification result = classify(response);
-    return {std::move(response), std::move(result), "usage_record"};
+std::chrono::milliseconds Dispatcher::age(const Batch& batch) {
+  std::lock_guard lock(mutex_);
+  const auto it = first_seen_.find(batch.id);
+  if (it == first_seen_.end()) {
+    return std::chrono::milliseconds(std::max<std::int64_t>(0, now_ms() - batch.created_ms));
   }
-  const bool stream = batch.target == kStreamTarget;
-  auto response = send_meter_events(batch, stream);
-  Classification result = classify(response);
-  if (!response && is_already_recorded(response.error())) {
-    result = {Outcome::kDelivered, "already_recorded"};
-  } else if (!response && response.error().code == ErrorCode::kStorage) {
-    result = {Outcome::kRetry, "storage"};
-  } else if (!response && response.error().code == ErrorCode::kInvalidConfig) {
-    // Made under a configuration that metered it (a mode or meter changed since): it waits, and
-    // goes once a configuration that meters it runs again.
-    result = {Outcome::kRetry, "meters_not_in_mode"};
-  } else if (result.outcome == Outcome::kItemMissing) {
-    result.outcome = Outcome::kDead;  // no subscription item to look up again
-  }
-  return {std::move(response), std::move(result), stream ? "meter_event_stream" : "meter_event"};
+  return it->second.second + std::chrono::duration_cast<std::chrono::milliseconds>(
+                                 clock_->steady_now() - it->second.first);
 }
 
-Expected<StripeResponse> Dispatcher::send_meter_events(const Batch& batch, bool stream) {
-  auto events = outbox_.batch_events(batch.id);
-  if (!events) return std::move(events).error();
-  std::vector<MeterEvent> meter_events;
-  for (const StoredEvent& event : *events) {
-    const BilledDimension* dimension = config_.dimension(event.dimension);
-    if (dimension == nullptr || dimension->meter_event_name.empty()) {
-      return Error{ErrorCode::kInvalidConfig,
-                   "dimension " + event.dimension + " has no meter in this configuration",
-                   std::nullopt};
-    }
-    meter_events.push_back({dimension->meter_event_name,
-                            meter_event_identifier(event.call_id, event.dimension),
-                            event.customer_id, event.quantity, event.event_time,
-                            dimension->token_type, event.model});
+void Dispatcher::send(Batch batch) {
+  const char* activity = to_string(batch.kind);
+  if (age(batch) >= config_.max_delivery_age()) {
+    // Stripe may have forgotten the key of an earlier attempt: sending now could bill twice.
+    return dead(batch, to_string(Reason::kMaxDeliveryAgeExceeded), SendResult{}, activity);
   }
-  if (!stream) {
-    if (meter_events.size() != 1) {
-      return Error{ErrorCode::kStorage, "a meter event batch must hold exactly one event",
-                   std::nullopt};
-    }
-    return client_.post_form("/v1/billing/meter_events",
-                             meter_event_form(meter_events.front(), config_),
-                             batch.idempotency_key);
-  }
-  nlohmann::json body = nlohmann::json::array();
-  for (const MeterEvent& event : meter_events) body.push_back(meter_stream_event(event, config_));
-  return stream_.send(body);
-}
-
-void Dispatcher::send(const Batch& batch) {
-  const auto started = std::chrono::steady_clock::now();
   metrics_.stripe_requests.fetch_add(1);
-  Attempt outcome = attempt(batch);
-  const auto latency = std::chrono::duration_cast<std::chrono::milliseconds>(
-      std::chrono::steady_clock::now() - started);
-  const auto& response = outcome.response;
-  const Classification& result = outcome.result;
-  const std::string request_id =
-      response ? response->request_id
-               : (response.error().stripe ? response.error().stripe->request_id : "");
-  const std::string detail = response ? "" : response.error().to_string();
-  const std::int64_t now = now_ms();
+  const SendResult result = sender_.send(batch);
+  if (result.verdict.outcome == Outcome::kDelivered) {
+    return on_delivered(batch, result);
+  }
+  on_failed(batch, result, activity);
+}
 
-  switch (result.outcome) {
-    case Outcome::kDelivered:
-      // Counted before the outbox records it: whoever sees the outbox drained sees the counts.
-      metrics_.delivered_requests.fetch_add(1);
-      metrics_.delivered_events.fetch_add(static_cast<std::uint64_t>(batch.events));
-      metrics_.quantity_delivered.fetch_add(static_cast<std::uint64_t>(batch.quantity));
-      if (auto events = outbox_.batch_events(batch.id)) {
-        for (const StoredEvent& event : *events) {
-          metrics_.count_quantity(event.model, static_cast<std::uint64_t>(event.quantity));
-        }
-      }
-      outbox_.batch_delivered(batch.id, request_id, now);
-      log_->info("{}", activity_line(
-          config_.log_format(),
-          {{"activity", outcome.activity}, {"success", true},
-           {"customer", log_safe(batch.customer_key)}, {"customer_id", batch.customer_id},
-           {"target", batch.target}, {"quantity", batch.quantity}, {"events", batch.events},
-           {"batch", batch.id}, {"request_id", request_id}, {"latency_ms", latency.count()},
-           {"attempt", batch.attempts + 1},
-           {"already_recorded", result.reason == "already_recorded"}}));
-      return finish(batch, true);
+void Dispatcher::on_delivered(const Batch& batch, const SendResult& result) {
+  // Counted once, before the outbox records it: whoever sees the outbox drained sees the counts.
+  metrics_.delivered_requests.fetch_add(1);
+  metrics_.delivered_events.fetch_add(static_cast<std::uint64_t>(batch.events));
+  metrics_.quantity_delivered.fetch_add(static_cast<std::uint64_t>(batch.quantity));
+  for (const auto& [model, quantity] : batch.quantity_by_model) {
+    metrics_.count_quantity(model, static_cast<std::uint64_t>(quantity));
+  }
+  log_->info("{}", activity_line(
+      config_.log_format(),
+      {{"activity", to_string(batch.kind)}, {"success", true},
+       {"customer", log_safe(batch.customer_key)}, {"customer_id", batch.customer_id},
+       {"target", batch.target}, {"quantity", batch.quantity}, {"events", batch.events},
+       {"batch", batch.id}, {"request_id", result.request_id},
+       {"latency_ms", result.latency.count()}, {"attempt", batch.attempts + 1},
+       {"already_recorded", result.verdict.reason == "already_recorded"}}));
+  PendingWrite outcome{PendingWrite::Kind::kDelivered, batch};
+  outcome.request_id = result.request_id;
+  outcome.now_ms = now_ms();
+  write(std::move(outcome));
+}
+
+void Dispatcher::on_failed(const Batch& batch, const SendResult& result, const char* activity) {
+  const Classification& verdict = result.verdict;
+  const std::int64_t now = now_ms();
+  switch (verdict.outcome) {
+    case Outcome::kDelivered: return;
     case Outcome::kItemMissing: {
       for (const BilledDimension& dimension : config_.dimensions()) {
         resolver_.invalidate(batch.customer_key, dimension.price_id);
       }
-      outbox_.dissolve_batch(batch.id);
       log_->warn("stripe_billing subscription item {} is gone; looking customer {} up again",
                  batch.target, log_safe(batch.customer_key));
-      finish(batch, true);
-      return wake();
+      write(PendingWrite{PendingWrite::Kind::kDissolve, batch});
+      return;
     }
-    case Outcome::kPause:
-      pause_for_auth(result.reason);
-      outbox_.batch_retry_later(batch.id, batch.attempts, now, detail);
-      return finish(batch, false, now);
+    case Outcome::kPause: {
+      pause_for_auth(verdict.reason);
+      PendingWrite outcome{PendingWrite::Kind::kRetry, batch, batch.attempts, now};
+      outcome.detail = result.detail;
+      write(std::move(outcome));
+      return;
+    }
     case Outcome::kRetry: {
-      if (result.reason == "aborted") return finish(batch, false, now);  // shutdown: no attempt
-      const int attempts = batch.attempts + 1;
-      const auto age = std::chrono::milliseconds(now - batch.created_ms);
-      if (age < config_.max_delivery_age()) {
-        const auto delay = backoff(attempts);
-        outbox_.batch_retry_later(batch.id, attempts, now + delay.count(), detail);
-        metrics_.retries.fetch_add(1);
-        finish(batch, false, now + delay.count());
-        log_->warn("{}", activity_line(
-            config_.log_format(),
-            {{"activity", outcome.activity}, {"success", false}, {"outcome", "retry"},
-             {"reason", result.reason}, {"customer", log_safe(batch.customer_key)},
-             {"batch", batch.id}, {"attempt", attempts}, {"next_in_ms", delay.count()},
-             {"request_id", request_id}, {"latency_ms", latency.count()},
-             {"detail", log_safe(detail, 300)}}));
+      if (!verdict.attempted) {  // shutdown aborted it: no attempt, due again as it was
+        write(PendingWrite{PendingWrite::Kind::kRelease, batch});
         return;
       }
-      return dead(batch, outcome.activity, "max_delivery_age_exceeded", request_id, detail);
+      if (age(batch) >= config_.max_delivery_age()) {
+        return dead(batch, to_string(Reason::kMaxDeliveryAgeExceeded), result, activity);
+      }
+      const int attempts = batch.attempts + 1;
+      std::uniform_real_distribution<double> jitter(0.5, 1.0);
+      std::chrono::milliseconds delay;
+      {
+        std::lock_guard lock(mutex_);
+        delay = retry_policy_.retry_delay(attempts, jitter(random_), verdict);
+      }
+      metrics_.retries.fetch_add(1);
+      log_->warn("{}", activity_line(
+          config_.log_format(),
+          {{"activity", activity}, {"success", false}, {"outcome", "retry"},
+           {"reason", verdict.reason}, {"customer", log_safe(batch.customer_key)},
+           {"batch", batch.id}, {"attempt", attempts}, {"next_in_ms", delay.count()},
+           {"request_id", result.request_id}, {"latency_ms", result.latency.count()},
+           {"detail", log_safe(result.detail, 300)}}));
+      PendingWrite outcome{PendingWrite::Kind::kRetry, batch, attempts, now + delay.count()};
+      outcome.detail = result.detail;
+      write(std::move(outcome));
+      return;
     }
-    case Outcome::kDead:
-      return dead(batch, outcome.activity, result.reason, request_id, detail);
+    case Outcome::kDead: return dead(batch, verdict.reason, result, activity);
   }
 }
 
-void Dispatcher::dead(const Batch& batch, const char* activity, const std::string& reason,
-                      const std::string& request_id, const std::string& detail) {
+void Dispatcher::dead(const Batch& batch, const std::string& reason, const SendResult& result,
+                      const char* activity) {
   metrics_.failed_events.fetch_add(static_cast<std::uint64_t>(batch.events));
   metrics_.count_reason(reason, static_cast<std::uint64_t>(batch.events));
-  outbox_.batch_dead(batch.id, reason, request_id);
   log_->error("{}", activity_line(
       config_.log_format(),
       {{"activity", activity}, {"success", false}, {"outcome", "dead"}, {"reason", reason},
        {"customer", log_safe(batch.customer_key)}, {"target", batch.target},
        {"quantity", batch.quantity}, {"events", batch.events}, {"batch", batch.id},
-       {"request_id", request_id}, {"detail", log_safe(detail, 300)}}));
-  finish(batch, true);
+       {"request_id", result.request_id}, {"detail", log_safe(result.detail, 300)}}));
+  PendingWrite outcome{PendingWrite::Kind::kDead, batch};
+  outcome.reason = reason;
+  outcome.request_id = result.request_id;
+  outcome.now_ms = now_ms();
+  write(std::move(outcome));
 }
 
-void Dispatcher::finish(const Batch& batch, bool release_target, std::int64_t retry_at_ms) {
+void Dispatcher::write(PendingWrite outcome) {
+  if (apply(outcome)) return;
+  metrics_.count_reason(to_string(Reason::kOutcomeUnrecorded));
+  log_->error("stripe_billing cannot write the outcome of batch {} to the outbox; it is kept in "
+              "memory and written again, and the batch is not sent again",
+              outcome.batch.id);
   std::lock_guard lock(mutex_);
-  claimed_.erase(batch.id);
+  unrecorded_.push_back(std::move(outcome));
   progress_.notify_all();
-  if (retry_at_ms >= 0) batches_due_ms_ = std::min(batches_due_ms_, retry_at_ms);
-  // An item's window opens again: its pending events can make the next batch.
-  if (release_target && open_targets_.erase(batch.target) != 0) {
-    woken_ = true;
+}
+
+// True once the outbox has it (or it was no longer ours to record).
+bool Dispatcher::apply(const PendingWrite& outcome) {
+  const Batch& batch = outcome.batch;
+  Expected<bool> recorded = false;
+  std::optional<std::int64_t> retry_at;
+  switch (outcome.kind) {
+    case PendingWrite::Kind::kDelivered:
+      recorded = outbox_.batch_delivered(batch, outcome.request_id, outcome.now_ms);
+      break;
+    case PendingWrite::Kind::kDead:
+      recorded = outbox_.batch_dead(batch, outcome.reason, outcome.request_id, outcome.now_ms);
+      break;
+    case PendingWrite::Kind::kDissolve:
+      recorded = outbox_.dissolve_batch(batch);
+      break;
+    case PendingWrite::Kind::kRetry:
+      recorded = outbox_.batch_retry_later(batch, outcome.attempts, outcome.next_attempt_ms,
+                                           outcome.detail);
+      retry_at = outcome.next_attempt_ms;
+      break;
+    case PendingWrite::Kind::kRelease:
+      recorded = outbox_.release(batch);
+      retry_at = 0;
+      break;
+  }
+  if (!recorded) return false;
+  if (!*recorded) {
+    log_->warn("stripe_billing batch {} is no longer held by this process; its outcome was not "
+               "recorded",
+               batch.id);
+  }
+  finish(batch, retry_at);
+  if (outcome.kind == PendingWrite::Kind::kDissolve) {
+    std::lock_guard lock(mutex_);
+    full_round_ = true;
+    planner_wake_.notify_one();
+  }
+  return true;
+}
+
+void Dispatcher::finish(const Batch& batch, std::optional<std::int64_t> retry_at_ms) {
+  std::lock_guard lock(mutex_);
+  progress_.notify_all();
+  if (retry_at_ms) {
+    if (*retry_at_ms == 0) {
+      unclaimed_ = true;
+    } else if (batches_due_ms_ == 0 || *retry_at_ms < batches_due_ms_) {
+      batches_due_ms_ = *retry_at_ms;
+    }
+    planner_wake_.notify_one();
+    return;
+  }
+  first_seen_.erase(batch.id);
+  // An item's window opens again: its pending rows can make the next batch.
+  if (batch.kind == BatchKind::kUsageRecord && busy_items_.erase(batch.target) != 0) {
+    full_round_ = true;
     planner_wake_.notify_one();
   }
 }
@@ -631,10 +643,8 @@ void Dispatcher::pause_for_auth(const std::string& reason) {
   const auto probe_ms =
       std::chrono::duration_cast<std::chrono::milliseconds>(config_.auth_probe_interval()).count();
   next_probe_ms_ = now_ms() + probe_ms;
-  if (!auth_paused_) {
-    auth_paused_ = true;
-  }
-  const auto now = std::chrono::steady_clock::now();
+  auth_paused_ = true;
+  const SteadyTime now = clock_->steady_now();
   if (now - last_auth_alarm_ >= std::chrono::minutes(1)) {
     last_auth_alarm_ = now;
     log_->error("stripe_billing Stripe refused the API key {} ({}): sending paused, events are "
@@ -648,8 +658,7 @@ bool Dispatcher::probe_auth() {
   auto response = config_.uses_usage_records()
                       ? client_.get("/v1/prices/" + encode_path_segment(config_.price_id()))
                       : client_.get("/v1/billing/meters", {{"limit", "1"}});
-  const Outcome outcome = classify(response).outcome;
-  if (outcome == Outcome::kPause) {
+  if (classify(RequestKind::kLookup, response).outcome == Outcome::kPause) {
     pause_for_auth("probe refused");
     return false;
   }

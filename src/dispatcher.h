@@ -1,16 +1,25 @@
-// Moves usage from the outbox to Stripe. One planner thread ("sb-dispatch") turns pending events
-// into batches and persists each batch with its idempotency key before anything is sent:
-//   - usage records: each customer key resolves to the subscription item of the dimension's
-//     price; an item's events over the aggregation window become one record, never mixing
-//     billing periods;
-//   - v1 meter events: one batch per event (its identifier comes from the call id), sent at most
-//     one at a time per customer and meter, as Stripe allows;
-//   - the v2 stream: up to 100 events of any customers per batch, once 100 are ready or the
-//     oldest has waited the aggregation window.
-// Sender threads ("sb-send-N") send batches through the rate-limited client and record the
-// outcome: delivered (for meters also "already recorded"), retry later (exponential backoff,
-// persisted, until the maximum age), dead with Stripe's reason, item gone (look it up again), or
-// key refused (pause all sending and probe until the key works).
+// Moves usage from the outbox to Stripe: the threads, queues and wake-ups around the planner
+// (planner.h), the lookups (lookups.h) and the sender (sender.h). Nothing here decides what a
+// batch is or what an answer means; it schedules.
+//
+// "sb-dispatch", the planner thread, in each round:
+//   housekeeping: outcomes not yet written, the file's identity, a WAL checkpoint, operators'
+//                 requeues, a step of pruning the ledger
+//   claim:        batches whose retry is due, or that were stored while the queue was full
+//   plan:         pending rows -> planner::plan -> one write of parks, kills and new batches,
+//                 each batch persisted with its idempotency key before it is queued
+// "sb-send-N", the senders: take a batch from the queues (round robin over usage records, v1
+//   meter events and the stream, so no kind starves another; one v1 request at a time per
+//   customer and meter), refuse it when older than the maximum delivery age, send it, and record
+//   the verdict: delivered, retry with backoff (or Stripe's Retry-After), dead with the reason,
+//   item gone (the rows go back to pending), or key refused (sending pauses; the planner probes
+//   until the key works). An outcome the outbox cannot record is kept and written again; the
+//   batch is never sent twice for it.
+// "sb-lookup" (Lookups) answers the planner's customer lookups.
+//
+// At most kMaxQueued batches are in memory; the rest wait in the outbox, claimed as room frees.
+// Ages are measured on the monotonic clock from when this process first saw a batch, so a jump
+// of the wall clock neither kills fresh batches nor keeps old ones.
 //
 // Thread-safe. Nothing here runs on the host's thread.
 #pragma once
@@ -19,19 +28,25 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <random>
 #include <set>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "batch.h"
 #include "customer_resolver.h"
+#include "lookups.h"
 #include "meter_event_stream.h"
 #include "metrics.h"
 #include "outbox.h"
+#include "planner.h"
 #include "retry_policy.h"
+#include "sender.h"
 #include "stripe_billing/config.h"
 #include "stripe_billing/stripe_client.h"
 
@@ -44,99 +59,107 @@ namespace stripe_billing {
 class Dispatcher {
  public:
   using SteadyTime = std::chrono::steady_clock::time_point;
+  static constexpr std::size_t kMaxQueued = 2048;
 
-  // `stream` sends v2 batches: those of mode meter_event_stream, and any made under it before.
   Dispatcher(const FinalizedConfig& config, Outbox& outbox, const StripeClient& client,
              MeterEventStream& stream, CustomerResolver& resolver, Metrics& metrics,
              std::shared_ptr<spdlog::logger> log, std::shared_ptr<Clock> clock);
-  ~Dispatcher();  // stop() with a 5 s deadline
+  ~Dispatcher();  // stop()
   Dispatcher(const Dispatcher&) = delete;
   Dispatcher& operator=(const Dispatcher&) = delete;
 
-  void wake();  // new pending events were committed
-  // Sends everything that can go now (the aggregation window is not waited out). True when no
-  // event is pending or in an undelivered batch.
+  void wake();  // new pending rows were committed
+  // Sends everything that can go now (aggregation windows are not waited out). True when no
+  // row is pending or in an undelivered batch.
   bool drain(SteadyTime deadline);
-  // drain(deadline), then stop: the caller aborts in-flight requests through the transport
-  // first; aborted attempts are not counted. Joins every thread.
+  // Stops the threads: the caller aborts in-flight requests through the transport first;
+  // aborted attempts are not counted. Queued batches go back to the outbox unattempted.
   void stop();
   bool paused() const;
+  std::size_t queued() const;
 
  private:
-  // One planning pass's events of one (sink, dimension, customer key).
-  struct Group {
-    Sink sink = Sink::kUsageRecord;
-    const BilledDimension* dimension = nullptr;
-    std::string customer_key;
-    std::vector<StoredEvent> events;
-  };
-  struct Attempt {
-    Expected<StripeResponse> response;
-    Classification result;
-    const char* activity;
+  // An outcome to write to the outbox, kept until the write succeeds.
+  struct PendingWrite {
+    enum class Kind { kDelivered, kRetry, kDead, kDissolve, kRelease };
+    PendingWrite(Kind kind_, Batch batch_, int attempts_ = 0, std::int64_t next_attempt_ms_ = 0)
+        : kind(kind_),
+          batch(std::move(batch_)),
+          attempts(attempts_),
+          next_attempt_ms(next_attempt_ms_) {}
+    Kind kind = Kind::kRelease;
+    Batch batch;
+    int attempts = 0;
+    std::int64_t next_attempt_ms = 0;
+    std::string reason;
+    std::string request_id;
+    std::string detail;
+    std::int64_t now_ms = 0;
   };
 
   void plan_loop();
   void send_loop(int index);
-  std::chrono::milliseconds plan_round();
-  void queue_due_batches(std::int64_t now_ms);
-  std::int64_t batch_pending_events(std::int64_t now_ms, bool force);
-  std::vector<Group> group_events(std::vector<StoredEvent> events);
-  // False when the group's sink must wait: the key is refused (sending pauses) or Stripe is
-  // failing (the sink's lookups back off).
-  bool handle_lookup_failure(const Group& group, const Error& error, std::int64_t now_ms);
-  void plan_usage_records(Group& group, const BillingTarget& target, std::int64_t now_ms,
-                          bool force, std::int64_t& next_ready, std::vector<NewBatch>& out);
-  void plan_meter_events(Group& group, const BillingTarget& target, std::int64_t now_ms,
-                         std::vector<NewBatch>& out, std::vector<BatchMember>& stream,
-                         std::vector<StoredEvent>& stream_events);
-  void plan_stream_batches(std::vector<BatchMember>& members, std::vector<StoredEvent>& events,
-                           std::int64_t now_ms, bool force, std::int64_t& next_ready,
-                           std::vector<NewBatch>& out);
-  void persist_and_queue(std::vector<NewBatch> batches, std::int64_t now_ms);
-  std::deque<Batch>::iterator next_sendable();
-  void send(const Batch& batch);
-  Attempt attempt(const Batch& batch);
-  Expected<StripeResponse> send_meter_events(const Batch& batch, bool stream);
-  // Releases the claim; `retry_at_ms` >= 0: the batch stays in the outbox, due then.
-  void finish(const Batch& batch, bool release_target, std::int64_t retry_at_ms = -1);
-  void dead(const Batch& batch, const char* activity, const std::string& reason,
-            const std::string& request_id, const std::string& detail);
+  std::chrono::milliseconds plan_round(bool full);
+  void housekeeping(std::int64_t now_ms);
+  void follow_clock_jump(std::int64_t now_ms);
+  void claim_due(std::int64_t now_ms);
+  std::int64_t plan_pending(std::int64_t now_ms, bool full, bool force);
+  void enqueue(Batch batch, std::int64_t now_ms);  // mutex_ held
+  bool take(Batch& batch);                          // mutex_ held
+  void send(Batch batch);
+  void on_delivered(const Batch& batch, const SendResult& result);
+  void on_failed(const Batch& batch, const SendResult& result, const char* activity);
+  void dead(const Batch& batch, const std::string& reason, const SendResult& result,
+            const char* activity);
+  void write(PendingWrite outcome);  // records it, or keeps it for the next round
+  bool apply(const PendingWrite& outcome);
+  // `retry_at_ms`: the batch is due again then (0: at once); nullopt: its outcome is final.
+  void finish(const Batch& batch, std::optional<std::int64_t> retry_at_ms);
+  std::chrono::milliseconds age(const Batch& batch);
   void pause_for_auth(const std::string& reason);
   bool probe_auth();
   std::int64_t now_ms() const;
-  std::chrono::milliseconds backoff(int attempt);
 
   const FinalizedConfig& config_;
   Outbox& outbox_;
   const StripeClient& client_;
-  MeterEventStream& stream_;
   CustomerResolver& resolver_;
   Metrics& metrics_;
   std::shared_ptr<spdlog::logger> log_;
   std::shared_ptr<Clock> clock_;
-  RetryPolicy retry_policy_;
+  const RetryPolicy retry_policy_;
+  const Sender sender_;
+  Lookups lookups_;
 
   mutable std::mutex mutex_;
   std::condition_variable planner_wake_;
   std::condition_variable sender_wake_;
   std::condition_variable progress_;
-  std::deque<Batch> ready_;
-  std::set<std::int64_t> claimed_;       // batch ids queued or being sent
-  std::set<std::string> open_targets_;   // items with an undelivered batch (window > 0)
-  std::set<std::string> sending_targets_;  // v1 meter targets with a request in flight
-  bool woken_ = false;
+  std::deque<Batch> ready_[3];  // by BatchKind
+  std::size_t queued_ = 0;      // in ready_
+  int next_kind_ = 0;           // round robin over ready_
+  std::set<std::string> busy_items_;        // items with an undelivered batch (window > 0)
+  std::set<std::string> sending_targets_;   // v1 meter targets with a request in flight
+  // When this process first saw each batch it holds: (monotonic time, wall age then).
+  std::map<std::int64_t, std::pair<SteadyTime, std::chrono::milliseconds>> first_seen_;
+  std::vector<PendingWrite> unrecorded_;  // outcomes the outbox could not write yet
+  bool committed_ = false;  // new rows since the last round (read incrementally)
+  bool full_round_ = true;  // something else changed: read every pending row
+  bool unclaimed_ = true;   // the outbox may hold batches not queued (queue full, a restart)
   int draining_ = 0;
   bool stopping_ = false;
   bool auth_paused_ = false;
   std::int64_t next_probe_ms_ = 0;
-  std::int64_t batches_due_ms_ = 0;  // when the outbox may hold a due batch not yet queued
-  // Per sink (usage records, meter events): lookups back off on their own.
-  std::int64_t lookup_retry_ms_[2] = {0, 0};
-  int lookup_failures_[2] = {0, 0};
-  std::int64_t last_prune_ms_ = 0;
-  std::chrono::steady_clock::time_point last_auth_alarm_{};
+  std::int64_t batches_due_ms_ = 0;  // when a retry may be due in the outbox
+  std::int64_t last_read_id_ = 0;    // the highest row id the planner has read
+  std::int64_t last_claim_ms_ = 0;
   std::mt19937 random_{std::random_device{}()};
+  SteadyTime last_auth_alarm_{};
+  SteadyTime last_file_check_{};
+  SteadyTime last_file_alarm_{};
+  SteadyTime last_prune_{};
+  bool pruning_ = false;
+  std::optional<std::int64_t> clock_offset_ms_;  // wall minus monotonic, to notice a jump
 
   std::thread planner_;
   std::vector<std::thread> senders_;

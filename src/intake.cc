@@ -3,6 +3,8 @@
 #include <pthread.h>
 
 #include <algorithm>
+#include <cmath>
+#include <cstdio>
 #include <random>
 
 #include <spdlog/logger.h>
@@ -11,6 +13,7 @@
 #include "charge_by.h"
 #include "customer_resolver.h"
 #include "meter_event.h"
+#include "reasons.h"
 #include "usage_record.h"
 
 namespace stripe_billing {
@@ -40,6 +43,26 @@ std::string bounded(const std::string& text) {
 
 }  // namespace
 
+std::optional<std::string> derived_call_id(const HandedEvent& event) {
+  if (!event.end_time) return std::nullopt;
+  const auto ns = [](const std::optional<TimePoint>& time) {
+    return time ? std::to_string(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                     time->time_since_epoch()).count())
+                : std::string("-");
+  };
+  const auto count = [](const std::optional<std::int64_t>& value) {
+    return value ? std::to_string(*value) : std::string("-");
+  };
+  char cost[40] = "-";
+  if (event.response_cost) std::snprintf(cost, sizeof cost, "%.17g", *event.response_cost);
+  const std::string identity = event.customer_key + '\n' + event.model + '\n' +
+                               ns(event.start_time) + '\n' + ns(event.end_time) + '\n' +
+                               count(event.tokens.prompt) + '\n' +
+                               count(event.tokens.completion) + '\n' +
+                               count(event.tokens.total) + '\n' + cost;
+  return "derived-" + hashed_id(identity);
+}
+
 std::string stable_call_key(const std::string& call_id) {
   if (call_id.size() <= kMaxStoredText && is_valid_utf8(call_id)) return call_id;
   return "hash:" + hashed_id(call_id);
@@ -62,41 +85,50 @@ Intake::~Intake() { stop(std::chrono::steady_clock::now() + std::chrono::seconds
 void Intake::submit(const UsageEvent& event) noexcept {
   metrics_.received.fetch_add(1, std::memory_order_relaxed);
   try {
+    const CustomerKey customer = charge_by_value(event, config_);
     HandedEvent handed{event.call_id,
                        event.model,
-                       charge_by_value(event, config_.charge_by()),
+                       std::string(customer.value),
+                       customer.refused,
                        {event.prompt_tokens, event.completion_tokens, event.total_tokens},
                        event.response_cost,
+                       event.start_time,
                        event.end_time};
-    std::unique_lock lock(mutex_);
-    if (!accepting_) {
-      metrics_.dropped_shutdown.fetch_add(1, std::memory_order_relaxed);
-      return;
+    std::uint64_t sequence;
+    {
+      std::lock_guard lock(mutex_);
+      if (!accepting_) {
+        metrics_.dropped_shutdown.fetch_add(1, std::memory_order_relaxed);
+        return;
+      }
+      if (in_memory_ >= config_.queue_capacity()) {
+        metrics_.lost.fetch_add(1, std::memory_order_relaxed);
+        return;
+      }
+      buffer_.push_back(std::move(handed));
+      ++in_memory_;
+      sequence = ++submitted_;
+      const bool sync = config_.durability() == Durability::kSync;
+      if (writer_waiting_ && (sync || buffer_.size() == kGroupSize)) wake_writer_.notify_one();
+      if (!sync) return;
     }
-    if (in_memory_ >= config_.queue_capacity()) {
-      metrics_.lost.fetch_add(1, std::memory_order_relaxed);
-      return;
-    }
-    buffer_.push_back(std::move(handed));
-    ++in_memory_;
-    const std::uint64_t sequence = ++submitted_;
-    if (config_.durability() == Durability::kSync) {
-      wake_writer_.notify_one();
-      committed_.wait_for(lock, config_.sync_timeout(), [&] { return written_ >= sequence; });
-    } else if (buffer_.size() == kGroupSize) {
-      wake_writer_.notify_one();
-    }
+    std::unique_lock lock(commit_mutex_);
+    committed_.wait_for(lock, config_.sync_timeout(), [&] { return written_.load() >= sequence; });
   } catch (...) {
     metrics_.lost.fetch_add(1, std::memory_order_relaxed);
   }
 }
 
 bool Intake::flush(SteadyTime deadline) noexcept {
-  std::unique_lock lock(mutex_);
-  const std::uint64_t target = submitted_;
-  flush_requested_ = true;
-  wake_writer_.notify_one();
-  return committed_.wait_until(lock, deadline, [&] { return written_ >= target; });
+  std::uint64_t target;
+  {
+    std::lock_guard lock(mutex_);
+    target = submitted_;
+    flush_requested_ = true;
+    wake_writer_.notify_one();
+  }
+  std::unique_lock lock(commit_mutex_);
+  return committed_.wait_until(lock, deadline, [&] { return written_.load() >= target; });
 }
 
 void Intake::stop(SteadyTime deadline) noexcept {
@@ -105,7 +137,12 @@ void Intake::stop(SteadyTime deadline) noexcept {
     if (!writer_.joinable()) return;
     accepting_ = false;
   }
-  flush(deadline);
+  if (!flush(deadline)) {
+    // The writer cannot store everything in time (the outbox is locked or the disk stalls): it
+    // stops trying, counts what is left as lost, and returns.
+    abandon_ = true;
+    outbox_.interrupt_writes();
+  }
   {
     std::lock_guard lock(mutex_);
     stopping_ = true;
@@ -119,21 +156,38 @@ std::size_t Intake::buffered() const {
   return in_memory_;
 }
 
+bool Intake::abandoned() const { return abandon_.load(std::memory_order_relaxed); }
+
+void Intake::publish(std::uint64_t sequence) {
+  {
+    std::lock_guard lock(commit_mutex_);
+    written_.store(sequence);
+  }
+  committed_.notify_all();
+}
+
 void Intake::run() {
   pthread_setname_np(pthread_self(), "sb-writer");
   std::vector<HandedEvent> group;
+  const bool sync = config_.durability() == Durability::kSync;
   std::unique_lock lock(mutex_);
   while (true) {
-    if (config_.durability() == Durability::kSync) {
-      wake_writer_.wait(lock, [this] { return stopping_ || !buffer_.empty(); });
+    writer_waiting_ = true;
+    if (sync) {
+      wake_writer_.wait(lock, [this] { return stopping_ || flush_requested_ || !buffer_.empty(); });
     } else {
       // Group commit: wait out the interval unless a full group or a flush asks sooner.
       wake_writer_.wait_for(lock, config_.commit_interval(), [this] {
         return stopping_ || flush_requested_ || buffer_.size() >= kGroupSize;
       });
     }
+    writer_waiting_ = false;
     flush_requested_ = false;
     if (buffer_.empty()) {
+      const std::uint64_t sequence = submitted_;
+      lock.unlock();
+      publish(sequence);
+      lock.lock();
       if (stopping_) break;
       continue;
     }
@@ -148,10 +202,9 @@ void Intake::run() {
     // After a burst, give the memory back: the two vectors trade places each round, so both
     // would otherwise keep the burst's capacity for good.
     if (group.capacity() > 4 * kGroupSize) group.shrink_to_fit();
+    publish(sequence);
     lock.lock();
     in_memory_ -= stored;
-    written_ = sequence;
-    committed_.notify_all();
   }
 }
 
@@ -161,11 +214,22 @@ void Intake::write(std::vector<HandedEvent>& events) {
   std::vector<NewEvent> rows;
   rows.reserve(std::min(events.size(), kGroupSize) * sinks_.size() *
                config_.dimensions().size());
+  std::size_t handled = 0;
   for (HandedEvent& event : events) {
+    if (abandoned()) break;
     add_rows(event, now_ms, rows);
+    ++handled;
     if (rows.size() >= kGroupSize) store(rows);
   }
   store(rows);
+  if (handled < events.size()) {
+    const std::size_t left = events.size() - handled;
+    metrics_.lost.fetch_add(left);
+    metrics_.count_reason(to_string(Reason::kShutdownDeadline), left);
+    log_->error("stripe_billing LOST {} usage events: the shutdown deadline passed before the "
+                "outbox could store them",
+                left);
+  }
 }
 
 void Intake::store(std::vector<NewEvent>& rows) {
@@ -176,12 +240,13 @@ void Intake::store(std::vector<NewEvent>& rows) {
   for (const NewEvent& row : rows) pending += row.state == EventState::kPending ? 1 : 0;
   rows.clear();
   if (!result) {
+    const Reason reason = abandoned() ? Reason::kShutdownDeadline : Reason::kOutboxUnwritable;
     metrics_.lost.fetch_add(count);
-    metrics_.count_reason("outbox_unwritable", count);
+    metrics_.count_reason(to_string(reason), count);
     const auto now = std::chrono::steady_clock::now();
-    if (now - last_storage_alarm_ >= std::chrono::minutes(1)) {
+    if (abandoned() || now - last_storage_alarm_ >= std::chrono::minutes(1)) {
       last_storage_alarm_ = now;
-      log_->error("stripe_billing LOST {} usage events: the outbox cannot be written ({}); "
+      log_->error("stripe_billing LOST {} usage rows: the outbox cannot be written ({}); "
                   "billing continues to be attempted for new events",
                   count, result.error().message);
     }
@@ -195,9 +260,21 @@ void Intake::store(std::vector<NewEvent>& rows) {
 // One row per billed dimension and sink: total_tokens bills one quantity, split two; dual mode
 // stores each once for usage records and once for meter events.
 void Intake::add_rows(HandedEvent& event, std::int64_t now_ms, std::vector<NewEvent>& rows) {
+  const bool cost_refused = event.response_cost && !std::isfinite(*event.response_cost);
+  if (cost_refused) {
+    // A host's NaN or infinity: no cost at all (dead as invalid_cost in cost mode), never a row
+    // that cannot be stored; the token counts still bill.
+    event.response_cost.reset();
+    metrics_.count_reason(to_string(Reason::kNonFiniteCost));
+  }
   if (event.call_id.empty()) {
-    event.call_id = generated_call_id();
-    metrics_.count_reason("generated_call_id");
+    if (auto derived = derived_call_id(event)) {
+      event.call_id = std::move(*derived);
+      metrics_.count_reason(to_string(Reason::kDerivedCallId));
+    } else {
+      event.call_id = generated_call_id();
+      metrics_.count_reason(to_string(Reason::kGeneratedCallId));
+    }
   }
   NewEvent common;
   common.call_id = stable_call_key(event.call_id);
@@ -211,11 +288,15 @@ void Intake::add_rows(HandedEvent& event, std::int64_t now_ms, std::vector<NewEv
   common.state = EventState::kPending;
   if (event.customer_key.empty()) {
     common.state = EventState::kParked;
-    common.reason = "missing_customer";
+    // The request named a customer the configuration does not let a caller choose: kept, and
+    // billed once an operator decides (STRIPE_TRUST_REQUEST_USER, then `stripe-billing retry`).
+    common.reason = event.refused != RequestUserRefusal::kNone
+                        ? to_string(event.refused)
+                        : to_string(Reason::kMissingCustomer);
   } else if (event.customer_key.size() > kMaxMetadataValue || !is_valid_utf8(event.customer_key)) {
     common.customer_key = log_safe(event.customer_key, 100);
     common.state = EventState::kDead;
-    common.reason = "invalid_customer_key";
+    common.reason = to_string(Reason::kInvalidCustomerKey);
   } else {
     common.customer_key = std::move(event.customer_key);
   }
@@ -239,6 +320,7 @@ void Intake::add_rows(HandedEvent& event, std::int64_t now_ms, std::vector<NewEv
     if (quantity.verdict != QuantityCheck::Verdict::kBill) {
       row.state = EventState::kDead;
       row.reason = quantity.reason();
+      if (cost && cost_refused) row.reason = to_string(Reason::kInvalidCost);
     }
     if (row.state != EventState::kPending) metrics_.count_reason(row.reason, sinks_.size());
     if (row.state != EventState::kPending && may_warn()) {
@@ -251,20 +333,8 @@ void Intake::add_rows(HandedEvent& event, std::int64_t now_ms, std::vector<NewEv
     }
     for (std::size_t i = 0; i < sinks_.size(); ++i) {
       rows.push_back(i + 1 == sinks_.size() ? std::move(row) : row);
-      NewEvent& stored = rows.back();
-      stored.sink = sinks_[i];
-      // A cost row's quantity is rounded when stored: at most one unit above its amount.
-      const std::int64_t value = stored.amount_micros
-                                     ? *stored.amount_micros / kMicrosPerUnit + 1
-                                     : stored.quantity;
-      if (stored.sink == Sink::kMeterEvent && stored.state == EventState::kPending &&
-          value > kMaxMeterValue) {
-        // Stripe refuses meter values of more than 15 significant digits.
-        stored.state = EventState::kDead;
-        stored.reason = "meter_value_too_large";
-        stored.amount_micros.reset();
-        metrics_.count_reason(stored.reason);
-      }
+      // Every quantity fits Stripe's 15 significant digits: STRIPE_MAX_QUANTITY cannot be more.
+      rows.back().sink = sinks_[i];
     }
   }
 }

@@ -15,19 +15,23 @@ bool is_session_expired(const Error& error) {
          error.stripe->code == "billing_meter_event_session_expired";
 }
 
+bool is_token_refused(const Error& error) {
+  return error.stripe && (error.stripe->http_status == 401 || error.stripe->http_status == 403);
+}
+
 MeterEventStream::MeterEventStream(HttpTransport& transport, const StripeClient& client,
                                    const FinalizedConfig& config, std::shared_ptr<Clock> clock)
     : transport_(transport), client_(client), config_(config), clock_(std::move(clock)) {}
 
-Expected<StripeResponse> MeterEventStream::send(const nlohmann::json& events) {
+MeterEventStream::Answer MeterEventStream::send(const nlohmann::json& events) {
   const std::string body = nlohmann::json{{"events", events}}.dump();
   auto current = session(false);
-  if (!current) return std::move(current).error();
+  if (!current) return {std::move(current).error(), true};
   auto response = post(*current, body);
-  if (response || !is_session_expired(response.error())) return response;
+  if (response || !is_token_refused(response.error())) return {std::move(response), false};
   auto renewed = session(true);
-  if (!renewed) return std::move(renewed).error();
-  return post(*renewed, body);
+  if (!renewed) return {std::move(renewed).error(), true};
+  return {post(*renewed, body), false};
 }
 
 std::uint64_t MeterEventStream::sessions_created() const {
@@ -71,6 +75,7 @@ Expected<StripeResponse> MeterEventStream::post(const Session& session, const st
   HttpRequest request;
   request.method = "POST";
   request.url = config_.meter_stream_base() + "/v2/billing/meter_event_stream";
+  request.endpoint = Endpoint::kMeterEventStream;
   request.body = body;
   request.timeout = config_.timeout();
   request.headers = {{"Authorization", "Bearer " + session.token.reveal()},

@@ -1,9 +1,9 @@
 // Stripe's v2 meter event stream: a session minted with the secret key
 // (POST /v2/billing/meter_event_session on the API base) whose token authenticates JSON batches
 // of up to 100 events to /v2/billing/meter_event_stream on the stream base. The token is cached
-// and renewed a minute before it expires (sessions live 15 minutes); when Stripe answers that
-// the session expired, a new one is minted and the same events are sent again once, with the
-// same identifiers, so Stripe counts each once.
+// and renewed a minute before it expires (sessions live 15 minutes); when Stripe refuses the token
+// (401: expired, or any other reason), a new session is minted and the same events are sent again
+// once, with the same identifiers, so Stripe counts each once.
 //
 // Thread-safe: senders share one session. The token is a credential: it is never logged.
 #pragma once
@@ -27,8 +27,12 @@ class MeterEventStream {
   MeterEventStream(HttpTransport& transport, const StripeClient& client,
                    const FinalizedConfig& config, std::shared_ptr<Clock> clock);
 
+  struct Answer {
+    Expected<StripeResponse> result;
+    bool session_failed = false;  // minting the session failed: `result` is that answer
+  };
   // Sends {"events": events}; success is Stripe's `{}`.
-  Expected<StripeResponse> send(const nlohmann::json& events);
+  Answer send(const nlohmann::json& events);
 
   std::uint64_t sessions_created() const;
 
@@ -54,5 +58,7 @@ class MeterEventStream {
 
 // Stripe's answer that a stream session's token has expired.
 bool is_session_expired(const Error& error);
+// Stripe refused a stream session's token (expired or otherwise): mint a new session.
+bool is_token_refused(const Error& error);
 
 }  // namespace stripe_billing

@@ -26,7 +26,7 @@ Expected<HttpResponse> MeteredTransport::send(const HttpRequest& request) {
   auto response = inner_->send(request);
   // A transfer aborted at shutdown was not an answer from Stripe: not counted.
   if (!response && response.error().code == ErrorCode::kAborted) return response;
-  metrics_.count_request(endpoint_label(request.url), status_class(response),
+  metrics_.count_request(to_string(request.endpoint), status_class(response),
                          std::chrono::steady_clock::now() - started);
   return response;
 }

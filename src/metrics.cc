@@ -137,28 +137,6 @@ std::map<std::string, std::uint64_t> Metrics::quantity_by_model() const {
   return quantity_by_model_;
 }
 
-std::string endpoint_label(const std::string& url) {
-  const std::size_t scheme = url.find("://");
-  const std::size_t start = url.find('/', scheme == std::string::npos ? 0 : scheme + 3);
-  if (start == std::string::npos) return "other";
-  const std::string path = url.substr(start, url.find('?', start) - start);
-  const auto ends_with = [&path](const char* suffix) {
-    const std::string tail(suffix);
-    return path.size() >= tail.size() && path.compare(path.size() - tail.size(), tail.size(), tail) == 0;
-  };
-  const auto has = [&path](const char* part) { return path.find(part) != std::string::npos; };
-  if (ends_with("/usage_records")) return "usage_records";
-  if (ends_with("/usage_record_summaries") || ends_with("/event_summaries")) return "summaries";
-  if (ends_with("/v1/billing/meter_events")) return "meter_events";
-  if (ends_with("/v2/billing/meter_event_stream")) return "meter_event_stream";
-  if (ends_with("/v2/billing/meter_event_session")) return "meter_event_session";
-  if (ends_with("/v1/customers/search")) return "customer_search";
-  if (has("/v1/subscriptions") || has("/v1/subscription_items")) return "subscriptions";
-  if (has("/v1/prices")) return "prices";
-  if (has("/v1/billing/meters")) return "meters";
-  return "other";
-}
-
 std::string to_json(const StripeLoggerStats& stats) {
   nlohmann::json requests = nlohmann::json::array();
   for (const auto& request : stats.requests) {

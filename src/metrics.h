@@ -58,7 +58,4 @@ class Metrics {
   std::atomic<std::uint64_t> latency_sum_ns_{0};
 };
 
-// The endpoint label of a Stripe request URL (see RequestCount).
-std::string endpoint_label(const std::string& url);
-
 }  // namespace stripe_billing

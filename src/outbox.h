@@ -3,9 +3,25 @@
 // idempotency key before its first attempt, so any retry — after a timeout, a 500, or a crash and
 // restart — sends the same key with the same parameters and cannot bill twice.
 //
-// Thread-safe: one connection guarded by a mutex; every call is one short transaction.
+// Which batch is being sent lives in the store: a claim sets the batch's lease owner and raises its
+// lease token (a fencing token); an outcome is recorded only while the token still matches, and a
+// batch is never marked done before Stripe's answer. The store does no billing arithmetic beyond
+// the cost carry of insert() (sums for reports only).
+//
+// One process runs the engine on a file: open_engine() takes an exclusive lock beside it
+// (`<file>.lock`) and refuses a second process. Operators' tools open() it too; a requeue they
+// ask for while an engine runs is handed to that engine (requeue_requests), so the engine's
+// counts stay exact.
+//
+// Thread-safe. Two connections: the intake's writer inserts on its own, so the engine's reads and
+// writes never hold it up (WAL); every other call uses the engine connection. Each call is one
+// short transaction; no call scans the ledger under a lock the writer needs.
 #pragma once
 
+#include <sys/types.h>
+
+#include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -14,85 +30,13 @@
 #include <string>
 #include <vector>
 
+#include "batch.h"
+#include "reasons.h"
 #include "stripe_billing/error.h"
 
 struct sqlite3;
 
 namespace stripe_billing {
-
-enum class EventState { kPending, kBatched, kDelivered, kParked, kDead };
-const char* to_string(EventState state) noexcept;
-
-// Where a row is billed: a usage record on a subscription item, or a billing meter event (v1 or
-// the v2 stream, whichever the configuration sends). Dual mode stores one row of each per call.
-// The numbers are part of the file format.
-enum class Sink { kUsageRecord = 0, kMeterEvent = 1 };
-const char* to_string(Sink sink) noexcept;
-
-// An event as the writer stores it.
-struct NewEvent {
-  std::string call_id;
-  std::string dimension;     // what is billed: total_tokens, prompt_tokens, ...
-  Sink sink = Sink::kUsageRecord;
-  std::string customer_key;  // the charge-by value ("" when missing)
-  std::int64_t quantity = 0;
-  // Cost billing: the exact amount in micro-units. The outbox rounds it to `quantity` with the
-  // remainder carried per (customer key, dimension, sink), in the transaction that stores the
-  // row, so a duplicate never moves the carry and a crash never loses it.
-  std::optional<std::int64_t> amount_micros;
-  std::int64_t event_time = 0;  // unix seconds: the call's end
-  std::int64_t accepted_at_ms = 0;
-  std::string model;
-  double cost = 0;
-  std::int64_t prompt_tokens = 0;
-  std::int64_t completion_tokens = 0;
-  EventState state = EventState::kPending;
-  std::string reason;  // for kParked / kDead
-  std::optional<std::int64_t> next_attempt_ms;  // for kParked: when to try again (none: by hand)
-};
-
-// An event the dispatcher works on.
-struct StoredEvent {
-  std::int64_t id = 0;
-  std::string call_id;
-  std::string dimension;
-  Sink sink = Sink::kUsageRecord;
-  std::string model;
-  std::string customer_key;
-  std::int64_t quantity = 0;
-  std::int64_t event_time = 0;
-  std::int64_t accepted_at_ms = 0;
-  std::string customer_id;  // the Stripe customer, once batched
-};
-
-// An event joining a batch, and the Stripe customer it bills (a v2 stream batch mixes customers).
-struct BatchMember {
-  std::int64_t event_id = 0;
-  std::string customer_id;
-};
-
-struct NewBatch;
-
-struct Batch {
-  std::int64_t id = 0;
-  Sink sink = Sink::kUsageRecord;
-  std::string idempotency_key;
-  // Usage records: the subscription item. Meter events: "<event name> <customer id>" (one event);
-  // the v2 stream: kStreamTarget (up to 100 events of any customers).
-  std::string target;
-  std::string customer_id;
-  std::string customer_key;
-  std::int64_t quantity = 0;
-  std::int64_t timestamp = 0;
-  int attempts = 0;
-  std::int64_t created_ms = 0;
-  std::int64_t events = 0;
-};
-
-struct NewBatch {
-  Batch batch;  // sink, target, customer_id, customer_key, quantity, timestamp
-  std::vector<BatchMember> members;
-};
 
 // Delivered usage of one (sink, Stripe customer, dimension, target) in the local ledger.
 struct LedgerTotal {
@@ -107,7 +51,7 @@ struct LedgerTotal {
 
 struct InsertResult {
   std::int64_t inserted = 0;
-  std::int64_t duplicates = 0;  // (call_id, dimension) already stored
+  std::int64_t duplicates = 0;  // (call_id, dimension, sink) already stored
 };
 
 struct OutboxCounts {
@@ -154,12 +98,51 @@ struct LedgerRow {
   std::int64_t delivered_ms = 0;  // when the batch was delivered (or the row stored, when carried)
 };
 
-inline constexpr const char* kStreamTarget = "meter_event_stream";
+// Rows the planner parks or kills.
+struct RowChange {
+  std::vector<std::int64_t> event_ids;
+  std::string reason;
+  std::optional<std::int64_t> next_attempt_ms;  // parked: when to look again (none: by hand)
+};
+
+// What one planning round writes, in one transaction.
+struct PlanWrites {
+  std::vector<RowChange> parks;
+  std::vector<RowChange> kills;
+  std::vector<NewBatch> batches;
+};
+
+// A batch claimed for sending, with the rows a meter batch's request is built from.
+struct ClaimedBatch {
+  Batch batch;
+  std::vector<StoredEvent> rows;  // meter kinds only; in id order
+};
+
+// One step of pruning the ledger.
+struct PruneStep {
+  std::int64_t removed = 0;  // delivered rows deleted in this step
+  bool done = false;         // every delivered row has been looked at once since the first step
+};
+
+// Whether the file at the outbox's path is still the open database.
+enum class FileCheck { kSame, kRecreated, kMissing };
+
+// The answer to an operator's requeue.
+struct RequeueResult {
+  std::int64_t moved = 0;
+  bool handed_to_engine = false;  // an engine runs on the file: it moved them (see `moved`)
+  bool engine_done = true;        // false: the engine has not answered within the wait
+};
 
 class Outbox {
  public:
-  // Creates the file (mode 0600) and schema when missing. `full_sync`: fsync every commit.
+  // Creates the file (mode 0600) and schema when missing, tightens an existing file's mode to
+  // 0600, migrates older formats in place. `full_sync`: fsync every commit. For operators' tools
+  // and tests: does not take the engine lock.
   static Expected<std::unique_ptr<Outbox>> open(const std::string& path, bool full_sync);
+  // The same, for the one engine of a file: fails (kStorage) while another process runs one.
+  // Leases left by an earlier run are released.
+  static Expected<std::unique_ptr<Outbox>> open_engine(const std::string& path, bool full_sync);
   // An existing outbox, read-only (reports, reconciliation): never creates or migrates a file.
   static Expected<std::unique_ptr<Outbox>> open_for_reading(const std::string& path);
   ~Outbox();
@@ -167,67 +150,108 @@ class Outbox {
   Outbox& operator=(const Outbox&) = delete;
 
   const std::string& instance_id() const noexcept { return instance_id_; }
+  // What open() did that an operator should hear of (a mode tightened, a format migrated).
+  const std::vector<std::string>& notes() const noexcept { return notes_; }
 
-  // One transaction; duplicates of (call_id, dimension) are ignored and counted.
+  // The intake's writer. One transaction; a row whose (call_id, dimension, sink) is stored
+  // already is a duplicate, counted; any other failure fails the whole call (nothing vanishes).
   Expected<InsertResult> insert(const std::vector<NewEvent>& events);
+  // From now on the writer does not wait for a lock another connection holds: its inserts fail
+  // at once (a shutdown past its deadline).
+  void interrupt_writes();
 
-  // Pending events, and parked ones whose next attempt is due, oldest first. Parked ones come
-  // back as pending.
+  // Pending rows, and parked ones whose next attempt is due (they come back as pending), oldest
+  // first.
   Expected<std::vector<StoredEvent>> due_events(std::int64_t now_ms, int limit);
-  Expected<void> park(const std::vector<std::int64_t>& event_ids, const std::string& reason,
-                      std::optional<std::int64_t> next_attempt_ms);
-  Expected<void> kill_events(const std::vector<std::int64_t>& event_ids, const std::string& reason);
+  // Pending rows with an id above `after_id` (what was committed since a planner's last read).
+  Expected<std::vector<StoredEvent>> new_events(std::int64_t after_id, int limit);
+  // Parks, kills and new batches of one planning round, in one transaction. The batches are
+  // persisted with their idempotency keys; the first `lease` of them are claimed by this process
+  // at once (the rest wait in the store for claim_due_batches()). Returns the stored batches in
+  // order; only the claimed ones carry a lease.
+  Expected<std::vector<Batch>> apply(PlanWrites writes, std::int64_t now_ms, std::size_t lease);
+  // Claims up to `limit` unclaimed batches whose next attempt is due, oldest first.
+  Expected<std::vector<ClaimedBatch>> claim_due_batches(std::int64_t now_ms, int limit);
 
-  // Persists batches, each over its `members` (state batched, each with its Stripe customer),
-  // with their idempotency keys; one transaction. The answer has the stored batches, in order.
-  Expected<std::vector<Batch>> create_batches(std::vector<NewBatch> batches, std::int64_t now_ms);
-  // One usage-record batch over `event_ids`, all billing `customer_id`.
-  Expected<Batch> create_batch(const std::string& target, const std::string& customer_id,
-                               const std::string& customer_key, std::int64_t quantity,
-                               std::int64_t timestamp, const std::vector<std::int64_t>& event_ids,
-                               std::int64_t now_ms);
-  // Batches not yet delivered whose next attempt is due, oldest first.
-  Expected<std::vector<Batch>> due_batches(std::int64_t now_ms, int limit);
-  // The events of a batch, in id order (a meter batch sends each one).
-  Expected<std::vector<StoredEvent>> batch_events(std::int64_t batch_id);
-  Expected<void> batch_delivered(std::int64_t batch_id, const std::string& request_id,
+  // Outcomes, each recorded only under the batch's lease; false: the lease is no longer held (the
+  // store kept whatever another claimer recorded).
+  Expected<bool> batch_delivered(const Batch& batch, const std::string& request_id,
                                  std::int64_t now_ms);
-  Expected<void> batch_retry_later(std::int64_t batch_id, int attempts,
-                                   std::int64_t next_attempt_ms, const std::string& last_error);
-  Expected<void> batch_dead(std::int64_t batch_id, const std::string& reason,
-                            const std::string& request_id);
-  // The batch's events go back to pending (their target changed); the batch is dropped. Only
-  // for a batch Stripe has certainly not recorded (e.g. it answered 404 for the item).
-  Expected<void> dissolve_batch(std::int64_t batch_id);
+  Expected<bool> batch_retry_later(const Batch& batch, int attempts, std::int64_t next_attempt_ms,
+                                   const std::string& last_error);
+  Expected<bool> batch_dead(const Batch& batch, const std::string& reason,
+                            const std::string& request_id, std::int64_t now_ms);
+  // The batch's rows go back to pending (their target changed); the batch is kept, dissolved,
+  // so its key is never handed out again. Only for a batch Stripe has certainly not recorded.
+  Expected<bool> dissolve_batch(const Batch& batch);
+  // Gives a claimed batch back unattempted (shutdown): due again as it was.
+  Expected<bool> release(const Batch& batch);
 
+  // Items with a usage-record batch not yet delivered (for resuming after a restart).
+  Expected<std::vector<std::string>> open_targets();
+  // Looks at the next `max_rows` delivered rows (by id) and deletes those delivered before
+  // `older_than_ms`, with batches left empty, in one short transaction; the caller calls again
+  // until done, so the ledger is never held for long.
+  Expected<PruneStep> prune_delivered(std::int64_t older_than_ms, int max_rows);
+  // The file at the path is the open database (kSame), was deleted or replaced and has been
+  // recreated from the open database (kRecreated: nothing committed is lost), or cannot be
+  // recreated (kMissing: the open database is still used; the caller says so and asks again).
+  Expected<FileCheck> check_file();
+  // The wall clock jumped by `delta_ms`: every scheduled retry (batches, parked rows) moves with
+  // it, so it stays due at the same moment in real time.
+  Expected<void> shift_schedule(std::int64_t delta_ms);
+  // Lets SQLite copy the WAL into the database without ever blocking the writer.
+  void checkpoint();
+
+  // pending/batched/parked/dead, kept as rows change (O(1)); the oldest pending row is two index
+  // lookups. A read-only outbox counts with a query.
   Expected<OutboxCounts> counts();
   // True while any event is pending or in an undelivered batch (parked and dead do not count).
   Expected<bool> has_outstanding();
-  // Targets of the sink that have a batch not yet delivered (for resuming after a restart).
-  Expected<std::vector<std::string>> open_targets(Sink sink);
-  Expected<std::int64_t> prune_delivered(std::int64_t older_than_ms);
-  // Delivered rows whose event time lies in [since, until) (unix seconds), summed.
-  Expected<std::vector<LedgerTotal>> ledger_totals(std::int64_t since, std::int64_t until);
-  // Parked and dead events back to pending (operator action), optionally by reason/customer.
-  Expected<std::int64_t> requeue(const std::string& reason, const std::string& customer_key);
+
+  // Parked and dead events back to pending (operator action), optionally by reason/customer; an
+  // empty reason moves every reason. With an engine running on the file (another process), the
+  // request is handed to it and waited for up to `wait`.
+  Expected<RequeueResult> requeue(const std::string& reason, const std::string& customer_key,
+                                  std::chrono::milliseconds wait = std::chrono::seconds(10));
+  // The engine: requeues operators asked for through the file; returns how many rows moved.
+  Expected<std::int64_t> apply_requeue_requests(std::int64_t now_ms);
 
   // Reports for operators (the stripe-billing CLI); read-only.
-  // Parked and dead events by state and reason, most frequent first.
   Expected<std::vector<ReasonCount>> reason_counts();
-  // The batch with the most recent failure (by its next scheduled attempt); nullopt: none failed.
   Expected<std::optional<BatchFailure>> latest_batch_failure();
-  // Delivered rows whose event time lies in [since, until) (unix seconds), by event time.
+  // Delivered rows whose event time lies in [since, until) (unix seconds), summed / by event time.
+  Expected<std::vector<LedgerTotal>> ledger_totals(std::int64_t since, std::int64_t until);
   Expected<std::vector<LedgerRow>> ledger_rows(std::int64_t since, std::int64_t until);
 
  private:
-  Outbox(sqlite3* db, std::string instance_id);
+  struct Connections;
+  enum class Mode { kMaintenance, kEngine, kReadOnly };
+
+  static Expected<std::unique_ptr<Outbox>> open_writable(const std::string& path, bool full_sync,
+                                                         Mode mode);
+  Outbox(std::string path, std::unique_ptr<Connections> connections, std::string instance_id,
+         Mode mode, bool full_sync);
   // The carried remainder for cost rows, read from the carries table on first use.
   Expected<std::int64_t> carry(const std::string& key);
+  Expected<std::int64_t> move_requeued(const std::string& reason, const std::string& customer_key);
+  Expected<OutboxCounts> count_by_query();
+  Expected<void> load_counts();
+  void add_count(EventState state, std::int64_t delta);
+  Expected<bool> finish_batch(const Batch& batch, int batch_state, EventState event_state,
+                              const std::string& reason, const std::string& request_id,
+                              std::int64_t now_ms, const char* what);
 
-  std::mutex mutex_;
-  std::map<std::string, std::int64_t> carries_;  // committed remainders, by carry key
-  sqlite3* db_;
+  const std::string path_;
+  std::unique_ptr<Connections> db_;
   std::string instance_id_;
+  const Mode mode_;
+  const bool full_sync_;
+  std::string lease_owner_;  // this process's run of the engine
+  std::vector<std::string> notes_;
+  std::map<std::string, std::int64_t> carries_;  // committed remainders (writer connection)
+  std::int64_t prune_cursor_ = 0;                // engine connection
+  std::atomic<std::int64_t> counts_[5] = {};     // by EventState
 };
 
 }  // namespace stripe_billing

@@ -39,6 +39,44 @@ std::optional<int> parse_int(const std::string& text) {
 
 }  // namespace
 
+const char* to_string(Endpoint endpoint) noexcept {
+  switch (endpoint) {
+    case Endpoint::kOther: return "other";
+    case Endpoint::kUsageRecords: return "usage_records";
+    case Endpoint::kSummaries: return "summaries";
+    case Endpoint::kMeterEvents: return "meter_events";
+    case Endpoint::kMeterEventStream: return "meter_event_stream";
+    case Endpoint::kMeterEventSession: return "meter_event_session";
+    case Endpoint::kCustomerSearch: return "customer_search";
+    case Endpoint::kSubscriptions: return "subscriptions";
+    case Endpoint::kPrices: return "prices";
+    case Endpoint::kMeters: return "meters";
+  }
+  return "other";
+}
+
+Endpoint endpoint_of(std::string_view path) noexcept {
+  path = path.substr(0, path.find('?'));
+  const auto ends_with = [path](std::string_view tail) {
+    return path.size() >= tail.size() && path.substr(path.size() - tail.size()) == tail;
+  };
+  const auto starts_with = [path](std::string_view head) { return path.substr(0, head.size()) == head; };
+  if (ends_with("/usage_records")) return Endpoint::kUsageRecords;
+  if (ends_with("/usage_record_summaries") || ends_with("/event_summaries")) {
+    return Endpoint::kSummaries;
+  }
+  if (path == "/v1/billing/meter_events") return Endpoint::kMeterEvents;
+  if (path == "/v2/billing/meter_event_stream") return Endpoint::kMeterEventStream;
+  if (path == "/v2/billing/meter_event_session") return Endpoint::kMeterEventSession;
+  if (path == "/v1/customers/search") return Endpoint::kCustomerSearch;
+  if (starts_with("/v1/subscriptions") || starts_with("/v1/subscription_items")) {
+    return Endpoint::kSubscriptions;
+  }
+  if (starts_with("/v1/prices")) return Endpoint::kPrices;
+  if (starts_with("/v1/billing/meters")) return Endpoint::kMeters;
+  return Endpoint::kOther;
+}
+
 std::string percent_encode(std::string_view text) { return encode(text, false); }
 
 std::string encode_path_segment(std::string_view segment) { return encode(segment, true); }
@@ -91,6 +129,7 @@ Expected<StripeResponse> StripeClient::post_form(const std::string& path, const 
   HttpRequest request;
   request.method = "POST";
   request.url = options_.api_base + path;
+  request.endpoint = endpoint_of(path);
   request.body = encode_form(fields);
   request.headers.emplace_back("Content-Type", "application/x-www-form-urlencoded");
   request.headers.emplace_back("Idempotency-Key", idempotency_key);
@@ -102,6 +141,7 @@ Expected<StripeResponse> StripeClient::post_json(const std::string& path,
   HttpRequest request;
   request.method = "POST";
   request.url = options_.api_base + path;
+  request.endpoint = endpoint_of(path);
   request.body = body.dump();
   request.headers.emplace_back("Content-Type", "application/json");
   return send(std::move(request));
@@ -111,6 +151,7 @@ Expected<StripeResponse> StripeClient::get(const std::string& path, const FormFi
   HttpRequest request;
   request.method = "GET";
   request.url = options_.api_base + path;
+  request.endpoint = endpoint_of(path);
   if (!query.empty()) request.url += "?" + encode_form(query);
   return send(std::move(request));
 }
@@ -132,6 +173,12 @@ Expected<StripeResponse> to_stripe_response(Expected<HttpResponse> response) {
     StripeError stripe = parse_stripe_error(*response);
     std::string message = stripe.message;
     return Error{ErrorCode::kStripe, std::move(message), std::move(stripe)};
+  }
+  if (response->status < 200 || response->status >= 300) {
+    return Error{ErrorCode::kInvalidResponse,
+                 "HTTP " + std::to_string(response->status) +
+                     " is not an answer Stripe gives (only 2xx is a success)",
+                 std::nullopt};
   }
   StripeResponse result;
   result.http_status = response->status;

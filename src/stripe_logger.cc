@@ -29,12 +29,22 @@ std::shared_ptr<spdlog::logger> library_logger(StripeLoggerOptions& options) {
 }
 
 std::unique_ptr<Outbox> open_outbox(const FinalizedConfig& config, spdlog::logger& log) {
-  auto outbox = Outbox::open(config.outbox_path(), config.durability() == Durability::kSync);
-  if (outbox) return std::move(outbox.value());
+  auto outbox = Outbox::open_engine(config.outbox_path(), config.durability() == Durability::kSync);
+  if (outbox) {
+    for (const std::string& note : (*outbox)->notes()) log.warn("stripe_billing {}", note);
+    return std::move(outbox.value());
+  }
   log.error("stripe_billing cannot open the outbox ({}); usage is kept in memory only and is "
             "lost if the process stops",
             outbox.error().message);
-  return std::move(Outbox::open(":memory:", false).value());
+  auto memory = Outbox::open(":memory:", false);
+  return memory ? std::move(memory.value()) : nullptr;
+}
+
+RateLimitPolicy rate_policy(double rate) {
+  RateLimitPolicy policy;
+  policy.rate = rate;
+  return policy;
 }
 
 }  // namespace
@@ -46,9 +56,10 @@ class StripeLogger::Impl {
       : config_(std::move(config)),
         log_(library_logger(options)),
         clock_(options.clock ? std::move(options.clock) : Clock::system()),
-        limiter_(std::make_shared<RateLimiter>(config_.rate_limit())),
+        limiter_(std::make_shared<RateLimiter>(rate_policy(config_.rate_limit()), clock_)),
         meter_limiter_(config_.meter_rate_limit() > 0
-                           ? std::make_shared<RateLimiter>(config_.meter_rate_limit())
+                           ? std::make_shared<RateLimiter>(
+                                 rate_policy(config_.meter_rate_limit()), clock_)
                            : nullptr),
         transport_(std::make_shared<RateLimitedTransport>(
             std::make_shared<MeteredTransport>(
@@ -123,6 +134,12 @@ class StripeLogger::Impl {
     stats.quantity_by_model = metrics_.quantity_by_model();
     stats.rate_limited_waits = limiter_->waits();
     stats.rate_limit = limiter_->current_rate();
+    stats.rate_limit_decreases = limiter_->decreases();
+    if (meter_limiter_) {
+      stats.rate_limited_waits += meter_limiter_->waits();
+      stats.rate_limit_decreases += meter_limiter_->decreases();
+      stats.meter_rate_limit = meter_limiter_->current_rate();
+    }
     stats.paused = dispatcher_.paused();
     stats.rejected = metrics_.reasons();
     if (auto counts = outbox_->counts()) {
@@ -185,8 +202,9 @@ Expected<std::unique_ptr<StripeLogger>> make_stripe_logger(const Config& config,
                                                            StripeLoggerOptions options) {
   auto finalized = finalize_config(config);
   if (!finalized) return finalized.error();
-  // Refuse to start without a working outbox; the constructor alone would fall back to memory.
-  if (auto outbox = Outbox::open(finalized->outbox_path(), false); !outbox) {
+  // Refuse to start without a working outbox (or with another process running on it); the
+  // constructor alone would fall back to memory.
+  if (auto outbox = Outbox::open_engine(finalized->outbox_path(), false); !outbox) {
     return outbox.error();
   }
   return std::make_unique<StripeLogger>(std::move(finalized.value()), std::move(options));

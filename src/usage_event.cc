@@ -1,7 +1,10 @@
 #include "stripe_billing/usage_event.h"
 
+#include <chrono>
 #include <cmath>
+#include <cstdint>
 #include <limits>
+#include <string>
 
 #include <nlohmann/json.hpp>
 
@@ -9,6 +12,13 @@ namespace stripe_billing {
 namespace {
 
 using nlohmann::json;
+
+constexpr std::int64_t kMaxInt64 = std::numeric_limits<std::int64_t>::max();
+constexpr double kYear2400 = 13'569'465'600.0;
+// The first whole second past what TimePoint can hold; below it, seconds * ticks-per-second fits.
+constexpr double kClockEndSeconds = static_cast<double>(
+    std::chrono::duration_cast<std::chrono::seconds>(TimePoint::duration::max()).count());
+constexpr double kMaxEpochSeconds = kClockEndSeconds < kYear2400 ? kClockEndSeconds : kYear2400;
 
 Error invalid(const std::string& field, const std::string& what) {
   return Error{ErrorCode::kInvalidEvent, "field '" + field + "' " + what, std::nullopt};
@@ -28,6 +38,14 @@ std::optional<Error> read_tokens(const json& object, const char* name,
                                  std::optional<std::int64_t>& out) {
   auto it = object.find(name);
   if (it == object.end() || it->is_null()) return std::nullopt;
+  if (it->is_number_unsigned()) {
+    // Above INT64_MAX an unsigned JSON integer would wrap to a negative int64.
+    if (it->get<std::uint64_t>() > static_cast<std::uint64_t>(kMaxInt64)) {
+      return invalid(name, "must be at most " + std::to_string(kMaxInt64));
+    }
+    out = static_cast<std::int64_t>(it->get<std::uint64_t>());
+    return std::nullopt;
+  }
   if (it->is_number_integer()) {
     out = it->get<std::int64_t>();
     return std::nullopt;
@@ -49,9 +67,12 @@ std::optional<Error> read_seconds(const json& object, const char* name,
   if (it == object.end() || it->is_null()) return std::nullopt;
   if (!it->is_number()) return invalid(name, "must be epoch seconds (a number)");
   const double seconds = it->get<double>();
-  // Years 1970..2400: anything else is a unit mistake (milliseconds) or garbage.
-  if (!std::isfinite(seconds) || seconds < 0 || seconds > 13'569'465'600.0) {
-    return invalid(name, "is not a plausible epoch time in seconds");
+  // From 1970 to the last second the clock can hold (system_clock's int64 nanoseconds end in
+  // April 2262) or 2400, whichever comes first: anything else is a unit mistake (milliseconds) or
+  // garbage, and converting it would overflow the clock.
+  if (!std::isfinite(seconds) || seconds < 0 || seconds >= kMaxEpochSeconds) {
+    return invalid(name, "is not a plausible epoch time in seconds (0 or more, less than " +
+                             std::to_string(static_cast<std::int64_t>(kMaxEpochSeconds)) + ")");
   }
   out = TimePoint(std::chrono::duration_cast<TimePoint::duration>(
       std::chrono::duration<double>(seconds)));
@@ -106,7 +127,11 @@ Expected<UsageEvent> parse_standard_logging_payload(std::string_view text) {
   }
   if (auto it = payload.find("response_cost"); it != payload.end() && !it->is_null()) {
     if (!it->is_number()) return invalid("response_cost", "must be a number");
-    event.response_cost = it->get<double>();
+    const double cost = it->get<double>();
+    // nlohmann refuses numbers that overflow a double, but a cost of inf would bill nonsense, so
+    // the parser does not rely on that.
+    if (!std::isfinite(cost)) return invalid("response_cost", "must be a finite number");
+    event.response_cost = cost;
   }
   if (auto error = read_seconds(payload, "startTime", event.start_time)) return *error;
   if (auto error = read_seconds(payload, "endTime", event.end_time)) return *error;

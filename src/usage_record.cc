@@ -3,6 +3,8 @@
 #include <cmath>
 #include <cstdio>
 
+#include "reasons.h"
+
 namespace stripe_billing {
 namespace {
 
@@ -25,9 +27,9 @@ std::string hex(std::uint64_t value) {
 
 const char* QuantityCheck::reason() const noexcept {
   switch (verdict) {
-    case Verdict::kMissingUsage: return "missing_usage";
-    case Verdict::kNegative: return "negative_quantity";
-    case Verdict::kTooLarge: return "quantity_too_large";
+    case Verdict::kMissingUsage: return to_string(Reason::kMissingUsage);
+    case Verdict::kNegative: return to_string(Reason::kNegativeQuantity);
+    case Verdict::kTooLarge: return to_string(Reason::kQuantityTooLarge);
     case Verdict::kBill:
     case Verdict::kZero: return "";
   }

@@ -41,13 +41,14 @@ std::int64_t unix_now() {
       .count();
 }
 
-// One LiteLLM StandardLoggingPayload line; no customer when `customer` is empty.
+// One LiteLLM StandardLoggingPayload line of a key bound to the end user `customer` (what
+// STRIPE_CHARGE_BY=end_user_id bills); no customer when `customer` is empty.
 std::string payload_line(const std::string& call_id, std::int64_t tokens,
                          const std::string& customer) {
   json payload = {{"litellm_call_id", call_id},    {"model", "gpt-test"},
                   {"prompt_tokens", tokens / 2},   {"completion_tokens", tokens - tokens / 2},
                   {"total_tokens", tokens},        {"endTime", unix_now()}};
-  if (!customer.empty()) payload["end_user"] = customer;
+  if (!customer.empty()) payload["metadata"] = {{"user_api_key_end_user_id", customer}};
   return payload.dump();
 }
 
@@ -427,10 +428,18 @@ class CliExportTest : public CliTest {
     ASSERT_TRUE(outbox->insert({event}));
     auto due = outbox->due_events(kEventTime * 1000, 10);
     ASSERT_TRUE(due && due->size() == 1);
-    auto batch = outbox->create_batch("si_test", "cus_test", event.customer_key, 42, kEventTime,
-                                      {due->front().id}, kEventTime * 1000);
-    ASSERT_TRUE(batch);
-    ASSERT_TRUE(outbox->batch_delivered(batch->id, "req_123", (kEventTime + 5) * 1000));
+    NewBatch spec;
+    spec.batch.target = "si_test";
+    spec.batch.customer_id = "cus_test";
+    spec.batch.customer_key = event.customer_key;
+    spec.batch.quantity = 42;
+    spec.batch.timestamp = kEventTime;
+    spec.members.push_back({due->front().id, "cus_test"});
+    PlanWrites writes;
+    writes.batches.push_back(std::move(spec));
+    auto batches = outbox->apply(std::move(writes), kEventTime * 1000, 1);
+    ASSERT_TRUE(batches && batches->size() == 1);
+    ASSERT_TRUE(*outbox->batch_delivered(batches->front(), "req_123", (kEventTime + 5) * 1000));
   }
 
   static constexpr std::int64_t kEventTime = 1767225600;  // 2026-01-01T00:00:00Z

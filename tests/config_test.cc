@@ -3,6 +3,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <cctype>
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
@@ -87,6 +88,7 @@ TEST(ConfigFromEnvTest, ReadsEveryVariable) {
       {"STRIPE_API_KEY", kTestKey},
       {"STRIPE_PRICE_ID", "price_123"},
       {"STRIPE_CHARGE_BY", "team_id"},
+      {"STRIPE_TRUST_REQUEST_USER", "lookup"},
       {"STRIPE_API_BASE", "http://localhost:12111"},
       {"STRIPE_API_VERSION", "2024-06-20"},
       {"ENVIRONMENT", "staging"},
@@ -115,6 +117,7 @@ TEST(ConfigFromEnvTest, ReadsEveryVariable) {
   EXPECT_EQ(config.api_key, kTestKey);
   EXPECT_EQ(config.price_id, "price_123");
   EXPECT_EQ(config.charge_by, "team_id");
+  EXPECT_EQ(config.trust_request_user, "lookup");
   EXPECT_EQ(config.api_base, "http://localhost:12111");
   EXPECT_EQ(config.api_version, "2024-06-20");
   EXPECT_EQ(config.environment, "staging");
@@ -163,29 +166,43 @@ TEST(ConfigFromEnvTest, ReadsExactlyTheListedVariables) {
   });
   const std::vector<std::string>& names = config_variable_names();
   EXPECT_EQ(asked, std::set<std::string>(names.begin(), names.end()));
-  EXPECT_EQ(names.size(), 41u);
+  EXPECT_EQ(names.size(), 42u);
 }
 
 TEST(ConfigFromEnvTest, ListsVariablesInDocumentationOrder) {
   const std::vector<std::string>& names = config_variable_names();
-  ASSERT_EQ(names.size(), 41u);
+  ASSERT_EQ(names.size(), 42u);
   EXPECT_EQ(names.front(), "STRIPE_API_KEY");
   EXPECT_EQ(names[1], "STRIPE_BILLING_MODE");
   EXPECT_EQ(names[2], "STRIPE_PRICE_ID");
-  EXPECT_EQ(names[6], "ENVIRONMENT");
-  EXPECT_EQ(names[27], "STRIPE_QUEUE_CAPACITY");
-  EXPECT_EQ(names[39], "STRIPE_AUTH_PROBE_S");
+  EXPECT_EQ(names[3], "STRIPE_CHARGE_BY");
+  EXPECT_EQ(names[4], "STRIPE_TRUST_REQUEST_USER");
+  EXPECT_EQ(names[7], "ENVIRONMENT");
+  EXPECT_EQ(names[28], "STRIPE_QUEUE_CAPACITY");
+  EXPECT_EQ(names[40], "STRIPE_AUTH_PROBE_S");
   EXPECT_EQ(names.back(), "STRIPE_LOG_FORMAT");
 }
 
 TEST(ConfigFromEnvTest, ListsTheDeliveryEngineVariables) {
   const std::vector<std::string>& names = config_variable_names();
-  EXPECT_EQ(std::vector<std::string>(names.begin() + 28, names.begin() + 40),
+  EXPECT_EQ(std::vector<std::string>(names.begin() + 29, names.begin() + 41),
             (std::vector<std::string>{
                 "STRIPE_OUTBOX_PATH", "STRIPE_DURABILITY", "STRIPE_COMMIT_INTERVAL_MS",
                 "STRIPE_SYNC_TIMEOUT_MS", "STRIPE_AGGREGATION_WINDOW_MS", "STRIPE_MAX_BACKOFF_S",
                 "STRIPE_MAX_DELIVERY_AGE_S", "STRIPE_RATE_LIMIT", "STRIPE_SENDER_THREADS",
                 "STRIPE_PARK_RETRY_S", "STRIPE_LEDGER_RETENTION_DAYS", "STRIPE_AUTH_PROBE_S"}));
+}
+
+TEST(ConfigFromEnvTest, TheReferenceInTheDocsHasARowForEveryVariable) {
+  std::ifstream in(std::string(STRIPE_BILLING_SOURCE_DIR) + "/docs/configuration.md");
+  ASSERT_TRUE(in) << "docs/configuration.md not found";
+  std::stringstream docs;
+  docs << in.rdbuf();
+  for (const std::string& variable : config_variable_names()) {
+    std::string key = variable.rfind("STRIPE_", 0) == 0 ? variable.substr(7) : variable;
+    for (char& c : key) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    EXPECT_THAT(docs.str(), HasSubstr("\n| `" + variable + "` | `" + key + "` | ")) << variable;
+  }
 }
 
 // ------------------------------------------------------------------------------------------
@@ -197,6 +214,7 @@ TEST(FinalizeConfigTest, FillsDocumentedDefaults) {
   EXPECT_FALSE(config.live_mode());
   EXPECT_EQ(config.price_id(), "price_123");
   EXPECT_EQ(config.charge_by(), ChargeBy::kEndUserId);
+  EXPECT_EQ(config.trust_request_user(), RequestUserTrust::kOff);
   EXPECT_EQ(config.api_base(), "https://api.stripe.com");
   EXPECT_EQ(config.api_version(), "2025-02-24.acacia");
   EXPECT_EQ(config.environment(), "development");
@@ -234,6 +252,7 @@ TEST(FinalizeConfigTest, DefaultConstantsMatchTheDefaults) {
 TEST(FinalizeConfigTest, UsesEveryGivenValue) {
   Config config = valid_config();
   config.charge_by = "user_id";
+  config.trust_request_user = "lookup";
   config.api_base = "https://stripe-proxy.internal:8443/stripe";
   config.api_version = "2024-06-20";
   config.environment = "staging";
@@ -260,6 +279,7 @@ TEST(FinalizeConfigTest, UsesEveryGivenValue) {
   config.auth_probe_s = "10";
   const FinalizedConfig out = finalized(config);
   EXPECT_EQ(out.charge_by(), ChargeBy::kUserId);
+  EXPECT_EQ(out.trust_request_user(), RequestUserTrust::kLookup);
   EXPECT_EQ(out.api_base(), "https://stripe-proxy.internal:8443/stripe");
   EXPECT_EQ(out.api_version(), "2024-06-20");
   EXPECT_EQ(out.environment(), "staging");
@@ -508,6 +528,138 @@ TEST(ApiKeyTest, UnrelatedSecretKeyInAnotherSettingIsShownRedacted) {
 }
 
 // ------------------------------------------------------------------------------------------
+// Secrets in settings other than the API key
+
+std::vector<std::string> settings_but_the_api_key() {
+  std::vector<std::string> names;
+  for (const std::string& name : config_variable_names()) {
+    if (name != "STRIPE_API_KEY") names.push_back(name);
+  }
+  return names;
+}
+
+// A valid configuration read from the environment, with `variable` set to `value`.
+Config with_setting(const std::string& variable, const std::string& value) {
+  Env env = {{"STRIPE_API_KEY", kTestKey}, {"STRIPE_PRICE_ID", "price_123"}};
+  env[variable] = value;
+  return config_from_env(lookup_in(env));
+}
+
+const std::vector<std::string> kSecrets = {kTestKey, testing::kOtherLiveKey,
+                                           testing::kRestrictedKey, testing::kWebhookSecret};
+
+TEST(SecretInSettingTest, AKeyInAnySettingButTheApiKeyIsAProblemShowingItRedacted) {
+  for (const std::string& variable : settings_but_the_api_key()) {
+    for (const std::string& secret : kSecrets) {
+      const std::string message = problems_of(with_setting(variable, secret));
+      EXPECT_THAT(message, HasSubstr("- " + variable + " holds what looks like a secret key (" +
+                                     Secret::redact_key(secret) + ")"))
+          << variable << " = " << Secret::redact_key(secret) << ":\n" << message;
+      EXPECT_EQ(testing::leaked_secret(message, kSecrets), "") << message;
+    }
+  }
+}
+
+TEST(SecretInSettingTest, AKeyAnywhereInsideAValueIsAProblem) {
+  const std::pair<const char*, std::string> cases[] = {
+      {"STRIPE_METER_EVENT_NAME", std::string("llm.") + testing::kOtherLiveKey},
+      {"STRIPE_METER_MODEL_KEY", std::string("model_") + testing::kRestrictedKey},
+      {"ENVIRONMENT", std::string("staging ") + testing::kOtherLiveKey},
+      {"STRIPE_CUSTOMER_MAP", std::string("alice=cus_1,") + testing::kRestrictedKey + "=cus_2"},
+      {"STRIPE_API_BASE", std::string("https://example.com/") + testing::kWebhookSecret},
+      {"STRIPE_OUTBOX_PATH", std::string("/tmp/") + kTestKey + ".db"},
+  };
+  for (const auto& [variable, value] : cases) {
+    EXPECT_THAT(single_problem(with_setting(variable, value)),
+                StartsWith(std::string("- ") + variable + " holds what looks like a secret key ("))
+        << variable;
+  }
+}
+
+TEST(SecretInSettingTest, ASettingHoldingAKeyIsReportedOnceAndNotCheckedFurther) {
+  Config config = valid_config();
+  config.price_id = testing::kOtherLiveKey;  // neither "must be price_…" nor "is required"
+  EXPECT_EQ(single_problem(config),
+            "- STRIPE_PRICE_ID holds what looks like a secret key (" +
+                Secret::redact_key(testing::kOtherLiveKey) +
+                "); a secret key belongs in STRIPE_API_KEY only, and a setting that holds one is "
+                "neither used nor logged");
+}
+
+TEST(SecretInSettingTest, APublishableKeyOrAnIdContainingAPrefixIsNoSecret) {
+  Config config = valid_config();
+  config.billing_mode = "meter_events";
+  config.meter_event_name = "pk_test_51NzQvRkLmYb_De7Fh3Jx9PaTuWc";
+  config.meter_model_key = "risk_test_model";
+  const FinalizedConfig out = finalized(config);
+  EXPECT_EQ(out.dimensions()[0].meter_event_name, "pk_test_51NzQvRkLmYb_De7Fh3Jx9PaTuWc");
+  EXPECT_EQ(out.meter_model_key(), "risk_test_model");
+}
+
+// Values a setting may hold a secret in: where it starts, after text, inside a URL, a path or a map
+// entry, past the 80 characters a message quotes, with a newline or quotes around it.
+std::vector<std::string> placements_of(const std::string& secret) {
+  return {secret,
+          "x " + secret,
+          "llm." + secret,
+          "alice=" + secret,
+          secret + "=cus_1",
+          "alice=cus_1, " + secret + " =cus_2",
+          std::string(75, 'a') + " " + secret,
+          std::string(79, 'a') + "/" + secret,
+          "https://example.com/" + secret,
+          "http://" + secret + ".example.com",
+          "https://" + secret + "@api.stripe.com",
+          "/nonexistent-stripe-billing-dir/" + secret + "/o.db",
+          secret + "\n",
+          "\"" + secret + "\"",
+          secret + "-" + secret};
+}
+
+TEST(SecretInSettingTest, NoProblemMessageShowsASecretWhereverItIsPlaced) {
+  // The configured key (a live one outside production too), absent, or malformed around another
+  // secret.
+  const std::vector<std::optional<std::string>> api_keys = {
+      kTestKey, testing::kOtherLiveKey, std::nullopt, std::string("x") + testing::kOtherLiveKey,
+      std::string(kTestKey) + " " + testing::kRestrictedKey};
+  std::size_t scanned = 0;
+  std::size_t leaking = 0;
+  std::string first_leak;
+  for (const auto& api_key : api_keys) {
+    for (const std::string& variable : settings_but_the_api_key()) {
+      for (const std::string& secret : kSecrets) {
+        for (const std::string& value : placements_of(secret)) {
+          Config config = with_setting(variable, value);
+          config.api_key = api_key;
+          const Expected<FinalizedConfig> result = finalize_config(config);
+          if (result) continue;  // counted below: every one of them must be refused
+          ++scanned;
+          if (!testing::leaked_secret(result.error().message, kSecrets).empty() && !leaking++) {
+            first_leak = result.error().message;
+          }
+        }
+      }
+    }
+  }
+  EXPECT_EQ(leaking, 0u) << "the first of them:\n" << first_leak;
+  EXPECT_EQ(scanned, api_keys.size() * settings_but_the_api_key().size() * kSecrets.size() *
+                         placements_of(kTestKey).size());
+}
+
+TEST(SecretInSettingTest, NoProblemMessageShowsAMalformedApiKey) {
+  for (const std::string& secret : kSecrets) {
+    for (const std::string& value : placements_of(secret)) {
+      Config config = valid_config();
+      config.api_key = value;
+      const Expected<FinalizedConfig> result = finalize_config(config);
+      if (result) continue;  // the key itself, well formed
+      EXPECT_EQ(testing::leaked_secret(result.error().message, kSecrets), "")
+          << result.error().message;
+    }
+  }
+}
+
+// ------------------------------------------------------------------------------------------
 // Price, charge-by, quantity
 
 TEST(PriceIdTest, IsRequired) {
@@ -542,6 +694,38 @@ TEST(ChargeByTest, RefusesAnythingElseNamingTheChoices) {
   EXPECT_EQ(single_problem(config),
             "- STRIPE_CHARGE_BY must be one of end_user_id, user_id, team_id; got "
             "\"End_User_Id\"");
+}
+
+TEST(TrustRequestUserTest, IsOffByDefault) {
+  EXPECT_EQ(finalized(valid_config()).trust_request_user(), RequestUserTrust::kOff);
+}
+
+TEST(TrustRequestUserTest, AcceptsEachChoice) {
+  const std::pair<const char*, RequestUserTrust> choices[] = {
+      {"off", RequestUserTrust::kOff},
+      {"lookup", RequestUserTrust::kLookup},
+      {"customer_id", RequestUserTrust::kCustomerId}};
+  for (const auto& [text, value] : choices) {
+    Config config = valid_config();
+    config.trust_request_user = text;
+    EXPECT_EQ(finalized(config).trust_request_user(), value) << text;
+    EXPECT_STREQ(to_string(value), text);
+  }
+}
+
+TEST(TrustRequestUserTest, RefusesAnythingElseNamingTheChoices) {
+  Config config = valid_config();
+  config.trust_request_user = "true";
+  EXPECT_EQ(single_problem(config),
+            "- STRIPE_TRUST_REQUEST_USER must be one of off, lookup, customer_id; got \"true\"");
+}
+
+TEST(TrustRequestUserTest, TheSummaryNamesItWhenTheRequestsUserIsTrusted) {
+  EXPECT_THAT(finalized(valid_config()).summary(), Not(HasSubstr("trust_request_user")));
+  Config config = valid_config();
+  config.trust_request_user = "customer_id";
+  EXPECT_THAT(finalized(config).summary(),
+              HasSubstr(" charge_by=end_user_id trust_request_user=customer_id api_base="));
 }
 
 TEST(QuantityTest, AcceptsEachChoice) {
@@ -711,16 +895,30 @@ TEST(NumberTest, AcceptsLeadingZeros) {
 }
 
 TEST(NumberTest, RefusesValuesThatOverflow) {
-  EXPECT_THAT(number_problem(&Config::max_quantity, "9223372036854775808"),
-              StartsWith("- STRIPE_MAX_QUANTITY must be from 1 to 9223372036854775807"));
-  EXPECT_THAT(number_problem(&Config::max_quantity, "99999999999999999999999999"),
-              StartsWith("- STRIPE_MAX_QUANTITY must be from 1 to"));
+  for (const std::string text : {"18446744073709551616", "99999999999999999999999999"}) {
+    EXPECT_THAT(number_problem(&Config::queue_capacity, text),
+                StartsWith("- STRIPE_QUEUE_CAPACITY must be from 1 to 10000000; got"))
+        << text;
+  }
 }
 
-TEST(MaxQuantityTest, AcceptsTheLargestInt64) {
+TEST(MaxQuantityTest, AcceptsStripesLimitOfFifteenDigits) {
   Config config = valid_config();
-  config.max_quantity = "9223372036854775807";
-  EXPECT_EQ(finalized(config).max_quantity(), 9223372036854775807);
+  config.max_quantity = "999999999999999";
+  EXPECT_EQ(finalized(config).max_quantity(), 999'999'999'999'999);
+}
+
+// Above 10^15 prompt + completion tokens, or a batch's sum, could overflow an int64, and Stripe
+// refuses meter values of more than 15 significant digits anyway.
+TEST(MaxQuantityTest, RefusesMoreThanFifteenDigitsSayingWhy) {
+  for (const std::string text : {"1000000000000000", "4611686018427387905", "9223372036854775807",
+                                 "9223372036854775808"}) {
+    EXPECT_THAT(number_problem(&Config::max_quantity, text),
+                AllOf(StartsWith("- STRIPE_MAX_QUANTITY must be from 1 to 999999999999999; got \"" +
+                                 text + "\""),
+                      HasSubstr("15 significant digits")))
+        << text;
+  }
 }
 
 TEST(MaxQuantityTest, MustBePositive) {
@@ -1172,14 +1370,6 @@ TEST(SummaryTest, ShowsTheDeliverySettings) {
   EXPECT_THAT(finalized(config).summary(), HasSubstr(" rate=100/s"));
 }
 
-TEST(SummaryTest, NeverContainsTheKeyPastedIntoTheOutboxPath) {
-  const testing::TempDir dir;
-  std::filesystem::create_directory(dir.file(kTestKey));
-  Config config = valid_config();
-  config.outbox_path = dir.file(kTestKey) + "/o.db";
-  EXPECT_THAT(finalized(config).summary(), Not(HasSubstr(kTestKey)));
-}
-
 TEST(SummaryTest, MarksLiveKeys) {
   Config config = valid_config();
   config.api_key = kLiveKey;
@@ -1189,6 +1379,16 @@ TEST(SummaryTest, MarksLiveKeys) {
   EXPECT_THAT(summary, HasSubstr(std::string("key=sk_live_") + kEllipsis + "wxyz (live)"));
   EXPECT_THAT(summary, HasSubstr("charge_by=team_id"));
   EXPECT_THAT(summary, Not(HasSubstr(kLiveKey)));
+}
+
+TEST(SummaryTest, NeverContainsAKeyGluedToTheEndOfAWord) {
+  // Accepted, since "llmsk_test_…" is no key as written; the summary redacts it all the same.
+  Config config = valid_config();
+  config.billing_mode = "dual";
+  config.meter_event_name = std::string("llm") + testing::kOtherLiveKey;
+  const std::string summary = finalized(config).summary();
+  EXPECT_THAT(summary, HasSubstr(std::string(" meter=llmsk_live_") + kEllipsis + "live "));
+  EXPECT_EQ(testing::leaked_secret(summary, {testing::kOtherLiveKey}), "") << summary;
 }
 
 TEST(SummaryTest, NeverContainsTheKey) {

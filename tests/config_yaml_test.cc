@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "stripe_billing/config.h"
+#include "stripe_billing/secret.h"
 #include "config_test_support.h"
 
 namespace stripe_billing {
@@ -25,6 +26,7 @@ using ::testing::Not;
 using ::testing::StartsWith;
 
 constexpr const char* kOtherKey = "sk_test_51OTHERkLmYb_De7Fh3Jx9PaTuWc_GsHiKoAbCdEfGh1234";
+constexpr const char* kEllipsis = "\xE2\x80\xA6";
 
 using testing::Env;
 using testing::lookup_in;
@@ -486,6 +488,67 @@ TEST(ConfigYamlTest, SecretsNeverAppearInMessages) {
   read_error(std::string("stripe_billing:\n  api_key: ") + kTestKey + "\n bad: [\n", env);
 }
 
+const std::vector<std::string> kSecrets = {kTestKey, kOtherKey, testing::kOtherLiveKey,
+                                           testing::kRestrictedKey, testing::kWebhookSecret};
+
+TEST(ConfigYamlTest, AKeyInAnyOtherSettingOfTheFileIsAProblemWhenFinalized) {
+  const Env env = {{"STRIPE_API_KEY", kTestKey}, {"PRICE", testing::kRestrictedKey}};
+  const std::string yamls[] = {
+      std::string("stripe_billing:\n  price_id: price_1\n  meter_event_name: ") +
+          testing::kOtherLiveKey + "\n",
+      "stripe_billing:\n  price_id: os.environ/PRICE\n",
+      std::string("stripe_billing:\n  price_id: price_1\n  customer_map:\n    alice: ") +
+          testing::kWebhookSecret + "\n",
+  };
+  const char* variables[] = {"STRIPE_METER_EVENT_NAME", "STRIPE_PRICE_ID", "STRIPE_CUSTOMER_MAP"};
+  for (std::size_t i = 0; i < std::size(yamls); ++i) {
+    const Expected<FinalizedConfig> result = finalize_config(read_ok(yamls[i], env).config);
+    ASSERT_FALSE(result) << variables[i];
+    EXPECT_THAT(result.error().message,
+                HasSubstr(std::string("- ") + variables[i] + " holds what looks like a secret key"));
+    EXPECT_EQ(testing::leaked_secret(result.error().message, kSecrets), "")
+        << result.error().message;
+  }
+}
+
+// Files whose keys, names or references hold a secret: the reader quotes keys and names, never
+// values, but a key pasted into the wrong line ends up in a key.
+std::vector<std::string> yaml_placements_of(const std::string& secret) {
+  return {
+      "stripe_billing:\n  " + secret + ": 1\n",
+      "stripe_billing:\n  \"x " + secret + "\": 1\n",
+      "stripe_billing:\n  \"" + std::string(75, 'k') + "/" + secret + "\": 1\n",
+      "stripe_billing:\n  customer_map:\n    \"a," + secret + "\": cus_1\n",
+      "stripe_billing:\n  customer_map:\n    " + secret + ": [cus_1]\n",
+      "stripe_billing:\n  customer_map:\n    " + secret + ": os.environ/UNSET\n",
+      "stripe_billing:\n  customer_map:\n    alice: \"cus_1," + secret + "\"\n",
+      "environment_variables:\n  " + secret + ": [1]\n",
+      "stripe_billing:\n  price_id: os.environ/" + secret + "\n",
+      "stripe_billing:\n  price_id: os.environ/x" + secret + "\n",
+      "stripe_billing:\n  api_key: [" + secret + "]\n",
+      "stripe_billing:\n  " + secret + ": [\n",
+      "stripe_billing:\n  api_key: " + secret + "\n  api_key: " + secret + "\n",
+      "litellm_settings:\n  success_callback: " + secret + "\n",
+      "stripe_billing: " + secret + "\n",
+      secret + "\n",
+  };
+}
+
+TEST(ConfigYamlTest, NoReadingErrorShowsASecretWhereverItIsPlaced) {
+  const Env env = {{"STRIPE_API_KEY", kTestKey}};
+  std::size_t scanned = 0;
+  for (const std::string& secret : kSecrets) {
+    for (const std::string& yaml : yaml_placements_of(secret)) {
+      const Expected<YamlSettings> result = config_from_yaml_string(yaml, lookup_in(env));
+      ASSERT_FALSE(result) << yaml;
+      EXPECT_EQ(testing::leaked_secret(result.error().message, kSecrets), "")
+          << result.error().message;
+      ++scanned;
+    }
+  }
+  EXPECT_EQ(scanned, kSecrets.size() * yaml_placements_of(kTestKey).size());
+}
+
 // ------------------------------------------------------------------------------------------
 // Files
 
@@ -539,6 +602,18 @@ TEST_F(ConfigYamlFileTest, MissingFileIsAnErrorNamingThePath) {
   EXPECT_EQ(settings.error().code, ErrorCode::kInvalidConfig);
   EXPECT_THAT(settings.error().message, AllOf(HasSubstr("cannot read configuration file " + path),
                                               HasSubstr("No such file or directory")));
+}
+
+TEST_F(ConfigYamlFileTest, APathHoldingASecretIsQuotedRedacted) {
+  const std::string missing = (dir_ / (std::string(kOtherKey) + ".yaml")).string();
+  const std::string bad = write(std::string(kOtherKey) + "-bad.yaml", "stripe_billing:\n  x: 1\n");
+  for (const std::string& path : {missing, bad}) {
+    const Expected<YamlSettings> settings = config_from_yaml_file(path, lookup_in({}));
+    ASSERT_FALSE(settings.has_value());
+    EXPECT_THAT(settings.error().message, HasSubstr((dir_ / "sk_test_").string() + kEllipsis));
+    EXPECT_EQ(testing::leaked_secret(settings.error().message, kSecrets), "")
+        << settings.error().message;
+  }
 }
 
 TEST_F(ConfigYamlFileTest, DirectoryIsAnError) {

@@ -65,6 +65,81 @@ class ScopedEnv {
   std::string old_;
 };
 
+// A loopback TCP listener standing in for a proxy: it counts connections, keeps what each one
+// sends up to the end of its request head, answers 502 and closes. A connection is counted before
+// it is answered, so once a request has its answer the count includes it.
+class FakeProxy {
+ public:
+  FakeProxy() {
+    listener_ = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t length = sizeof(address);
+    if (listener_ < 0 || ::bind(listener_, reinterpret_cast<sockaddr*>(&address), length) != 0 ||
+        ::listen(listener_, 8) != 0 ||
+        ::getsockname(listener_, reinterpret_cast<sockaddr*>(&address), &length) != 0) {
+      ADD_FAILURE() << "cannot listen on 127.0.0.1";
+      return;
+    }
+    port_ = ntohs(address.sin_port);
+    server_ = std::thread([this] { serve(); });
+  }
+  ~FakeProxy() {
+    ::shutdown(listener_, SHUT_RDWR);  // wakes accept()
+    if (server_.joinable()) server_.join();
+    ::close(listener_);
+  }
+  FakeProxy(const FakeProxy&) = delete;
+  FakeProxy& operator=(const FakeProxy&) = delete;
+
+  std::string url() const { return "http://127.0.0.1:" + std::to_string(port_); }
+  int connections() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return connections_;
+  }
+  std::string received() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return received_;
+  }
+
+ private:
+  void serve() {
+    while (true) {
+      const int client = ::accept(listener_, nullptr, nullptr);
+      if (client < 0) return;
+      {
+        std::lock_guard<std::mutex> lock(mutex_);
+        ++connections_;
+      }
+      std::string head;
+      char buffer[4096];
+      while (head.find("\r\n\r\n") == std::string::npos) {
+        const ssize_t got = ::recv(client, buffer, sizeof buffer, 0);
+        if (got <= 0) break;
+        head.append(buffer, static_cast<std::size_t>(got));
+      }
+      {
+        std::lock_guard<std::mutex> lock(mutex_);
+        received_ += head;
+      }
+      static constexpr char kAnswer[] =
+          "HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+      if (::send(client, kAnswer, sizeof kAnswer - 1, MSG_NOSIGNAL) < 0) {
+        // The client left first; what it sent is recorded all the same.
+      }
+      ::close(client);
+    }
+  }
+
+  int listener_ = -1;
+  int port_ = 0;
+  std::thread server_;
+  mutable std::mutex mutex_;
+  int connections_ = 0;
+  std::string received_;
+};
+
 class CurlTransportTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
@@ -357,14 +432,38 @@ TEST_F(CurlTransportTest, PlainHttpToANonLoopbackHostIsRefusedWithoutIo) {
   EXPECT_EQ(requests_seen_.load(), 0);
 }
 
-TEST_F(CurlTransportTest, HonoursTheProxyFromTheEnvironment) {
-  ScopedEnv proxy("http_proxy", url("").c_str());
+// Plain http goes only to loopback; a proxy from the environment need not be on loopback, and
+// would read the key in clear text.
+TEST_F(CurlTransportTest, PlainHttpIsNeverSentThroughAProxy) {
+  for (const char* variable : {"http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"}) {
+    FakeProxy proxy;
+    ScopedEnv environment(variable, proxy.url().c_str());
+    HttpRequest request = get(url("/echo"));
+    request.headers = {{"Authorization", std::string("Bearer ") + kSecret}};
 
-  Expected<HttpResponse> response = transport_->send(get("http://localhost:9/echo"));
+    Expected<HttpResponse> response = transport_->send(request);
 
-  ASSERT_TRUE(response) << response.error().message;
-  EXPECT_EQ(requests_seen_.load(), 1);
-  EXPECT_EQ(last_request().target, "http://localhost:9/echo");
+    ASSERT_TRUE(response) << variable << ": " << response.error().message;
+    EXPECT_EQ(response->status, 200) << variable << " sent it to the proxy";
+    EXPECT_EQ(last_request().get_header_value("Authorization"), std::string("Bearer ") + kSecret);
+    EXPECT_EQ(proxy.connections(), 0) << variable;
+    EXPECT_EQ(proxy.received(), "") << variable;
+  }
+}
+
+TEST_F(CurlTransportTest, HttpsGoesThroughTheProxyFromTheEnvironmentAsATunnel) {
+  FakeProxy proxy;
+  ScopedEnv environment("https_proxy", proxy.url().c_str());
+  HttpRequest request = get("https://localhost:9/echo");
+  request.headers = {{"Authorization", std::string("Bearer ") + kSecret}};
+
+  Expected<HttpResponse> response = transport_->send(request);
+
+  ASSERT_FALSE(response) << "the fake proxy refuses every tunnel";
+  EXPECT_EQ(response.error().code, ErrorCode::kNetwork);
+  EXPECT_EQ(proxy.received().rfind("CONNECT localhost:9 HTTP/1.1\r\n", 0), 0u)
+      << proxy.received();
+  EXPECT_EQ(proxy.received().find(kSecret), std::string::npos);
 }
 
 TEST_F(CurlTransportTest, ReusesTheConnectionForSequentialRequests) {

@@ -181,30 +181,48 @@ TEST_F(DeliveryTest, AnOutageLosesNothingAndBillsEverythingOnceWhenStripeReturns
   EXPECT_EQ(logger->stats().delivered, 30u);
 }
 
-// A wall clock the test moves by hand; the engine uses it for batch ages and retry times.
+// Clocks the test moves by hand: the wall clock (event times, retry times) and the monotonic one
+// (ages within a run), together or one alone, as a clock jump would.
 class MovableClock : public Clock {
  public:
-  TimePoint now() const override { return std::chrono::system_clock::now() + offset_.load(); }
-  void advance(std::chrono::seconds by) { offset_ = offset_.load() + by; }
+  TimePoint now() const override { return std::chrono::system_clock::now() + wall_.load(); }
+  std::chrono::steady_clock::time_point steady_now() const override {
+    return std::chrono::steady_clock::now() + steady_.load();
+  }
+  void advance(std::chrono::seconds by) {
+    wall_ = wall_.load() + by;
+    steady_ = steady_.load() + by;
+  }
+  void jump_wall(std::chrono::seconds by) { wall_ = wall_.load() + by; }
+  void advance_steady(std::chrono::seconds by) { steady_ = steady_.load() + by; }
 
  private:
-  std::atomic<std::chrono::seconds> offset_{std::chrono::seconds(0)};
+  std::atomic<std::chrono::seconds> wall_{std::chrono::seconds(0)};
+  std::atomic<std::chrono::seconds> steady_{std::chrono::seconds(0)};
 };
 
-TEST_F(DeliveryTest, ABatchStillFailingAfterTheMaximumAgeIsDeadNotRetriedForever) {
+class DeliveryAgeTest : public DeliveryTest {
+ protected:
+  // A logger whose batch of one event has failed at least once (Stripe answers 500).
+  std::unique_ptr<StripeLogger> failing_logger() {
+    Config config = this->config();
+    config.max_delivery_age_s = "60";
+    auto made = make_stripe_logger(config, {nullptr, nullptr, clock_, {}});
+    EXPECT_TRUE(made) << made.error().to_string();
+    emulator_.inject(Fault{FaultKind::kStatus, 500, "/v1/subscription_items", {}}, 1'000'000);
+    made.value()->log_success_event(for_customer("call-1", 5));
+    EXPECT_TRUE(testing::eventually([&] { return made.value()->stats().retries >= 1; },
+                                    std::chrono::seconds(10)));
+    EXPECT_EQ(made.value()->stats().dead, 0u);
+    return std::move(made.value());
+  }
+  std::shared_ptr<MovableClock> clock_ = std::make_shared<MovableClock>();
+};
+
+TEST_F(DeliveryAgeTest, ABatchStillFailingAfterTheMaximumAgeIsDeadNotRetriedForever) {
   const std::string item = add_customer("alice");
-  Config config = this->config();
-  config.max_delivery_age_s = "60";
-  auto clock = std::make_shared<MovableClock>();
-  auto made = make_stripe_logger(config, {nullptr, nullptr, clock, {}});
-  ASSERT_TRUE(made) << made.error().to_string();
-  auto& logger = *made;
-  emulator_.inject(Fault{FaultKind::kStatus, 500, "/v1/subscription_items", {}}, 1'000'000);
-  logger->log_success_event(for_customer("call-1", 5));
-  EXPECT_FALSE(logger->flush(std::chrono::steady_clock::now() + std::chrono::milliseconds(800)));
-  EXPECT_GE(logger->stats().retries, 1u);
-  EXPECT_EQ(logger->stats().dead, 0u);
-  clock->advance(std::chrono::minutes(2));  // past the age, and past any backoff
+  auto logger = failing_logger();
+  clock_->advance(std::chrono::minutes(2));  // past the age, and past any backoff
   ASSERT_TRUE(logger->flush(in_seconds(10)));
   const auto stats = logger->stats();
   EXPECT_EQ(stats.dead, 1u);
@@ -212,7 +230,28 @@ TEST_F(DeliveryTest, ABatchStillFailingAfterTheMaximumAgeIsDeadNotRetriedForever
   EXPECT_EQ(emulator_.total_usage(item), 0);
 }
 
-TEST_F(DeliveryTest, AThrottling429HalvesTheRate) {
+TEST_F(DeliveryAgeTest, AForwardJumpOfTheWallClockDoesNotKillAFreshBatch) {
+  const std::string item = add_customer("alice");
+  auto logger = failing_logger();
+  clock_->jump_wall(std::chrono::hours(23));  // NTP, a suspended VM: no time has passed
+  emulator_.clear_faults();
+  ASSERT_TRUE(logger->flush(in_seconds(20)));
+  EXPECT_EQ(logger->stats().dead, 0u);
+  EXPECT_EQ(emulator_.total_usage(item), 5);
+}
+
+TEST_F(DeliveryAgeTest, ABackwardJumpOfTheWallClockDoesNotDefeatTheAgeGuard) {
+  const std::string item = add_customer("alice");
+  auto logger = failing_logger();
+  clock_->jump_wall(-std::chrono::hours(2));
+  clock_->advance_steady(std::chrono::minutes(2));  // while two minutes really pass
+  ASSERT_TRUE(testing::eventually([&] { return logger->stats().dead == 1; },
+                                  std::chrono::seconds(20)));
+  EXPECT_EQ(logger->stats().rejected.at("max_delivery_age_exceeded"), 1u);
+  EXPECT_EQ(emulator_.total_usage(item), 0);
+}
+
+TEST_F(DeliveryTest, AThrottling429LowersTheSharedRate) {
   const std::string item = add_customer("alice");
   Config config = this->config();
   config.rate_limit = "40";
@@ -221,7 +260,46 @@ TEST_F(DeliveryTest, AThrottling429HalvesTheRate) {
   logger->log_success_event(for_customer("call-1", 3));
   ASSERT_TRUE(logger->flush(in_seconds(10)));
   EXPECT_EQ(emulator_.total_usage(item), 3);
-  EXPECT_DOUBLE_EQ(logger->stats().rate_limit, 20.0);
+  const auto stats = logger->stats();
+  EXPECT_EQ(stats.rate_limit_decreases, 1u);
+  EXPECT_LT(stats.rate_limit, 40.0);
+  EXPECT_GE(stats.rate_limit, 4.0) << "never below a tenth of the configured rate";
+}
+
+TEST_F(DeliveryTest, ALockTimeout429RetriesItsBatchAndSlowsNobody) {
+  const std::string item = add_customer("alice");
+  Config config = this->config();
+  config.rate_limit = "40";
+  auto logger = make_logger(config);
+  Fault lock{FaultKind::kStatus, 429, "/v1/subscription_items", {}};
+  lock.code = stripe_emulator::TooManyRequestsCode::kLockTimeout;
+  emulator_.inject(lock, 2);
+  logger->log_success_event(for_customer("call-1", 3));
+  ASSERT_TRUE(logger->flush(in_seconds(10)));
+  EXPECT_EQ(emulator_.total_usage(item), 3);
+  const auto stats = logger->stats();
+  EXPECT_EQ(stats.rate_limit_decreases, 0u);
+  EXPECT_DOUBLE_EQ(stats.rate_limit, 40.0);
+  EXPECT_EQ(stats.retries, 2u);
+}
+
+TEST_F(DeliveryTest, StripesRetryAfterIsWaitedOut) {
+  const std::string item = add_customer("alice");
+  auto logger = make_logger(config());
+  Fault lock{FaultKind::kStatus, 429, "/v1/subscription_items", {}};
+  lock.code = stripe_emulator::TooManyRequestsCode::kLockTimeout;
+  lock.retry_after = std::chrono::seconds(2);
+  emulator_.inject(lock);
+  logger->log_success_event(for_customer("call-1", 3));
+  ASSERT_TRUE(logger->flush(in_seconds(10)));
+  EXPECT_EQ(emulator_.total_usage(item), 3);
+  std::vector<std::chrono::steady_clock::time_point> posts;
+  for (const auto& request : emulator_.requests()) {
+    if (request.path.rfind("/v1/subscription_items/", 0) == 0) posts.push_back(request.received_at);
+  }
+  ASSERT_EQ(posts.size(), 2u);
+  EXPECT_GE(posts[1] - posts[0], std::chrono::milliseconds(1900))
+      << "the backoff alone would be 0.25-0.5 s";
 }
 
 TEST_F(DeliveryTest, InSyncModeTheCallReturnsOnceTheEventIsCommitted) {

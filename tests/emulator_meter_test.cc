@@ -1,6 +1,7 @@
 // The Stripe emulator's billing meters, exercised over real HTTP on loopback: meters, v1 meter
-// events with their synchronous and asynchronous validation, event summaries, cancellations, and
-// the v2 meter event session and stream, under the same faults as every other request.
+// events with their synchronous and asynchronous validation, Stripe's one-request-at-a-time rule
+// per customer and meter, event summaries, cancellations, and the v2 meter event session and
+// stream, under the same faults as every other request.
 #include <gtest/gtest.h>
 #include <httplib.h>
 
@@ -67,8 +68,9 @@ class MeterTest : public ::testing::Test {
     return client;
   }
 
-  httplib::Result post(const std::string& path, const std::string& form) const {
-    return client().Post(path.c_str(), form, kForm);
+  httplib::Result post(const std::string& path, const std::string& form,
+                       const httplib::Headers& headers = {}) const {
+    return client().Post(path.c_str(), headers, form, kForm);
   }
 
   httplib::Result get(const std::string& path) const { return client().Get(path.c_str()); }
@@ -78,6 +80,18 @@ class MeterTest : public ::testing::Test {
     return post("/v1/billing/meter_events", std::string("event_name=") + kEventName +
                                                 "&payload[stripe_customer_id]=" + customer_ +
                                                 "&payload[value]=" + value + extra);
+  }
+
+  std::string event_form(const std::string& value) const {
+    return std::string("event_name=") + kEventName + "&payload[stripe_customer_id]=" + customer_ +
+           "&payload[value]=" + value;
+  }
+
+  // Sends the meter event `form` and holds it (a kHang fault) until release_hangs().
+  std::future<httplib::Result> send_held_event(const std::string& form) {
+    emulator_.inject(Fault{FaultKind::kHang, 500, "/v1/billing/meter_events", seconds(30)});
+    return std::async(std::launch::async,
+                      [this, form] { return post("/v1/billing/meter_events", form); });
   }
 
   httplib::Result summaries(const std::string& query) const {
@@ -707,6 +721,126 @@ TEST_F(MeterTest, AnUnknownV2UrlAnswers404InTheV2Shape) {
   ASSERT_TRUE(result);
   EXPECT_EQ(result->status, 404);
   EXPECT_EQ(error_of(result)["type"], "invalid_request_error");
+}
+
+// --- One request at a time per customer and meter -------------------------------------------
+
+TEST_F(MeterTest, AMeterEventWhileAnotherForTheSameCustomerAndMeterRunsIsRefused429) {
+  auto first = send_held_event(event_form("1"));
+  ASSERT_TRUE(emulator_.wait_for_hung_requests(1, kDeadline));
+  const auto second = send_event("2");
+  emulator_.release_hangs();
+  ASSERT_TRUE(second);
+  EXPECT_EQ(second->status, 429);
+  EXPECT_EQ(second->get_header_value("Stripe-Rate-Limited-Reason"), "resource-specific");
+  EXPECT_FALSE(second->has_header("Retry-After"));
+  EXPECT_EQ(error_of(second)["type"], "invalid_request_error");
+  EXPECT_EQ(error_of(second)["code"], "rate_limit");
+  EXPECT_NE(error_of(second)["message"].get<std::string>().find(
+                "Concurrent requests for the same customer and meter are not allowed"),
+            std::string::npos);
+  EXPECT_EQ(first.get()->status, 200);
+}
+
+TEST_F(MeterTest, TheRefusedConcurrentMeterEventIsNotRecorded) {
+  auto first = send_held_event(event_form("1"));
+  ASSERT_TRUE(emulator_.wait_for_hung_requests(1, kDeadline));
+  const auto second = send_event("2");
+  emulator_.release_hangs();
+  ASSERT_EQ(first.get()->status, 200);
+  ASSERT_EQ(second->status, 429);
+  EXPECT_EQ(emulator_.meter_events().size(), 1u);
+  EXPECT_EQ(totals(), (Totals{{customer_, 1}}));
+}
+
+TEST_F(MeterTest, ConcurrentMeterEventRefusalsAreCounted) {
+  auto first = send_held_event(event_form("1"));
+  ASSERT_TRUE(emulator_.wait_for_hung_requests(1, kDeadline));
+  EXPECT_EQ(emulator_.concurrent_meter_event_refusals(), 0u);
+  const auto second = send_event("2");
+  const auto third = send_event("3");
+  emulator_.release_hangs();
+  ASSERT_EQ(first.get()->status, 200);
+  ASSERT_EQ(second->status, 429);
+  ASSERT_EQ(third->status, 429);
+  EXPECT_EQ(emulator_.concurrent_meter_event_refusals(), 2u);
+}
+
+TEST_F(MeterTest, AMeterEventForAnotherCustomerRunsAlongside) {
+  const auto bob = emulator_.create_customer({{"litellm_customer_id", "bob"}});
+  auto first = send_held_event(event_form("1"));
+  ASSERT_TRUE(emulator_.wait_for_hung_requests(1, kDeadline));
+  const auto other = post("/v1/billing/meter_events", std::string("event_name=") + kEventName +
+                                                          "&payload[stripe_customer_id]=" + bob +
+                                                          "&payload[value]=2");
+  emulator_.release_hangs();
+  ASSERT_TRUE(other);
+  EXPECT_EQ(other->status, 200);
+  EXPECT_EQ(first.get()->status, 200);
+  EXPECT_EQ(emulator_.concurrent_meter_event_refusals(), 0u);
+}
+
+TEST_F(MeterTest, AMeterEventForAnotherMeterRunsAlongside) {
+  emulator_.create_meter("api_calls");
+  auto first = send_held_event(event_form("1"));
+  ASSERT_TRUE(emulator_.wait_for_hung_requests(1, kDeadline));
+  const auto other =
+      post("/v1/billing/meter_events",
+           "event_name=api_calls&payload[stripe_customer_id]=" + customer_ + "&payload[value]=2");
+  emulator_.release_hangs();
+  ASSERT_TRUE(other);
+  EXPECT_EQ(other->status, 200);
+  EXPECT_EQ(first.get()->status, 200);
+}
+
+TEST_F(MeterTest, TheCustomerIsTheValueUnderTheMetersCustomerKey) {
+  emulator_.create_meter("api_calls", "customer", "calls");
+  const auto form = "event_name=api_calls&payload[customer]=" + customer_ + "&payload[calls]=1";
+  auto first = send_held_event(form + "&payload[stripe_customer_id]=cus_first");
+  ASSERT_TRUE(emulator_.wait_for_hung_requests(1, kDeadline));
+  const auto second =
+      post("/v1/billing/meter_events", form + "&payload[stripe_customer_id]=cus_second");
+  emulator_.release_hangs();
+  ASSERT_TRUE(second);
+  EXPECT_EQ(second->status, 429);
+  EXPECT_EQ(first.get()->status, 200);
+}
+
+TEST_F(MeterTest, AMeterEventAfterTheFirstWasAnsweredIsAccepted) {
+  auto first = send_held_event(event_form("1"));
+  ASSERT_TRUE(emulator_.wait_for_hung_requests(1, kDeadline));
+  emulator_.release_hangs();
+  ASSERT_EQ(first.get()->status, 200);
+  const auto next = send_event("2");
+  ASSERT_TRUE(next);
+  EXPECT_EQ(next->status, 200);
+  EXPECT_EQ(totals(), (Totals{{customer_, 3}}));
+}
+
+TEST_F(MeterTest, ARetryUnderTheSameIdempotencyKeyWhileTheFirstRunsIsRefusedAsConcurrent) {
+  emulator_.inject(Fault{FaultKind::kHang, 500, "/v1/billing/meter_events", seconds(30)});
+  const httplib::Headers key = {{"Idempotency-Key", "event-1"}};
+  auto first = std::async(std::launch::async,
+                          [&] { return post("/v1/billing/meter_events", event_form("1"), key); });
+  ASSERT_TRUE(emulator_.wait_for_hung_requests(1, kDeadline));
+  const auto retry = post("/v1/billing/meter_events", event_form("1"), key);
+  emulator_.release_hangs();
+  ASSERT_TRUE(retry);
+  EXPECT_EQ(retry->status, 429);
+  EXPECT_EQ(retry->get_header_value("Stripe-Rate-Limited-Reason"), "resource-specific");
+  EXPECT_EQ(first.get()->status, 200);
+}
+
+TEST_F(MeterTest, TheStreamIsNotHeldToTheV1Rule) {
+  const auto token = session_token();
+  auto first = send_held_event(event_form("1"));
+  ASSERT_TRUE(emulator_.wait_for_hung_requests(1, kDeadline));
+  const auto streamed = stream(token, std::vector<json>{v2_event("event-2")});
+  emulator_.release_hangs();
+  ASSERT_TRUE(streamed);
+  EXPECT_EQ(streamed->status, 200);
+  EXPECT_EQ(first.get()->status, 200);
+  EXPECT_EQ(emulator_.concurrent_meter_event_refusals(), 0u);
 }
 
 // --- Control endpoints ----------------------------------------------------------------------

@@ -167,18 +167,19 @@ TEST_F(MeterDeliveryTest, AnEventOlderThanStripesWindowIsParkedNotSent) {
   EXPECT_EQ(meter_posts(), 0u);
 }
 
-TEST_F(MeterDeliveryTest, AValueOfMoreThanFifteenDigitsIsRejectedLocally) {
-  add_meter_customer("alice");
+TEST_F(MeterDeliveryTest, TheLargestQuantityTheConfigurationAllowsFitsStripesFifteenDigits) {
+  const std::string alice = add_meter_customer("alice");
   Config config = meter_config();
-  config.max_quantity = "9000000000000000000";
+  config.max_quantity = "999999999999999";
   auto logger = make_logger(config);
   logger->log_success_event(for_customer("call-huge", 1'000'000'000'000'000));
   logger->log_success_event(for_customer("call-fits", 999'999'999'999'999));
   ASSERT_TRUE(logger->flush(in_seconds(20)));
   const auto stats = logger->stats();
   EXPECT_EQ(stats.dead, 1u);
-  EXPECT_EQ(stats.rejected.at("meter_value_too_large"), 1u);
+  EXPECT_EQ(stats.rejected.at("quantity_too_large"), 1u);
   EXPECT_EQ(meter_posts(), 1u);
+  EXPECT_EQ(emulator_.meter_totals_by_customer(kMeter).at(alice), 999'999'999'999'999.0);
 }
 
 TEST_F(MeterDeliveryTest, OnlyOneRequestPerCustomerAndMeterIsInFlight) {

@@ -107,11 +107,29 @@ TEST(RoundWithCarry, NeverDriftsMoreThanHalfAUnitFromTheExactSum) {
 }
 
 TEST(MeterRateLimit, AppliesToMeterEventsAndTheStreamOnly) {
-  EXPECT_TRUE(is_meter_event_request("https://api.stripe.com/v1/billing/meter_events"));
-  EXPECT_TRUE(is_meter_event_request("https://meter-events.stripe.com/v2/billing/meter_event_stream"));
-  EXPECT_FALSE(is_meter_event_request("https://api.stripe.com/v1/billing/meter_event_adjustments"));
-  EXPECT_FALSE(is_meter_event_request("https://api.stripe.com/v2/billing/meter_event_session"));
-  EXPECT_FALSE(is_meter_event_request("https://api.stripe.com/v1/customers/search?query=x"));
+  EXPECT_TRUE(is_meter_event_endpoint(endpoint_of("/v1/billing/meter_events")));
+  EXPECT_TRUE(is_meter_event_endpoint(Endpoint::kMeterEventStream));
+  EXPECT_FALSE(is_meter_event_endpoint(endpoint_of("/v1/billing/meter_event_adjustments")));
+  EXPECT_FALSE(is_meter_event_endpoint(endpoint_of("/v2/billing/meter_event_session")));
+  EXPECT_FALSE(is_meter_event_endpoint(endpoint_of("/v1/customers/search?query=x")));
+}
+
+TEST(EndpointOf, NamesEveryPathTheLibraryCalls) {
+  EXPECT_EQ(endpoint_of("/v1/subscription_items/si_1/usage_records"), Endpoint::kUsageRecords);
+  EXPECT_EQ(endpoint_of("/v1/subscription_items/si_1/usage_record_summaries"),
+            Endpoint::kSummaries);
+  EXPECT_EQ(endpoint_of("/v1/billing/meters/mtr_1/event_summaries"), Endpoint::kSummaries);
+  EXPECT_EQ(endpoint_of("/v1/billing/meter_events"), Endpoint::kMeterEvents);
+  EXPECT_EQ(endpoint_of("/v2/billing/meter_event_session"), Endpoint::kMeterEventSession);
+  EXPECT_EQ(endpoint_of("/v1/customers/search"), Endpoint::kCustomerSearch);
+  EXPECT_EQ(endpoint_of("/v1/subscriptions"), Endpoint::kSubscriptions);
+  EXPECT_EQ(endpoint_of("/v1/prices/price_1"), Endpoint::kPrices);
+  EXPECT_EQ(endpoint_of("/v1/billing/meters"), Endpoint::kMeters);
+  EXPECT_EQ(endpoint_of("/v1/customers/cus_1"), Endpoint::kOther);
+  // A hostile id cannot make a request look like another endpoint's.
+  EXPECT_EQ(endpoint_of("/v1/subscription_items/" + encode_path_segment("x/usage_records") +
+                        "/usage_record_summaries"),
+            Endpoint::kSummaries);
 }
 
 }  // namespace

@@ -5,6 +5,9 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <memory>
+#include <string>
+#include <utility>
 
 #include "stripe_billing/stripe_client.h"
 #include "test_support.h"
@@ -147,6 +150,134 @@ TEST_F(ReconciliationTest, OnlyWhatTheConfigurationBillsIsCompared) {
   EXPECT_EQ(report.rows[0].kind, "usage_record");
   EXPECT_TRUE(report.matches());
 }
+
+// ---- Answers that are not what Stripe documents ----------------------------------------------
+
+// Forwards every request to the emulator; a request whose URL contains `path` gets `body` back
+// (status 200) instead of the emulator's answer.
+class RewritingTransport final : public HttpTransport {
+ public:
+  RewritingTransport(std::string path, std::string body)
+      : path_(std::move(path)), body_(std::move(body)) {}
+
+  Expected<HttpResponse> send(const HttpRequest& request) override {
+    Expected<HttpResponse> response = real_->send(request);
+    if (response && request.url.find(path_) != std::string::npos) {
+      response->status = 200;
+      response->body = body_;
+    }
+    return response;
+  }
+  void abort_in_flight() override { real_->abort_in_flight(); }
+
+ private:
+  std::string path_;
+  std::string body_;
+  std::unique_ptr<HttpTransport> real_ = make_curl_transport();
+};
+
+struct WrongAnswer {
+  const char* name;
+  const char* mode;  // usage_records or meter_events: which side of the ledger is compared
+  const char* path;  // the request whose answer is replaced
+  const char* body;
+  const char* mentions;  // what the error message must name
+};
+
+void PrintTo(const WrongAnswer& answer, std::ostream* out) { *out << answer.name; }
+
+class WronglyShapedAnswerTest : public ReconciliationTest,
+                                public ::testing::WithParamInterface<WrongAnswer> {};
+
+TEST_P(WronglyShapedAnswerTest, IsAnInvalidResponseNamingWhatIsWrong) {
+  add_customer("alice");
+  Config config = EmulatorTest::config();
+  config.billing_mode = GetParam().mode;
+  if (config.billing_mode != "usage_records") config.meter_event_name = kMeter;
+  auto logger = make_logger(config);
+  logger->log_success_event(for_customer("call-1", 7));
+  ASSERT_TRUE(logger->shutdown(in_seconds(30)));
+  auto finalized = finalize_config(config);
+  ASSERT_TRUE(finalized) << finalized.error().message;
+
+  const Expected<ReconciliationReport> report =
+      reconcile(*finalized, 0, 4'000'000'000,
+                {std::make_shared<RewritingTransport>(GetParam().path, GetParam().body)});
+
+  ASSERT_FALSE(report) << "accepted " << GetParam().body;
+  EXPECT_EQ(report.error().code, ErrorCode::kInvalidResponse) << report.error().to_string();
+  EXPECT_NE(report.error().message.find(GetParam().mentions), std::string::npos)
+      << report.error().message;
+}
+
+constexpr const char* kSummaries = "/usage_record_summaries";
+constexpr const char* kEventSummaries = "/event_summaries";
+constexpr const char* kMeters = "/v1/billing/meters?";
+
+INSTANTIATE_TEST_SUITE_P(
+    Table, WronglyShapedAnswerTest,
+    ::testing::Values(
+        WrongAnswer{"DataNotAList", "usage_records", kSummaries,
+                    R"({"object":"list","data":"nope","has_more":false})", "data"},
+        WrongAnswer{"DataEntryNotAnObject", "usage_records", kSummaries,
+                    R"({"object":"list","data":[5],"has_more":false})", "data"},
+        WrongAnswer{"HasMoreNotABoolean", "usage_records", kSummaries,
+                    R"({"object":"list","data":[],"has_more":"yes"})", "has_more"},
+        WrongAnswer{"NextPageWithoutAStringId", "usage_records", kSummaries,
+                    R"({"data":[{"id":7,"total_usage":1,"period":{"start":0,"end":1}}],)"
+                    R"("has_more":true})",
+                    "id"},
+        WrongAnswer{"TotalUsageAString", "usage_records", kSummaries,
+                    R"({"data":[{"id":"sis_1","total_usage":"12","period":{"start":0,)"
+                    R"("end":4000000000}}],"has_more":false})",
+                    "total_usage"},
+        WrongAnswer{"TotalUsageBeyondAnInt64", "usage_records", kSummaries,
+                    R"({"data":[{"id":"sis_1","total_usage":1e300,"period":{"start":0,)"
+                    R"("end":4000000000}}],"has_more":false})",
+                    "total_usage"},
+        WrongAnswer{"TotalUsageNegative", "usage_records", kSummaries,
+                    R"({"data":[{"id":"sis_1","total_usage":-3,"period":{"start":0,)"
+                    R"("end":4000000000}}],"has_more":false})",
+                    "total_usage"},
+        WrongAnswer{"PeriodNotAnObject", "usage_records", kSummaries,
+                    R"({"data":[{"id":"sis_1","total_usage":1,"period":"now"}],"has_more":false})",
+                    "period"},
+        WrongAnswer{"PeriodStartBeyondAnInt64", "usage_records", kSummaries,
+                    R"({"data":[{"id":"sis_1","total_usage":1,"period":{"start":1e300,)"
+                    R"("end":4000000000}}],"has_more":false})",
+                    "period.start"},
+        WrongAnswer{"PeriodEndAString", "usage_records", kSummaries,
+                    R"({"data":[{"id":"sis_1","total_usage":1,"period":{"start":0,"end":"x"}}],)"
+                    R"("has_more":false})",
+                    "period.end"},
+        WrongAnswer{"AggregatedValueTooLarge", "meter_events", kEventSummaries,
+                    R"({"data":[{"id":"mtrusg_1","aggregated_value":1e300}],"has_more":false})",
+                    "aggregated_value"},
+        WrongAnswer{"AggregatedValueAString", "meter_events", kEventSummaries,
+                    R"({"data":[{"id":"mtrusg_1","aggregated_value":"NaN"}],"has_more":false})",
+                    "aggregated_value"},
+        WrongAnswer{"AggregatedValueNegative", "meter_events", kEventSummaries,
+                    R"({"data":[{"id":"mtrusg_1","aggregated_value":-5}],"has_more":false})",
+                    "aggregated_value"},
+        WrongAnswer{"AggregatedValueMissing", "meter_events", kEventSummaries,
+                    R"({"data":[{"id":"mtrusg_1"}],"has_more":false})", "aggregated_value"},
+        WrongAnswer{"MeterIdNotAString", "meter_events", kMeters,
+                    R"({"data":[{"id":5,"event_name":"llm_tokens","status":"active"}],)"
+                    R"("has_more":false})",
+                    "id"},
+        WrongAnswer{"MeterEventNameNotAString", "meter_events", kMeters,
+                    R"({"data":[{"id":"mtr_1","event_name":["llm_tokens"],"status":"active"}],)"
+                    R"("has_more":false})",
+                    "event_name"},
+        WrongAnswer{"MeterStatusNotAString", "meter_events", kMeters,
+                    R"({"data":[{"id":"mtr_1","event_name":"llm_tokens","status":1}],)"
+                    R"("has_more":false})",
+                    "status"},
+        WrongAnswer{"AnEndlessListThatRepeatsItsLastId", "meter_events", kMeters,
+                    R"({"data":[{"id":"mtr_1","event_name":"llm_tokens","status":"active"}],)"
+                    R"("has_more":true})",
+                    "has_more"}),
+    [](const auto& info) { return std::string(info.param.name); });
 
 }  // namespace
 }  // namespace stripe_billing

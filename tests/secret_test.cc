@@ -70,6 +70,77 @@ TEST(SecretTest, MasksUnprintableCharactersInTheTail) {
   EXPECT_EQ(Secret::redact_key("not-a-key-at-all\t"), e("l?"));
 }
 
+// Secrets inside other text: a key pasted into the wrong setting, or quoted in a message.
+
+std::string found_in(const std::string& text) {
+  const auto span = Secret::find_secret_in(text);
+  return span ? text.substr(span->position, span->length) : std::string("(none)");
+}
+
+TEST(FindSecretInTest, FindsEachSecretPrefixAtTheStart) {
+  for (const std::string secret :
+       {"sk_live_0123_456789abcd", "sk_test_0123_456789abcd", "rk_live_0123_456789abcd",
+        "rk_test_0123_456789abcd", "whsec_0123_456789abcdef"}) {
+    EXPECT_EQ(found_in(secret), secret);
+  }
+}
+
+TEST(FindSecretInTest, FindsAKeyAfterAnyCharacterThatIsNotALetterOrDigit) {
+  EXPECT_EQ(found_in("llm.sk_test_0123_456789abcd"), "sk_test_0123_456789abcd");
+  EXPECT_EQ(found_in("alice=rk_live_0123_456789abcd,bob=cus_1"), "rk_live_0123_456789abcd");
+  EXPECT_EQ(found_in("https://example.com/whsec_0123_4567?x"), "whsec_0123_4567");
+  EXPECT_EQ(found_in("price_sk_test_0123_456789abcd"), "sk_test_0123_456789abcd");
+  EXPECT_EQ(found_in("staging sk_live_0123_456789abcd\n"), "sk_live_0123_456789abcd");
+}
+
+TEST(FindSecretInTest, IgnoresAPrefixInsideAWord) {
+  EXPECT_EQ(found_in("mask_test_value"), "(none)");
+  EXPECT_EQ(found_in("risk_live_events"), "(none)");
+  EXPECT_EQ(found_in("work_test_1"), "(none)");
+}
+
+TEST(FindSecretInTest, IgnoresAPrefixWithNoLetterOrDigitAfterIt) {
+  EXPECT_EQ(found_in("sk_test_"), "(none)");
+  EXPECT_EQ(found_in("sk_test__"), "(none)");
+  EXPECT_EQ(found_in("sk_test_" + e("wxyz")), "(none)") << "an already redacted key";
+}
+
+TEST(FindSecretInTest, IgnoresPublishableKeysAndOrdinaryIds) {
+  EXPECT_EQ(found_in("pk_test_0123_456789abcd"), "(none)");
+  EXPECT_EQ(found_in("price_1PxyzMetered cus_123 si_456 llm_tokens"), "(none)");
+}
+
+TEST(FindSecretInTest, SearchesFromTheGivenPosition) {
+  const std::string text = "sk_test_0123_4567 and rk_test_0123_4567";
+  const auto second = Secret::find_secret_in(text, 1);
+  ASSERT_TRUE(second);
+  EXPECT_EQ(second->position, text.find("rk_test_"));
+}
+
+TEST(RedactSecretsInTest, ReplacesEachSecretByItsRedactedFormAndKeepsTheRest) {
+  EXPECT_EQ(Secret::redact_secrets_in(
+                "a=sk_test_0123_456789abcd,b=whsec_0123_456789abcdef c sk_live_0123_456789wxyz"),
+            "a=sk_test_" + e("abcd") + ",b=" + e("ef") + " c sk_live_" + e("wxyz"));
+}
+
+TEST(RedactSecretsInTest, RedactsAKeyGluedToAWordToo) {
+  EXPECT_EQ(Secret::redact_secrets_in("xsk_test_0123_456789abcdef"), "xsk_test_" + e("cdef"));
+}
+
+TEST(RedactSecretsInTest, LeavesAPrefixInsideAWordAloneWhenNoKeyFollows) {
+  EXPECT_EQ(Secret::redact_secrets_in("meter=risk_test_events"), "meter=risk_test_events");
+}
+
+TEST(RedactSecretsInTest, LeavesTextWithoutSecretsAsItIs) {
+  const std::string text = "STRIPE_PRICE_ID must be price_ followed by letters; got \"prod_1\"";
+  EXPECT_EQ(Secret::redact_secrets_in(text), text);
+}
+
+TEST(RedactSecretsInTest, RedactingTwiceChangesNothingMore) {
+  const std::string once = Secret::redact_secrets_in("x sk_test_0123_456789abcd y");
+  EXPECT_EQ(Secret::redact_secrets_in(once), once);
+}
+
 TEST(SecretTest, RedactedMemberUsesRedactKey) {
   const Secret secret("sk_test_51NzQvRkLmYb_De7Fh3Jx9PaTuWcGswxyz");
   EXPECT_EQ(secret.redacted(), "sk_test_" + e("wxyz"));

@@ -354,7 +354,7 @@ TEST_F(StripeLoggerTest, ACustomerIdIsUsedWithoutSearching) {
   const std::string item = add_customer("ignored", &customer);
   auto logger = make_logger(config());
   UsageEvent e = event("call-1", 10);
-  e.request_user = customer;
+  e.end_user_id = customer;  // bound to the API key by the gateway: trusted as a customer id
   logger->log_success_event(e);
   ASSERT_TRUE(logger->flush(in_seconds(10)));
   EXPECT_EQ(emulator_.total_usage(item), 10);

@@ -100,6 +100,8 @@ class EmulatorTest : public ::testing::Test {
     config.outbox_path = outbox_path();
     config.aggregation_window_ms = "0";  // one usage record per event unless a test says so
     config.rate_limit = "1000";
+    // The tests name customers by the request's `user` (for_customer), matched by metadata.
+    config.trust_request_user = "lookup";
     return config;
   }
 
@@ -122,7 +124,8 @@ class EmulatorTest : public ::testing::Test {
     return event;
   }
 
-  // An event of `customer`: the request's `user`, which STRIPE_CHARGE_BY=end_user_id bills.
+  // An event of `customer`: the request's `user`, which STRIPE_CHARGE_BY=end_user_id bills when
+  // the key has no end user and STRIPE_TRUST_REQUEST_USER allows it (config() does).
   static UsageEvent for_customer(const std::string& call_id, std::int64_t tokens,
                                  const std::string& customer = "alice") {
     UsageEvent e = event(call_id, tokens);

@@ -2,6 +2,11 @@
 
 #include <gtest/gtest.h>
 
+#include <chrono>
+#include <cstdint>
+#include <limits>
+#include <string>
+
 namespace stripe_billing {
 namespace {
 
@@ -75,6 +80,66 @@ INSTANTIATE_TEST_SUITE_P(
                       BadPayload{R"({"metadata":{"user_api_key_user_id":5}})",
                                  "metadata.user_api_key_user_id"},
                       BadPayload{"{\"model\":\"\xff\xfe\"}", "not valid JSON"}));
+
+// JSON has no NaN or Infinity, but a number too large for a double is infinite once read (nlohmann
+// 3.11 refuses the whole document instead; either way no infinite cost comes out).
+TEST(ParseStandardLoggingPayload, NeverYieldsAResponseCostBeyondTheRangeOfADouble) {
+  for (const char* json : {R"({"response_cost":1e400})", R"({"response_cost":-1e400})",
+                           R"({"response_cost":1)" "000000000000000000000000000000000000000"
+                           "0000000000000000000000000000000000000000000000000000000000000000000"
+                           "0000000000000000000000000000000000000000000000000000000000000000000"
+                           "0000000000000000000000000000000000000000000000000000000000000000000"
+                           "0000000000000000000000000000000000000000000000000000000000000000000"
+                           "000000000000000000000000000000000000000000000000000000000})"}) {
+    auto event = parse_standard_logging_payload(json);
+    ASSERT_FALSE(event) << json << " gave a cost of " << event->response_cost.value_or(0);
+    EXPECT_EQ(event.error().code, ErrorCode::kInvalidEvent);
+  }
+}
+
+TEST(ParseStandardLoggingPayload, RefusesTokenCountsAboveTheLargestInt64) {
+  for (const char* field : {"prompt_tokens", "completion_tokens", "total_tokens"}) {
+    for (const char* number : {"9223372036854775808", "18446744073709551615", "1e19"}) {
+      const std::string json = std::string("{\"") + field + "\":" + number + "}";
+      auto event = parse_standard_logging_payload(json);
+      ASSERT_FALSE(event) << json << " gave " << event->total_tokens.value_or(0);
+      EXPECT_EQ(event.error().code, ErrorCode::kInvalidEvent);
+      EXPECT_NE(event.error().message.find(std::string("field '") + field + "'"),
+                std::string::npos)
+          << event.error().message;
+    }
+  }
+}
+
+TEST(ParseStandardLoggingPayload, AcceptsTheLargestInt64TokenCount) {
+  auto event = parse_standard_logging_payload(R"({"total_tokens":9223372036854775807})");
+  ASSERT_TRUE(event) << event.error().to_string();
+  EXPECT_EQ(*event->total_tokens, std::numeric_limits<std::int64_t>::max());
+}
+
+// system_clock counts nanoseconds in an int64: it ends on 2262-04-11 (9223372036 seconds).
+TEST(ParseStandardLoggingPayload, RefusesTimesAfterTheLastOneTheClockCanHold) {
+  for (const char* field : {"startTime", "endTime"}) {
+    for (const char* seconds : {"9223372037", "9300000000", "10000000000", "13569465600"}) {
+      const std::string json = std::string("{\"") + field + "\":" + seconds + "}";
+      auto event = parse_standard_logging_payload(json);
+      ASSERT_FALSE(event) << json;
+      EXPECT_EQ(event.error().code, ErrorCode::kInvalidEvent);
+      EXPECT_NE(event.error().message.find(std::string("field '") + field + "'"),
+                std::string::npos)
+          << event.error().message;
+    }
+  }
+}
+
+TEST(ParseStandardLoggingPayload, ReadsTimesUpToTheLastSecondTheClockCanHold) {
+  auto event = parse_standard_logging_payload(R"({"startTime":0,"endTime":9223372035.5})");
+  ASSERT_TRUE(event) << event.error().to_string();
+  EXPECT_EQ(std::chrono::duration_cast<std::chrono::milliseconds>(
+                event->end_time->time_since_epoch()).count(),
+            9'223'372'035'500);
+  EXPECT_EQ(event->start_time->time_since_epoch().count(), 0);
+}
 
 TEST(ParseStandardLoggingPayload, SurvivesAHugeString) {
   std::string big(10 * 1024 * 1024, 'x');

@@ -2,7 +2,6 @@
 
 #include <gtest/gtest.h>
 
-#include "charge_by.h"
 #include "stripe_billing/stripe_client.h"
 
 namespace stripe_billing {
@@ -95,30 +94,6 @@ TEST(IsValidUtf8, AcceptsUtf8AndRejectsBrokenSequences) {
   EXPECT_FALSE(is_valid_utf8("\xc3"));
   EXPECT_FALSE(is_valid_utf8("\xc0\xaf"));          // overlong '/'
   EXPECT_FALSE(is_valid_utf8("\xed\xa0\x80"));      // surrogate
-}
-
-TEST(CustomerKey, EndUserIdPrefersTheKeyBoundEndUserOverTheBodyUser) {
-  UsageEvent event;
-  event.request_user = "body";
-  EXPECT_EQ(charge_by_value(event, ChargeBy::kEndUserId), "body");
-  event.end_user_id = "bound";
-  EXPECT_EQ(charge_by_value(event, ChargeBy::kEndUserId), "bound");
-}
-
-TEST(CustomerKey, UserAndTeamComeFromTheKeyMetadata) {
-  UsageEvent event;
-  event.user_id = "u";
-  event.team_id = "t";
-  event.request_user = "body";
-  EXPECT_EQ(charge_by_value(event, ChargeBy::kUserId), "u");
-  EXPECT_EQ(charge_by_value(event, ChargeBy::kTeamId), "t");
-}
-
-TEST(CustomerKey, MissingValueIsNullopt) {
-  UsageEvent event;
-  EXPECT_EQ(charge_by_value(event, ChargeBy::kEndUserId), "");
-  EXPECT_EQ(charge_by_value(event, ChargeBy::kUserId), "");
-  EXPECT_EQ(charge_by_value(event, ChargeBy::kTeamId), "");
 }
 
 }  // namespace

@@ -1,6 +1,8 @@
 // `retry`: parked and dead events back to pending, for the gateway to send at its next planning
-// round. `max_delivery_age_exceeded` is left alone unless forced: Stripe may already have billed
-// that usage under an idempotency key it has since forgotten, so sending it again can bill twice.
+// round. With a gateway running on the outbox the request is handed to it (through the file) and
+// waited for, so the gateway's own counts stay right. `max_delivery_age_exceeded` is left alone
+// unless forced: Stripe may already have billed that usage under an idempotency key it has since
+// forgotten, so sending it again can bill twice.
 #include <iostream>
 #include <set>
 
@@ -35,6 +37,8 @@ int run_retry(const ConfigSource& source, const RetryOptions& options) {
 
   std::int64_t requeued = 0;
   std::int64_t left_old = 0;
+  bool handed = false;
+  bool answered = true;
   std::set<std::string> requeued_reasons;
   for (const ReasonCount& count : *reasons) {
     if (!options.reason.empty() && count.reason != options.reason) continue;
@@ -46,9 +50,17 @@ int run_retry(const ConfigSource& source, const RetryOptions& options) {
     if (count.reason.empty() || !requeued_reasons.insert(count.reason).second) continue;
     auto moved = (*outbox)->requeue(count.reason, options.customer);
     if (!moved) return report_error(*config, "outbox", moved.error());
-    requeued += *moved;
+    requeued += moved->moved;
+    handed = handed || moved->handed_to_engine;
+    answered = answered && moved->engine_done;
   }
-  std::cout << "requeued " << requeued << " events\n";
+  if (!answered) {
+    std::cout << "handed the requeue to the running gateway, which has not answered yet; its "
+                 "next planning round moves the events\n";
+    return kExitOk;
+  }
+  std::cout << "requeued " << requeued << " events" << (handed ? " (by the running gateway)" : "")
+            << "\n";
   if (left_old > 0) {
     std::cout << "left " << left_old << " events dead with " << kMaxAge
               << " (of any customer): that usage may already be billed; check Stripe, then run "

@@ -44,6 +44,30 @@ std::string masked(const std::string& key) {
   return prefix + "****" + (secret_length >= 8 ? key.substr(key.size() - 4) : "");
 }
 
+// Stripe's body for the fault's status, without its Retry-After.
+ApiError injected_status(const Fault& fault) {
+  switch (fault.status) {
+    case 401:
+      return invalid_api_key("sk_test_injected_fault");
+    case 404:
+      return ApiError{404, "invalid_request_error", "Unrecognized request URL.", "", "", {}};
+    case 409:
+      return lock_timeout(409);
+    case 429:
+      return fault.code == TooManyRequestsCode::kLockTimeout
+                 ? lock_timeout(429)
+                 : rate_limited(fault.rate_limited_reason);
+    default:
+      if (fault.status >= 500) {
+        return ApiError{
+            fault.status, "api_error", "An unknown error occurred. Please try again later.",
+            "",           "",          {}};
+      }
+      return ApiError{
+          fault.status, "invalid_request_error", "The request could not be processed.", "", "", {}};
+  }
+}
+
 }  // namespace
 
 ApiError invalid_request(std::string message, std::string param) {
@@ -98,14 +122,39 @@ ApiError publishable_api_key() {
                   {}};
 }
 
-ApiError rate_limited() {
+ApiError rate_limited(const std::string& reason) {
+  ApiError error{429,
+                 "invalid_request_error",
+                 "Request rate limit exceeded. Learn more about rate limits here "
+                 "https://stripe.com/docs/rate-limits.",
+                 "",
+                 "rate_limit",
+                 {}};
+  if (!reason.empty()) error.headers.emplace_back("Stripe-Rate-Limited-Reason", reason);
+  return error;
+}
+
+ApiError lock_timeout(int status) {
+  return ApiError{status,
+                  "invalid_request_error",
+                  "This object cannot be accessed right now because another API request or "
+                  "Stripe process is currently accessing it. If you see this error "
+                  "intermittently, retry the request.",
+                  "",
+                  "lock_timeout",
+                  {}};
+}
+
+// The emulator's wording: Stripe documents the rule, not its message.
+ApiError concurrent_meter_event() {
   return ApiError{429,
                   "invalid_request_error",
-                  "Request rate limit exceeded. Learn more about rate limits here "
-                  "https://stripe.com/docs/rate-limits.",
+                  "Concurrent requests for the same customer and meter are not allowed: another "
+                  "meter event for this customer and meter is still being processed. Retry the "
+                  "request once it has completed.",
                   "",
                   "rate_limit",
-                  {{"Stripe-Rate-Limited-Reason", "global-rate"}}};
+                  {{"Stripe-Rate-Limited-Reason", "resource-specific"}}};
 }
 
 ApiError idempotency_key_too_long() {
@@ -135,31 +184,13 @@ ApiError idempotency_key_in_use(const std::string& key) {
                   {}};
 }
 
-ApiError injected(int status) {
-  switch (status) {
-    case 401:
-      return invalid_api_key("sk_test_injected_fault");
-    case 404:
-      return ApiError{404, "invalid_request_error", "Unrecognized request URL.", "", "", {}};
-    case 409:
-      return ApiError{409,
-                      "invalid_request_error",
-                      "This object cannot be accessed right now because another API request or "
-                      "Stripe process is currently accessing it. If you see this error "
-                      "intermittently, retry the request.",
-                      "",
-                      "lock_timeout",
-                      {}};
-    case 429:
-      return rate_limited();
-    default:
-      if (status >= 500) {
-        return ApiError{status, "api_error", "An unknown error occurred. Please try again later.",
-                        "",     "",          {}};
-      }
-      return ApiError{
-          status, "invalid_request_error", "The request could not be processed.", "", "", {}};
-  }
+ApiError injected(const Fault& fault) {
+  return with_retry_after(injected_status(fault), fault.retry_after);
+}
+
+ApiError with_retry_after(ApiError error, std::optional<std::chrono::seconds> seconds) {
+  if (seconds) error.headers.emplace_back("Retry-After", std::to_string(seconds->count()));
+  return error;
 }
 
 }  // namespace errors

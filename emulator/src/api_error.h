@@ -2,11 +2,15 @@
 // {"error":{"type","code","message","param","doc_url"}} and the headers Stripe adds to them.
 #pragma once
 
+#include <chrono>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <utility>
 #include <variant>
 #include <vector>
+
+#include "stripe_emulator/emulator.h"
 
 namespace stripe_emulator {
 
@@ -56,12 +60,20 @@ ApiError unrecognized_url(const std::string& method, const std::string& path);
 ApiError missing_api_key();
 ApiError invalid_api_key(const std::string& key);
 ApiError publishable_api_key();
-ApiError rate_limited();
+// Throttling: 429 rate_limit with Stripe-Rate-Limited-Reason: `reason` (none when empty).
+ApiError rate_limited(const std::string& reason = "global-rate");
+// Another request or Stripe process holds the object: lock_timeout, no reason header.
+ApiError lock_timeout(int status);
+// A v1 meter event while another for the same customer and meter is being processed.
+ApiError concurrent_meter_event();
 ApiError idempotency_key_too_long();
 ApiError idempotency_key_reused(const std::string& key);
 ApiError idempotency_key_in_use(const std::string& key);
-// What an injected kStatus fault answers: Stripe's body for that status.
-ApiError injected(int status);
+// What an injected kStatus fault answers: Stripe's body for its status (a 429 as its code and
+// reason say), with its Retry-After.
+ApiError injected(const Fault& fault);
+// `error` with a Retry-After header of `seconds`, if any.
+ApiError with_retry_after(ApiError error, std::optional<std::chrono::seconds> seconds);
 
 }  // namespace errors
 }  // namespace stripe_emulator

@@ -4,6 +4,7 @@
 #include <cctype>
 
 #include "form_parser.h"
+#include "form_values.h"
 #include "meter_endpoints.h"
 #include "schema_validator.h"
 #include "v2_endpoints.h"
@@ -44,7 +45,7 @@ Answer replayed(const IdempotencyCache::Stored& stored) {
 
 ApiPipeline::ApiPipeline(std::vector<std::string> api_keys, Store& store, MeterStore& meters,
                          MeterSessions& sessions, const SpecCatalog& catalog, FaultQueue& faults,
-                         HangGate& hangs, RateLimiter& rate_limiter)
+                         HangGate& hangs, RateLimiter& rate_limiter, MeterEventLocks& meter_locks)
     : api_keys_(std::move(api_keys)),
       meters_(meters),
       sessions_(sessions),
@@ -52,16 +53,17 @@ ApiPipeline::ApiPipeline(std::vector<std::string> api_keys, Store& store, MeterS
       faults_(faults),
       hangs_(hangs),
       rate_limiter_(rate_limiter),
+      meter_locks_(meter_locks),
       endpoints_(v1_endpoints(store, meters)) {}
 
 Outcome ApiPipeline::handle(const IncomingRequest& request) {
   const auto api_key = authenticate(request);
   if (const auto* error = std::get_if<ApiError>(&api_key)) return refusal(request, *error);
-  if (!rate_limiter_.try_acquire()) return refusal(request, errors::rate_limited());
-  const auto fault = faults_.take(request.path);
-  if (fault && fault->kind == FaultKind::kStatus) {
-    return refusal(request, errors::injected(fault->status));
+  if (const auto limited = rate_limiter_.over_limit()) {
+    return refusal(request, errors::with_retry_after(errors::rate_limited(), limited->retry_after));
   }
+  const auto fault = faults_.take(request.path);
+  if (fault && fault->kind == FaultKind::kStatus) return refusal(request, errors::injected(*fault));
   if (fault && fault->kind == FaultKind::kCloseConnection) return Outcome{{}, true};
   if (is_v2(request.path)) return run_v2(request, fault);
   return run(request, std::get<std::string>(api_key), fault);
@@ -98,6 +100,8 @@ Outcome ApiPipeline::run(const IncomingRequest& request, const std::string& api_
   if (const auto* error = std::get_if<ApiError>(&params)) return answer(*error);
   const auto& tree = std::get<nlohmann::json>(params);
   if (auto error = validate_params(tree, route->operation->params_schema)) return answer(*error);
+  const auto meter_lock = lock_meter_event(route->operation->operation_id, tree);
+  if (const auto* error = std::get_if<ApiError>(&meter_lock)) return answer(*error);
 
   std::optional<IdempotencyCache::Claim> claim;
   const auto idempotency_key = request.header("idempotency-key");
@@ -121,6 +125,18 @@ Outcome ApiPipeline::run(const IncomingRequest& request, const std::string& api_
   auto result = endpoint->second(ApiCall{route->path_params, tree});
   if (claim && worth_keeping(result.status)) claim->keep(result, request.request_id);
   return Outcome{std::move(result), fault && fault->kind == FaultKind::kCloseAfterCommit};
+}
+
+Expected<std::optional<MeterEventLocks::Lock>> ApiPipeline::lock_meter_event(
+    const std::string& operation_id, const nlohmann::json& params) {
+  if (operation_id != "PostBillingMeterEvents") return std::nullopt;
+  const auto event_name = text(params, "event_name");
+  const auto payload = string_hash(params, "payload");
+  const auto customer = payload.find(meters_.customer_key(event_name));
+  if (customer == payload.end()) return std::nullopt;
+  auto lock = meter_locks_.try_lock(event_name, customer->second);
+  if (!lock) return errors::concurrent_meter_event();
+  return lock;
 }
 
 Outcome ApiPipeline::run_v2(const IncomingRequest& request, const std::optional<Fault>& fault) {

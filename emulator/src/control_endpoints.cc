@@ -1,6 +1,12 @@
 #include "control_endpoints.h"
 
+#include <chrono>
+#include <cstdint>
 #include <optional>
+#include <stdexcept>
+#include <string>
+#include <utility>
+#include <vector>
 
 namespace stripe_emulator {
 namespace {
@@ -43,17 +49,64 @@ Answer totals(const Emulator& emulator) {
              {"meters", meter_totals(emulator)}});
 }
 
-Answer inject(Emulator& emulator, const json& body) {
+std::optional<TooManyRequestsCode> too_many_requests_code(const std::string& name) {
+  if (name == "rate_limit") return TooManyRequestsCode::kRateLimit;
+  if (name == "lock_timeout") return TooManyRequestsCode::kLockTimeout;
+  return std::nullopt;
+}
+
+// "retry_after_seconds", if the body has it; throws json::exception when it is not an integer and
+// std::invalid_argument when it is negative.
+std::optional<std::chrono::seconds> retry_after(const json& body) {
+  if (!body.contains("retry_after_seconds")) return std::nullopt;
+  const auto seconds = body.at("retry_after_seconds").get<std::int64_t>();
+  if (seconds < 0) throw std::invalid_argument("retry_after_seconds must not be negative");
+  return std::chrono::seconds(seconds);
+}
+
+// A fault described in JSON; throws std::invalid_argument or json::exception when it is malformed.
+Fault fault_of(const json& body) {
   const auto kind = fault_kind(body.value("kind", "status"));
-  if (!kind) return failure(400, "kind must be one of status, hang, close, close_after_commit");
+  if (!kind) {
+    throw std::invalid_argument("kind must be one of status, hang, close, close_after_commit");
+  }
+  const auto code = too_many_requests_code(body.value("code", "rate_limit"));
+  if (!code) throw std::invalid_argument("code must be rate_limit or lock_timeout");
   Fault fault;
   fault.kind = *kind;
   fault.status = body.value("status", 500);
   fault.path_prefix = body.value("path_prefix", "");
   fault.hang = std::chrono::milliseconds(body.value("hang_ms", 0));
+  fault.code = *code;
+  fault.rate_limited_reason = body.value("rate_limited_reason", fault.rate_limited_reason);
+  fault.retry_after = retry_after(body);
+  return fault;
+}
+
+Answer inject(Emulator& emulator, const json& body) {
+  const auto fault = fault_of(body);
   const auto count = body.value("count", 1);
   emulator.inject(fault, count);
   return ok({{"ok", true}, {"queued", count}});
+}
+
+Answer random_faults(Emulator& emulator, const json& body) {
+  std::vector<std::pair<Fault, double>> faults;
+  for (const auto& fault : body.value("faults", json::array())) {
+    if (!fault.is_object()) throw std::invalid_argument("each of faults must be a JSON object");
+    faults.emplace_back(fault_of(fault), fault.at("probability").get<double>());
+  }
+  emulator.set_random_faults(faults, body.value("seed", std::uint32_t{0}));
+  return ok({{"ok", true}, {"faults", faults.size()}});
+}
+
+Answer answers(const Emulator& emulator) {
+  const auto counts = emulator.answer_counts();
+  json by_status = json::object();
+  for (const auto& [status, count] : counts.by_status) by_status[std::to_string(status)] = count;
+  return ok({{"by_status", by_status},
+             {"too_many_requests", counts.too_many_requests},
+             {"concurrent_meter_event_refusals", emulator.concurrent_meter_event_refusals()}});
 }
 
 json recorded(const RecordedRequest& request) {
@@ -75,8 +128,9 @@ Answer route(Emulator& emulator, const std::string& what, const std::string& met
     emulator.clear_faults();
     return ok();
   }
+  if (what == "random_faults" && method == "POST") return random_faults(emulator, body);
   if (what == "rate_limit" && method == "POST") {
-    emulator.set_rate_limit(body.value("rps", 0.0));
+    emulator.set_rate_limit(body.value("rps", 0.0), retry_after(body));
     return ok();
   }
   if (what == "release_hangs" && method == "POST") {
@@ -84,6 +138,7 @@ Answer route(Emulator& emulator, const std::string& what, const std::string& met
     return ok();
   }
   if (what == "requests" && method == "GET") return requests(emulator);
+  if (what == "answers" && method == "GET") return answers(emulator);
   return failure(404, "No control endpoint " + method + " " + kControlPrefix + what);
 }
 
@@ -100,6 +155,8 @@ Answer handle_control(Emulator& emulator, const IncomingRequest& request) {
   try {
     return route(emulator, request.path.substr(sizeof(kControlPrefix) - 1), request.method, body);
   } catch (const json::exception& error) {
+    return failure(400, error.what());
+  } catch (const std::invalid_argument& error) {
     return failure(400, error.what());
   }
 }

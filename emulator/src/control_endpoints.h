@@ -4,11 +4,19 @@
 //   GET    /_emulator/totals          {"items":{"si_…":N},"customers":{"cus_…":N},
 //                                      "meters":{"event_name":{"cus_…":N}}}  (counted events)
 //   POST   /_emulator/faults          {"kind":"status|hang|close|close_after_commit","status":500,
-//                                      "count":1,"path_prefix":"","hang_ms":0}
+//                                      "count":1,"path_prefix":"","hang_ms":0,
+//                                      "code":"rate_limit|lock_timeout",  (a 429's; see Fault)
+//                                      "rate_limited_reason":"global-rate",  ("": no header)
+//                                      "retry_after_seconds":2}  (absent: no Retry-After)
 //   DELETE /_emulator/faults          clears queued faults
-//   POST   /_emulator/rate_limit      {"rps":10}  (0 turns it off)
+//   POST   /_emulator/random_faults   {"seed":0,"faults":[{<a fault as above>,"probability":0.05}]}
+//                                      ([] turns them off; "count" is not used)
+//   POST   /_emulator/rate_limit      {"rps":10,"retry_after_seconds":1}  (0 turns it off; the
+//                                      Retry-After is optional)
 //   POST   /_emulator/release_hangs
 //   GET    /_emulator/requests        the request log, oldest first
+//   GET    /_emulator/answers {"by_status":{"200":N},"too_many_requests":{"lock_timeout":N},
+//                                      "concurrent_meter_event_refusals":N}  (see AnswerCounts)
 #pragma once
 
 #include "exchange.h"

@@ -8,6 +8,7 @@
 #include "fault_queue.h"
 #include "hang_gate.h"
 #include "http_server.h"
+#include "meter_event_locks.h"
 #include "meter_sessions.h"
 #include "meter_store.h"
 #include "rate_limiter.h"
@@ -34,7 +35,7 @@ class Emulator::Impl {
         meters(store),
         sessions([this] { return store.now(); }),
         pipeline(options.api_keys, store, meters, sessions, SpecCatalog::embedded(), faults, hangs,
-                 rate_limiter) {}
+                 rate_limiter, meter_locks) {}
 
   // Started only once the Emulator is whole, since control requests call back into it.
   void start(Emulator& emulator, int port) {
@@ -58,6 +59,7 @@ class Emulator::Impl {
   FaultQueue faults;
   HangGate hangs;
   RateLimiter rate_limiter;
+  MeterEventLocks meter_locks;
   RequestLog log;
   ApiPipeline pipeline;
   std::unique_ptr<HttpServer> server;  // last: stops before everything it serves from
@@ -151,8 +153,9 @@ void Emulator::set_random_faults(const std::vector<std::pair<Fault, double>>& fa
   impl_->faults.set_random(faults, seed);
 }
 
-void Emulator::set_rate_limit(double requests_per_second) {
-  impl_->rate_limiter.set_rate(requests_per_second);
+void Emulator::set_rate_limit(double requests_per_second,
+                              std::optional<std::chrono::seconds> retry_after) {
+  impl_->rate_limiter.set_rate(requests_per_second, retry_after);
 }
 
 void Emulator::release_hangs() { impl_->hangs.release_all(); }
@@ -183,12 +186,24 @@ std::vector<RecordedRequest> Emulator::requests() const { return impl_->log.entr
 
 void Emulator::clear_requests() { impl_->log.clear(); }
 
+AnswerCounts Emulator::answer_counts() const { return impl_->log.counts(); }
+
+std::size_t Emulator::count_answers(int min_status, int max_status,
+                                    std::chrono::steady_clock::time_point from,
+                                    std::chrono::steady_clock::time_point to) const {
+  return impl_->log.count(min_status, max_status, from, to);
+}
+
 std::vector<MeterEventRecord> Emulator::meter_events() const { return impl_->meters.events(); }
 
 std::map<std::string, double> Emulator::meter_totals_by_customer(
     const std::string& event_name, const std::string& group_key,
     const std::string& group_value) const {
   return impl_->meters.totals_by_customer(event_name, group_key, group_value);
+}
+
+std::size_t Emulator::concurrent_meter_event_refusals() const {
+  return impl_->meter_locks.refusals();
 }
 
 void Emulator::expire_meter_sessions() { impl_->sessions.expire_all(); }

@@ -33,8 +33,13 @@ IncomingRequest incoming(const httplib::Request& request) {
 }
 
 RecordedRequest recorded(const IncomingRequest& request) {
-  return RecordedRequest{request.method,  request.path, request.raw_target,
-                         request.headers, request.body, 0};
+  RecordedRequest recorded;
+  recorded.method = request.method;
+  recorded.path = request.path;
+  recorded.raw_target = request.raw_target;
+  recorded.headers = request.headers;
+  recorded.body = request.body;
+  return recorded;
 }
 
 void write(const Answer& answer, const std::string& request_id, httplib::Response& response) {
@@ -114,13 +119,13 @@ void HttpServer::serve(const httplib::Request& request, const IncomingRequest& e
   const auto ticket = log_.add(recorded(exchange));
   const auto outcome = api_(exchange);
   if (outcome.drop_connection) {
-    log_.answered(ticket, 0);
+    log_.dropped(ticket);
     const ConnectionEndpoints connection{request.local_addr, request.local_port,
                                          request.remote_addr, request.remote_port};
     if (!drop_connection(connection)) break_off(response);
     return;
   }
-  log_.answered(ticket, outcome.answer.status);
+  log_.answered(ticket, outcome.answer);
   write(outcome.answer, exchange.request_id, response);
 }
 

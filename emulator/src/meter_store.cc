@@ -122,6 +122,12 @@ std::vector<Meter> MeterStore::meters() const {
   return newest_first;
 }
 
+std::string MeterStore::customer_key(const std::string& event_name) const {
+  std::lock_guard lock(mutex_);
+  const auto* meter = active_meter(event_name);
+  return meter == nullptr ? Meter{}.customer_key : meter->customer_key;
+}
+
 Expected<MeterEvent> MeterStore::record_v1(NewMeterEvent event) {
   const auto now = store_.now();
   if (auto error = timestamp_error(event.timestamp.value_or(now), now)) return *error;

@@ -64,6 +64,10 @@ class MeterStore {
   std::optional<Meter> meter(const std::string& id) const;
   std::vector<Meter> meters() const;  // newest first
 
+  // The payload key that names the customer of events called `event_name`: the active meter's,
+  // or stripe_customer_id when no meter is active on that name.
+  std::string customer_key(const std::string& event_name) const;
+
   Expected<MeterEvent> record_v1(NewMeterEvent event);
   void record_v2(NewMeterEvent event);
   // Cancels the event so that it is no longer counted; errors name cancel[identifier].
@@ -91,7 +95,7 @@ class MeterStore {
   mutable std::mutex mutex_;
   std::map<std::string, Meter> meters_;
   std::vector<std::string> meter_order_;
-  std::vector<MeterEvent> events_;  // oldest first
+  std::vector<MeterEvent> events_;                           // oldest first
   std::unordered_map<std::string, std::int64_t> last_seen_;  // identifier -> when last recorded
 };
 

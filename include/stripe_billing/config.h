@@ -25,6 +25,7 @@ struct Config {
   std::optional<std::string> billing_mode;           // STRIPE_BILLING_MODE = usage_records|meter_events|meter_event_stream|dual
   std::optional<std::string> price_id;               // STRIPE_PRICE_ID (usage records)
   std::optional<std::string> charge_by;              // STRIPE_CHARGE_BY = end_user_id|user_id|team_id
+  std::optional<std::string> trust_request_user;     // STRIPE_TRUST_REQUEST_USER = off|lookup|customer_id
   std::optional<std::string> api_base;               // STRIPE_API_BASE
   std::optional<std::string> api_version;            // STRIPE_API_VERSION
   std::optional<std::string> environment;            // ENVIRONMENT
@@ -105,6 +106,11 @@ Expected<YamlSettings> config_from_yaml_string(const std::string& yaml,
                                                const EnvLookup& env = process_environment());
 
 enum class ChargeBy { kEndUserId, kUserId, kTeamId };
+// Whether charge_by=end_user_id may fall back to the request body's `user`, which whoever calls
+// the gateway writes, when the API key has no end user. off: never. lookup: only as a value
+// matched through STRIPE_CUSTOMER_MAP or the customer metadata search, never as a `cus_…` id.
+// customer_id: also as a `cus_…` id taken as it is (any caller may then pick who pays).
+enum class RequestUserTrust { kOff, kLookup, kCustomerId };
 // usage_records: legacy usage records on a subscription item. meter_events: v1 billing meter
 // events, one request per event. meter_event_stream: the v2 stream, up to 100 events a request.
 // dual: usage records and v1 meter events for every event, side by side (for migrating).
@@ -119,6 +125,7 @@ enum class Durability { kAsync, kSync };
 enum class LogFormat { kText, kJson };
 
 const char* to_string(ChargeBy value) noexcept;
+const char* to_string(RequestUserTrust value) noexcept;
 const char* to_string(BillingMode value) noexcept;
 const char* to_string(QuantitySource value) noexcept;
 const char* to_string(Durability value) noexcept;
@@ -162,6 +169,7 @@ class FinalizedConfig {
   const std::string& meter_stream_base() const noexcept { return meter_stream_base_; }
   double meter_rate_limit() const noexcept { return meter_rate_limit_; }
   ChargeBy charge_by() const noexcept { return charge_by_; }
+  RequestUserTrust trust_request_user() const noexcept { return trust_request_user_; }
   const std::string& api_base() const noexcept { return api_base_; }  // no trailing slash
   const std::string& api_version() const noexcept { return api_version_; }
   const std::string& environment() const noexcept { return environment_; }
@@ -210,6 +218,7 @@ class FinalizedConfig {
   std::string meter_stream_base_;
   double meter_rate_limit_ = 0;
   ChargeBy charge_by_ = ChargeBy::kEndUserId;
+  RequestUserTrust trust_request_user_ = RequestUserTrust::kOff;
   std::string api_base_;
   std::string api_version_;
   std::string environment_;
@@ -242,6 +251,9 @@ inline constexpr const char* kDefaultApiBase = "https://api.stripe.com";
 inline constexpr const char* kDefaultApiVersion = "2025-02-24.acacia";  // last with usage records
 inline constexpr const char* kDefaultCustomerMetadataKey = "litellm_customer_id";
 inline constexpr std::int64_t kDefaultMaxQuantity = 10'000'000;
+// The largest STRIPE_MAX_QUANTITY: 15 digits, Stripe's limit for a meter value; sums of a few
+// thousand such quantities stay far from INT64_MAX.
+inline constexpr std::int64_t kLargestMaxQuantity = 999'999'999'999'999;
 inline constexpr const char* kDefaultOutboxPath = "stripe-billing-outbox.db";
 inline constexpr const char* kDefaultMeterStreamBase = "https://meter-events.stripe.com";
 inline constexpr const char* kDefaultMeterCustomerKey = "stripe_customer_id";

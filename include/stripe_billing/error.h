@@ -52,9 +52,10 @@ struct Error {
   std::string to_string() const;
 };
 
-// A value or an Error, in the spirit of std::expected (C++23).
+// A value or an Error, in the spirit of std::expected (C++23). [[nodiscard]]: a result dropped
+// without a look is a compile error (-Werror), so no failure goes unhandled by accident.
 template <typename T>
-class Expected {
+class [[nodiscard]] Expected {
  public:
   Expected(T value) : data_(std::move(value)) {}  // NOLINT(google-explicit-constructor)
   Expected(Error error) : data_(std::move(error)) {}  // NOLINT(google-explicit-constructor)
@@ -78,7 +79,7 @@ class Expected {
 };
 
 template <>
-class Expected<void> {
+class [[nodiscard]] Expected<void> {
  public:
   Expected() = default;
   Expected(Error error) : error_(std::move(error)) {}  // NOLINT(google-explicit-constructor)

@@ -16,9 +16,28 @@ namespace stripe_billing {
 
 using Headers = std::vector<std::pair<std::string, std::string>>;
 
+// What a request is for, set by whoever builds it: the metric label of the request, and the rate
+// limit it draws from (meter events have their own in live mode).
+enum class Endpoint {
+  kOther,
+  kUsageRecords,
+  kSummaries,
+  kMeterEvents,
+  kMeterEventStream,
+  kMeterEventSession,
+  kCustomerSearch,
+  kSubscriptions,
+  kPrices,
+  kMeters,
+};
+// usage_records, summaries, meter_events, meter_event_stream, meter_event_session,
+// customer_search, subscriptions, prices, meters, other.
+const char* to_string(Endpoint endpoint) noexcept;
+
 struct HttpRequest {
   std::string method;  // "GET" or "POST"
   std::string url;     // absolute, already encoded
+  Endpoint endpoint = Endpoint::kOther;
   Headers headers;
   std::string body;
   std::chrono::milliseconds timeout{30'000};  // the whole transfer, connect included

@@ -46,7 +46,10 @@ struct ReconcileOptions {
 };
 
 // Reads the ledger in config.outbox_path() for events whose time lies in [since, until) and asks
-// Stripe for the same. Errors: kStorage (the outbox), or the first Stripe/network error.
+// Stripe for the same. Errors: kStorage (the outbox), the first Stripe/network error, or
+// kInvalidResponse naming the request and the field when an answer is not shaped as Stripe
+// documents (a list without `data`, a count that is not a whole number from 0 to INT64_MAX, a
+// meter sum that is not a number from 0 to 2^53, a list whose pages never end). Never throws.
 Expected<ReconciliationReport> reconcile(const FinalizedConfig& config, std::int64_t since,
                                          std::int64_t until, ReconcileOptions options = {});
 

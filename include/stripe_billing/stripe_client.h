@@ -63,11 +63,16 @@ class StripeClient {
   StripeClientOptions options_;
 };
 
+// The endpoint of a Stripe API path (no scheme, host or query): what StripeClient puts in each
+// request's HttpRequest::endpoint.
+Endpoint endpoint_of(std::string_view api_path) noexcept;
+
 // Parses an error answer (status, headers, body) into a StripeError; tolerant of non-JSON bodies.
 StripeError parse_stripe_error(const HttpResponse& response);
 
 // A transport answer as a StripeResponse: status >= 400 becomes Error{kStripe} with the parsed
-// error, a body that is not a JSON object kInvalidResponse.
+// error; any other status outside 2xx (a redirect from a proxy, say: Stripe never redirects) and a
+// body that is not a JSON object become kInvalidResponse. Only a 2xx answer is ever a success.
 Expected<StripeResponse> to_stripe_response(Expected<HttpResponse> response);
 
 }  // namespace stripe_billing

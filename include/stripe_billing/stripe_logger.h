@@ -30,11 +30,16 @@ namespace stripe_billing {
 
 class HttpTransport;
 
-// Seconds-resolution wall clock, injectable so tests can move time (lookup cache TTLs).
+// The library's clocks, injectable so tests can move time: the wall clock (event times, lookup
+// cache TTLs, batch ages as stored) and a monotonic one (rate limiting, ages within a run, which a
+// jump of the wall clock must not move).
 class Clock {
  public:
   virtual ~Clock() = default;
   virtual TimePoint now() const = 0;
+  virtual std::chrono::steady_clock::time_point steady_now() const {
+    return std::chrono::steady_clock::now();
+  }
   static std::shared_ptr<Clock> system();
 };
 
@@ -86,7 +91,9 @@ struct StripeLoggerStats {
   std::uint64_t lookup_misses = 0;
   std::uint64_t lookup_failures = 0;     // lookups that failed for a reason other than "not found"
   std::uint64_t rate_limited_waits = 0;  // requests that waited for the client-side rate limit
-  double rate_limit = 0;                 // the current rate (halved after a throttling 429)
+  double rate_limit = 0;                 // the current rate (lowered by throttling 429s)
+  double meter_rate_limit = 0;           // live mode: the meter events' own current rate; else 0
+  std::uint64_t rate_limit_decreases = 0;  // times a throttling 429 lowered a rate
   bool paused = false;                   // Stripe refuses the key: sending paused, probing
   // The outbox: events waiting (in memory or stored), parked, dead; the oldest waiting (ms).
   std::uint64_t pending = 0;

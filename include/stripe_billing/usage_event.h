@@ -35,11 +35,13 @@ struct UsageEvent {
 };
 
 // Parses one StandardLoggingPayload object. Bad JSON, a non-object, or a known field of the wrong
-// type is an Error (kInvalidEvent) whose message names the field. Unknown fields are ignored.
-// Fields read: id, litellm_call_id, model, response_cost, prompt_tokens, completion_tokens,
-// total_tokens, end_user, startTime, endTime (epoch seconds, fractional allowed), and in
-// metadata: user_api_key_user_id, user_api_key_team_id, user_api_key_end_user_id,
-// user_api_key_org_id, user_api_key_alias; other string values of metadata go to `metadata`.
+// type or out of range is an Error (kInvalidEvent) whose message names the field. Unknown fields
+// are ignored. Fields read: id, litellm_call_id, model, response_cost (a finite number),
+// prompt_tokens, completion_tokens, total_tokens (whole numbers that fit an int64), end_user,
+// startTime, endTime (epoch seconds, fractional allowed, from 0 to before 9223372036, where
+// system_clock's nanoseconds end in April 2262), and in metadata: user_api_key_user_id,
+// user_api_key_team_id, user_api_key_end_user_id, user_api_key_org_id, user_api_key_alias; other
+// string values of metadata go to `metadata`. A parsed event never holds an infinite or NaN cost.
 Expected<UsageEvent> parse_standard_logging_payload(std::string_view json);
 
 }  // namespace stripe_billing

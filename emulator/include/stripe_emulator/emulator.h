@@ -37,11 +37,24 @@ enum class FaultKind {
   kCloseAfterCommit,  // do the work (and store the idempotent result), then drop the connection
 };
 
+// What a 429 says the trouble is: its error `code`.
+enum class TooManyRequestsCode {
+  kRateLimit,    // throttling: code rate_limit, with a Stripe-Rate-Limited-Reason header
+  kLockTimeout,  // another request holds the object: code lock_timeout, no reason header
+};
+
 struct Fault {
   FaultKind kind = FaultKind::kStatus;
-  int status = 500;  // for kStatus: 500, 429 (adds Stripe-Rate-Limited-Reason), 409, 401, ...
+  int status = 500;         // for kStatus: 500, 429 (as `code` below says), 409, 401, ...
   std::string path_prefix;  // only requests whose path starts with this; empty: all API requests
   std::chrono::milliseconds hang{0};
+  // For a kStatus 429 only. With kRateLimit, the Stripe-Rate-Limited-Reason header's value:
+  // global-rate, global-concurrency, endpoint-rate, endpoint-concurrency or resource-specific;
+  // empty: no header. The defaults answer what a plain 429 fault always answered.
+  TooManyRequestsCode code = TooManyRequestsCode::kRateLimit;
+  std::string rate_limited_reason = "global-rate";
+  // For kStatus, any status: a Retry-After header with these seconds. Empty: none.
+  std::optional<std::chrono::seconds> retry_after = std::nullopt;
 };
 
 struct RecordedRequest {
@@ -51,6 +64,16 @@ struct RecordedRequest {
   std::map<std::string, std::string> headers;  // names lowercased
   std::string body;
   int status = 0;  // what the emulator answered (0 when the connection was dropped)
+  std::chrono::steady_clock::time_point received_at{};  // when the emulator received it
+};
+
+// Answers counted as they are given: cheap to read however many requests were served (requests()
+// copies the whole log). Covers the API requests in the log: clear_requests() resets it.
+struct AnswerCounts {
+  std::map<int, std::size_t> by_status;  // status -> answers; 0 counts dropped connections
+  // 429s by kind: the error code, then "/" and the Stripe-Rate-Limited-Reason when there is one:
+  // "rate_limit/global-rate", "rate_limit/resource-specific", "lock_timeout", ...
+  std::map<std::string, std::size_t> too_many_requests;
 };
 
 struct UsageRecord {
@@ -118,8 +141,10 @@ class Emulator {
   // (rolled in order, from a generator seeded with `seed`). An empty list turns them off.
   void set_random_faults(const std::vector<std::pair<Fault, double>>& faults, std::uint32_t seed);
   // Requests per second over all API requests; above it, 429 with
-  // Stripe-Rate-Limited-Reason: global-rate. 0 turns it off.
-  void set_rate_limit(double requests_per_second);
+  // Stripe-Rate-Limited-Reason: global-rate, and Retry-After when `retry_after` is given. 0 turns
+  // it off.
+  void set_rate_limit(double requests_per_second,
+                      std::optional<std::chrono::seconds> retry_after = std::nullopt);
   void release_hangs();
 
   // Requests currently held by a kHang fault, and a wait for them (true once `count` are held
@@ -134,6 +159,13 @@ class Emulator {
   std::map<std::string, std::int64_t> totals_by_item() const;      // item id -> usage
   std::vector<RecordedRequest> requests() const;
   void clear_requests();
+  AnswerCounts answer_counts() const;
+  // API requests received in [from, to) and already answered with a status in [min_status,
+  // max_status], without copying the log: count_answers(200, 299, t0, t1) / (t1 - t0) is the
+  // accepted rate.
+  std::size_t count_answers(int min_status, int max_status,
+                            std::chrono::steady_clock::time_point from,
+                            std::chrono::steady_clock::time_point to) const;
 
   // Billing meters. Every meter event received (v1 and v2), oldest first, including the ones
   // rejected asynchronously (error_code set) and the cancelled ones.
@@ -143,6 +175,11 @@ class Emulator {
   std::map<std::string, double> meter_totals_by_customer(const std::string& event_name,
                                                          const std::string& group_key = "",
                                                          const std::string& group_value = "") const;
+  // Stripe allows one v1 meter event request at a time per customer and meter: one that arrives
+  // while another for the same event_name and customer payload value is being processed gets 429
+  // (rate_limit, Stripe-Rate-Limited-Reason: resource-specific). The number of those refusals
+  // since the emulator started.
+  std::size_t concurrent_meter_event_refusals() const;
   // Makes every v2 meter event session token expire now (the next stream call gets 401 expired).
   void expire_meter_sessions();
   std::size_t meter_sessions_created() const;
