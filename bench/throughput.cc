@@ -227,7 +227,8 @@ int cmd_intake(const Args& args) {
       static_cast<double>(stats.accepted) / seconds,
       static_cast<double>(events) / seconds_between(start, produced), polls);
   print_stats_tail(stats);
-  std::printf(" pending=%llu\n", static_cast<unsigned long long>(stats.pending));
+  std::printf(" pending=%llu commits=%llu\n", static_cast<unsigned long long>(stats.pending),
+              static_cast<unsigned long long>(stats.outbox_commits));
   shutdown_bounded(std::move(logger), dir, 200);
   return polls > 0 ? 0 : 1;
 }

@@ -434,9 +434,10 @@ constexpr std::pair<const char*, BillingMode> kBillingModeChoices[] = {
     {"dual", BillingMode::kDual},
 };
 
+// The first is the default: a billing library loses nothing unless told otherwise.
 constexpr std::pair<const char*, Durability> kDurabilityChoices[] = {
-    {"async", Durability::kAsync},
     {"sync", Durability::kSync},
+    {"async", Durability::kAsync},
 };
 
 constexpr std::pair<const char*, LogFormat> kLogFormatChoices[] = {

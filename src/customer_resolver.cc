@@ -198,13 +198,19 @@ Expected<BillingTarget> CustomerResolver::find_subscription_item(const std::stri
   if (subscriptions == nullptr || !subscriptions->is_array()) {
     return wrong_shape("subscription list without a data list");
   }
+  // An answer not shaped as Stripe's is an error to retry, never "no subscription": that would
+  // park the customer's usage for nothing.
   for (const auto& subscription : *subscriptions) {
     const nlohmann::json* items = member(member(subscription, "items"), "data");
-    if (items == nullptr || !items->is_array()) continue;
+    if (items == nullptr || !items->is_array()) {
+      return wrong_shape("subscription without an items list");
+    }
     for (const auto& item : *items) {
       const nlohmann::json* id = member(item, "id");
       const nlohmann::json* price = member(item, "price");
-      if (id == nullptr || !id->is_string() || price == nullptr) continue;
+      if (id == nullptr || !id->is_string() || price == nullptr) {
+        return wrong_shape("subscription item without an id and a price");
+      }
       const nlohmann::json* price_object_id = member(price, "id");
       const bool matches =
           (price_object_id != nullptr && *price_object_id == price_id) ||

@@ -18,7 +18,7 @@ constexpr int kClaimsPerRound = 1'000;
 constexpr auto kIdleRound = std::chrono::milliseconds(1000);
 // Rounds woken by commits come at most this often: a stream of commits is read incrementally,
 // a few times a second, instead of once per commit.
-constexpr auto kCommitRoundGap = std::chrono::milliseconds(10);
+constexpr auto kCommitRoundGap = std::chrono::milliseconds(25);
 constexpr auto kPruneEvery = std::chrono::hours(1);
 constexpr int kPruneRowsPerStep = 2'000;
 constexpr auto kFileCheckEvery = std::chrono::seconds(1);
@@ -249,6 +249,7 @@ void Dispatcher::housekeeping(std::int64_t now) {
   }
   for (PendingWrite& outcome : retry) {
     if (!apply(outcome)) {
+      metrics_.count_reason(to_string(Reason::kOutcomeUnrecorded));
       std::lock_guard lock(mutex_);
       unrecorded_.push_back(std::move(outcome));
     }

@@ -1,6 +1,7 @@
 #include "intake.h"
 
 #include <pthread.h>
+#include <sys/stat.h>
 
 #include <algorithm>
 #include <cmath>
@@ -21,6 +22,12 @@ namespace {
 
 // Async mode: a writer wakes for a full group even before the commit interval ends.
 constexpr std::size_t kGroupSize = 8192;
+// Sync mode: the longest the writer holds a commit open for callers it has just woken.
+constexpr auto kMaxCommitDelay = std::chrono::microseconds(200);
+// Sync mode: events journaled but not yet in the outbox, at most; and the journal size from which
+// it is started over once the outbox has caught up.
+constexpr std::size_t kMaxIngestBacklog = 65'536;
+constexpr std::uint64_t kJournalResetBytes = 8u << 20;
 constexpr std::size_t kMaxMetadataValue = 500;
 constexpr std::size_t kMaxStoredText = 200;
 constexpr int kWarningsPerSecond = 20;
@@ -77,8 +84,62 @@ Intake::Intake(const FinalizedConfig& config, Outbox& outbox, Metrics& metrics,
       log_(std::move(log)),
       clock_(std::move(clock)),
       on_commit_(std::move(on_commit)),
-      sinks_(sinks_for(config.billing_mode())),
-      writer_([this] { run(); }) {}
+      sinks_(sinks_for(config.billing_mode())) {
+  recover_journal();
+  writer_ = std::thread([this] { run(); });
+  if (journal_) ingester_ = std::thread([this] { ingest(); });
+}
+
+// Rows a crash left in the journal go into the outbox before anything else; those already there
+// are duplicates and ignored. Sync mode keeps the journal open for its commits.
+void Intake::recover_journal() {
+  const std::string& path = config_.outbox_path();
+  const bool sync = config_.durability() == Durability::kSync;
+  const std::string journal_path = path + ".journal";
+  struct stat info {};
+  if (path == ":memory:" || (!sync && ::stat(journal_path.c_str(), &info) != 0)) return;
+  auto opened = Journal::open(journal_path);
+  if (!opened) {
+    log_->error("stripe_billing cannot open the journal ({}); sync commits go to the outbox "
+                "directly",
+                opened.error().message);
+    return;
+  }
+  auto rows = (*opened)->recover();
+  if (!rows) {
+    log_->error("stripe_billing cannot read the journal: {}", rows.error().message);
+    return;  // left as it is, for the next start
+  }
+  bool kept = rows->empty();
+  if (!rows->empty()) {
+    const std::size_t count = rows->size();
+    std::vector<NewEvent> slice;
+    kept = true;
+    for (std::size_t first = 0; first < count && kept; first += kGroupSize) {
+      slice.assign(std::make_move_iterator(rows->begin() + static_cast<std::ptrdiff_t>(first)),
+                   std::make_move_iterator(rows->begin() + static_cast<std::ptrdiff_t>(
+                                               std::min(count, first + kGroupSize))));
+      kept = insert(slice);
+    }
+    if (kept) {
+      log_->warn("stripe_billing stored {} rows an earlier run left in the journal", count);
+    } else {
+      log_->error("stripe_billing cannot store the {} rows of the journal yet; they stay in it "
+                  "for the next start",
+                  count);
+      return;
+    }
+  }
+  if (auto reset = (*opened)->reset(); !reset) {
+    log_->error("stripe_billing cannot empty the journal: {}", reset.error().message);
+    return;
+  }
+  if (!sync) return;
+  journal_ = std::move(opened.value());
+  if (auto relaxed = outbox_.relax_writer_sync(); !relaxed) {
+    log_->warn("stripe_billing {}; the outbox syncs every commit", relaxed.error().message);
+  }
+}
 
 Intake::~Intake() { stop(std::chrono::steady_clock::now() + std::chrono::seconds(5)); }
 
@@ -109,11 +170,13 @@ void Intake::submit(const UsageEvent& event) noexcept {
       ++in_memory_;
       sequence = ++submitted_;
       const bool sync = config_.durability() == Durability::kSync;
-      if (writer_waiting_ && (sync || buffer_.size() == kGroupSize)) wake_writer_.notify_one();
+      const std::size_t size = buffer_.size();
+      if (writer_waiting_ && (sync ? size == 1 || size >= wanted_ : size == kGroupSize)) {
+        wake_writer_.notify_one();
+      }
       if (!sync) return;
     }
-    std::unique_lock lock(commit_mutex_);
-    committed_.wait_for(lock, config_.sync_timeout(), [&] { return written_.load() >= sequence; });
+    durable_.wait_until(sequence, std::chrono::steady_clock::now() + config_.sync_timeout());
   } catch (...) {
     metrics_.lost.fetch_add(1, std::memory_order_relaxed);
   }
@@ -127,8 +190,7 @@ bool Intake::flush(SteadyTime deadline) noexcept {
     flush_requested_ = true;
     wake_writer_.notify_one();
   }
-  std::unique_lock lock(commit_mutex_);
-  return committed_.wait_until(lock, deadline, [&] { return written_.load() >= target; });
+  return stored_.wait_until(target, deadline);
 }
 
 void Intake::stop(SteadyTime deadline) noexcept {
@@ -149,6 +211,27 @@ void Intake::stop(SteadyTime deadline) noexcept {
     wake_writer_.notify_one();
   }
   writer_.join();
+  if (ingester_.joinable()) {
+    {
+      std::lock_guard lock(ingest_mutex_);
+      ingest_stopping_ = true;
+      ingest_wake_.notify_all();
+      ingest_room_.notify_all();
+    }
+    ingester_.join();
+    std::lock_guard lock(ingest_mutex_);
+    if (ingested_rows_ == journaled_rows_ && outbox_.sync_writes()) {
+      if (auto reset = journal_->reset(); !reset) {
+        log_->warn("stripe_billing cannot empty the journal ({}); its rows are stored again "
+                   "(as duplicates) at the next start",
+                   reset.error().message);
+      }
+    } else {
+      log_->warn("stripe_billing {} journaled rows are not in the outbox yet; the next start "
+                 "stores them",
+                 journaled_rows_ - ingested_rows_);
+    }
+  }
 }
 
 std::size_t Intake::buffered() const {
@@ -157,14 +240,6 @@ std::size_t Intake::buffered() const {
 }
 
 bool Intake::abandoned() const { return abandon_.load(std::memory_order_relaxed); }
-
-void Intake::publish(std::uint64_t sequence) {
-  {
-    std::lock_guard lock(commit_mutex_);
-    written_.store(sequence);
-  }
-  committed_.notify_all();
-}
 
 void Intake::run() {
   pthread_setname_np(pthread_self(), "sb-writer");
@@ -175,6 +250,13 @@ void Intake::run() {
     writer_waiting_ = true;
     if (sync) {
       wake_writer_.wait(lock, [this] { return stopping_ || flush_requested_ || !buffer_.empty(); });
+      if (!stopping_ && !flush_requested_ && buffer_.size() < wanted_) {
+        // The callers the last commit woke are on their way back: give them a moment to join
+        // this commit instead of the next one, so one commit serves every caller waiting.
+        wake_writer_.wait_for(lock, commit_delay_, [this] {
+          return stopping_ || flush_requested_ || buffer_.size() >= wanted_;
+        });
+      }
     } else {
       // Group commit: wait out the interval unless a full group or a flush asks sooner.
       wake_writer_.wait_for(lock, config_.commit_interval(), [this] {
@@ -186,7 +268,8 @@ void Intake::run() {
     if (buffer_.empty()) {
       const std::uint64_t sequence = submitted_;
       lock.unlock();
-      publish(sequence);
+      durable_.publish(sequence);
+      if (!journal_) stored_.publish(sequence);
       lock.lock();
       if (stopping_) break;
       continue;
@@ -196,19 +279,38 @@ void Intake::run() {
     group.swap(buffer_);
     const std::uint64_t sequence = submitted_;
     lock.unlock();
-    write(group);
-    const std::size_t stored = group.size();
+    const std::size_t events = group.size();
+    const auto started = std::chrono::steady_clock::now();
+    if (journal_) {
+      write(group, [&](std::vector<NewEvent>& rows, bool last) {
+        journal(rows, last ? sequence : 0, last ? events : 0);
+      });
+    } else {
+      write(group, [this](std::vector<NewEvent>& rows, bool) { (void)store(rows); });
+    }
+    if (sync) {
+      // At most a quarter of a commit's own time, and never more than kMaxCommitDelay.
+      commit_delay_ = std::min<std::chrono::steady_clock::duration>(
+          (std::chrono::steady_clock::now() - started) / 4, kMaxCommitDelay);
+    }
     group.clear();
     // After a burst, give the memory back: the two vectors trade places each round, so both
     // would otherwise keep the burst's capacity for good.
     if (group.capacity() > 4 * kGroupSize) group.shrink_to_fit();
-    publish(sequence);
+    durable_.publish(sequence);
     lock.lock();
-    in_memory_ -= stored;
+    if (!journal_) {
+      in_memory_ -= events;
+      lock.unlock();
+      stored_.publish(sequence);
+      lock.lock();
+    }
+    wanted_ = events;
   }
 }
 
-void Intake::write(std::vector<HandedEvent>& events) {
+template <typename Sink>
+void Intake::write(std::vector<HandedEvent>& events, Sink sink) {
   // In slices, so the rows being built never take as much memory again as the events do.
   const std::int64_t now_ms = to_ms(clock_->now());
   std::vector<NewEvent> rows;
@@ -219,42 +321,131 @@ void Intake::write(std::vector<HandedEvent>& events) {
     if (abandoned()) break;
     add_rows(event, now_ms, rows);
     ++handled;
-    if (rows.size() >= kGroupSize) store(rows);
+    if (rows.size() >= kGroupSize && handled < events.size()) sink(rows, false);
   }
-  store(rows);
+  sink(rows, true);
   if (handled < events.size()) {
-    const std::size_t left = events.size() - handled;
-    metrics_.lost.fetch_add(left);
-    metrics_.count_reason(to_string(Reason::kShutdownDeadline), left);
-    log_->error("stripe_billing LOST {} usage events: the shutdown deadline passed before the "
-                "outbox could store them",
-                left);
+    count_lost(events.size() - handled, Reason::kShutdownDeadline,
+               "the shutdown deadline passed before the outbox could store them");
   }
 }
 
-void Intake::store(std::vector<NewEvent>& rows) {
-  if (rows.empty()) return;
+void Intake::count_lost(std::size_t count, Reason reason, const std::string& why) {
+  metrics_.lost.fetch_add(count);
+  metrics_.count_reason(to_string(reason), count);
+  const auto now = std::chrono::steady_clock::now();
+  if (abandoned() || now - last_storage_alarm_ >= std::chrono::minutes(1)) {
+    last_storage_alarm_ = now;
+    log_->error("stripe_billing LOST {} usage rows: {}; billing continues to be attempted for "
+                "new events",
+                count, why);
+  }
+}
+
+// Stores the rows in the outbox; true once they are there. Without a journal, rows the outbox
+// refuses are counted lost (with one, they are kept there and stored again).
+bool Intake::store(std::vector<NewEvent>& rows) {
+  if (rows.empty()) return true;
+  if (insert(rows)) return true;
+  if (!journal_) rows.clear();
+  return false;
+}
+
+bool Intake::insert(std::vector<NewEvent>& rows) {
   auto result = outbox_.insert(rows);
-  const std::size_t count = rows.size();
+  if (!result) {
+    if (!journal_) {
+      count_lost(rows.size(), abandoned() ? Reason::kShutdownDeadline : Reason::kOutboxUnwritable,
+                 "the outbox cannot be written (" + result.error().message + ")");
+    } else if (std::chrono::steady_clock::now() - last_storage_alarm_ >= std::chrono::minutes(1)) {
+      last_storage_alarm_ = std::chrono::steady_clock::now();
+      log_->error("stripe_billing cannot store {} journaled rows in the outbox ({}); they are "
+                  "kept in the journal and stored again",
+                  rows.size(), result.error().message);
+    }
+    return false;
+  }
   std::int64_t pending = 0;
   for (const NewEvent& row : rows) pending += row.state == EventState::kPending ? 1 : 0;
   rows.clear();
-  if (!result) {
-    const Reason reason = abandoned() ? Reason::kShutdownDeadline : Reason::kOutboxUnwritable;
-    metrics_.lost.fetch_add(count);
-    metrics_.count_reason(to_string(reason), count);
-    const auto now = std::chrono::steady_clock::now();
-    if (abandoned() || now - last_storage_alarm_ >= std::chrono::minutes(1)) {
-      last_storage_alarm_ = now;
-      log_->error("stripe_billing LOST {} usage rows: the outbox cannot be written ({}); "
-                  "billing continues to be attempted for new events",
-                  count, result.error().message);
-    }
-    return;
-  }
+  metrics_.outbox_commits.fetch_add(journal_ ? 0 : 1, std::memory_order_relaxed);
   metrics_.accepted.fetch_add(static_cast<std::uint64_t>(result->inserted));
   metrics_.deduplicated.fetch_add(static_cast<std::uint64_t>(result->duplicates));
   if (pending > 0 && on_commit_) on_commit_();
+  return true;
+}
+
+// Sync mode: the rows are durable once this returns (or counted lost); "sb-ingest" stores them.
+void Intake::journal(std::vector<NewEvent>& rows, std::uint64_t sequence, std::size_t events) {
+  {
+    // The outbox keeps up with the journal, or the callers wait: the memory this takes is bounded.
+    std::unique_lock lock(ingest_mutex_);
+    ingest_room_.wait(lock, [this] {
+      return ingest_backlog_ < kMaxIngestBacklog || ingest_stopping_ || abandoned();
+    });
+    if (journaled_rows_ > 0 && ingested_rows_ == journaled_rows_ &&
+        journal_->size() >= kJournalResetBytes) {
+      // Everything journaled is in the outbox: once that is on the disk too, start over.
+      if (outbox_.sync_writes() && journal_->reset()) journaled_rows_ = ingested_rows_ = 0;
+    }
+  }
+  if (!rows.empty()) {
+    if (auto appended = journal_->append(rows); !appended) {
+      count_lost(rows.size(), abandoned() ? Reason::kShutdownDeadline : Reason::kOutboxUnwritable,
+                 "the journal cannot be written (" + appended.error().message + ")");
+      rows.clear();
+    } else {
+      metrics_.outbox_commits.fetch_add(1, std::memory_order_relaxed);
+    }
+  }
+  std::lock_guard lock(ingest_mutex_);
+  journaled_rows_ += rows.size();
+  ingest_backlog_ += events;
+  ingest_queue_.push_back(Journaled{std::move(rows), sequence, events});
+  rows = {};
+  ingest_wake_.notify_one();
+}
+
+void Intake::ingest() {
+  pthread_setname_np(pthread_self(), "sb-ingest");
+  std::unique_lock lock(ingest_mutex_);
+  while (true) {
+    ingest_wake_.wait(lock, [this] { return ingest_stopping_ || !ingest_queue_.empty(); });
+    if (ingest_queue_.empty()) break;  // stopping, and everything is stored
+    // Everything waiting, in transactions of up to a group each.
+    std::vector<NewEvent> rows;
+    std::uint64_t sequence = 0;
+    std::size_t events = 0;
+    while (!ingest_queue_.empty() && rows.size() < kGroupSize) {
+      Journaled& next = ingest_queue_.front();
+      rows.insert(rows.end(), std::make_move_iterator(next.rows.begin()),
+                  std::make_move_iterator(next.rows.end()));
+      sequence = std::max(sequence, next.sequence);
+      events += next.events;
+      ingest_queue_.pop_front();
+    }
+    lock.unlock();
+    const std::size_t count = rows.size();
+    bool stored = store(rows);
+    while (!stored && !abandoned()) {
+      // The rows are safe in the journal: try again (a full disk, a lock held elsewhere).
+      std::unique_lock wait(ingest_mutex_);
+      ingest_wake_.wait_for(wait, std::chrono::seconds(1), [this] { return abandoned(); });
+      wait.unlock();
+      stored = store(rows);
+    }
+    lock.lock();
+    if (stored) ingested_rows_ += count;
+    ingest_backlog_ -= events;
+    ingest_room_.notify_all();
+    lock.unlock();
+    {
+      std::lock_guard buffer_lock(mutex_);
+      in_memory_ -= events;
+    }
+    if (sequence > 0) stored_.publish(sequence);
+    lock.lock();
+  }
 }
 
 // One row per billed dimension and sink: total_tokens bills one quantity, split two; dual mode

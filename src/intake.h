@@ -1,19 +1,24 @@
 // The hand-off from the host into the durable outbox. submit() copies the event into a bounded
-// in-memory buffer (async) or waits until the writer has committed it (sync). One writer thread,
-// "sb-writer", validates each event, turns it into an outbox row (pending, parked for a missing
-// customer, or dead with its reason) and commits whatever has accumulated in one transaction:
-// group commit. In sync mode the writer starts the next commit as soon as the last one is done,
-// with every event that arrived meanwhile, so a commit carries as many events as there are
-// callers waiting, and callers wait on their own condition, never on the writer's lock.
+// in-memory buffer (async) or waits until the event is durable (sync). One writer thread,
+// "sb-writer", validates each event and turns it into outbox rows (pending, parked for a missing
+// customer, or dead with its reason); it commits whatever has accumulated at once: group commit.
+//   async: the writer stores the rows in the outbox every commit interval (or 8,192 events).
+//   sync:  the writer appends the rows to the journal (journal.h) and syncs it, then the callers
+//          return; "sb-ingest" stores them in the outbox in large transactions behind it. The
+//          writer starts the next commit as soon as the last one is done, with every caller that
+//          has come back meanwhile (it waits a moment for the callers it has just woken), so one
+//          sync serves every caller waiting; callers wait without a lock (commit_signal.h).
 //
 // submit() never does I/O and never throws. The writer never waits on the network. stop() is
-// bounded by its deadline: what the writer cannot store by then is counted as lost.
+// bounded by its deadline: what is not durable by then is counted as lost; what the journal holds
+// is stored at the next start.
 #pragma once
 
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -21,6 +26,8 @@
 #include <vector>
 
 #include "charge_by.h"
+#include "commit_signal.h"
+#include "journal.h"
 #include "metrics.h"
 #include "outbox.h"
 #include "stripe_billing/config.h"
@@ -68,10 +75,16 @@ class Intake {
 
  private:
   void run();
-  void write(std::vector<HandedEvent>& events);
-  void store(std::vector<NewEvent>& rows);
+  void ingest();
+  // Turns events into rows, in slices handed to `sink` (async: stored; sync: journaled).
+  template <typename Sink>
+  void write(std::vector<HandedEvent>& events, Sink sink);
+  bool store(std::vector<NewEvent>& rows);   // false: the outbox refused the write
+  bool insert(std::vector<NewEvent>& rows);  // the same, counting nothing as lost
+  void journal(std::vector<NewEvent>& rows, std::uint64_t sequence, std::size_t events);
+  void recover_journal();
+  void count_lost(std::size_t rows, Reason reason, const std::string& why);
   void add_rows(HandedEvent& event, std::int64_t now_ms, std::vector<NewEvent>& rows);
-  void publish(std::uint64_t sequence);
   bool abandoned() const;
   bool may_warn();  // writer thread only
 
@@ -82,28 +95,49 @@ class Intake {
   std::shared_ptr<Clock> clock_;
   std::function<void()> on_commit_;
   const std::vector<Sink> sinks_;  // where each billed quantity goes, by the billing mode
+  std::unique_ptr<Journal> journal_;  // sync mode only (null: the outbox syncs each commit)
 
   mutable std::mutex mutex_;  // the buffer; held by callers only to hand over
   std::condition_variable wake_writer_;
   std::vector<HandedEvent> buffer_;
-  // Events in memory: in buffer_ plus the group the writer is storing. The cap applies to this.
+  // Events in memory: in buffer_, in the writer's group, and journaled but not yet stored. The
+  // cap applies to this.
   std::size_t in_memory_ = 0;
   std::uint64_t submitted_ = 0;  // sequence number of the last buffered event
   bool accepting_ = true;
   bool stopping_ = false;
   bool flush_requested_ = false;
   bool writer_waiting_ = false;
-  // Every event up to written_ is committed or counted lost. Callers wait for it on commit_mutex_,
-  // so a crowd of waiting callers never holds up the next hand-over to the writer.
-  std::mutex commit_mutex_;
-  std::condition_variable committed_;
-  std::atomic<std::uint64_t> written_{0};
+  std::size_t wanted_ = 1;  // sync: the size of the last commit, which the next one waits for
+  std::chrono::steady_clock::duration commit_delay_{};
+  // Every event up to durable_.published() is durable (journal or outbox) or counted lost: sync
+  // callers wait for it. Every event up to stored_.published() is in the outbox or counted lost:
+  // flush() waits for it. Both are waited on without a lock.
+  CommitSignal durable_;
+  CommitSignal stored_;
   std::atomic<bool> abandon_{false};  // the stop deadline passed: count the rest as lost
+
+  // Sync: rows journaled, waiting for "sb-ingest".
+  std::mutex ingest_mutex_;
+  std::condition_variable ingest_wake_;
+  std::condition_variable ingest_room_;
+  struct Journaled {
+    std::vector<NewEvent> rows;
+    std::uint64_t sequence = 0;  // the last event they belong to
+    std::size_t events = 0;
+  };
+  std::deque<Journaled> ingest_queue_;
+  std::size_t ingest_backlog_ = 0;     // events in ingest_queue_ and being stored
+  std::uint64_t journaled_rows_ = 0;   // rows in the journal since it was last emptied
+  std::uint64_t ingested_rows_ = 0;    // of those, rows the outbox holds
+  bool ingest_stopping_ = false;
+
   std::chrono::steady_clock::time_point last_storage_alarm_{};
   std::chrono::steady_clock::time_point warning_window_{};  // writer thread only
   int warnings_in_window_ = 0;
   std::uint64_t suppressed_warnings_ = 0;
   std::thread writer_;
+  std::thread ingester_;
 };
 
 std::vector<Sink> sinks_for(BillingMode mode);

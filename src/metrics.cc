@@ -157,6 +157,7 @@ std::string to_json(const StripeLoggerStats& stats) {
        {{"received", stats.received},
         {"failure_events", stats.failure_events},
         {"accepted", stats.accepted},
+        {"outbox_commits", stats.outbox_commits},
         {"deduplicated", stats.deduplicated},
         {"skipped_zero", stats.skipped_zero},
         {"lost", stats.lost},
@@ -182,7 +183,12 @@ std::string to_json(const StripeLoggerStats& stats) {
        {{"hits", stats.lookup_hits},
         {"misses", stats.lookup_misses},
         {"failures", stats.lookup_failures}}},
-      {"rate_limit", {{"current_per_s", stats.rate_limit}, {"waits", stats.rate_limited_waits}}},
+      {"rate_limit",
+       {{"current_per_s", stats.rate_limit},
+        {"meter_current_per_s", stats.meter_rate_limit},
+        {"decreases", stats.rate_limit_decreases},
+        {"waits", stats.rate_limited_waits}}},
+      {"queued_batches", stats.queued_batches},
   };
   return json.dump();
 }
@@ -195,6 +201,9 @@ std::string to_prometheus(const StripeLoggerStats& stats) {
               stats.failure_events);
   out.counter("stripe_billing_events_accepted_total",
               "Outbox rows stored (one per call, billed dimension and sink).", stats.accepted);
+  out.counter("stripe_billing_outbox_commits_total",
+              "Transactions the writer committed (each stores every event that was waiting).",
+              stats.outbox_commits);
   out.counter("stripe_billing_events_deduplicated_total",
               "Rows reported again for a call already stored, billed once.", stats.deduplicated);
   out.counter("stripe_billing_events_skipped_zero_total", "Quantities of zero: nothing to bill.",
@@ -252,7 +261,17 @@ std::string to_prometheus(const StripeLoggerStats& stats) {
   out.counter("stripe_billing_rate_limited_waits_total",
               "Requests that waited for the client-side rate limit.", stats.rate_limited_waits);
   out.gauge("stripe_billing_rate_limit_per_second",
-            "The current client-side rate (halved after a throttling 429).", stats.rate_limit);
+            "The current client-side rate (lowered by throttling 429s, recovering by itself).",
+            stats.rate_limit);
+  out.gauge("stripe_billing_meter_rate_limit_per_second",
+            "Live mode: the meter events' own current rate (0 when they share the general one).",
+            stats.meter_rate_limit);
+  out.counter("stripe_billing_rate_limit_decreases_total",
+              "Times a throttling 429 lowered a client-side rate (at most once a second).",
+              stats.rate_limit_decreases);
+  out.gauge("stripe_billing_queued_batches",
+            "Batches in memory waiting for a sender (at most 2048; the rest wait in the outbox).",
+            static_cast<double>(stats.queued_batches));
   out.gauge("stripe_billing_paused", "1 while Stripe refuses the API key and sending is paused.",
             stats.paused ? 1 : 0);
   out.family("stripe_billing_outbox_events", "gauge", "Outbox rows by state.");

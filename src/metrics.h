@@ -32,6 +32,7 @@ class Metrics {
   std::atomic<std::uint64_t> failed_events{0};  // dead after reaching Stripe or its limits
   std::atomic<std::uint64_t> retries{0};
   std::atomic<std::uint64_t> stripe_requests{0};
+  std::atomic<std::uint64_t> outbox_commits{0};  // the writer's transactions
 
   void count_reason(const std::string& reason, std::uint64_t n = 1);
   std::map<std::string, std::uint64_t> reasons() const;

@@ -117,14 +117,22 @@ Error storage_error(sqlite3* db, const std::string& what) {
                std::nullopt};
 }
 
-// A prepared statement that finalizes itself.
+// A prepared statement that finalizes itself, or one borrowed from a connection's cache (reset,
+// not finalized, when done).
 class Statement {
  public:
   Statement(sqlite3* db, const std::string& sql) : Statement(db, sql.c_str()) {}
   Statement(sqlite3* db, const char* sql) {
     if (sqlite3_prepare_v2(db, sql, -1, &statement_, nullptr) != SQLITE_OK) statement_ = nullptr;
   }
-  ~Statement() { sqlite3_finalize(statement_); }
+  explicit Statement(sqlite3_stmt* cached) : statement_(cached), owned_(false) {}
+  ~Statement() {
+    if (owned_) {
+      sqlite3_finalize(statement_);
+    } else if (statement_ != nullptr) {
+      reset();
+    }
+  }
   Statement(const Statement&) = delete;
   Statement& operator=(const Statement&) = delete;
 
@@ -150,6 +158,7 @@ class Statement {
     return *this;
   }
   int step() { return sqlite3_step(statement_); }
+  sqlite3_stmt* handle() const { return statement_; }
   void reset() {
     sqlite3_reset(statement_);
     sqlite3_clear_bindings(statement_);
@@ -172,26 +181,43 @@ class Statement {
 
  private:
   sqlite3_stmt* statement_ = nullptr;
+  bool owned_ = true;
 };
 
 // BEGIN IMMEDIATE … COMMIT, rolled back unless commit() succeeded. IMMEDIATE takes the write lock
-// up front, so two connections never deadlock upgrading a read.
+// up front, so two connections never deadlock upgrading a read. With `cached` statements (the
+// writer's), nothing is parsed per transaction.
+struct TransactionStatements {
+  sqlite3_stmt* begin = nullptr;
+  sqlite3_stmt* commit = nullptr;
+  sqlite3_stmt* rollback = nullptr;
+};
+
 class Transaction {
  public:
-  explicit Transaction(sqlite3* db) : db_(db) {
-    began_ = sqlite3_exec(db_, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr) == SQLITE_OK;
+  explicit Transaction(sqlite3* db, const TransactionStatements* cached = nullptr)
+      : db_(db), cached_(cached) {
+    began_ = run(cached_ ? cached_->begin : nullptr, "BEGIN IMMEDIATE");
   }
   ~Transaction() {
-    if (began_ && !committed_) sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+    if (began_ && !committed_) run(cached_ ? cached_->rollback : nullptr, "ROLLBACK");
   }
   bool began() const { return began_; }
   bool commit() {
-    committed_ = sqlite3_exec(db_, "COMMIT", nullptr, nullptr, nullptr) == SQLITE_OK;
+    committed_ = run(cached_ ? cached_->commit : nullptr, "COMMIT");
     return committed_;
   }
 
  private:
+  bool run(sqlite3_stmt* cached, const char* sql) {
+    if (cached == nullptr) return sqlite3_exec(db_, sql, nullptr, nullptr, nullptr) == SQLITE_OK;
+    const int rc = sqlite3_step(cached);
+    sqlite3_reset(cached);
+    return rc == SQLITE_DONE;
+  }
+
   sqlite3* db_;
+  const TransactionStatements* cached_;
   bool began_ = false;
   bool committed_ = false;
 };
@@ -204,6 +230,14 @@ std::string random_id(int length) {
   for (int i = 0; i < length; ++i) id.push_back(kAlphabet[pick(device)]);
   return id;
 }
+
+// ON CONFLICT of the key only: a row that breaks any other constraint fails the write loudly
+// instead of vanishing as a "duplicate".
+constexpr const char* kInsertEvent =
+    "INSERT INTO events(call_id, dimension, sink, customer_key, quantity, event_time, "
+    "accepted_at_ms, model, cost, prompt_tokens, completion_tokens, state, reason, "
+    "next_attempt_ms, updated_ms) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
+    "ON CONFLICT(call_id, dimension, sink) DO NOTHING";
 
 constexpr const char* kEventColumns =
     "id, call_id, dimension, sink, model, customer_key, quantity, event_time, accepted_at_ms, "
@@ -341,7 +375,35 @@ struct Outbox::Connections {
   struct stat file {};
   bool file_backed = false;
 
+  // The writer's statements, prepared once: a small sync commit would otherwise spend a good part
+  // of its time parsing SQL.
+  TransactionStatements writer_transaction;
+  sqlite3_stmt* insert_event = nullptr;
+  sqlite3_stmt* save_carry = nullptr;
+  sqlite3_stmt* read_carry = nullptr;
+
+  bool prepare_writer() {
+    const auto prepare = [this](const char* sql, sqlite3_stmt** out) {
+      return sqlite3_prepare_v3(writer, sql, -1, SQLITE_PREPARE_PERSISTENT, out, nullptr) ==
+             SQLITE_OK;
+    };
+    return prepare("BEGIN IMMEDIATE", &writer_transaction.begin) &&
+           prepare("COMMIT", &writer_transaction.commit) &&
+           prepare("ROLLBACK", &writer_transaction.rollback) &&
+           prepare(kInsertEvent, &insert_event) &&
+           prepare("INSERT OR REPLACE INTO carries(key, remainder) VALUES(?, ?)", &save_carry) &&
+           prepare("SELECT remainder FROM carries WHERE key=?", &read_carry);
+  }
+  void finalize_writer() {
+    for (sqlite3_stmt** statement :
+         {&writer_transaction.begin, &writer_transaction.commit, &writer_transaction.rollback,
+          &insert_event, &save_carry, &read_carry}) {
+      sqlite3_finalize(*statement);
+      *statement = nullptr;
+    }
+  }
   void close_databases() {
+    finalize_writer();
     if (writer != nullptr && writer != engine) sqlite3_close(writer);
     if (engine != nullptr) sqlite3_close(engine);
     writer = engine = nullptr;
@@ -400,6 +462,7 @@ Expected<std::unique_ptr<Outbox>> Outbox::open_writable(const std::string& path,
   auto engine = connect(path, flags);
   if (!engine) return std::move(engine).error();
   connections->engine = *engine;
+  sqlite3_busy_handler(connections->engine, busy_wait, &connections->writes_interrupted);
   char* message = nullptr;
   int migrated_from = 0;
   const bool separate_writer = file_backed;
@@ -534,17 +597,13 @@ Expected<void> Outbox::load_counts() {
 Expected<InsertResult> Outbox::insert(const std::vector<NewEvent>& events) {
   std::lock_guard lock(*db_->writer_mutex);
   sqlite3* db = db_->writer;
-  Transaction transaction(db);
+  if (db_->insert_event == nullptr && !db_->prepare_writer()) {
+    db_->finalize_writer();
+    return storage_error(db, "cannot prepare the outbox write");
+  }
+  Transaction transaction(db, &db_->writer_transaction);
   if (!transaction.began()) return storage_error(db, "cannot begin an outbox write");
-  // ON CONFLICT of the key only: a row that breaks any other constraint fails the write loudly
-  // instead of vanishing as a "duplicate".
-  Statement statement(db,
-                      "INSERT INTO events(call_id, dimension, sink, customer_key, quantity, "
-                      "event_time, accepted_at_ms, model, cost, prompt_tokens, completion_tokens, "
-                      "state, reason, next_attempt_ms, updated_ms) "
-                      "VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
-                      "ON CONFLICT(call_id, dimension, sink) DO NOTHING");
-  if (!statement.ok()) return storage_error(db, "cannot prepare the outbox write");
+  Statement statement(db_->insert_event);
   InsertResult result;
   std::int64_t added[5] = {0, 0, 0, 0, 0};
   std::map<std::string, std::int64_t> carried;  // remainders this transaction moves
@@ -597,8 +656,7 @@ Expected<InsertResult> Outbox::insert(const std::vector<NewEvent>& events) {
     }
   }
   if (!carried.empty()) {
-    Statement save(db, "INSERT OR REPLACE INTO carries(key, remainder) VALUES(?, ?)");
-    if (!save.ok()) return storage_error(db, "cannot prepare the carry write");
+    Statement save(db_->save_carry);
     for (const auto& [key, remainder] : carried) {
       if (!save.bind(1, key).bind(2, remainder).run()) {
         return storage_error(db, "cannot write the carry");
@@ -613,10 +671,38 @@ Expected<InsertResult> Outbox::insert(const std::vector<NewEvent>& events) {
 
 void Outbox::interrupt_writes() { db_->writes_interrupted = true; }
 
+Expected<void> Outbox::relax_writer_sync() {
+  std::lock_guard lock(*db_->writer_mutex);
+  if (!full_sync_ || db_->writer == db_->engine) return {};
+  if (sqlite3_exec(db_->writer, "PRAGMA synchronous=NORMAL", nullptr, nullptr, nullptr) !=
+      SQLITE_OK) {
+    return storage_error(db_->writer, "cannot set the writer's sync mode");
+  }
+  writer_relaxed_ = true;
+  return {};
+}
+
+Expected<void> Outbox::sync_writes() {
+  std::lock_guard lock(*db_->writer_mutex);
+  if (!writer_relaxed_) return {};
+  // Committed rows are in the WAL (synced here) or, checkpointed, in the database, which the
+  // checkpoint synced before the WAL could be reused. The WAL carries no lock of SQLite's, so a
+  // descriptor of our own may be opened and closed on it.
+  const std::string wal = path_ + "-wal";
+  const int fd = ::open(wal.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    if (errno == ENOENT) return {};
+    return Error{ErrorCode::kStorage, "cannot open the outbox's WAL to sync it", std::nullopt};
+  }
+  const bool synced = ::fdatasync(fd) == 0;
+  ::close(fd);
+  if (!synced) return Error{ErrorCode::kStorage, "cannot sync the outbox's WAL", std::nullopt};
+  return {};
+}
+
 Expected<std::int64_t> Outbox::carry(const std::string& key) {
   if (auto it = carries_.find(key); it != carries_.end()) return it->second;
-  Statement select(db_->writer, "SELECT remainder FROM carries WHERE key=?");
-  if (!select.ok()) return storage_error(db_->writer, "cannot read the carry");
+  Statement select(db_->read_carry);
   select.bind(1, key);
   const int rc = select.step();
   if (rc != SQLITE_ROW && rc != SQLITE_DONE) return storage_error(db_->writer, "cannot read the carry");
@@ -971,6 +1057,9 @@ Expected<FileCheck> Outbox::check_file() {
   }
   ::chmod(copy.c_str(), 0600);
   db_->close_databases();
+  // The old database's WAL and shared memory, if still there, would be read as the copy's own.
+  ::unlink((path_ + "-wal").c_str());
+  ::unlink((path_ + "-shm").c_str());
   // Should the rename fail (the directory went too), the copy is used where it is.
   const bool renamed = ::rename(copy.c_str(), path_.c_str()) == 0;
   const std::string& reopened = renamed ? path_ : copy;
@@ -978,6 +1067,7 @@ Expected<FileCheck> Outbox::check_file() {
   auto engine = connect(reopened, flags);
   if (!engine) return std::move(engine).error();
   db_->engine = *engine;
+  sqlite3_busy_handler(db_->engine, busy_wait, &db_->writes_interrupted);
   auto writer = connect(reopened, flags);
   if (!writer) return std::move(writer).error();
   db_->writer = *writer;

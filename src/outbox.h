@@ -156,9 +156,14 @@ class Outbox {
   // The intake's writer. One transaction; a row whose (call_id, dimension, sink) is stored
   // already is a duplicate, counted; any other failure fails the whole call (nothing vanishes).
   Expected<InsertResult> insert(const std::vector<NewEvent>& events);
-  // From now on the writer does not wait for a lock another connection holds: its inserts fail
-  // at once (a shutdown past its deadline).
+  // From now on no call waits for a lock another connection holds: it fails at once (a shutdown
+  // past its deadline).
   void interrupt_writes();
+  // Sync mode with a journal: the writer's commits need not sync (the journal made the rows
+  // durable already); sync_writes() makes everything they committed durable, before the journal
+  // is emptied. The engine's own commits (batches before they are sent) still sync.
+  Expected<void> relax_writer_sync();
+  Expected<void> sync_writes();
 
   // Pending rows, and parked ones whose next attempt is due (they come back as pending), oldest
   // first.
@@ -251,6 +256,7 @@ class Outbox {
   std::vector<std::string> notes_;
   std::map<std::string, std::int64_t> carries_;  // committed remainders (writer connection)
   std::int64_t prune_cursor_ = 0;                // engine connection
+  bool writer_relaxed_ = false;                  // the writer commits without syncing
   std::atomic<std::int64_t> counts_[5] = {};     // by EventState
 };
 

@@ -99,6 +99,9 @@ class StripeLogger::Impl {
       intake_.stop(deadline);
       drained_ = dispatcher_.drain(deadline);
       transport_->abort_in_flight();
+      // Past the deadline nothing may wait for a lock on the outbox (another process holds it):
+      // what is not written now is sent again at the next start, with the same keys.
+      if (!drained_) outbox_->interrupt_writes();
       dispatcher_.stop();
       const StripeLoggerStats final_stats = stats();
       log_->info("stripe_billing stopped: delivered={} waiting_in_outbox={} parked={} dead={} "
@@ -116,6 +119,7 @@ class StripeLogger::Impl {
     stats.received = metrics_.received.load();
     stats.failure_events = metrics_.failure_events.load();
     stats.accepted = metrics_.accepted.load();
+    stats.outbox_commits = metrics_.outbox_commits.load();
     stats.deduplicated = metrics_.deduplicated.load();
     stats.skipped_zero = metrics_.skipped_zero.load();
     stats.lost = metrics_.lost.load();
@@ -141,6 +145,7 @@ class StripeLogger::Impl {
       stats.meter_rate_limit = meter_limiter_->current_rate();
     }
     stats.paused = dispatcher_.paused();
+    stats.queued_batches = dispatcher_.queued();
     stats.rejected = metrics_.reasons();
     if (auto counts = outbox_->counts()) {
       stats.pending = static_cast<std::uint64_t>(counts->pending + counts->batched) +

@@ -228,7 +228,7 @@ TEST(FinalizeConfigTest, FillsDocumentedDefaults) {
   EXPECT_EQ(config.timeout(), std::chrono::milliseconds(20000));
   EXPECT_EQ(config.queue_capacity(), 100'000u);
   EXPECT_EQ(config.outbox_path(), "stripe-billing-outbox.db");
-  EXPECT_EQ(config.durability(), Durability::kAsync);
+  EXPECT_EQ(config.durability(), Durability::kSync);
   EXPECT_EQ(config.commit_interval(), std::chrono::milliseconds(50));
   EXPECT_EQ(config.sync_timeout(), std::chrono::milliseconds(5000));
   EXPECT_EQ(config.aggregation_window(), std::chrono::milliseconds(2000));
@@ -1073,7 +1073,7 @@ TEST(DeliverySettingsTest, EmptyValueTakesTheDefault) {
     EXPECT_EQ(rule.read(out), rule.default_value) << rule.variable;
   }
   EXPECT_EQ(out.outbox_path(), kDefaultOutboxPath);
-  EXPECT_EQ(out.durability(), Durability::kAsync);
+  EXPECT_EQ(out.durability(), Durability::kSync);
   EXPECT_EQ(out.rate_limit(), 25.0);
 }
 
@@ -1108,7 +1108,7 @@ TEST(DurabilityTest, RefusesAnythingElse) {
     Config config = valid_config();
     config.durability = text;
     EXPECT_EQ(single_problem(config),
-              "- STRIPE_DURABILITY must be one of async, sync; got \"" + text + "\"");
+              "- STRIPE_DURABILITY must be one of sync, async; got \"" + text + "\"");
   }
 }
 
@@ -1353,7 +1353,7 @@ TEST(SummaryTest, ShowsModeRedactedKeyAndSettings) {
             std::string("mode=usage_records key=sk_test_") + kEllipsis +
                 "wxyz (test) price=price_123 charge_by=end_user_id "
                 "api_base=https://api.stripe.com api_version=2025-02-24.acacia "
-                "durability=async outbox=stripe-billing-outbox.db window=2000ms rate=25/s");
+                "durability=sync outbox=stripe-billing-outbox.db window=2000ms rate=25/s");
 }
 
 TEST(SummaryTest, ShowsTheDeliverySettings) {

@@ -176,5 +176,51 @@ TEST(IsCustomerId, AcceptsOnlyCusFollowedBySafeCharacters) {
   EXPECT_FALSE(is_customer_id("customer"));
 }
 
+// Answers every request with one body, whatever is asked.
+class FixedAnswer final : public HttpTransport {
+ public:
+  explicit FixedAnswer(std::string body) : body_(std::move(body)) {}
+  Expected<HttpResponse> send(const HttpRequest&) override { return HttpResponse{200, {}, body_}; }
+  void abort_in_flight() override {}
+
+ private:
+  std::string body_;
+};
+
+TEST(CustomerResolverShapes, AWronglyShapedAnswerIsAnErrorNeverAnException) {
+  Config raw;
+  raw.api_key = "sk_test_resolver_00000000000000";
+  raw.price_id = "price_1";
+  auto config = finalize_config(raw);
+  ASSERT_TRUE(config);
+  const std::vector<std::string> bodies = {
+      R"({"data":{"id":"cus_1"}})",
+      R"({"data":"cus_1"})",
+      R"({"data":[42]})",
+      R"({"data":[{"id":7}]})",
+      R"({"data":[{"id":"cus_1","items":"nope"}]})",
+      R"({"data":[{"id":"cus_1","items":{"data":[{"id":"si_1","price":{"id":5}}]}}]})",
+      R"({"data":[{"id":"cus_1","items":{"data":[{"id":3,"price":"price_1"}]}}]})",
+      R"({"data":[{"id":"cus_1","items":{"data":"x"}}]})",
+      R"({"data":[{"id":"cus_1","items":{"data":[{"id":"si_1","price":"price_1",)"
+      R"("current_period_end":"soon"}]}}]})",
+      R"({"object":"list"})",
+  };
+  for (const std::string& body : bodies) {
+    FixedAnswer transport(body);
+    StripeClient client(transport, StripeClientOptions{config->api_base(), config->api_key(),
+                                                       config->api_version(), config->timeout()});
+    CustomerResolver resolver(client, *config, Clock::system());
+    Expected<BillingTarget> target = Error{ErrorCode::kInternal, "", std::nullopt};
+    ASSERT_NO_THROW(target = resolver.resolve("alice", "price_1")) << body;
+    if (!target) {
+      EXPECT_TRUE(target.error().code == ErrorCode::kInvalidResponse ||
+                  target.error().code == ErrorCode::kCustomerNotFound ||
+                  target.error().code == ErrorCode::kSubscriptionItemNotFound)
+          << body << ": " << target.error().to_string();
+    }
+  }
+}
+
 }  // namespace
 }  // namespace stripe_billing

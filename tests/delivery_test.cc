@@ -5,7 +5,10 @@
 #include <sys/resource.h>
 
 #include <filesystem>
+#include <fstream>
 
+#include "journal.h"
+#include "stripe_billing/http_transport.h"
 #include "test_support.h"
 
 namespace stripe_billing {
@@ -34,6 +37,45 @@ class DeliveryTest : public testing::EmulatorTest {
   }
 
   std::size_t usage_posts() const { return count_requests("POST", "/v1/subscription_items/"); }
+
+  // In the outbox, or synced to the journal beside it: either survives a crash.
+  bool durable(const std::string& call_id) const {
+    if (count_rows("call_id='" + call_id + "'") == 1) return true;
+    std::ifstream file(outbox_path() + ".journal", std::ios::binary);
+    const std::string data((std::istreambuf_iterator<char>(file)), std::istreambuf_iterator<char>());
+    for (const NewEvent& row : decode_journal(data)) {
+      if (row.call_id == call_id) return true;
+    }
+    return false;
+  }
+
+  // Runs `sql` on the outbox through a connection of the test's own.
+  void exec(const std::string& sql) const {
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open(outbox_path().c_str(), &db), SQLITE_OK);
+    sqlite3_busy_timeout(db, 5000);
+    EXPECT_EQ(sqlite3_exec(db, sql.c_str(), nullptr, nullptr, nullptr), SQLITE_OK) << sql;
+    sqlite3_close(db);
+  }
+};
+
+// Rewrites the body of every answer to a request whose URL holds `marker`, as a broken proxy or
+// a changed API would.
+class ReshapingTransport final : public HttpTransport {
+ public:
+  ReshapingTransport(std::string marker, std::string body)
+      : inner_(make_curl_transport()), marker_(std::move(marker)), body_(std::move(body)) {}
+  Expected<HttpResponse> send(const HttpRequest& request) override {
+    auto response = inner_->send(request);
+    if (response && request.url.find(marker_) != std::string::npos) response->body = body_;
+    return response;
+  }
+  void abort_in_flight() override { inner_->abort_in_flight(); }
+
+ private:
+  std::unique_ptr<HttpTransport> inner_;
+  std::string marker_;
+  std::string body_;
 };
 
 TEST_F(DeliveryTest, AnEventReportedThreeTimesIsBilledOnce) {
@@ -310,7 +352,7 @@ TEST_F(DeliveryTest, InSyncModeTheCallReturnsOnceTheEventIsCommitted) {
   emulator_.inject(Fault{FaultKind::kHang, 0, "/v1/", std::chrono::seconds(30)}, 1000);
   for (int i = 0; i < 5; ++i) {
     logger->log_success_event(for_customer("call-" + std::to_string(i), 3));
-    EXPECT_EQ(count_rows("call_id='call-" + std::to_string(i) + "'"), 1);
+    EXPECT_TRUE(durable("call-" + std::to_string(i))) << i;
   }
   emulator_.clear_faults();
   emulator_.release_hangs();
@@ -339,6 +381,72 @@ TEST_F(DeliveryTest, AnUnwritableOutboxCountsLostEventsAndKeepsServing) {
   EXPECT_EQ(stats.rejected.at("outbox_unwritable"), stats.lost);
   logger->log_success_event(for_customer("after", 3));
   EXPECT_TRUE(logger->flush(in_seconds(10)));
+}
+
+TEST_F(DeliveryTest, ASuccessTheOutboxCannotRecordIsNotSentAgain) {
+  const std::string item = add_customer("alice");
+  auto logger = make_logger(config());
+  // The outbox refuses to mark any batch delivered, as a full disk would.
+  exec("CREATE TRIGGER full_disk BEFORE UPDATE OF state ON batches WHEN NEW.state = 2 "
+       "BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END;");
+  logger->log_success_event(for_customer("call-1", 5));
+  // Written again every planning round, about once a second: three failures take a few rounds.
+  ASSERT_TRUE(testing::eventually(
+      [&] {
+        const auto rejected = logger->stats().rejected;
+        const auto it = rejected.find("outcome_unrecorded");
+        return it != rejected.end() && it->second >= 3;
+      },
+      std::chrono::seconds(20)));
+  EXPECT_EQ(usage_posts(), 1u) << "Stripe's answer is known: the batch is never sent again";
+  EXPECT_EQ(logger->stats().delivered, 1u) << "and counted once";
+  EXPECT_FALSE(logger->flush(std::chrono::steady_clock::now() + std::chrono::milliseconds(10)))
+      << "not drained while the outcome is only in memory";
+  exec("DROP TRIGGER full_disk;");
+  ASSERT_TRUE(logger->flush(in_seconds(10)));
+  EXPECT_EQ(count_rows("state = 2"), 1);
+  EXPECT_EQ(usage_posts(), 1u);
+  EXPECT_EQ(emulator_.total_usage(item), 5);
+  EXPECT_EQ(logger->stats().delivered, 1u);
+}
+
+TEST_F(DeliveryTest, DeletingTheOutboxFileWhileRunningLosesNothing) {
+  const std::string item = add_customer("alice");
+  Config config = this->config();
+  config.durability = "sync";
+  {
+    auto logger = make_logger(config);
+    emulator_.inject(Fault{FaultKind::kStatus, 500, "/v1/subscription_items", {}}, 1'000'000);
+    for (int i = 0; i < 3; ++i) logger->log_success_event(for_customer("before-" + std::to_string(i), 2));
+    ASSERT_TRUE(std::filesystem::remove(outbox_path()));
+    ASSERT_TRUE(testing::eventually(
+        [&] { return logger->stats().rejected.count("outbox_recreated") == 1; },
+        std::chrono::seconds(10)));
+    for (int i = 0; i < 3; ++i) logger->log_success_event(for_customer("after-" + std::to_string(i), 2));
+    logger->shutdown(std::chrono::steady_clock::now() + std::chrono::milliseconds(200));
+  }
+  emulator_.clear_faults();
+  ASSERT_TRUE(std::filesystem::exists(outbox_path()));
+  auto logger = make_logger(config);
+  ASSERT_TRUE(logger->flush(in_seconds(20)));
+  EXPECT_EQ(emulator_.total_usage(item), 12) << "every sync-committed event, before and after";
+}
+
+TEST_F(DeliveryTest, AWronglyShapedLookupAnswerForOneCustomerHoldsUpNobodyElse) {
+  std::string broken_customer;
+  add_customer("broken", &broken_customer);
+  const std::string alice = add_customer("alice");
+  auto transport = std::make_shared<ReshapingTransport>(
+      "customer=" + broken_customer, R"({"object":"list","data":[{"items":"not a list"}]})");
+  auto made = make_stripe_logger(config(), {transport, nullptr, nullptr, {}});
+  ASSERT_TRUE(made);
+  auto& logger = *made;
+  logger->log_success_event(for_customer("call-broken", 4, "broken"));
+  logger->log_success_event(for_customer("call-alice", 6, "alice"));
+  ASSERT_TRUE(testing::eventually([&] { return emulator_.total_usage(alice) == 6; },
+                                  std::chrono::seconds(20)));
+  EXPECT_GE(logger->stats().lookup_failures, 1u);
+  EXPECT_EQ(logger->stats().pending, 1u) << "the other customer's row waits, retried";
 }
 
 }  // namespace

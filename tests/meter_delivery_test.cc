@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <set>
 
+#include "dispatcher.h"
 #include "meter_event.h"
 #include "test_support.h"
 
@@ -445,6 +446,43 @@ TEST_F(MeterDeliveryTest, AMeterBatchWaitsThroughAConfigurationWithoutMetersAndG
   EXPECT_EQ(metered(alice), 0);
   auto logger = make_logger(meters);
   EXPECT_TRUE(testing::eventually([&] { return metered(alice) == 21; }, std::chrono::seconds(20)));
+}
+
+TEST_F(MeterDeliveryTest, TheQueueOfReadyBatchesStaysBoundedWhileStripeIsSlow) {
+  const std::string alice = add_meter_customer("alice");
+  Config config = meter_config();
+  config.rate_limit = "10000";
+  config.timeout_ms = "60000";  // the client waits for the hung request (Stripe holds its lock)
+  auto logger = make_logger(config);
+  // The first request hangs, and one customer's meter events go one at a time: nothing is
+  // delivered while 3,000 calls come in.
+  emulator_.inject(Fault{FaultKind::kHang, 0, "/v1/billing/meter_events", std::chrono::seconds(30)});
+  for (int i = 0; i < 3000; ++i) logger->log_success_event(for_customer("call-" + std::to_string(i), 1));
+  ASSERT_TRUE(emulator_.wait_for_hung_requests(1, std::chrono::seconds(10)));
+  ASSERT_TRUE(testing::eventually(
+      [&] {
+        const auto stats = logger->stats();
+        return stats.accepted == 3000 && stats.queued_batches == Dispatcher::kMaxQueued;
+      },
+      std::chrono::seconds(20)));
+  EXPECT_EQ(logger->stats().pending, 3000u) << "the rest wait in the outbox, not in memory";
+  emulator_.release_hangs();
+  ASSERT_TRUE(logger->flush(in_seconds(60)));
+  EXPECT_EQ(metered(alice), 3000);
+  EXPECT_EQ(logger->stats().delivered, 3000u);
+}
+
+TEST_F(MeterDeliveryTest, AStreamTokenRefusedForAnotherReasonMintsANewSessionWithoutPausing) {
+  const std::string alice = add_meter_customer("alice");
+  auto logger = make_logger(meter_config("meter_event_stream"));
+  // The token is refused once as invalid (not as expired): a new session, the same events.
+  emulator_.inject(Fault{FaultKind::kStatus, 401, "/v2/billing/meter_event_stream", {}});
+  logger->log_success_event(for_customer("call-1", 8));
+  ASSERT_TRUE(logger->flush(in_seconds(10)));
+  EXPECT_EQ(metered(alice), 8);
+  EXPECT_EQ(emulator_.meter_sessions_created(), 2u);
+  EXPECT_FALSE(logger->stats().paused);
+  EXPECT_EQ(count_requests("GET", "/v1/billing/meters"), 0u) << "no key probe: the key was fine";
 }
 
 }  // namespace

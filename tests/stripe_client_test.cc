@@ -135,5 +135,26 @@ TEST(StripeClient, ErrorsNeverCarryTheKey) {
   EXPECT_EQ(response.error().to_string().find("sk_test_abcdefghij_klmnopwxyz"), std::string::npos);
 }
 
+TEST(StripeClient, ARedirectWithAJsonBodyIsNotASuccess) {
+  for (int status : {301, 302, 304, 100, 0}) {
+    CannedTransport transport({status, {{"location", "https://elsewhere.example"}}, "{\"id\":\"x\"}"});
+    StripeClient client(transport, options());
+    auto response = client.post_form("/v1/subscription_items/si_1/usage_records", {}, "key");
+    ASSERT_FALSE(response) << status;
+    EXPECT_EQ(response.error().code, ErrorCode::kInvalidResponse) << status;
+  }
+}
+
+TEST(StripeClient, NamesTheEndpointOfEveryRequestItSends) {
+  CannedTransport transport({200, {}, "{}"});
+  StripeClient client(transport, options());
+  ASSERT_TRUE(client.post_form("/v1/subscription_items/si_1/usage_records", {}, "key"));
+  EXPECT_EQ(transport.last.endpoint, Endpoint::kUsageRecords);
+  ASSERT_TRUE(client.get("/v1/customers/search", {{"query", "x"}}));
+  EXPECT_EQ(transport.last.endpoint, Endpoint::kCustomerSearch);
+  ASSERT_TRUE(client.post_json("/v2/billing/meter_event_session", nlohmann::json::object()));
+  EXPECT_EQ(transport.last.endpoint, Endpoint::kMeterEventSession);
+}
+
 }  // namespace
 }  // namespace stripe_billing

@@ -3,6 +3,10 @@
 
 #include <gtest/gtest.h>
 
+#include <sqlite3.h>
+
+#include <future>
+#include <limits>
 #include <set>
 #include <thread>
 
@@ -400,6 +404,7 @@ TEST_F(StripeLoggerTest, ShutdownKeepsItsDeadlineWhileStripeHangs) {
 TEST_F(StripeLoggerTest, AFullMemoryBufferCountsWhatItCouldNotTake) {
   add_customer("alice");
   Config config = this->config();
+  config.durability = "async";  // a sync caller waits for its commit: it never fills the buffer
   config.queue_capacity = "5";
   config.commit_interval_ms = "10000";  // the writer waits: the buffer fills
   auto logger = make_logger(config);
@@ -511,6 +516,125 @@ TEST(CallbackRegistry, ABadConfigurationIsAnErrorNotAnException) {
   ASSERT_FALSE(callback);
   EXPECT_EQ(callback.error().code, ErrorCode::kInvalidConfig);
   EXPECT_NE(callback.error().message.find("STRIPE_API_KEY"), std::string::npos);
+}
+
+TEST_F(StripeLoggerTest, ANonFiniteCostIsStoredAsNoCostAndTheTokensStillBill) {
+  const std::string item = add_customer("alice");
+  auto logger = make_logger(config());
+  UsageEvent nan = for_customer("call-nan", 10);
+  nan.response_cost = std::numeric_limits<double>::quiet_NaN();
+  UsageEvent inf = for_customer("call-inf", 20);
+  inf.response_cost = std::numeric_limits<double>::infinity();
+  logger->log_success_event(nan);
+  logger->log_success_event(inf);
+  ASSERT_TRUE(logger->flush(in_seconds(10)));
+  const auto stats = logger->stats();
+  EXPECT_EQ(emulator_.total_usage(item), 30);
+  EXPECT_EQ(stats.accepted, 2u);
+  EXPECT_EQ(stats.deduplicated, 0u) << "never a vanished row counted as a duplicate";
+  EXPECT_EQ(stats.rejected.at("non_finite_cost"), 2u);
+}
+
+TEST_F(StripeLoggerTest, InCostModeANonFiniteCostIsDeadAsInvalidCost) {
+  add_customer("alice");
+  Config config = this->config();
+  config.quantity = "cost";
+  auto logger = make_logger(config);
+  UsageEvent nan = for_customer("call-nan", 10);
+  nan.response_cost = std::numeric_limits<double>::quiet_NaN();
+  logger->log_success_event(nan);
+  ASSERT_TRUE(logger->flush(in_seconds(10)));
+  const auto stats = logger->stats();
+  EXPECT_EQ(stats.dead, 1u);
+  EXPECT_EQ(stats.rejected.at("invalid_cost"), 1u);
+}
+
+TEST_F(StripeLoggerTest, TheSameCallReportedTwiceWithoutACallIdIsBilledOnce) {
+  const std::string item = add_customer("alice");
+  auto logger = make_logger(config());
+  UsageEvent call = for_customer("", 10);
+  logger->log_success_event(call);
+  logger->log_success_event(call);
+  UsageEvent another = call;
+  another.end_time = *call.end_time + std::chrono::microseconds(1);
+  logger->log_success_event(another);
+  ASSERT_TRUE(logger->flush(in_seconds(10)));
+  const auto stats = logger->stats();
+  EXPECT_EQ(emulator_.total_usage(item), 20) << "two calls, one of them reported twice";
+  EXPECT_EQ(stats.deduplicated, 1u);
+  EXPECT_EQ(stats.rejected.at("derived_call_id"), 3u);
+}
+
+TEST_F(StripeLoggerTest, ACallWithoutACallIdOrAnEndTimeGetsARandomIdAndIsCounted) {
+  const std::string item = add_customer("alice");
+  auto logger = make_logger(config());
+  UsageEvent call = for_customer("", 10);
+  call.end_time.reset();
+  logger->log_success_event(call);
+  logger->log_success_event(call);
+  ASSERT_TRUE(logger->flush(in_seconds(10)));
+  EXPECT_EQ(emulator_.total_usage(item), 20) << "nothing tells the two reports apart";
+  EXPECT_EQ(logger->stats().rejected.at("generated_call_id"), 2u);
+}
+
+TEST_F(StripeLoggerTest, ASecondProcessOnTheSameOutboxIsRefused) {
+  auto first = make_logger(config());
+  ASSERT_TRUE(first);
+  auto second = make_stripe_logger(config());
+  ASSERT_FALSE(second);
+  EXPECT_EQ(second.error().code, ErrorCode::kStorage);
+  EXPECT_NE(second.error().message.find("another process runs the delivery engine"),
+            std::string::npos)
+      << second.error().message;
+  first.reset();
+  EXPECT_TRUE(make_stripe_logger(config())) << "free once the first one stops";
+}
+
+TEST_F(StripeLoggerTest, ShutdownKeepsItsDeadlineWhileTheOutboxIsLocked) {
+  add_customer("alice");
+  Config config = this->config();
+  config.durability = "async";
+  auto logger = make_logger(config);
+  // Another connection holds the outbox's write lock: the writer would wait 5 s per attempt.
+  sqlite3* other = nullptr;
+  ASSERT_EQ(sqlite3_open(outbox_path().c_str(), &other), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(other, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr), SQLITE_OK);
+  for (int i = 0; i < 100; ++i) logger->log_success_event(for_customer("call-" + std::to_string(i), 1));
+  auto stopped = std::async(std::launch::async, [&] {
+    logger->shutdown(std::chrono::steady_clock::now() + std::chrono::milliseconds(300));
+  });
+  const bool returned = stopped.wait_for(std::chrono::seconds(3)) == std::future_status::ready;
+  sqlite3_exec(other, "ROLLBACK", nullptr, nullptr, nullptr);
+  sqlite3_close(other);
+  stopped.wait();
+  ASSERT_TRUE(returned) << "shutdown waited for the lock, far past its deadline";
+  const auto stats = logger->stats();
+  EXPECT_EQ(stats.lost, 100u) << "not stored in time, and counted, never silently dropped";
+  EXPECT_EQ(stats.rejected.at("shutdown_deadline"), 100u);
+}
+
+TEST_F(StripeLoggerTest, InSyncModeWhatTheLockedOutboxCouldNotTakeIsStoredAtTheNextStart) {
+  const std::string item = add_customer("alice");
+  {
+    auto logger = make_logger(config());
+    sqlite3* other = nullptr;
+    ASSERT_EQ(sqlite3_open(outbox_path().c_str(), &other), SQLITE_OK);
+    ASSERT_EQ(sqlite3_exec(other, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr), SQLITE_OK);
+    // Each call returns once its event is in the journal, whatever the outbox is doing.
+    for (int i = 0; i < 20; ++i) logger->log_success_event(for_customer("call-" + std::to_string(i), 1));
+    auto stopped = std::async(std::launch::async, [&] {
+      logger->shutdown(std::chrono::steady_clock::now() + std::chrono::milliseconds(300));
+    });
+    const bool returned = stopped.wait_for(std::chrono::seconds(3)) == std::future_status::ready;
+    sqlite3_exec(other, "ROLLBACK", nullptr, nullptr, nullptr);
+    sqlite3_close(other);
+    stopped.wait();
+    ASSERT_TRUE(returned);
+    EXPECT_EQ(logger->stats().lost, 0u) << "durable in the journal: nothing lost";
+  }
+  auto logger = make_logger(config());
+  ASSERT_TRUE(logger->flush(in_seconds(20)));
+  EXPECT_EQ(emulator_.total_usage(item), 20);
 }
 
 }  // namespace

@@ -77,6 +77,7 @@ struct StripeLoggerStats {
   std::uint64_t failure_events = 0;      // log_failure_event calls (never billed)
   // Counts of outbox rows: one per call, billed dimension and sink (dual mode: two per call).
   std::uint64_t accepted = 0;            // rows stored in the outbox
+  std::uint64_t outbox_commits = 0;      // the writer's transactions (group commits)
   std::uint64_t deduplicated = 0;        // the same call id, dimension and sink reported again
   std::uint64_t skipped_zero = 0;        // zero quantity: nothing to bill
   std::uint64_t lost = 0;                // could not be kept (memory cap reached, outbox unwritable)
@@ -95,6 +96,7 @@ struct StripeLoggerStats {
   double meter_rate_limit = 0;           // live mode: the meter events' own current rate; else 0
   std::uint64_t rate_limit_decreases = 0;  // times a throttling 429 lowered a rate
   bool paused = false;                   // Stripe refuses the key: sending paused, probing
+  std::uint64_t queued_batches = 0;      // batches in memory for the senders (the rest: outbox)
   // The outbox: events waiting (in memory or stored), parked, dead; the oldest waiting (ms).
   std::uint64_t pending = 0;
   std::uint64_t parked = 0;
