@@ -12,7 +12,9 @@
 // In latency, intake and rss, Stripe is down (a loopback port that refuses connections), so
 // delivery does not compete with the host's threads. Outbox files live in a temporary directory
 // (under $TMPDIR, default /tmp) that is removed at the end.
+#include <fcntl.h>
 #include <sys/resource.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -26,6 +28,7 @@
 #include <vector>
 
 #include "bench_support.h"
+#include "outbox.h"
 #include "stripe_billing/http_transport.h"
 #include "stripe_billing/secret.h"
 #include "stripe_billing/stripe_client.h"
@@ -205,15 +208,24 @@ int cmd_intake(const Args& args) {
   auto logger = make_logger_or_die(config);
   const std::uint64_t run = run_id();
 
+  // Each call's own latency too: in sync mode it is the host's price for durability.
+  std::vector<std::vector<std::int64_t>> per_thread(static_cast<std::size_t>(threads));
   const auto start = SteadyClock::now();
   run_together(threads, [&](int t) {
     UsageEvent event = sample_event("cust-" + std::to_string(t));
     const std::int64_t mine = events / threads + (t < events % threads ? 1 : 0);
+    auto& samples = per_thread[static_cast<std::size_t>(t)];
+    samples.reserve(static_cast<std::size_t>(mine));
     for (std::int64_t n = 0; n < mine; ++n) {
       set_call_id(event.call_id, "intake", run + t, static_cast<std::uint64_t>(n));
+      const auto call_start = SteadyClock::now();
       logger->log_success_event(event);
+      samples.push_back(ns_between(call_start, SteadyClock::now()));
     }
   });
+  std::vector<std::int64_t> all;
+  for (auto& samples : per_thread) all.insert(all.end(), samples.begin(), samples.end());
+  const Percentiles call = summarize(all);
   const auto produced = SteadyClock::now();
   const int polls = wait_for_intake(*logger, static_cast<std::uint64_t>(events), in_ms(110'000));
   const auto committed = SteadyClock::now();
@@ -227,8 +239,14 @@ int cmd_intake(const Args& args) {
       static_cast<double>(stats.accepted) / seconds,
       static_cast<double>(events) / seconds_between(start, produced), polls);
   print_stats_tail(stats);
-  std::printf(" pending=%llu commits=%llu\n", static_cast<unsigned long long>(stats.pending),
-              static_cast<unsigned long long>(stats.outbox_commits));
+  std::printf(" pending=%llu commits=%llu events_per_commit=%.1f call_p50_us=%.1f "
+              "call_p99_us=%.1f call_max_us=%.1f\n",
+              static_cast<unsigned long long>(stats.pending),
+              static_cast<unsigned long long>(stats.outbox_commits),
+              stats.outbox_commits == 0
+                  ? 0.0
+                  : static_cast<double>(events) / static_cast<double>(stats.outbox_commits),
+              call.p50, call.p99, call.max);
   shutdown_bounded(std::move(logger), dir, 200);
   return polls > 0 ? 0 : 1;
 }
@@ -444,6 +462,212 @@ int cmd_naive(const Args& args) {
   return errors.load() == 0 ? 0 : 1;
 }
 
+// ---------------------------------------------------------------------------------------------
+
+// Delivery under Stripe's 429s. The emulator answers a share of all API requests with a
+// throttling 429 (--throttle, Stripe-Rate-Limited-Reason: global-rate), and/or enforces a true
+// limit below the configured rate (--true-limit, requests per second, global-rate 429 above it).
+// A producer offers more calls than the rate can carry; over the measured window (after the
+// warm-up) the run reports what Stripe accepted per second and per kind, and the client's rate.
+int cmd_throttle(const Args& args) {
+  const std::string mode = string_arg(args, "mode", "meter_events");
+  const std::int64_t rate = int_arg(args, "rate", 25);
+  const std::int64_t seconds = int_arg(args, "seconds", 60);
+  const std::int64_t warmup = int_arg(args, "warmup", 10);
+  const std::int64_t throttle_permille = int_arg(args, "throttle-permille", 50);
+  const std::int64_t true_limit = int_arg(args, "true-limit", 0);
+  const int customers = static_cast<int>(int_arg(args, "customers", 20));
+  const std::int64_t offered = int_arg(args, "offered", rate * 3 / 2);
+  TempDir dir;
+  SeededEmulator stripe(customers);
+  Config config = base_config(stripe.emulator.base_url(), dir.file("outbox.db"), stripe.price);
+  config.billing_mode = mode;
+  if (mode != "usage_records") {
+    config.meter_event_name = kBenchMeter;
+    config.meter_stream_base = stripe.emulator.base_url();
+  }
+  if (mode == "meter_events" || mode == "meter_event_stream") config.price_id.reset();
+  config.rate_limit = std::to_string(rate);
+  config.aggregation_window_ms = "1000";
+  config.max_backoff_s = "5";
+  auto logger = make_logger_or_die(config);
+  if (throttle_permille > 0) {
+    stripe.emulator.set_random_faults(
+        {{stripe_emulator::Fault{stripe_emulator::FaultKind::kStatus, 429, "/v", {}},
+          static_cast<double>(throttle_permille) / 1000.0}},
+        20261201);
+  }
+  if (true_limit > 0) stripe.emulator.set_rate_limit(static_cast<double>(true_limit));
+  const std::uint64_t run = run_id();
+
+  std::atomic<bool> producing{true};
+  std::thread producer([&] {
+    UsageEvent event = sample_event("");
+    const auto started = SteadyClock::now();
+    for (std::int64_t n = 0; producing.load(); ++n) {
+      std::this_thread::sleep_until(started + std::chrono::microseconds(n * 1'000'000 / offered));
+      event.end_user_id = stripe.keys[static_cast<std::size_t>(n % customers)];
+      set_call_id(event.call_id, "throttle", run, static_cast<std::uint64_t>(n));
+      event.end_time = std::chrono::system_clock::now();
+      logger->log_success_event(event);
+    }
+  });
+  const auto start = SteadyClock::now();
+  const auto window_start = start + std::chrono::seconds(warmup);
+  const auto window_end = start + std::chrono::seconds(seconds);
+  std::vector<double> client_rates;
+  while (SteadyClock::now() < window_end) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));  // sampling a gauge
+    if (SteadyClock::now() >= window_start) client_rates.push_back(logger->stats().rate_limit);
+  }
+  producing = false;
+  producer.join();
+  const StripeLoggerStats stats = logger->stats();
+
+  std::size_t accepted = 0, usage_ok = 0, meter_ok = 0, stream_ok = 0, throttled = 0, lookups = 0;
+  for (const auto& request : stripe.emulator.requests()) {
+    if (request.received_at < window_start || request.received_at >= window_end) continue;
+    if (request.status == 429) ++throttled;
+    if (request.status < 200 || request.status >= 300) continue;
+    ++accepted;
+    if (request.path.find("/usage_records") != std::string::npos) {
+      ++usage_ok;
+    } else if (request.path == "/v1/billing/meter_events") {
+      ++meter_ok;
+    } else if (request.path == "/v2/billing/meter_event_stream") {
+      ++stream_ok;
+    } else {
+      ++lookups;
+    }
+  }
+  const double window = static_cast<double>(seconds - warmup);
+  double mean = 0, lowest = client_rates.empty() ? 0 : client_rates.front();
+  for (double r : client_rates) {
+    mean += r;
+    lowest = std::min(lowest, r);
+  }
+  if (!client_rates.empty()) mean /= static_cast<double>(client_rates.size());
+  const double limit = true_limit > 0 ? static_cast<double>(true_limit) : static_cast<double>(rate);
+  std::printf(
+      "RESULT throttle mode=%s rate=%lld throttle_permille=%lld true_limit=%lld offered=%lld "
+      "window_s=%.0f accepted_per_s=%.2f accepted_share=%.3f usage_records_per_s=%.2f "
+      "meter_events_per_s=%.2f stream_per_s=%.2f lookups_per_s=%.2f throttled_per_s=%.2f "
+      "client_rate_mean=%.2f client_rate_min=%.2f client_mean_share=%.3f client_min_share=%.3f "
+      "decreases=%llu pending=%llu oldest_pending_ms=%lld delivered=%llu dead=%llu",
+      mode.c_str(), static_cast<long long>(rate), static_cast<long long>(throttle_permille),
+      static_cast<long long>(true_limit), static_cast<long long>(offered), window,
+      static_cast<double>(accepted) / window, static_cast<double>(accepted) / window / limit,
+      static_cast<double>(usage_ok) / window, static_cast<double>(meter_ok) / window,
+      static_cast<double>(stream_ok) / window, static_cast<double>(lookups) / window,
+      static_cast<double>(throttled) / window, mean, lowest, mean / limit, lowest / limit,
+      static_cast<unsigned long long>(stats.rate_limit_decreases),
+      static_cast<unsigned long long>(stats.pending),
+      static_cast<long long>(stats.oldest_pending_age_ms),
+      static_cast<unsigned long long>(stats.delivered),
+      static_cast<unsigned long long>(stats.dead));
+  print_stats_tail(stats);
+  std::printf("\n");
+  shutdown_bounded(std::move(logger), dir, 200);
+  return 0;
+}
+
+// ---------------------------------------------------------------------------------------------
+
+// A large ledger must not slow the host: an outbox with --rows delivered rows (the hourly prune
+// scans them all, in steps, as soon as the logger starts), a /metrics scraper calling stats()
+// every 10 ms, and sync calls timed meanwhile.
+int cmd_ledger(const Args& args) {
+  const std::int64_t rows = int_arg(args, "rows", 1'000'000);
+  const std::int64_t calls = int_arg(args, "calls", 5'000);
+  TempDir dir;
+  RefusingPort stripe_down;
+  Config config = base_config(stripe_down.base_url(), dir.file("outbox.db"));
+  config.durability = "sync";
+  {
+    auto outbox = Outbox::open(dir.file("outbox.db"), false);
+    if (!outbox) return 2;
+    std::vector<NewEvent> slice;
+    for (std::int64_t n = 0; n < rows; ++n) {
+      NewEvent row;
+      row.call_id = "ledger-" + std::to_string(n);
+      row.dimension = "total_tokens";
+      row.customer_key = "cust-" + std::to_string(n % 1000);
+      row.quantity = 1017;
+      row.event_time = 1'767'225'600;
+      row.accepted_at_ms = 1'767'225'600'000;
+      row.model = "gpt-4o-mini-2024-07-18";
+      row.state = EventState::kDelivered;
+      slice.push_back(std::move(row));
+      if (slice.size() == 8192 || n + 1 == rows) {
+        if (!(*outbox)->insert(slice)) return 2;
+        slice.clear();
+      }
+    }
+  }
+  auto logger = make_logger_or_die(config);
+  std::atomic<bool> scraping{true};
+  std::vector<std::int64_t> scrapes;
+  std::thread scraper([&] {
+    while (scraping.load()) {
+      const auto started = SteadyClock::now();
+      (void)logger->stats();
+      scrapes.push_back(ns_between(started, SteadyClock::now()));
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));  // a scrape interval
+    }
+  });
+  std::vector<std::int64_t> samples;
+  UsageEvent event = sample_event("cust-1");
+  const std::uint64_t run = run_id();
+  for (std::int64_t n = 0; n < calls; ++n) {
+    set_call_id(event.call_id, "ledger-call", run, static_cast<std::uint64_t>(n));
+    const auto started = SteadyClock::now();
+    logger->log_success_event(event);
+    samples.push_back(ns_between(started, SteadyClock::now()));
+  }
+  scraping = false;
+  scraper.join();
+  const Percentiles call = summarize(samples);
+  const Percentiles scrape = summarize(scrapes);
+  const StripeLoggerStats stats = logger->stats();
+  std::printf("RESULT ledger rows=%lld calls=%lld call_p50_us=%.1f call_p99_us=%.1f "
+              "call_max_us=%.1f stats_p50_us=%.1f stats_p99_us=%.1f stats_max_us=%.1f scrapes=%zu",
+              static_cast<long long>(rows), static_cast<long long>(calls), call.p50, call.p99,
+              call.max, scrape.p50, scrape.p99, scrape.max, scrapes.size());
+  print_stats_tail(stats);
+  std::printf("\n");
+  shutdown_bounded(std::move(logger), dir, 200);
+  return 0;
+}
+
+// ---------------------------------------------------------------------------------------------
+
+// The disk's own fdatasync, where the outbox lives: what a sync call's latency is measured
+// against. Overwrites blocks of a file written through once, as the journal does.
+int cmd_fsync(const Args& args) {
+  const std::int64_t samples_wanted = int_arg(args, "samples", 2000);
+  TempDir dir;
+  const std::string path = dir.file("fsync.dat");
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) return 1;
+  const std::string block(4096, 'x');
+  for (int i = 0; i < 256; ++i) {
+    if (::pwrite(fd, block.data(), block.size(), static_cast<off_t>(i) * 4096) < 0) return 1;
+  }
+  ::fsync(fd);
+  std::vector<std::int64_t> samples;
+  for (std::int64_t i = 0; i < samples_wanted; ++i) {
+    if (::pwrite(fd, block.data(), block.size(), static_cast<off_t>(i % 256) * 4096) < 0) return 1;
+    const auto started = SteadyClock::now();
+    ::fdatasync(fd);
+    samples.push_back(ns_between(started, SteadyClock::now()));
+  }
+  ::close(fd);
+  const Percentiles p = summarize(samples);
+  std::printf("RESULT fsync samples=%lld p50_us=%.1f p90_us=%.1f p99_us=%.1f max_us=%.1f\n",
+              static_cast<long long>(samples_wanted), p.p50, p.p90, p.p99, p.max);
+  return 0;
+}
+
 int usage() {
   std::fprintf(stderr,
                "usage: stripe-billing-throughput <command> [--option value ...]\n"
@@ -455,7 +679,12 @@ int usage() {
                "             [--threads 1] [--static-map]\n"
                "             [--mode usage_records|meter_events|meter_event_stream|dual]\n"
                "  rss        [--events 1000000] [--rate N | --chunk N] [--queue-capacity N]\n"
-               "  naive      [--events 5000] [--threads 1] [--customers 1000]\n");
+               "  naive      [--events 5000] [--threads 1] [--customers 1000]\n"
+               "  throttle   [--mode meter_events|dual|...] [--rate 25] [--seconds 60]\n"
+               "             [--warmup 10] [--throttle-permille 50] [--true-limit 0]\n"
+               "             [--customers 20] [--offered R]\n"
+               "  fsync      [--samples 2000]\n"
+               "  ledger     [--rows 1000000] [--calls 5000]\n");
   return 2;
 }
 
@@ -484,5 +713,8 @@ int main(int argc, char** argv) {
   if (command == "end-to-end") return cmd_end_to_end(args);
   if (command == "rss") return cmd_rss(args);
   if (command == "naive") return cmd_naive(args);
+  if (command == "throttle") return cmd_throttle(args);
+  if (command == "fsync") return cmd_fsync(args);
+  if (command == "ledger") return cmd_ledger(args);
   return usage();
 }

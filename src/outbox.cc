@@ -313,8 +313,16 @@ std::string carry_key(const NewEvent& event) {
 // all once `context` (an atomic<bool>, when given) is set.
 int busy_wait(void* context, int attempt) {
   if (context != nullptr && static_cast<std::atomic<bool>*>(context)->load()) return 0;
-  if (attempt >= 600) return 0;
-  std::this_thread::sleep_for(std::chrono::milliseconds(attempt < 10 ? 1 : 10));
+  // Transactions here take a millisecond or two: wait in small steps first.
+  if (attempt < 20) {
+    std::this_thread::sleep_for(std::chrono::microseconds(100));
+  } else if (attempt < 120) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  } else if (attempt < 610) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  } else {
+    return 0;
+  }
   return 1;
 }
 
@@ -367,6 +375,13 @@ bool tighten(const std::string& path) {
 struct Outbox::Connections {
   sqlite3* engine = nullptr;
   sqlite3* writer = nullptr;  // == engine for :memory: and read-only databases
+  // The engine's checkpoints run on a connection of their own, so copying the WAL into the
+  // database (and syncing it) holds up neither the planner nor a stats() scrape.
+  sqlite3* checkpointer = nullptr;
+  std::mutex checkpoint_mutex;
+  // stats() reads on a connection of its own too: a scrape never waits for the engine's writes.
+  sqlite3* reader = nullptr;
+  std::mutex reader_mutex;
   std::mutex engine_mutex;
   std::mutex writer_own_mutex;
   std::mutex* writer_mutex = &writer_own_mutex;
@@ -404,9 +419,11 @@ struct Outbox::Connections {
   }
   void close_databases() {
     finalize_writer();
+    if (checkpointer != nullptr) sqlite3_close(checkpointer);
+    if (reader != nullptr) sqlite3_close(reader);
     if (writer != nullptr && writer != engine) sqlite3_close(writer);
     if (engine != nullptr) sqlite3_close(engine);
-    writer = engine = nullptr;
+    writer = engine = checkpointer = reader = nullptr;
   }
   ~Connections() {
     close_databases();
@@ -492,6 +509,20 @@ Expected<std::unique_ptr<Outbox>> Outbox::open_writable(const std::string& path,
   } else {
     connections->writer = connections->engine;
     connections->writer_mutex = &connections->engine_mutex;
+  }
+  if (file_backed && mode == Mode::kEngine) {
+    auto reader = connect(path, flags);
+    if (!reader) return std::move(reader).error();
+    connections->reader = *reader;
+    auto checkpointer = connect(path, flags);
+    if (!checkpointer) return std::move(checkpointer).error();
+    connections->checkpointer = *checkpointer;
+    if (!tune(connections->checkpointer, full_sync, true, &message)) {
+      std::string text = message ? message : "unknown";
+      sqlite3_free(message);
+      return Error{ErrorCode::kStorage, "cannot prepare the outbox " + path + ": " + text,
+                   std::nullopt};
+    }
   }
   if (file_backed) {
     connections->file_backed = true;
@@ -997,39 +1028,47 @@ Expected<std::vector<std::string>> Outbox::open_targets() {
 Expected<PruneStep> Outbox::prune_delivered(std::int64_t older_than_ms, int max_rows) {
   std::lock_guard lock(db_->engine_mutex);
   sqlite3* db = db_->engine;
-  Transaction transaction(db);
   Statement select(db, "SELECT id, updated_ms, batch_id FROM events WHERE state=? AND id>? "
                        "ORDER BY id LIMIT ?");
-  Statement remove(db, "DELETE FROM events WHERE id=?");
-  Statement remove_batch(db, "DELETE FROM batches WHERE id=? AND state=? AND NOT EXISTS "
-                             "(SELECT 1 FROM events WHERE batch_id=?)");
-  if (!transaction.began() || !select.ok() || !remove.ok() || !remove_batch.ok()) {
-    return storage_error(db, "cannot prune the ledger");
-  }
+  if (!select.ok()) return storage_error(db, "cannot prune the ledger");
   select.bind(1, stored(EventState::kDelivered)).bind(2, prune_cursor_).bind(3, max_rows);
   std::vector<std::int64_t> old_rows;
   std::set<std::int64_t> batches;
   int seen = 0;
   int rc;
+  std::int64_t cursor = prune_cursor_;
   while ((rc = select.step()) == SQLITE_ROW) {
     ++seen;
-    prune_cursor_ = select.integer(0);
+    cursor = select.integer(0);
     if (select.integer(1) >= older_than_ms) continue;
     old_rows.push_back(select.integer(0));
     if (!select.null(2)) batches.insert(select.integer(2));
   }
   select.reset();
   if (rc != SQLITE_DONE) return storage_error(db, "cannot prune the ledger");
-  for (std::int64_t id : old_rows) {
-    if (!remove.bind(1, id).run()) return storage_error(db, "cannot prune the ledger");
-  }
-  for (std::int64_t id : batches) {
-    if (!remove_batch.bind(1, id).bind(2, kBatchDelivered).bind(3, id).run()) {
+  // Only a step with rows to delete writes (and waits for the write lock).
+  if (!old_rows.empty()) {
+    Transaction transaction(db);
+    Statement remove(db, "DELETE FROM events WHERE id=? AND state=?");
+    Statement remove_batch(db, "DELETE FROM batches WHERE id=? AND state=? AND NOT EXISTS "
+                               "(SELECT 1 FROM events WHERE batch_id=?)");
+    if (!transaction.began() || !remove.ok() || !remove_batch.ok()) {
       return storage_error(db, "cannot prune the ledger");
     }
+    for (std::int64_t id : old_rows) {
+      if (!remove.bind(1, id).bind(2, stored(EventState::kDelivered)).run()) {
+        return storage_error(db, "cannot prune the ledger");
+      }
+    }
+    for (std::int64_t id : batches) {
+      if (!remove_batch.bind(1, id).bind(2, kBatchDelivered).bind(3, id).run()) {
+        return storage_error(db, "cannot prune the ledger");
+      }
+    }
+    if (!transaction.commit()) return storage_error(db, "cannot prune the ledger");
+    add_count(EventState::kDelivered, -static_cast<std::int64_t>(old_rows.size()));
   }
-  if (!transaction.commit()) return storage_error(db, "cannot prune the ledger");
-  add_count(EventState::kDelivered, -static_cast<std::int64_t>(old_rows.size()));
+  prune_cursor_ = cursor;
   PruneStep step{static_cast<std::int64_t>(old_rows.size()), seen < max_rows};
   if (step.done) prune_cursor_ = 0;
   return step;
@@ -1043,6 +1082,8 @@ Expected<FileCheck> Outbox::check_file() {
   // then reopen both connections on the copy.
   std::lock_guard engine_lock(db_->engine_mutex);
   std::lock_guard writer_lock(*db_->writer_mutex);
+  std::lock_guard checkpoint_lock(db_->checkpoint_mutex);
+  std::lock_guard reader_lock(db_->reader_mutex);
   const std::string copy = path_ + ".recreate-" + std::to_string(::getpid());
   ::unlink(copy.c_str());
   char* sql = sqlite3_mprintf("VACUUM INTO %Q", copy.c_str());
@@ -1072,8 +1113,17 @@ Expected<FileCheck> Outbox::check_file() {
   if (!writer) return std::move(writer).error();
   db_->writer = *writer;
   sqlite3_busy_handler(db_->writer, busy_wait, &db_->writes_interrupted);
+  if (mode_ == Mode::kEngine) {
+    auto reader = connect(reopened, flags);
+    if (!reader) return std::move(reader).error();
+    db_->reader = *reader;
+    auto checkpointer = connect(reopened, flags);
+    if (!checkpointer) return std::move(checkpointer).error();
+    db_->checkpointer = *checkpointer;
+  }
   if (!tune(db_->engine, full_sync_, true, &message) ||
-      !tune(db_->writer, full_sync_, mode_ != Mode::kEngine, &message)) {
+      !tune(db_->writer, full_sync_ && !writer_relaxed_, mode_ != Mode::kEngine, &message) ||
+      (db_->checkpointer != nullptr && !tune(db_->checkpointer, full_sync_, true, &message))) {
     std::string text = message ? message : "unknown";
     sqlite3_free(message);
     return Error{ErrorCode::kStorage, "cannot prepare the recreated outbox: " + text, std::nullopt};
@@ -1110,13 +1160,17 @@ Expected<void> Outbox::shift_schedule(std::int64_t delta_ms) {
 }
 
 void Outbox::checkpoint() {
-  if (mode_ != Mode::kEngine) return;
-  std::lock_guard lock(db_->engine_mutex);
-  sqlite3_wal_checkpoint_v2(db_->engine, nullptr, SQLITE_CHECKPOINT_PASSIVE, nullptr, nullptr);
+  std::lock_guard lock(db_->checkpoint_mutex);
+  if (db_->checkpointer == nullptr) return;
+  sqlite3_wal_checkpoint_v2(db_->checkpointer, nullptr, SQLITE_CHECKPOINT_PASSIVE, nullptr,
+                            nullptr);
 }
 
 Expected<OutboxCounts> Outbox::counts() {
-  std::lock_guard lock(db_->engine_mutex);
+  // The engine's own reader when there is one: a scrape never waits behind the engine.
+  std::mutex& mutex = db_->reader != nullptr ? db_->reader_mutex : db_->engine_mutex;
+  sqlite3* db = db_->reader != nullptr ? db_->reader : db_->engine;
+  std::lock_guard lock(mutex);
   OutboxCounts counts;
   if (mode_ == Mode::kReadOnly) {
     auto queried = count_by_query();
@@ -1132,20 +1186,18 @@ Expected<OutboxCounts> Outbox::counts() {
     counts.parked = read(EventState::kParked);
     counts.dead = read(EventState::kDead);
   }
-  // The oldest waiting row is the lowest id among pending and batched ones: one index lookup each.
-  Statement first(db_->engine, "SELECT MIN(id) FROM events WHERE state=?");
-  Statement accepted(db_->engine, "SELECT accepted_at_ms FROM events WHERE id=?");
-  if (!first.ok() || !accepted.ok()) return storage_error(db_->engine, "cannot count the outbox");
+  // The oldest waiting row is the lowest id among pending and batched ones: the first entry of
+  // each state's range in the index.
+  Statement first(db, "SELECT id, accepted_at_ms FROM events WHERE state=? ORDER BY id LIMIT 1");
+  if (!first.ok()) return storage_error(db, "cannot count the outbox");
   std::int64_t oldest_id = 0;
   for (EventState state : {EventState::kPending, EventState::kBatched}) {
-    if (first.bind(1, stored(state)).step() == SQLITE_ROW && !first.null(0)) {
-      const std::int64_t id = first.integer(0);
-      oldest_id = oldest_id == 0 ? id : std::min(oldest_id, id);
+    if (first.bind(1, stored(state)).step() == SQLITE_ROW &&
+        (oldest_id == 0 || first.integer(0) < oldest_id)) {
+      oldest_id = first.integer(0);
+      counts.oldest_pending_ms = first.integer(1);
     }
     first.reset();
-  }
-  if (oldest_id != 0 && accepted.bind(1, oldest_id).step() == SQLITE_ROW) {
-    counts.oldest_pending_ms = accepted.integer(0);
   }
   return counts;
 }

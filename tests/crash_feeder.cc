@@ -20,6 +20,7 @@ int main(int argc, char** argv) {
   int customers = 50;
   bool drain = false;
   int rate = 0;  // events per second; 0: as fast as the library takes them
+  int drain_seconds = 60;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
     if (arg == "--run" && i + 1 < argc) run = argv[++i];
@@ -27,6 +28,7 @@ int main(int argc, char** argv) {
     if (arg == "--customers" && i + 1 < argc) customers = std::atoi(argv[++i]);
     if (arg == "--drain") drain = true;
     if (arg == "--rate" && i + 1 < argc) rate = std::atoi(argv[++i]);
+    if (arg == "--drain-seconds" && i + 1 < argc) drain_seconds = std::atoi(argv[++i]);
   }
   auto logger = make_stripe_logger(config_from_env());
   if (!logger) {
@@ -35,7 +37,7 @@ int main(int argc, char** argv) {
   }
   if (drain) {
     const bool drained =
-        (*logger)->shutdown(std::chrono::steady_clock::now() + std::chrono::seconds(60));
+        (*logger)->shutdown(std::chrono::steady_clock::now() + std::chrono::seconds(drain_seconds));
     const auto stats = (*logger)->stats();
     std::printf("drained %d pending %llu parked %llu dead %llu\n", drained ? 1 : 0,
                 static_cast<unsigned long long>(stats.pending),

@@ -1,9 +1,10 @@
 // Exactly once through crashes: a child process feeds usage through the library while the
-// emulator injects 500s, 429s, hangs and dropped connections; the child is SIGKILLed at random
-// moments at least 20 times and restarted; a last child drains the outbox. Then Stripe's totals
-// must equal, per customer, the sum of the events the outbox delivered — nothing twice — and
-// every event the library accepted must be among them — nothing lost (sync mode), or lost only
-// within the documented commit window before a kill (async mode).
+// emulator injects 500s, throttling 429s (5 %), lock 429s, hangs and dropped connections; the
+// child is SIGKILLed at random moments at least 20 times and restarted; a last child must drain
+// the outbox within kDrainBound once the faults stop. Then Stripe's totals must equal, per
+// customer and sink, the sum of the rows the outbox delivered — nothing twice — and every event
+// the library accepted must be among them — nothing lost (sync mode), or lost only within the
+// documented commit window before a kill (async mode). Every billing mode runs.
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -32,6 +33,8 @@ using stripe_emulator::FaultKind;
 
 constexpr int kCustomers = 50;
 constexpr int kKills = 22;
+// Once the faults stop, the last run must have delivered everything within this.
+constexpr int kDrainBoundSeconds = 30;
 
 struct Submitted {
   std::string customer;
@@ -64,11 +67,15 @@ class CrashTest : public testing::EmulatorTest, public ::testing::WithParamInter
     emulator_.create_meter(kMeter);
   }
 
+  bool records() const {
+    const std::string mode = GetParam().billing_mode;
+    return mode == "usage_records" || mode == "dual";
+  }
   bool meters() const { return std::string(GetParam().billing_mode) != "usage_records"; }
 
-  // What Stripe billed the customer: its item's usage, or its meter total.
-  std::int64_t billed(const std::string& customer_key) const {
-    if (!meters()) return emulator_.total_usage(items_.at(customer_key));
+  // What Stripe billed the customer on a sink: its item's usage, or its meter total.
+  std::int64_t billed(const std::string& customer_key, int sink) const {
+    if (sink == 0) return emulator_.total_usage(items_.at(customer_key));
     const auto totals = emulator_.meter_totals_by_customer(kMeter);
     const auto it = totals.find(customers_.at(customer_key));
     return it == totals.end() ? 0 : static_cast<std::int64_t>(it->second);
@@ -174,17 +181,20 @@ class CrashTest : public testing::EmulatorTest, public ::testing::WithParamInter
     int state = 0;
   };
 
+  // The outbox's rows by "<call id>/<sink>" (dual mode stores one of each per call).
   std::map<std::string, LedgerRow> ledger() const {
     std::map<std::string, LedgerRow> rows;
     sqlite3* db = nullptr;
     sqlite3_open_v2(outbox_path().c_str(), &db, SQLITE_OPEN_READONLY, nullptr);
     sqlite3_stmt* statement = nullptr;
-    sqlite3_prepare_v2(db, "SELECT call_id, customer_key, quantity, state FROM events", -1,
+    sqlite3_prepare_v2(db, "SELECT call_id, customer_key, quantity, state, sink FROM events", -1,
                        &statement, nullptr);
     while (sqlite3_step(statement) == SQLITE_ROW) {
-      rows[reinterpret_cast<const char*>(sqlite3_column_text(statement, 0))] = {
-          reinterpret_cast<const char*>(sqlite3_column_text(statement, 1)),
-          sqlite3_column_int64(statement, 2), sqlite3_column_int(statement, 3)};
+      const std::string key = std::string(reinterpret_cast<const char*>(
+                                  sqlite3_column_text(statement, 0))) +
+                              "/" + std::to_string(sqlite3_column_int(statement, 4));
+      rows[key] = {reinterpret_cast<const char*>(sqlite3_column_text(statement, 1)),
+                   sqlite3_column_int64(statement, 2), sqlite3_column_int(statement, 3)};
     }
     sqlite3_finalize(statement);
     sqlite3_close(db);
@@ -197,9 +207,12 @@ class CrashTest : public testing::EmulatorTest, public ::testing::WithParamInter
 
 TEST_P(CrashTest, NothingIsLostAndNothingIsBilledTwiceAcrossKills) {
   const bool sync = std::string(GetParam().durability) == "sync";
+  Fault lock{FaultKind::kStatus, 429, "/v", {}};
+  lock.code = stripe_emulator::TooManyRequestsCode::kLockTimeout;
   // "/v" matches the v1 API and the v2 session and stream alike.
   emulator_.set_random_faults({{Fault{FaultKind::kStatus, 500, "/v", {}}, 0.10},
                                {Fault{FaultKind::kStatus, 429, "/v", {}}, 0.05},
+                               {lock, 0.01},
                                {Fault{FaultKind::kHang, 0, "/v", std::chrono::seconds(2)}, 0.02},
                                {Fault{FaultKind::kCloseConnection, 0, "/v", {}}, 0.01},
                                {Fault{FaultKind::kCloseAfterCommit, 0, "/v", {}}, 0.01}},
@@ -219,20 +232,31 @@ TEST_P(CrashTest, NothingIsLostAndNothingIsBilledTwiceAcrossKills) {
   }
   emulator_.set_random_faults({}, 0);
   emulator_.release_hangs();
-  const ChildRun drain = run_child({"--drain"}, std::nullopt);
-  ASSERT_EQ(drain.exit_status, 0) << "the outbox did not drain";
+  const auto drain_started = Steady::now();
+  const ChildRun drain =
+      run_child({"--drain", "--drain-seconds", std::to_string(kDrainBoundSeconds)}, std::nullopt);
+  const double drain_seconds =
+      std::chrono::duration<double>(Steady::now() - drain_started).count();
+  ASSERT_EQ(drain.exit_status, 0) << "the outbox did not drain within " << kDrainBoundSeconds
+                                  << " s";
 
   const auto rows = ledger();
-  std::map<std::string, std::int64_t> delivered_by_customer;
+  std::map<std::pair<std::string, int>, std::int64_t> delivered;  // (customer, sink)
   std::size_t accepted = 0, lost = 0;
-  for (const auto& [call, row] : rows) {
-    EXPECT_EQ(row.state, 2) << call << " is not delivered (state " << row.state << ")";
-    if (row.state == 2) delivered_by_customer[row.customer] += row.quantity;
+  for (const auto& [key, row] : rows) {
+    EXPECT_EQ(row.state, 2) << key << " is not delivered (state " << row.state << ")";
+    const int sink = key.back() - '0';
+    if (row.state == 2) delivered[{row.customer, sink}] += row.quantity;
   }
+  std::vector<int> sinks;
+  if (records()) sinks.push_back(0);
+  if (meters()) sinks.push_back(1);
   for (const ChildRun& run : runs) {
     for (const auto& [call, when] : run.accepted) {
       ++accepted;
-      if (rows.count(call) != 0) continue;
+      bool kept = true;
+      for (int sink : sinks) kept = kept && rows.count(call + "/" + std::to_string(sink)) != 0;
+      if (kept) continue;
       ++lost;
       if (sync) {
         ADD_FAILURE() << "accepted in sync mode but lost: " << call;
@@ -244,25 +268,31 @@ TEST_P(CrashTest, NothingIsLostAndNothingIsBilledTwiceAcrossKills) {
       }
     }
     for (const auto& [call, submitted] : run.submitted) {
-      auto row = rows.find(call);
-      if (row == rows.end()) continue;
-      EXPECT_EQ(row->second.quantity, submitted.quantity) << call;
-      EXPECT_EQ(row->second.customer, submitted.customer) << call;
+      for (int sink : sinks) {
+        auto row = rows.find(call + "/" + std::to_string(sink));
+        if (row == rows.end()) continue;
+        EXPECT_EQ(row->second.quantity, submitted.quantity) << call;
+        EXPECT_EQ(row->second.customer, submitted.customer) << call;
+      }
     }
   }
   ASSERT_GT(accepted, 500u) << "the runs fed too little to prove anything";
   for (const auto& [customer, item] : items_) {
-    EXPECT_EQ(billed(customer), delivered_by_customer[customer]) << customer;
+    for (int sink : sinks) {
+      EXPECT_EQ(billed(customer, sink), (delivered[{customer, sink}])) << customer << " " << sink;
+    }
   }
-  std::printf("[ crash ] %s %s: %d kills, %zu events accepted, %zu lost within the window, %zu in "
-              "the ledger\n",
-              GetParam().billing_mode, GetParam().durability, kKills, accepted, lost, rows.size());
+  std::printf("[ crash ] %s %s: %d kills, %zu events accepted, %zu lost within the window, %zu "
+              "rows in the ledger, drained in %.1f s (bound %d s)\n",
+              GetParam().billing_mode, GetParam().durability, kKills, accepted, lost, rows.size(),
+              drain_seconds, kDrainBoundSeconds);
 }
 
 INSTANTIATE_TEST_SUITE_P(
     Modes, CrashTest,
     ::testing::Values(CrashCase{"sync", "usage_records"}, CrashCase{"async", "usage_records"},
-                      CrashCase{"sync", "meter_events"}, CrashCase{"sync", "meter_event_stream"}),
+                      CrashCase{"sync", "meter_events"}, CrashCase{"sync", "meter_event_stream"},
+                      CrashCase{"sync", "dual"}),
     [](const auto& info) {
       return std::string(info.param.billing_mode) + "_" + info.param.durability;
     });
