@@ -8,11 +8,17 @@
 //                                                delivered events/s and requests per 1,000 events
 //   rss        --events 1000000 [--rate N|--chunk N]  peak RSS with that many events pending
 //   naive      --events N [--threads N]          one synchronous libcurl POST per event
+//   throttle   --mode M --rate R [--throttle-permille N] [--true-limit N]
+//                                                delivery under Stripe's 429s
+//   ledger     --rows N --calls N                stats() and sync calls beside a large ledger
+//   fsync      --samples N                       the disk's own fdatasync latency
+//   page-fault --pages N                         what one page fault costs this machine
 //
-// In latency, intake and rss, Stripe is down (a loopback port that refuses connections), so
+// In latency, intake, rss and ledger, Stripe is down (a loopback port that refuses connections), so
 // delivery does not compete with the host's threads. Outbox files live in a temporary directory
 // (under $TMPDIR, default /tmp) that is removed at the end.
 #include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -175,19 +181,27 @@ int cmd_latency(const Args& args) {
   wait_for_intake(*logger, logger->stats().received, in_ms(90'000));
   const StripeLoggerStats stats = logger->stats();
 
-  std::vector<std::int64_t> all;
-  for (auto& samples : per_thread) all.insert(all.end(), samples.begin(), samples.end());
+  std::vector<std::int64_t> all, after_pause, others;
+  for (auto& samples : per_thread) {
+    all.insert(all.end(), samples.begin(), samples.end());
+    // Paced, the first call after each pause (1 in 100) starts with cold caches: reported apart.
+    for (std::size_t n = 0; rate > 0 && n < samples.size(); ++n) {
+      (n % 100 == 0 ? after_pause : others).push_back(samples[n]);
+    }
+  }
   const Percentiles p = summarize(all);
+  const Percentiles first = summarize(after_pause);
+  const Percentiles rest = summarize(others);
   const double calls_per_s =
       static_cast<double>(threads * (events + warmup)) / seconds_between(start, produced);
   std::printf(
       "RESULT latency mode=async threads=%d rate_per_thread=%lld events=%lld "
       "p50_us=%.3f p90_us=%.3f p99_us=%.3f p999_us=%.3f max_us=%.1f mean_us=%.3f "
       "calls_per_s=%.0f clock_overhead_ns=%lld minor_faults=%ld preemptions=%ld "
-      "voluntary_switches=%ld",
+      "voluntary_switches=%ld after_pause_p50_us=%.3f after_pause_p99_us=%.3f others_p99_us=%.3f",
       threads, static_cast<long long>(rate), static_cast<long long>(events * threads), p.p50, p.p90,
       p.p99, p.p999, p.max, p.mean, calls_per_s, static_cast<long long>(clock_overhead_ns()),
-      minor_faults.load(), preemptions.load(), blocked.load());
+      minor_faults.load(), preemptions.load(), blocked.load(), first.p50, first.p99, rest.p99);
   print_stats_tail(stats);
   std::printf("\n");
   shutdown_bounded(std::move(logger), dir, 200);
@@ -668,6 +682,29 @@ int cmd_fsync(const Args& args) {
   return 0;
 }
 
+// What the machine charges for a page fault: the first write to each page of fresh anonymous
+// memory (a host thread that takes one waits this long; unpaced latency runs take thousands).
+int cmd_page_fault(const Args& args) {
+  const std::int64_t pages = int_arg(args, "pages", 32768);
+  const std::size_t page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
+  const std::size_t bytes = static_cast<std::size_t>(pages) * page;
+  void* memory = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (memory == MAP_FAILED) return 1;
+  auto* bytes_at = static_cast<volatile char*>(memory);
+  std::vector<std::int64_t> samples;
+  samples.reserve(static_cast<std::size_t>(pages));
+  for (std::int64_t i = 0; i < pages; ++i) {
+    const auto started = SteadyClock::now();
+    bytes_at[static_cast<std::size_t>(i) * page] = 1;
+    samples.push_back(ns_between(started, SteadyClock::now()));
+  }
+  ::munmap(memory, bytes);
+  const Percentiles p = summarize(samples);
+  std::printf("RESULT page_fault pages=%lld p50_us=%.2f p99_us=%.2f mean_us=%.2f\n",
+              static_cast<long long>(pages), p.p50, p.p99, p.mean);
+  return 0;
+}
+
 int usage() {
   std::fprintf(stderr,
                "usage: stripe-billing-throughput <command> [--option value ...]\n"
@@ -684,6 +721,7 @@ int usage() {
                "             [--warmup 10] [--throttle-permille 50] [--true-limit 0]\n"
                "             [--customers 20] [--offered R]\n"
                "  fsync      [--samples 2000]\n"
+               "  page-fault [--pages 32768]\n"
                "  ledger     [--rows 1000000] [--calls 5000]\n");
   return 2;
 }
@@ -715,6 +753,7 @@ int main(int argc, char** argv) {
   if (command == "naive") return cmd_naive(args);
   if (command == "throttle") return cmd_throttle(args);
   if (command == "fsync") return cmd_fsync(args);
+  if (command == "page-fault") return cmd_page_fault(args);
   if (command == "ledger") return cmd_ledger(args);
   return usage();
 }

@@ -421,6 +421,11 @@ bool Dispatcher::take(Batch& batch) {
     batch = std::move(*it);
     queue.erase(it);
     --queued_;
+    if (unclaimed_ && (queued_ == kMaxQueued / 2 || queued_ == 0)) {
+      // The outbox holds batches that did not fit: claim more before the senders run dry.
+      committed_ = true;
+      planner_wake_.notify_one();
+    }
     next_kind_ = (next_kind_ + turn + 1) % 3;
     if (batch.kind == BatchKind::kMeterEvent) sending_targets_.insert(batch.target);
     return true;

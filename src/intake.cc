@@ -22,6 +22,7 @@ namespace {
 
 // Async mode: a writer wakes for a full group even before the commit interval ends.
 constexpr std::size_t kGroupSize = 8192;
+constexpr std::size_t kKeptChunks = 2;  // hand-off chunks kept for reuse
 // Sync mode: the longest the writer holds a commit open for callers it has just woken.
 constexpr auto kMaxCommitDelay = std::chrono::microseconds(200);
 // Sync mode: events journaled but not yet in the outbox, at most; and the journal size from which
@@ -50,7 +51,8 @@ std::string bounded(const std::string& text) {
 
 }  // namespace
 
-std::optional<std::string> derived_call_id(const HandedEvent& event) {
+std::optional<std::string> derived_call_id(const UsageEvent& event,
+                                           std::string_view customer_key) {
   if (!event.end_time) return std::nullopt;
   const auto ns = [](const std::optional<TimePoint>& time) {
     return time ? std::to_string(std::chrono::duration_cast<std::chrono::nanoseconds>(
@@ -62,11 +64,11 @@ std::optional<std::string> derived_call_id(const HandedEvent& event) {
   };
   char cost[40] = "-";
   if (event.response_cost) std::snprintf(cost, sizeof cost, "%.17g", *event.response_cost);
-  const std::string identity = event.customer_key + '\n' + event.model + '\n' +
+  const std::string identity = std::string(customer_key) + '\n' + event.model + '\n' +
                                ns(event.start_time) + '\n' + ns(event.end_time) + '\n' +
-                               count(event.tokens.prompt) + '\n' +
-                               count(event.tokens.completion) + '\n' +
-                               count(event.tokens.total) + '\n' + cost;
+                               count(event.prompt_tokens) + '\n' +
+                               count(event.completion_tokens) + '\n' +
+                               count(event.total_tokens) + '\n' + cost;
   return "derived-" + hashed_id(identity);
 }
 
@@ -151,10 +153,17 @@ void Intake::submit(const UsageEvent& event) noexcept {
                        event.model,
                        std::string(customer.value),
                        customer.refused,
+                       false,
                        {event.prompt_tokens, event.completion_tokens, event.total_tokens},
                        event.response_cost,
-                       event.start_time,
                        event.end_time};
+    if (handed.call_id.empty()) {
+      // Rare, and it needs the start time, which nothing else does: derived here, not stored.
+      if (auto derived = derived_call_id(event, customer.value)) {
+        handed.call_id = std::move(*derived);
+        handed.derived_call_id = true;
+      }
+    }
     std::uint64_t sequence;
     {
       std::lock_guard lock(mutex_);
@@ -166,7 +175,7 @@ void Intake::submit(const UsageEvent& event) noexcept {
         metrics_.lost.fetch_add(1, std::memory_order_relaxed);
         return;
       }
-      buffer_.push_back(std::move(handed));
+      buffer_.push(std::move(handed), spare_chunks_);
       ++in_memory_;
       sequence = ++submitted_;
       const bool sync = config_.durability() == Durability::kSync;
@@ -243,7 +252,7 @@ bool Intake::abandoned() const { return abandon_.load(std::memory_order_relaxed)
 
 void Intake::run() {
   pthread_setname_np(pthread_self(), "sb-writer");
-  std::vector<HandedEvent> group;
+  EventBuffer group;
   const bool sync = config_.durability() == Durability::kSync;
   std::unique_lock lock(mutex_);
   while (true) {
@@ -274,8 +283,6 @@ void Intake::run() {
       if (stopping_) break;
       continue;
     }
-    // The swap hands the host an empty vector that keeps the last group's capacity, so a
-    // steady stream never reallocates under the lock.
     group.swap(buffer_);
     const std::uint64_t sequence = submitted_;
     lock.unlock();
@@ -293,12 +300,18 @@ void Intake::run() {
       commit_delay_ = std::min<std::chrono::steady_clock::duration>(
           (std::chrono::steady_clock::now() - started) / 4, kMaxCommitDelay);
     }
-    group.clear();
-    // After a burst, give the memory back: the two vectors trade places each round, so both
-    // would otherwise keep the burst's capacity for good.
-    if (group.capacity() > 4 * kGroupSize) group.shrink_to_fit();
     durable_.publish(sequence);
+    // Frees outside the lock, so the host never waits for them: the events' strings, and after
+    // a burst every chunk but the two kept for the host's next events (a steady stream then
+    // allocates nothing).
+    group.destroy_events();
+    group.trim(kKeptChunks);
     lock.lock();
+    if (auto unused = group.recycle(spare_chunks_, kKeptChunks); !unused.empty()) {
+      lock.unlock();
+      unused.clear();
+      lock.lock();
+    }
     if (!journal_) {
       in_memory_ -= events;
       lock.unlock();
@@ -309,20 +322,60 @@ void Intake::run() {
   }
 }
 
+void EventBuffer::push(HandedEvent&& event, std::vector<std::unique_ptr<Chunk>>& spares) {
+  if (chunks_.empty() || chunks_.back()->size() == kChunk) {
+    if (spares.empty()) {
+      chunks_.push_back(std::make_unique<Chunk>());
+      chunks_.back()->reserve(kChunk);
+    } else {
+      chunks_.push_back(std::move(spares.back()));
+      spares.pop_back();
+    }
+  }
+  chunks_.back()->push_back(std::move(event));
+  ++size_;
+}
+
+void EventBuffer::swap(EventBuffer& other) noexcept {
+  chunks_.swap(other.chunks_);
+  std::swap(size_, other.size_);
+}
+
+void EventBuffer::destroy_events() {
+  for (auto& chunk : chunks_) chunk->clear();
+  size_ = 0;
+}
+
+void EventBuffer::trim(std::size_t keep) {
+  if (chunks_.size() > keep) chunks_.resize(keep);
+}
+
+std::vector<std::unique_ptr<EventBuffer::Chunk>> EventBuffer::recycle(
+    std::vector<std::unique_ptr<Chunk>>& spares, std::size_t keep) {
+  std::vector<std::unique_ptr<Chunk>> unused;
+  for (auto& chunk : chunks_) {
+    chunk->clear();
+    (spares.size() < keep ? spares : unused).push_back(std::move(chunk));
+  }
+  chunks_.clear();
+  size_ = 0;
+  return unused;
+}
+
 template <typename Sink>
-void Intake::write(std::vector<HandedEvent>& events, Sink sink) {
+void Intake::write(EventBuffer& events, Sink sink) {
   // In slices, so the rows being built never take as much memory again as the events do.
   const std::int64_t now_ms = to_ms(clock_->now());
   std::vector<NewEvent> rows;
   rows.reserve(std::min(events.size(), kGroupSize) * sinks_.size() *
                config_.dimensions().size());
   std::size_t handled = 0;
-  for (HandedEvent& event : events) {
-    if (abandoned()) break;
+  events.for_each([&](HandedEvent& event) {
+    if (abandoned()) return;
     add_rows(event, now_ms, rows);
     ++handled;
     if (rows.size() >= kGroupSize && handled < events.size()) sink(rows, false);
-  }
+  });
   sink(rows, true);
   if (handled < events.size()) {
     count_lost(events.size() - handled, Reason::kShutdownDeadline,
@@ -458,14 +511,10 @@ void Intake::add_rows(HandedEvent& event, std::int64_t now_ms, std::vector<NewEv
     event.response_cost.reset();
     metrics_.count_reason(to_string(Reason::kNonFiniteCost));
   }
+  if (event.derived_call_id) metrics_.count_reason(to_string(Reason::kDerivedCallId));
   if (event.call_id.empty()) {
-    if (auto derived = derived_call_id(event)) {
-      event.call_id = std::move(*derived);
-      metrics_.count_reason(to_string(Reason::kDerivedCallId));
-    } else {
-      event.call_id = generated_call_id();
-      metrics_.count_reason(to_string(Reason::kGeneratedCallId));
-    }
+    event.call_id = generated_call_id();
+    metrics_.count_reason(to_string(Reason::kGeneratedCallId));
   }
   NewEvent common;
   common.call_id = stable_call_key(event.call_id);

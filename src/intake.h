@@ -48,10 +48,43 @@ struct HandedEvent {
   std::string model;
   std::string customer_key;  // by the configured charge-by; "" when the event has none
   RequestUserRefusal refused = RequestUserRefusal::kNone;  // why the request's user was not used
+  bool derived_call_id = false;  // the event had no call id: this one is derived from its content
   TokenCounts tokens;
   std::optional<double> response_cost;
-  std::optional<TimePoint> start_time;
   std::optional<TimePoint> end_time;
+};
+
+// The hand-off buffer: events in chunks of kChunk, so a burst takes the memory of what it holds
+// (not twice that in a vector's growth slack), and handing a group to the writer moves pointers.
+// A chunk holds a whole commit group, so a steady stream takes turns with two chunks.
+// Not thread-safe: the intake's mutex guards it.
+class EventBuffer {
+ public:
+  static constexpr std::size_t kChunk = 8192;
+  using Chunk = std::vector<HandedEvent>;
+
+  void push(HandedEvent&& event, std::vector<std::unique_ptr<Chunk>>& spares);
+  std::size_t size() const noexcept { return size_; }
+  bool empty() const noexcept { return size_ == 0; }
+  void swap(EventBuffer& other) noexcept;
+  template <typename Visit>
+  void for_each(Visit visit) {
+    for (auto& chunk : chunks_) {
+      for (HandedEvent& event : *chunk) visit(event);
+    }
+  }
+  // Destroys the events (it is then empty), keeping the chunks.
+  void destroy_events();
+  // Frees every chunk after the first `keep` (its events must be destroyed already).
+  void trim(std::size_t keep);
+  // Empties it: chunks go to `spares` while it holds fewer than `keep`; the rest are returned,
+  // for the caller to free where it likes.
+  [[nodiscard]] std::vector<std::unique_ptr<Chunk>> recycle(
+      std::vector<std::unique_ptr<Chunk>>& spares, std::size_t keep);
+
+ private:
+  std::vector<std::unique_ptr<Chunk>> chunks_;
+  std::size_t size_ = 0;
 };
 
 class Intake {
@@ -78,7 +111,7 @@ class Intake {
   void ingest();
   // Turns events into rows, in slices handed to `sink` (async: stored; sync: journaled).
   template <typename Sink>
-  void write(std::vector<HandedEvent>& events, Sink sink);
+  void write(EventBuffer& events, Sink sink);
   bool store(std::vector<NewEvent>& rows);   // false: the outbox refused the write
   bool insert(std::vector<NewEvent>& rows);  // the same, counting nothing as lost
   void journal(std::vector<NewEvent>& rows, std::uint64_t sequence, std::size_t events);
@@ -99,7 +132,8 @@ class Intake {
 
   mutable std::mutex mutex_;  // the buffer; held by callers only to hand over
   std::condition_variable wake_writer_;
-  std::vector<HandedEvent> buffer_;
+  EventBuffer buffer_;
+  std::vector<std::unique_ptr<EventBuffer::Chunk>> spare_chunks_;  // under mutex_
   // Events in memory: in buffer_, in the writer's group, and journaled but not yet stored. The
   // cap applies to this.
   std::size_t in_memory_ = 0;
@@ -149,6 +183,6 @@ std::string stable_call_key(const std::string& call_id);
 // customer key, model, start and end times to the nanosecond, token counts and cost), so a second
 // report of the same call is still billed once. nullopt without an end time: nothing identifies
 // the call then.
-std::optional<std::string> derived_call_id(const HandedEvent& event);
+std::optional<std::string> derived_call_id(const UsageEvent& event, std::string_view customer_key);
 
 }  // namespace stripe_billing

@@ -19,6 +19,16 @@ std::int64_t to_ms(TimePoint time) {
   return std::chrono::duration_cast<std::chrono::milliseconds>(time.time_since_epoch()).count();
 }
 
+// True when the failure says something about this request only (Stripe answered it, wrongly
+// shaped or refused, or one object was locked), false when the service itself failed.
+bool about_this_request(const Error& error, const Classification& verdict) {
+  if (error.code == ErrorCode::kInvalidResponse) return true;
+  if (error.code != ErrorCode::kStripe || !error.stripe) return false;  // network, timeout
+  const int status = error.stripe->http_status;
+  if (status == 429) return verdict.throttle == Throttle::kObject;
+  return status >= 400 && status < 500;
+}
+
 }  // namespace
 
 Lookups::Lookups(CustomerResolver& resolver, std::shared_ptr<Clock> clock, RetryPolicy policy,
@@ -81,14 +91,24 @@ Lookup Lookups::peek(const std::string& customer_key, const std::string& price_i
   if (auto known = resolver_.known(customer_key, price_id)) return answer_of(std::move(*known));
   Lookup lookup;
   std::lock_guard lock(mutex_);
-  if (auto it = backoff_.find(price_id); it != backoff_.end()) {
-    const auto steady = clock_->steady_now();
-    if (it->second.retry_at > steady) {
-      lookup.retry_at_ms = now_ms() + std::chrono::duration_cast<std::chrono::milliseconds>(
-                                          it->second.retry_at - steady).count();
-    }
+  const auto steady = clock_->steady_now();
+  const auto at = retry_at(customer_key, price_id);
+  if (at > steady) {
+    lookup.retry_at_ms =
+        now_ms() + std::chrono::duration_cast<std::chrono::milliseconds>(at - steady).count();
   }
   return lookup;
+}
+
+std::chrono::steady_clock::time_point Lookups::retry_at(const std::string& customer_key,
+                                                       const std::string& price_id) const {
+  std::chrono::steady_clock::time_point at{};
+  if (backoff_.empty()) return at;
+  if (auto it = backoff_.find(price_id); it != backoff_.end()) at = it->second.retry_at;
+  if (auto it = backoff_.find(queue_key(price_id, customer_key)); it != backoff_.end()) {
+    at = std::max(at, it->second.retry_at);
+  }
+  return at;
 }
 
 void Lookups::request(const LookupRequest& request) {
@@ -116,12 +136,12 @@ void Lookups::run() {
     std::optional<std::chrono::steady_clock::time_point> soonest;
     auto next = queue_.end();
     for (auto it = queue_.begin(); it != queue_.end(); ++it) {
-      const auto backoff = backoff_.find(it->price_id);
-      if (backoff == backoff_.end() || backoff->second.retry_at <= now) {
+      const auto at = retry_at(it->customer_key, it->price_id);
+      if (at <= now) {
         next = it;
         break;
       }
-      if (!soonest || backoff->second.retry_at < *soonest) soonest = backoff->second.retry_at;
+      if (!soonest || at < *soonest) soonest = at;
     }
     if (next == queue_.end()) {
       const auto wait = soonest ? std::min<std::chrono::steady_clock::duration>(
@@ -154,6 +174,7 @@ void Lookups::resolve(const LookupRequest& request) {
   std::unique_lock lock(mutex_);
   if (answered) {
     backoff_.erase(request.price_id);
+    backoff_.erase(queue_key(request.price_id, request.customer_key));
     if (answers_.size() >= kMaxAnswers) answers_.clear();  // read by the cache, then, as before
     answers_[queue_key(request.price_id, request.customer_key)] =
         answer_of(CustomerResolver::Known{std::move(target), clock_->now()});
@@ -162,7 +183,10 @@ void Lookups::resolve(const LookupRequest& request) {
   const Error& error = target.error();
   const Classification verdict = classify(RequestKind::kLookup, Expected<StripeResponse>(error));
   if (!verdict.attempted) return;  // aborted at shutdown: asked again at the next start
-  Backoff& backoff = backoff_[request.price_id];
+  const bool alone = about_this_request(error, verdict);
+  if (alone && backoff_.size() >= kMaxAnswers) backoff_.clear();  // retried at once, then
+  Backoff& backoff =
+      backoff_[alone ? queue_key(request.price_id, request.customer_key) : request.price_id];
   backoff.failures = std::min(backoff.failures + 1, 30);
   std::uniform_real_distribution<double> jitter(0.5, 1.0);
   const auto delay = policy_.retry_delay(backoff.failures, jitter(random_), verdict);
@@ -173,9 +197,11 @@ void Lookups::resolve(const LookupRequest& request) {
     if (hooks_.key_refused) hooks_.key_refused(verdict.reason);
     return;
   }
-  log_->warn("stripe_billing customer lookup failed ({}), retrying {} lookups in {} ms",
+  log_->warn("stripe_billing customer lookup failed ({}), retrying {} in {} ms",
              log_safe(error.to_string(), 300),
-             request.price_id.empty() ? "customer" : "subscription item", delay.count());
+             alone ? "this customer's lookup"
+                   : (request.price_id.empty() ? "customer lookups" : "subscription item lookups"),
+             delay.count());
 }
 
 }  // namespace stripe_billing

@@ -3,9 +3,12 @@
 // the planner reads what is known without ever waiting (peek). So a burst of new customers, or a
 // slow customer search, never stalls the retries and deliveries the planner schedules.
 //
-// A lookup that fails for a transient reason (network, 5xx, 429, a wrongly shaped answer) backs
-// off per price ("" — the customer only — for meters), so a failing subscription lookup never
-// holds up meter events; a refused key is reported (the dispatcher pauses sending).
+// A lookup that fails backs off. A failure of the service (network, timeout, 5xx, a throttling
+// 429) backs off every lookup of that price ("" — the customer only — for meters), so a failing
+// subscription lookup never holds up meter events and an outage is not hammered; a failure about
+// one request (a wrongly shaped answer, a 4xx, a lock 429) backs off that customer alone, so one
+// broken customer never holds up the next. A refused key is reported (the dispatcher pauses
+// sending).
 //
 // Thread-safe. stop() joins the thread; the caller aborts in-flight requests first.
 #pragma once
@@ -67,6 +70,9 @@ class Lookups {
   std::int64_t now_ms() const;
   Lookup answer_of(CustomerResolver::Known known) const;
   void resolve(const LookupRequest& request);
+  // When the request may be tried again (a past time point when now); called with mutex_ held.
+  std::chrono::steady_clock::time_point retry_at(const std::string& customer_key,
+                                                const std::string& price_id) const;
 
   CustomerResolver& resolver_;
   std::shared_ptr<Clock> clock_;
@@ -78,7 +84,8 @@ class Lookups {
   std::condition_variable wake_;
   std::deque<LookupRequest> queue_;
   std::set<std::string> queued_;            // "price\nkey" of every request in queue_
-  std::map<std::string, Backoff> backoff_;  // by price
+  // By price (the service failed) and by queue key (one customer's lookup failed).
+  std::map<std::string, Backoff> backoff_;
   // Answers not yet read by the planner: one that the cache no longer holds (a TTL of 0, say)
   // still reaches it once.
   std::map<std::string, Lookup> answers_;

@@ -337,10 +337,17 @@ Expected<sqlite3*> connect(const std::string& path, int flags) {
   return db;
 }
 
-bool tune(sqlite3* db, bool full_sync, bool checkpoints, char** message) {
+// Page cache per connection, KiB: the writer keeps the unique index in memory; the engine reads
+// recent rows and batches; the reader and the checkpointer touch a few pages each.
+constexpr int kWriterCacheKib = 8192;
+constexpr int kEngineCacheKib = 2048;
+constexpr int kSmallCacheKib = 256;
+
+bool tune(sqlite3* db, bool full_sync, bool checkpoints, int cache_kib, char** message) {
   const std::string pragmas = std::string("PRAGMA journal_mode=WAL; PRAGMA synchronous=") +
                               (full_sync ? "FULL" : "NORMAL") +
-                              "; PRAGMA foreign_keys=OFF; PRAGMA cache_size=-8192;" +
+                              "; PRAGMA foreign_keys=OFF; PRAGMA cache_size=-" +
+                              std::to_string(cache_kib) + ";" +
                               (checkpoints ? "" : " PRAGMA wal_autocheckpoint=0;");
   return exec(db, pragmas.c_str(), message);
 }
@@ -483,7 +490,8 @@ Expected<std::unique_ptr<Outbox>> Outbox::open_writable(const std::string& path,
   char* message = nullptr;
   int migrated_from = 0;
   const bool separate_writer = file_backed;
-  if (!tune(connections->engine, full_sync, true, &message) ||
+  if (!tune(connections->engine, full_sync, true,
+            separate_writer ? kEngineCacheKib : kWriterCacheKib, &message) ||
       !create_schema(connections->engine, &message, &migrated_from)) {
     std::string text = message ? message : "unknown";
     sqlite3_free(message);
@@ -500,7 +508,7 @@ Expected<std::unique_ptr<Outbox>> Outbox::open_writable(const std::string& path,
     connections->writer = *writer;
     sqlite3_busy_handler(connections->writer, busy_wait, &connections->writes_interrupted);
     // The writer never checkpoints: the engine does, off the host's commit path.
-    if (!tune(connections->writer, full_sync, mode != Mode::kEngine, &message)) {
+    if (!tune(connections->writer, full_sync, mode != Mode::kEngine, kWriterCacheKib, &message)) {
       std::string text = message ? message : "unknown";
       sqlite3_free(message);
       return Error{ErrorCode::kStorage, "cannot prepare the outbox " + path + ": " + text,
@@ -517,7 +525,8 @@ Expected<std::unique_ptr<Outbox>> Outbox::open_writable(const std::string& path,
     auto checkpointer = connect(path, flags);
     if (!checkpointer) return std::move(checkpointer).error();
     connections->checkpointer = *checkpointer;
-    if (!tune(connections->checkpointer, full_sync, true, &message)) {
+    if (!tune(connections->checkpointer, full_sync, true, kSmallCacheKib, &message) ||
+        !tune(connections->reader, full_sync, true, kSmallCacheKib, &message)) {
       std::string text = message ? message : "unknown";
       sqlite3_free(message);
       return Error{ErrorCode::kStorage, "cannot prepare the outbox " + path + ": " + text,
@@ -1121,9 +1130,12 @@ Expected<FileCheck> Outbox::check_file() {
     if (!checkpointer) return std::move(checkpointer).error();
     db_->checkpointer = *checkpointer;
   }
-  if (!tune(db_->engine, full_sync_, true, &message) ||
-      !tune(db_->writer, full_sync_ && !writer_relaxed_, mode_ != Mode::kEngine, &message) ||
-      (db_->checkpointer != nullptr && !tune(db_->checkpointer, full_sync_, true, &message))) {
+  if (!tune(db_->engine, full_sync_, true, kEngineCacheKib, &message) ||
+      !tune(db_->writer, full_sync_ && !writer_relaxed_, mode_ != Mode::kEngine, kWriterCacheKib,
+            &message) ||
+      (db_->checkpointer != nullptr &&
+       !tune(db_->checkpointer, full_sync_, true, kSmallCacheKib, &message)) ||
+      (db_->reader != nullptr && !tune(db_->reader, full_sync_, true, kSmallCacheKib, &message))) {
     std::string text = message ? message : "unknown";
     sqlite3_free(message);
     return Error{ErrorCode::kStorage, "cannot prepare the recreated outbox: " + text, std::nullopt};

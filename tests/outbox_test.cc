@@ -293,6 +293,34 @@ TEST_F(OutboxTest, CountsKeptAsRowsChangeEqualACountOfTheFile) {
   EXPECT_EQ(counted.dead, 3);
 }
 
+// stats() reads counts() at every scrape: it must not count the ledger (a big one held the old
+// outbox's lock for seconds). Kept counts cost the same whatever the ledger's size.
+TEST_F(OutboxTest, CountsDoNotGrowWithTheLedger) {
+  auto outbox = open_engine();
+  std::vector<NewEvent> rows;
+  for (int i = 0; i < 200'000; ++i) {
+    NewEvent row = pending("ledger-" + std::to_string(i), 5);
+    row.state = EventState::kDelivered;
+    rows.push_back(std::move(row));
+    if (rows.size() == 8192) {
+      ASSERT_TRUE(outbox->insert(rows));
+      rows.clear();
+    }
+  }
+  ASSERT_TRUE(outbox->insert(rows));
+  const auto time = [](auto&& call) {
+    const auto started = std::chrono::steady_clock::now();
+    for (int i = 0; i < 20; ++i) EXPECT_TRUE(call());
+    return std::chrono::steady_clock::now() - started;
+  };
+  auto reader = Outbox::open_for_reading(dir_.file("outbox.db"));
+  ASSERT_TRUE(reader);
+  const auto counted = time([&] { return (*reader)->counts(); });  // a query, as before
+  const auto kept = time([&] { return outbox->counts(); });
+  EXPECT_EQ(outbox->counts()->delivered, 200'000);
+  EXPECT_LT(kept * 10, counted) << "kept counts should not depend on the ledger's size";
+}
+
 TEST_F(OutboxTest, TheOldestPendingRowIsFoundAmongPendingAndBatchedRows) {
   auto outbox = open();
   NewEvent first = pending("call-1", 5);

@@ -22,7 +22,32 @@ using testing::in_seconds;
 using stripe_emulator::Fault;
 using stripe_emulator::FaultKind;
 
-class StripeLoggerTest : public EmulatorTest {};
+class StripeLoggerTest : public EmulatorTest {
+ protected:
+  // Another connection holds the outbox's write lock while `logger` gets `events` calls and is shut
+  // down with a 300 ms deadline (the writer alone would wait 5 s per attempt). True when shutdown
+  // returned within 3 s, with the lock still held.
+  static bool shutdown_keeps_its_deadline_while_locked(StripeLogger& logger,
+                                                         const std::string& outbox, int events) {
+    sqlite3* other = nullptr;
+    if (sqlite3_open(outbox.c_str(), &other) != SQLITE_OK ||
+        sqlite3_exec(other, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr) != SQLITE_OK) {
+      sqlite3_close(other);
+      return false;
+    }
+    for (int i = 0; i < events; ++i) {
+      logger.log_success_event(for_customer("call-" + std::to_string(i), 1));
+    }
+    auto stopped = std::async(std::launch::async, [&] {
+      logger.shutdown(std::chrono::steady_clock::now() + std::chrono::milliseconds(300));
+    });
+    const bool returned = stopped.wait_for(std::chrono::seconds(3)) == std::future_status::ready;
+    sqlite3_exec(other, "ROLLBACK", nullptr, nullptr, nullptr);
+    sqlite3_close(other);
+    stopped.wait();
+    return returned;
+  }
+};
 
 TEST_F(StripeLoggerTest, BillsTheEndUserToTheCustomerFoundByMetadata) {
   const std::string item = add_customer("alice");
@@ -420,6 +445,25 @@ TEST_F(StripeLoggerTest, AFullMemoryBufferCountsWhatItCouldNotTake) {
   EXPECT_EQ(logger->stats().delivered, 5u);
 }
 
+TEST_F(StripeLoggerTest, ABurstLargerThanOneCommitGroupIsBilledInFull) {
+  const std::string item = add_customer("alice");
+  Config config = this->config();
+  config.durability = "async";
+  config.commit_interval_ms = "10000";  // only a full group or the flush wakes the writer
+  auto logger = make_logger(config);
+  const int calls = 3 * 8192 + 5;  // three hand-off chunks and a bit: groups span chunks
+  for (int i = 0; i < calls; ++i) {
+    UsageEvent e = event("burst-" + std::to_string(i), 3);
+    e.request_user = "alice";
+    logger->log_success_event(e);
+  }
+  ASSERT_TRUE(logger->flush(in_seconds(60)));
+  const auto stats = logger->stats();
+  EXPECT_EQ(stats.accepted, static_cast<std::uint64_t>(calls));
+  EXPECT_EQ(stats.lost, 0u);
+  EXPECT_EQ(emulator_.total_usage(item), 3 * calls);
+}
+
 TEST_F(StripeLoggerTest, ManyHostThreadsCanReportAtOnce) {
   const std::string item = add_customer("alice");
   auto logger = make_logger(config());
@@ -595,19 +639,8 @@ TEST_F(StripeLoggerTest, ShutdownKeepsItsDeadlineWhileTheOutboxIsLocked) {
   Config config = this->config();
   config.durability = "async";
   auto logger = make_logger(config);
-  // Another connection holds the outbox's write lock: the writer would wait 5 s per attempt.
-  sqlite3* other = nullptr;
-  ASSERT_EQ(sqlite3_open(outbox_path().c_str(), &other), SQLITE_OK);
-  ASSERT_EQ(sqlite3_exec(other, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr), SQLITE_OK);
-  for (int i = 0; i < 100; ++i) logger->log_success_event(for_customer("call-" + std::to_string(i), 1));
-  auto stopped = std::async(std::launch::async, [&] {
-    logger->shutdown(std::chrono::steady_clock::now() + std::chrono::milliseconds(300));
-  });
-  const bool returned = stopped.wait_for(std::chrono::seconds(3)) == std::future_status::ready;
-  sqlite3_exec(other, "ROLLBACK", nullptr, nullptr, nullptr);
-  sqlite3_close(other);
-  stopped.wait();
-  ASSERT_TRUE(returned) << "shutdown waited for the lock, far past its deadline";
+  ASSERT_TRUE(shutdown_keeps_its_deadline_while_locked(*logger, outbox_path(), 100))
+      << "shutdown waited for the lock, far past its deadline";
   const auto stats = logger->stats();
   EXPECT_EQ(stats.lost, 100u) << "not stored in time, and counted, never silently dropped";
   EXPECT_EQ(stats.rejected.at("shutdown_deadline"), 100u);
@@ -616,20 +649,9 @@ TEST_F(StripeLoggerTest, ShutdownKeepsItsDeadlineWhileTheOutboxIsLocked) {
 TEST_F(StripeLoggerTest, InSyncModeWhatTheLockedOutboxCouldNotTakeIsStoredAtTheNextStart) {
   const std::string item = add_customer("alice");
   {
-    auto logger = make_logger(config());
-    sqlite3* other = nullptr;
-    ASSERT_EQ(sqlite3_open(outbox_path().c_str(), &other), SQLITE_OK);
-    ASSERT_EQ(sqlite3_exec(other, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr), SQLITE_OK);
     // Each call returns once its event is in the journal, whatever the outbox is doing.
-    for (int i = 0; i < 20; ++i) logger->log_success_event(for_customer("call-" + std::to_string(i), 1));
-    auto stopped = std::async(std::launch::async, [&] {
-      logger->shutdown(std::chrono::steady_clock::now() + std::chrono::milliseconds(300));
-    });
-    const bool returned = stopped.wait_for(std::chrono::seconds(3)) == std::future_status::ready;
-    sqlite3_exec(other, "ROLLBACK", nullptr, nullptr, nullptr);
-    sqlite3_close(other);
-    stopped.wait();
-    ASSERT_TRUE(returned);
+    auto logger = make_logger(config());
+    ASSERT_TRUE(shutdown_keeps_its_deadline_while_locked(*logger, outbox_path(), 20));
     EXPECT_EQ(logger->stats().lost, 0u) << "durable in the journal: nothing lost";
   }
   auto logger = make_logger(config());

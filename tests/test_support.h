@@ -13,6 +13,7 @@
 #include <string>
 
 #include "stripe_billing/config.h"
+#include "stripe_billing/http_transport.h"
 #include "stripe_billing/stripe_logger.h"
 #include "stripe_billing/usage_event.h"
 #include "stripe_emulator/emulator.h"
@@ -40,6 +41,25 @@ bool eventually(Condition condition, std::chrono::milliseconds timeout) {
   }
   return true;
 }
+
+// Rewrites the body of every answer to a request whose URL holds `marker`, as a broken proxy or
+// a changed API would.
+class ReshapingTransport final : public HttpTransport {
+ public:
+  ReshapingTransport(std::string marker, std::string body)
+      : inner_(make_curl_transport()), marker_(std::move(marker)), body_(std::move(body)) {}
+  Expected<HttpResponse> send(const HttpRequest& request) override {
+    auto response = inner_->send(request);
+    if (response && request.url.find(marker_) != std::string::npos) response->body = body_;
+    return response;
+  }
+  void abort_in_flight() override { inner_->abort_in_flight(); }
+
+ private:
+  std::unique_ptr<HttpTransport> inner_;
+  std::string marker_;
+  std::string body_;
+};
 
 // A logger whose lines the test can read, from any thread.
 class CapturedLog {
