@@ -101,8 +101,7 @@ inline Expected<StripeResponse> naive_post(const StripeClient& client, const std
   const auto now = std::chrono::duration_cast<std::chrono::seconds>(
                        std::chrono::system_clock::now().time_since_epoch())
                        .count();
-  return client.post_form(usage_record_path(item), usage_record_fields(1017, now),
-                          idempotency_key);
+  return client.post_form(usage_record_path(item), usage_record_fields(1017, now), idempotency_key);
 }
 
 inline Config base_config(const std::string& api_base, const std::string& outbox_path,

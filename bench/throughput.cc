@@ -253,14 +253,15 @@ int cmd_intake(const Args& args) {
       static_cast<double>(stats.accepted) / seconds,
       static_cast<double>(events) / seconds_between(start, produced), polls);
   print_stats_tail(stats);
-  std::printf(" pending=%llu commits=%llu events_per_commit=%.1f call_p50_us=%.1f "
-              "call_p99_us=%.1f call_max_us=%.1f\n",
-              static_cast<unsigned long long>(stats.pending),
-              static_cast<unsigned long long>(stats.outbox_commits),
-              stats.outbox_commits == 0
-                  ? 0.0
-                  : static_cast<double>(events) / static_cast<double>(stats.outbox_commits),
-              call.p50, call.p99, call.max);
+  std::printf(
+      " pending=%llu commits=%llu events_per_commit=%.1f call_p50_us=%.1f "
+      "call_p99_us=%.1f call_max_us=%.1f\n",
+      static_cast<unsigned long long>(stats.pending),
+      static_cast<unsigned long long>(stats.outbox_commits),
+      stats.outbox_commits == 0
+          ? 0.0
+          : static_cast<double>(events) / static_cast<double>(stats.outbox_commits),
+      call.p50, call.p99, call.max);
   shutdown_bounded(std::move(logger), dir, 200);
   return polls > 0 ? 0 : 1;
 }
@@ -289,7 +290,8 @@ int cmd_end_to_end(const Args& args) {
   if (static_map) {
     std::string map;
     for (int i = 0; i < customers; ++i) {
-      map += (i == 0 ? "" : ",") + stripe.keys[i] + "=" + (meters ? stripe.customer_ids[i] : stripe.items[i]);
+      map += (i == 0 ? "" : ",") + stripe.keys[i] + "=" +
+             (meters ? stripe.customer_ids[i] : stripe.items[i]);
     }
     config.customer_map = map;
   }
@@ -350,9 +352,8 @@ int cmd_end_to_end(const Args& args) {
   for (const auto& [customer, total] : stripe.emulator.meter_totals_by_customer(kBenchMeter)) {
     billed_meter += total;
   }
-  const bool correct =
-      (!records || billed_records == expected_quantity) &&
-      (!meters || billed_meter == static_cast<double>(expected_quantity));
+  const bool correct = (!records || billed_records == expected_quantity) &&
+                       (!meters || billed_meter == static_cast<double>(expected_quantity));
   const double seconds = seconds_between(start, delivered_at);
   const double per_k = 1000.0 / static_cast<double>(events);
   std::printf(
@@ -643,10 +644,11 @@ int cmd_ledger(const Args& args) {
   const Percentiles call = summarize(samples);
   const Percentiles scrape = summarize(scrapes);
   const StripeLoggerStats stats = logger->stats();
-  std::printf("RESULT ledger rows=%lld calls=%lld call_p50_us=%.1f call_p99_us=%.1f "
-              "call_max_us=%.1f stats_p50_us=%.1f stats_p99_us=%.1f stats_max_us=%.1f scrapes=%zu",
-              static_cast<long long>(rows), static_cast<long long>(calls), call.p50, call.p99,
-              call.max, scrape.p50, scrape.p99, scrape.max, scrapes.size());
+  std::printf(
+      "RESULT ledger rows=%lld calls=%lld call_p50_us=%.1f call_p99_us=%.1f "
+      "call_max_us=%.1f stats_p50_us=%.1f stats_p99_us=%.1f stats_max_us=%.1f scrapes=%zu",
+      static_cast<long long>(rows), static_cast<long long>(calls), call.p50, call.p99, call.max,
+      scrape.p50, scrape.p99, scrape.max, scrapes.size());
   print_stats_tail(stats);
   std::printf("\n");
   shutdown_bounded(std::move(logger), dir, 200);

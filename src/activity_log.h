@@ -3,11 +3,10 @@
 // the host (customer keys, models, call ids) must be passed through log_safe() first.
 #pragma once
 
+#include <nlohmann/json.hpp>
 #include <string>
 #include <utility>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "stripe_billing/config.h"
 

@@ -51,7 +51,7 @@ struct NewEvent {
   std::int64_t prompt_tokens = 0;
   std::int64_t completion_tokens = 0;
   EventState state = EventState::kPending;
-  std::string reason;  // for kParked / kDead (reasons.h)
+  std::string reason;                           // for kParked / kDead (reasons.h)
   std::optional<std::int64_t> next_attempt_ms;  // for kParked: when to try again (none: by hand)
 };
 

@@ -1,9 +1,7 @@
-#include "stripe_billing/callback.h"
-
 #include <algorithm>
-
 #include <nlohmann/json.hpp>
 
+#include "stripe_billing/callback.h"
 #include "stripe_billing/stripe_logger.h"
 
 namespace stripe_billing {
@@ -47,12 +45,13 @@ std::string callback_ui_descriptor() {
 
 CallbackRegistry CallbackRegistry::with_builtin_callbacks() {
   CallbackRegistry registry;
-  registry.add("stripe", [](const CallbackContext& context)
-                             -> Expected<std::unique_ptr<CustomLogger>> {
-    auto logger = make_stripe_logger(context.config, {context.transport, context.logger, nullptr, {}});
-    if (!logger) return logger.error();
-    return std::unique_ptr<CustomLogger>(std::move(logger.value()));
-  });
+  registry.add(
+      "stripe", [](const CallbackContext& context) -> Expected<std::unique_ptr<CustomLogger>> {
+        auto logger =
+            make_stripe_logger(context.config, {context.transport, context.logger, nullptr, {}});
+        if (!logger) return logger.error();
+        return std::unique_ptr<CustomLogger>(std::move(logger.value()));
+      });
   return registry;
 }
 

@@ -26,8 +26,8 @@ enum class KeyOrigin {
 // one (charge_by=end_user_id only).
 enum class RequestUserRefusal {
   kNone,
-  kNotTrusted,            // STRIPE_TRUST_REQUEST_USER=off
-  kLooksLikeCustomerId,   // lookup, and the value starts with "cus_"
+  kNotTrusted,           // STRIPE_TRUST_REQUEST_USER=off
+  kLooksLikeCustomerId,  // lookup, and the value starts with "cus_"
 };
 
 struct CustomerKey {

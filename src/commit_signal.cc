@@ -42,7 +42,8 @@ bool CommitSignal::wait_until(std::uint64_t sequence,
     const auto left = deadline - std::chrono::steady_clock::now();
     if (left <= std::chrono::steady_clock::duration::zero()) break;
     const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(left).count();
-    timespec timeout{static_cast<time_t>(ns / 1'000'000'000), static_cast<long>(ns % 1'000'000'000)};
+    timespec timeout{static_cast<time_t>(ns / 1'000'000'000),
+                     static_cast<long>(ns % 1'000'000'000)};
     syscall(SYS_futex, word(generation_), FUTEX_WAIT_PRIVATE, generation, &timeout, nullptr, 0);
   }
   waiters_.fetch_sub(1, std::memory_order_acq_rel);

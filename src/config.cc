@@ -13,8 +13,8 @@
 #include <set>
 #include <sstream>
 #include <string>
-#include <system_error>
 #include <string_view>
+#include <system_error>
 #include <utility>
 #include <vector>
 
@@ -48,7 +48,11 @@ constexpr std::int64_t kMaxTimeoutMs = 60LL * 60 * 1000;
 // Two quantities below 10^15 (prompt + completion, or the calls of a batch by the thousand) sum
 // far below INT64_MAX; and Stripe takes no meter value of more than 15 significant digits.
 constexpr IntegerRule kMaxQuantityRule{
-    "STRIPE_MAX_QUANTITY", "", kDefaultMaxQuantity, 1, kLargestMaxQuantity,
+    "STRIPE_MAX_QUANTITY",
+    "",
+    kDefaultMaxQuantity,
+    1,
+    kLargestMaxQuantity,
     "Stripe accepts no quantity of more than 15 significant digits, and sums of larger "
     "quantities could overflow"};
 constexpr IntegerRule kLookupCacheTtlRule{"STRIPE_LOOKUP_CACHE_TTL", "seconds", 300, 0,
@@ -64,15 +68,18 @@ constexpr IntegerRule kQueueCapacityRule{"STRIPE_QUEUE_CAPACITY", "", 100'000, 1
 constexpr std::int64_t kDaySeconds = 24LL * 60 * 60;
 constexpr IntegerRule kCommitIntervalRule{"STRIPE_COMMIT_INTERVAL_MS", "milliseconds", 50, 1,
                                           10'000};
-constexpr IntegerRule kSyncTimeoutRule{"STRIPE_SYNC_TIMEOUT_MS", "milliseconds", 5'000, 1,
-                                       600'000};
-constexpr IntegerRule kAggregationWindowRule{"STRIPE_AGGREGATION_WINDOW_MS", "milliseconds",
-                                             2'000, 0, 3'600'000};
+constexpr IntegerRule kSyncTimeoutRule{"STRIPE_SYNC_TIMEOUT_MS", "milliseconds", 5'000, 1, 600'000};
+constexpr IntegerRule kAggregationWindowRule{"STRIPE_AGGREGATION_WINDOW_MS", "milliseconds", 2'000,
+                                             0, 3'600'000};
 constexpr IntegerRule kMaxBackoffRule{"STRIPE_MAX_BACKOFF_S", "seconds", 300, 1, kDaySeconds};
 // Stripe keeps an idempotency key for at least 24 hours and may prune it after that; a retry
 // with a pruned key is a new request, so an event must die before its key can be forgotten.
 constexpr IntegerRule kMaxDeliveryAgeRule{
-    "STRIPE_MAX_DELIVERY_AGE_S", "seconds", 23LL * 60 * 60, 60, kDaySeconds,
+    "STRIPE_MAX_DELIVERY_AGE_S",
+    "seconds",
+    23LL * 60 * 60,
+    60,
+    kDaySeconds,
     "Stripe may prune idempotency keys after 24 hours, so retrying an older event could bill it "
     "twice"};
 constexpr IntegerRule kSenderThreadsRule{"STRIPE_SENDER_THREADS", "", 4, 1, 64};
@@ -80,8 +87,8 @@ constexpr IntegerRule kParkRetryRule{"STRIPE_PARK_RETRY_S", "seconds", 60, 1, kD
 constexpr IntegerRule kLedgerRetentionRule{"STRIPE_LEDGER_RETENTION_DAYS", "days", 90, 1, 3'650};
 constexpr IntegerRule kAuthProbeRule{"STRIPE_AUTH_PROBE_S", "seconds", 30, 1, 3'600};
 
-constexpr double kDefaultTestRateLimit = 25;   // Stripe's test-mode limit is 25 requests/s
-constexpr double kDefaultLiveRateLimit = 100;  // and live mode's 100
+constexpr double kDefaultTestRateLimit = 25;          // Stripe's test-mode limit is 25 requests/s
+constexpr double kDefaultLiveRateLimit = 100;         // and live mode's 100
 constexpr double kDefaultLiveMeterRateLimit = 1'000;  // live v1 meter events: their own limit
 constexpr double kMaxRateLimit = 10'000;
 constexpr const char* kMemoryOutbox = ":memory:";
@@ -488,7 +495,7 @@ struct DecimalRule {
   const char* what;      // "a number of requests per second"
   const char* examples;  // "25 or 12.5"
   double max;
-  const char* range;     // "(requests per second, over all Stripe requests)"
+  const char* range;  // "(requests per second, over all Stripe requests)"
 };
 
 constexpr DecimalRule kRateLimitRule{"STRIPE_RATE_LIMIT", "a number of requests per second",
@@ -510,16 +517,15 @@ std::optional<double> check_decimal(Problems& problems, const DecimalRule& rule,
   const std::string& text = *raw;
   const std::size_t point = text.find('.');
   const std::string_view whole = std::string_view(text).substr(0, point);
-  const std::string_view fraction = point == std::string::npos
-                                         ? std::string_view()
-                                         : std::string_view(text).substr(point + 1);
+  const std::string_view fraction =
+      point == std::string::npos ? std::string_view() : std::string_view(text).substr(point + 1);
   bool shape_ok = !whole.empty() && (point == std::string::npos || !fraction.empty());
   for (char c : whole) shape_ok = shape_ok && is_digit(c);
   for (char c : fraction) shape_ok = shape_ok && is_digit(c);
   if (!shape_ok) {
     problems.add(std::string(rule.variable) + " must be " + rule.what +
-                 " written with decimal digits and an optional fraction, such as " +
-                 rule.examples + "; got " + problems.shown(text));
+                 " written with decimal digits and an optional fraction, such as " + rule.examples +
+                 "; got " + problems.shown(text));
     return std::nullopt;
   }
   double value = 0;
@@ -565,8 +571,9 @@ std::string check_outbox_path(Problems& problems, const std::optional<std::strin
     return {};
   }
   const std::size_t slash = path.rfind('/');
-  const std::string directory =
-      slash == std::string::npos ? std::string(".") : slash == 0 ? "/" : path.substr(0, slash);
+  const std::string directory = slash == std::string::npos ? std::string(".")
+                                : slash == 0               ? "/"
+                                                           : path.substr(0, slash);
   struct stat info {};
   if (::stat(directory.c_str(), &info) != 0) {
     const std::string reason = std::error_code(errno, std::generic_category()).message();
@@ -576,8 +583,8 @@ std::string check_outbox_path(Problems& problems, const std::optional<std::strin
     return {};
   }
   if (!S_ISDIR(info.st_mode)) {
-    problems.add(std::string(kVar) + " " + problems.shown(path) + ": " +
-                 problems.shown(directory) + " is not a directory");
+    problems.add(std::string(kVar) + " " + problems.shown(path) + ": " + problems.shown(directory) +
+                 " is not a directory");
     return {};
   }
   if (::stat(path.c_str(), &info) == 0 && S_ISDIR(info.st_mode)) {
@@ -627,8 +634,8 @@ std::string check_base_url(Problems& problems, const char* kVar, const char* fal
   for (char c : url) {
     const auto byte = static_cast<unsigned char>(c);
     if (byte <= ' ' || byte >= 0x7f) {
-      problems.add(std::string(kVar) + " contains " + describe_byte(c) +
-                   "; it must be a URL" + example);
+      problems.add(std::string(kVar) + " contains " + describe_byte(c) + "; it must be a URL" +
+                   example);
       return {};
     }
   }
@@ -763,8 +770,8 @@ std::string check_price_id(Problems& problems, const char* variable,
     return {};
   }
   if (!is_prefixed_id(*raw, "price_")) {
-    problems.add(std::string(variable) + " must be price_ followed by letters, digits or '_'; got " +
-                 problems.shown(*raw));
+    problems.add(std::string(variable) +
+                 " must be price_ followed by letters, digits or '_'; got " + problems.shown(*raw));
     return {};
   }
   return *raw;
@@ -820,9 +827,9 @@ std::vector<BilledDimension> check_dimensions(Problems& problems, const Config& 
   }
   const std::string price = check_price_id(problems, "STRIPE_PRICE_ID", config.price_id, mode,
                                            records && !split ? "to bill" : "");
-  const std::string meter = check_event_name(
-      problems, "STRIPE_METER_EVENT_NAME", config.meter_event_name, mode,
-      meters && !split ? "to bill" : "");
+  const std::string meter =
+      check_event_name(problems, "STRIPE_METER_EVENT_NAME", config.meter_event_name, mode,
+                       meters && !split ? "to bill" : "");
   if (!split) {
     // Settings only split uses are still checked when set, so a typo is never silent.
     check_price_id(problems, "STRIPE_PROMPT_PRICE_ID", config.prompt_price_id, mode, "");
@@ -853,8 +860,9 @@ std::vector<BilledDimension> check_dimensions(Problems& problems, const Config& 
         check_price_id(problems, "STRIPE_COMPLETION_PRICE_ID", config.completion_price_id, mode,
                        "that bills completion tokens (STRIPE_QUANTITY=split)");
     if (!dimensions[0].price_id.empty() && dimensions[0].price_id == dimensions[1].price_id) {
-      problems.add("STRIPE_PROMPT_PRICE_ID and STRIPE_COMPLETION_PRICE_ID must differ "
-                   "(STRIPE_QUANTITY=split bills them on two subscription items)");
+      problems.add(
+          "STRIPE_PROMPT_PRICE_ID and STRIPE_COMPLETION_PRICE_ID must differ "
+          "(STRIPE_QUANTITY=split bills them on two subscription items)");
     }
   }
   if (meters) {
@@ -871,14 +879,16 @@ std::vector<BilledDimension> check_dimensions(Problems& problems, const Config& 
           "STRIPE_METER_EVENT_NAME with a token type)");
       if (!dimensions[0].meter_event_name.empty() &&
           dimensions[0].meter_event_name == dimensions[1].meter_event_name) {
-        problems.add("STRIPE_PROMPT_METER_EVENT_NAME and STRIPE_COMPLETION_METER_EVENT_NAME must "
-                     "differ; to bill both on one meter, set only STRIPE_METER_EVENT_NAME");
+        problems.add(
+            "STRIPE_PROMPT_METER_EVENT_NAME and STRIPE_COMPLETION_METER_EVENT_NAME must "
+            "differ; to bill both on one meter, set only STRIPE_METER_EVENT_NAME");
       }
     } else {
       if (meter.empty() && !value_set(config.meter_event_name)) {
-        problems.add_required("STRIPE_METER_EVENT_NAME is required" + in_mode(mode) +
-                     " with STRIPE_QUANTITY=split, unless STRIPE_PROMPT_METER_EVENT_NAME and "
-                     "STRIPE_COMPLETION_METER_EVENT_NAME name two meters");
+        problems.add_required(
+            "STRIPE_METER_EVENT_NAME is required" + in_mode(mode) +
+            " with STRIPE_QUANTITY=split, unless STRIPE_PROMPT_METER_EVENT_NAME and "
+            "STRIPE_COMPLETION_METER_EVENT_NAME name two meters");
       }
       dimensions[0].meter_event_name = meter;
       dimensions[1].meter_event_name = meter;
@@ -1106,8 +1116,7 @@ Expected<FinalizedConfig> finalize_config(const Config& given) {
   out.trust_request_user_ = check_choice(problems, "STRIPE_TRUST_REQUEST_USER",
                                          config.trust_request_user, kRequestUserTrustChoices);
   out.api_base_ = check_base_url(problems, "STRIPE_API_BASE", kDefaultApiBase, config.api_base);
-  out.api_version_ =
-      check_api_version(problems, config.api_version, out.uses_usage_records());
+  out.api_version_ = check_api_version(problems, config.api_version, out.uses_usage_records());
   out.quantity_source_ =
       check_choice(problems, "STRIPE_QUANTITY", config.quantity, kQuantityChoices);
   out.dimensions_ = check_dimensions(problems, config, out.billing_mode_, out.quantity_source_);
@@ -1115,8 +1124,8 @@ Expected<FinalizedConfig> finalize_config(const Config& given) {
   out.customer_metadata_key_ = check_metadata_key(problems, config.customer_metadata_key);
   out.customer_map_ = check_customer_map(problems, config.customer_map);
   check_map_targets(problems, out.customer_map_, out.billing_mode_, out.quantity_source_);
-  const auto cost_multiplier = check_decimal(problems, kCostMultiplierRule,
-                                             config.cost_multiplier, 100);
+  const auto cost_multiplier =
+      check_decimal(problems, kCostMultiplierRule, config.cost_multiplier, 100);
   out.meter_customer_key_ = check_payload_key(problems, "STRIPE_METER_CUSTOMER_KEY",
                                               config.meter_customer_key, kDefaultMeterCustomerKey);
   out.meter_value_key_ = check_payload_key(problems, "STRIPE_METER_VALUE_KEY",
@@ -1131,9 +1140,9 @@ Expected<FinalizedConfig> finalize_config(const Config& given) {
                                           kDefaultMeterStreamBase, config.meter_stream_base);
   // Live meter events have their own limit (1,000/s); in test mode they count toward the
   // general one, so by default they share its bucket (0).
-  const auto meter_rate_limit = check_decimal(problems, kMeterRateLimitRule,
-                                              config.meter_rate_limit,
-                                              out.live_mode_ ? kDefaultLiveMeterRateLimit : 0);
+  const auto meter_rate_limit =
+      check_decimal(problems, kMeterRateLimitRule, config.meter_rate_limit,
+                    out.live_mode_ ? kDefaultLiveMeterRateLimit : 0);
 
   const auto max_quantity = check_integer(problems, kMaxQuantityRule, config.max_quantity);
   const auto cache_ttl = check_integer(problems, kLookupCacheTtlRule, config.lookup_cache_ttl);
@@ -1158,9 +1167,9 @@ Expected<FinalizedConfig> finalize_config(const Config& given) {
       check_integer(problems, kMaxDeliveryAgeRule, config.max_delivery_age_s);
   // The default depends on the key's mode, known above (a refused key counts as test mode; the
   // configuration is refused anyway).
-  const auto rate_limit = check_decimal(
-      problems, kRateLimitRule, config.rate_limit,
-      out.live_mode_ ? kDefaultLiveRateLimit : kDefaultTestRateLimit);
+  const auto rate_limit =
+      check_decimal(problems, kRateLimitRule, config.rate_limit,
+                    out.live_mode_ ? kDefaultLiveRateLimit : kDefaultTestRateLimit);
   const auto sender_threads = check_integer(problems, kSenderThreadsRule, config.sender_threads);
   const auto park_retry = check_integer(problems, kParkRetryRule, config.park_retry_s);
   const auto ledger_retention =
@@ -1216,10 +1225,10 @@ std::string FinalizedConfig::summary() const {
     billed += std::string(" quantity=") + to_string(quantity_source_);
   }
   // Shown only when a caller's request may choose the customer, so operators notice it.
-  const std::string trust = trust_request_user_ == RequestUserTrust::kOff
-                                ? std::string()
-                                : std::string(" trust_request_user=") +
-                                      to_string(trust_request_user_);
+  const std::string trust =
+      trust_request_user_ == RequestUserTrust::kOff
+          ? std::string()
+          : std::string(" trust_request_user=") + to_string(trust_request_user_);
   for (const BilledDimension& dimension : dimensions_) {
     billed += (dimensions_.size() > 1 ? " " + dimension.name + ":" : "") + describe(dimension);
   }

@@ -106,9 +106,9 @@ Expected<YamlSettings> Reader::read(const std::string& text) {
 std::string Reader::scrubbed(std::string_view text) const {
   std::string out(text);
   const auto in_file = file_settings_.find("STRIPE_API_KEY");
-  const std::optional<std::string> key =
-      in_file != file_settings_.end() ? std::optional<std::string>(in_file->second)
-                                      : lookup("STRIPE_API_KEY");
+  const std::optional<std::string> key = in_file != file_settings_.end()
+                                             ? std::optional<std::string>(in_file->second)
+                                             : lookup("STRIPE_API_KEY");
   if (key && key->size() >= kMinKeyLengthToFind) {
     const std::string redacted = Secret::redact_key(*key);
     for (std::size_t at = out.find(*key); at != std::string::npos;

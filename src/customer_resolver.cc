@@ -8,9 +8,7 @@ namespace {
 constexpr std::size_t kMaxMetadataValue = 500;  // Stripe's limit for a metadata value
 constexpr std::size_t kMaxCacheEntries = 100'000;
 
-Error not_found(ErrorCode code, const std::string& what) {
-  return Error{code, what, std::nullopt};
-}
+Error not_found(ErrorCode code, const std::string& what) { return Error{code, what, std::nullopt}; }
 
 Error wrong_shape(const std::string& what) {
   return Error{ErrorCode::kInvalidResponse, what, std::nullopt};
@@ -72,8 +70,7 @@ std::optional<CustomerResolver::Known> CustomerResolver::without_request(
     const std::string& customer_key) {
   const TimePoint now = clock_->now();
   if (auto it = config_.customer_map().find(customer_key); it != config_.customer_map().end()) {
-    return Known{BillingTarget{it->second.customer_id, it->second.subscription_item_id, 0, 0},
-                 now};
+    return Known{BillingTarget{it->second.customer_id, it->second.subscription_item_id, 0, 0}, now};
   }
   if (is_customer_id(customer_key)) return Known{BillingTarget{customer_key, "", 0, 0}, now};
   if (customer_key.size() > kMaxMetadataValue || !is_valid_utf8(customer_key)) {
@@ -169,17 +166,18 @@ Expected<BillingTarget> CustomerResolver::look_up_item(const std::string& custom
 
 Expected<std::string> CustomerResolver::search_customer(const std::string& customer_key) {
   ++requests_;
-  auto response = client_.get(
-      "/v1/customers/search",
-      {{"query", customer_search_query(config_.customer_metadata_key(), customer_key)},
-       {"limit", "2"}});
+  auto response =
+      client_.get("/v1/customers/search",
+                  {{"query", customer_search_query(config_.customer_metadata_key(), customer_key)},
+                   {"limit", "2"}});
   if (!response) return std::move(response).error();
   const nlohmann::json* data = member(response->body, "data");
-  if (data == nullptr || !data->is_array()) return wrong_shape("customer search without a data list");
+  if (data == nullptr || !data->is_array())
+    return wrong_shape("customer search without a data list");
   if (data->empty()) {
-    return not_found(ErrorCode::kCustomerNotFound,
-                     "no Stripe customer has metadata " + config_.customer_metadata_key() +
-                         " equal to the customer key");
+    return not_found(ErrorCode::kCustomerNotFound, "no Stripe customer has metadata " +
+                                                       config_.customer_metadata_key() +
+                                                       " equal to the customer key");
   }
   const nlohmann::json* id = member(data->front(), "id");
   if (id == nullptr || !id->is_string()) return wrong_shape("customer search result without an id");
@@ -189,10 +187,9 @@ Expected<std::string> CustomerResolver::search_customer(const std::string& custo
 Expected<BillingTarget> CustomerResolver::find_subscription_item(const std::string& customer_id,
                                                                  const std::string& price_id) {
   ++requests_;
-  auto response = client_.get("/v1/subscriptions", {{"customer", customer_id},
-                                                    {"price", price_id},
-                                                    {"status", "active"},
-                                                    {"limit", "10"}});
+  auto response = client_.get(
+      "/v1/subscriptions",
+      {{"customer", customer_id}, {"price", price_id}, {"status", "active"}, {"limit", "10"}});
   if (!response) return std::move(response).error();
   const nlohmann::json* subscriptions = member(response->body, "data");
   if (subscriptions == nullptr || !subscriptions->is_array()) {
@@ -212,9 +209,8 @@ Expected<BillingTarget> CustomerResolver::find_subscription_item(const std::stri
         return wrong_shape("subscription item without an id and a price");
       }
       const nlohmann::json* price_object_id = member(price, "id");
-      const bool matches =
-          (price_object_id != nullptr && *price_object_id == price_id) ||
-          (price->is_string() && *price == price_id);
+      const bool matches = (price_object_id != nullptr && *price_object_id == price_id) ||
+                           (price->is_string() && *price == price_id);
       if (!matches) continue;
       // Before API 2025-03-31 the period lives on the subscription; later, on the item.
       auto period = [&](const char* name) -> std::int64_t {
@@ -228,9 +224,9 @@ Expected<BillingTarget> CustomerResolver::find_subscription_item(const std::stri
                            period("current_period_end")};
     }
   }
-  return not_found(ErrorCode::kSubscriptionItemNotFound,
-                   "customer " + customer_id + " has no active subscription item on price " +
-                       price_id);
+  return not_found(
+      ErrorCode::kSubscriptionItemNotFound,
+      "customer " + customer_id + " has no active subscription item on price " + price_id);
 }
 
 void CustomerResolver::remember(const std::string& key, Entry entry) {

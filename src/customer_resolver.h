@@ -26,7 +26,7 @@
 namespace stripe_billing {
 
 struct BillingTarget {
-  std::string customer_id;           // may be empty when the static map names an item directly
+  std::string customer_id;  // may be empty when the static map names an item directly
   std::string subscription_item_id;
   // The item's current billing period (unix seconds); 0 when unknown (static map).
   std::int64_t period_start = 0;
@@ -72,8 +72,7 @@ class CustomerResolver {
   std::optional<Known> without_request(const std::string& customer_key);
   Expected<BillingTarget> look_up_customer(const std::string& customer_key);
   Expected<BillingTarget> look_up_item(const std::string& customer_key,
-                                       const std::string& customer_id,
-                                       const std::string& price_id);
+                                       const std::string& customer_id, const std::string& price_id);
   Expected<std::string> search_customer(const std::string& customer_key);
   Expected<BillingTarget> find_subscription_item(const std::string& customer_id,
                                                  const std::string& price_id);

@@ -1,11 +1,10 @@
 #include "dispatcher.h"
 
 #include <pthread.h>
+#include <spdlog/logger.h>
 
 #include <algorithm>
 #include <cstdlib>
-
-#include <spdlog/logger.h>
 
 #include "activity_log.h"
 #include "usage_record.h"
@@ -134,7 +133,8 @@ void Dispatcher::stop() {
   {
     std::lock_guard lock(mutex_);
     for (auto& queue : ready_) {
-      for (Batch& batch : queue) left.push_back(PendingWrite{PendingWrite::Kind::kRelease, std::move(batch)});
+      for (Batch& batch : queue)
+        left.push_back(PendingWrite{PendingWrite::Kind::kRelease, std::move(batch)});
       queue.clear();
     }
     queued_ = 0;
@@ -144,15 +144,16 @@ void Dispatcher::stop() {
   std::size_t unwritten = 0;
   for (const PendingWrite& outcome : left) unwritten += apply(outcome) ? 0 : 1;
   if (unwritten > 0) {
-    log_->error("stripe_billing could not write {} outcomes to the outbox at shutdown; their "
-                "batches are sent again at the next start, with the same idempotency keys",
-                unwritten);
+    log_->error(
+        "stripe_billing could not write {} outcomes to the outbox at shutdown; their "
+        "batches are sent again at the next start, with the same idempotency keys",
+        unwritten);
   }
 }
 
 std::int64_t Dispatcher::now_ms() const {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             clock_->now().time_since_epoch()).count();
+  return std::chrono::duration_cast<std::chrono::milliseconds>(clock_->now().time_since_epoch())
+      .count();
 }
 
 void Dispatcher::plan_loop() {
@@ -220,8 +221,9 @@ std::chrono::milliseconds Dispatcher::plan_round(bool full) {
 // A jump of the wall clock (NTP, a resumed VM) would make every retry due at once (forward) or
 // hold it back for as long (backward): the schedule moves with the clock instead.
 void Dispatcher::follow_clock_jump(std::int64_t now) {
-  const std::int64_t steady = std::chrono::duration_cast<std::chrono::milliseconds>(
-                                  clock_->steady_now().time_since_epoch()).count();
+  const std::int64_t steady =
+      std::chrono::duration_cast<std::chrono::milliseconds>(clock_->steady_now().time_since_epoch())
+          .count();
   const std::int64_t offset = now - steady;
   if (!clock_offset_ms_) clock_offset_ms_ = offset;
   const std::int64_t jump = offset - *clock_offset_ms_;
@@ -261,15 +263,17 @@ void Dispatcher::housekeeping(std::int64_t now) {
     if (!check || *check != FileCheck::kSame) {
       if (check && *check == FileCheck::kRecreated) {
         metrics_.count_reason(to_string(Reason::kOutboxRecreated));
-        log_->error("stripe_billing the outbox file {} was deleted or replaced while running; "
-                    "it has been recreated from the open database, nothing committed was lost",
-                    log_safe(config_.outbox_path()));
+        log_->error(
+            "stripe_billing the outbox file {} was deleted or replaced while running; "
+            "it has been recreated from the open database, nothing committed was lost",
+            log_safe(config_.outbox_path()));
       } else if (steady - last_file_alarm_ >= std::chrono::minutes(1)) {
         last_file_alarm_ = steady;
-        log_->error("stripe_billing the outbox file {} was deleted and cannot be recreated ({}); "
-                    "usage is kept in the open database until the process stops, then LOST",
-                    log_safe(config_.outbox_path()),
-                    check ? "its directory is gone or not writable" : check.error().message);
+        log_->error(
+            "stripe_billing the outbox file {} was deleted and cannot be recreated ({}); "
+            "usage is kept in the open database until the process stops, then LOST",
+            log_safe(config_.outbox_path()),
+            check ? "its directory is gone or not writable" : check.error().message);
       }
     }
     outbox_.checkpoint();
@@ -348,8 +352,8 @@ std::int64_t Dispatcher::plan_pending(std::int64_t now, bool full, bool force) {
     if (!full) after = last_read_id_;
     busy = busy_items_;
   }
-  auto rows = full ? outbox_.due_events(now, kRowsPerRound)
-                   : outbox_.new_events(after, kRowsPerRound);
+  auto rows =
+      full ? outbox_.due_events(now, kRowsPerRound) : outbox_.new_events(after, kRowsPerRound);
   if (!rows) {
     log_->error("stripe_billing cannot read pending events: {}", rows.error().message);
     return 0;
@@ -367,9 +371,8 @@ std::int64_t Dispatcher::plan_pending(std::int64_t now, bool full, bool force) {
   for (const PlanNotice& notice : plan.notices) {
     metrics_.count_reason(to_string(notice.reason), notice.rows);
     log_->warn("stripe_billing {} {} {} rows of customer {}: {}",
-               notice.reason == Reason::kInvalidCustomerKey ? "dead:" : "parked",
-               notice.rows, to_string(notice.sink), log_safe(notice.customer_key),
-               to_string(notice.reason));
+               notice.reason == Reason::kInvalidCustomerKey ? "dead:" : "parked", notice.rows,
+               to_string(notice.sink), log_safe(notice.customer_key), to_string(notice.reason));
   }
   if (plan.writes.batches.empty() && plan.writes.parks.empty() && plan.writes.kills.empty()) {
     return plan.next_wake_ms;
@@ -400,7 +403,8 @@ std::int64_t Dispatcher::plan_pending(std::int64_t now, bool full, bool force) {
 }
 
 void Dispatcher::enqueue(Batch batch, std::int64_t now) {
-  const auto wall_age = std::chrono::milliseconds(std::max<std::int64_t>(0, now - batch.created_ms));
+  const auto wall_age =
+      std::chrono::milliseconds(std::max<std::int64_t>(0, now - batch.created_ms));
   first_seen_.try_emplace(batch.id, clock_->steady_now(), wall_age);
   ready_[static_cast<int>(batch.kind)].push_back(std::move(batch));
   ++queued_;
@@ -489,14 +493,20 @@ void Dispatcher::on_delivered(const Batch& batch, const SendResult& result) {
   for (const auto& [model, quantity] : batch.quantity_by_model) {
     metrics_.count_quantity(model, static_cast<std::uint64_t>(quantity));
   }
-  log_->info("{}", activity_line(
-      config_.log_format(),
-      {{"activity", to_string(batch.kind)}, {"success", true},
-       {"customer", log_safe(batch.customer_key)}, {"customer_id", batch.customer_id},
-       {"target", batch.target}, {"quantity", batch.quantity}, {"events", batch.events},
-       {"batch", batch.id}, {"request_id", result.request_id},
-       {"latency_ms", result.latency.count()}, {"attempt", batch.attempts + 1},
-       {"already_recorded", result.verdict.reason == "already_recorded"}}));
+  log_->info("{}",
+             activity_line(config_.log_format(),
+                           {{"activity", to_string(batch.kind)},
+                            {"success", true},
+                            {"customer", log_safe(batch.customer_key)},
+                            {"customer_id", batch.customer_id},
+                            {"target", batch.target},
+                            {"quantity", batch.quantity},
+                            {"events", batch.events},
+                            {"batch", batch.id},
+                            {"request_id", result.request_id},
+                            {"latency_ms", result.latency.count()},
+                            {"attempt", batch.attempts + 1},
+                            {"already_recorded", result.verdict.reason == "already_recorded"}}));
   PendingWrite outcome{PendingWrite::Kind::kDelivered, batch};
   outcome.request_id = result.request_id;
   outcome.now_ms = now_ms();
@@ -507,7 +517,8 @@ void Dispatcher::on_failed(const Batch& batch, const SendResult& result, const c
   const Classification& verdict = result.verdict;
   const std::int64_t now = now_ms();
   switch (verdict.outcome) {
-    case Outcome::kDelivered: return;
+    case Outcome::kDelivered:
+      return;
     case Outcome::kItemMissing: {
       for (const BilledDimension& dimension : config_.dimensions()) {
         resolver_.invalidate(batch.customer_key, dimension.price_id);
@@ -540,19 +551,25 @@ void Dispatcher::on_failed(const Batch& batch, const SendResult& result, const c
         delay = retry_policy_.retry_delay(attempts, jitter(random_), verdict);
       }
       metrics_.retries.fetch_add(1);
-      log_->warn("{}", activity_line(
-          config_.log_format(),
-          {{"activity", activity}, {"success", false}, {"outcome", "retry"},
-           {"reason", verdict.reason}, {"customer", log_safe(batch.customer_key)},
-           {"batch", batch.id}, {"attempt", attempts}, {"next_in_ms", delay.count()},
-           {"request_id", result.request_id}, {"latency_ms", result.latency.count()},
-           {"detail", log_safe(result.detail, 300)}}));
+      log_->warn("{}",
+                 activity_line(config_.log_format(), {{"activity", activity},
+                                                      {"success", false},
+                                                      {"outcome", "retry"},
+                                                      {"reason", verdict.reason},
+                                                      {"customer", log_safe(batch.customer_key)},
+                                                      {"batch", batch.id},
+                                                      {"attempt", attempts},
+                                                      {"next_in_ms", delay.count()},
+                                                      {"request_id", result.request_id},
+                                                      {"latency_ms", result.latency.count()},
+                                                      {"detail", log_safe(result.detail, 300)}}));
       PendingWrite outcome{PendingWrite::Kind::kRetry, batch, attempts, now + delay.count()};
       outcome.detail = result.detail;
       write(std::move(outcome));
       return;
     }
-    case Outcome::kDead: return dead(batch, verdict.reason, result, activity);
+    case Outcome::kDead:
+      return dead(batch, verdict.reason, result, activity);
   }
 }
 
@@ -560,12 +577,18 @@ void Dispatcher::dead(const Batch& batch, const std::string& reason, const SendR
                       const char* activity) {
   metrics_.failed_events.fetch_add(static_cast<std::uint64_t>(batch.events));
   metrics_.count_reason(reason, static_cast<std::uint64_t>(batch.events));
-  log_->error("{}", activity_line(
-      config_.log_format(),
-      {{"activity", activity}, {"success", false}, {"outcome", "dead"}, {"reason", reason},
-       {"customer", log_safe(batch.customer_key)}, {"target", batch.target},
-       {"quantity", batch.quantity}, {"events", batch.events}, {"batch", batch.id},
-       {"request_id", result.request_id}, {"detail", log_safe(result.detail, 300)}}));
+  log_->error("{}",
+              activity_line(config_.log_format(), {{"activity", activity},
+                                                   {"success", false},
+                                                   {"outcome", "dead"},
+                                                   {"reason", reason},
+                                                   {"customer", log_safe(batch.customer_key)},
+                                                   {"target", batch.target},
+                                                   {"quantity", batch.quantity},
+                                                   {"events", batch.events},
+                                                   {"batch", batch.id},
+                                                   {"request_id", result.request_id},
+                                                   {"detail", log_safe(result.detail, 300)}}));
   PendingWrite outcome{PendingWrite::Kind::kDead, batch};
   outcome.reason = reason;
   outcome.request_id = result.request_id;
@@ -576,9 +599,10 @@ void Dispatcher::dead(const Batch& batch, const std::string& reason, const SendR
 void Dispatcher::write(PendingWrite outcome) {
   if (apply(outcome)) return;
   metrics_.count_reason(to_string(Reason::kOutcomeUnrecorded));
-  log_->error("stripe_billing cannot write the outcome of batch {} to the outbox; it is kept in "
-              "memory and written again, and the batch is not sent again",
-              outcome.batch.id);
+  log_->error(
+      "stripe_billing cannot write the outcome of batch {} to the outbox; it is kept in "
+      "memory and written again, and the batch is not sent again",
+      outcome.batch.id);
   std::lock_guard lock(mutex_);
   unrecorded_.push_back(std::move(outcome));
   progress_.notify_all();
@@ -611,9 +635,10 @@ bool Dispatcher::apply(const PendingWrite& outcome) {
   }
   if (!recorded) return false;
   if (!*recorded) {
-    log_->warn("stripe_billing batch {} is no longer held by this process; its outcome was not "
-               "recorded",
-               batch.id);
+    log_->warn(
+        "stripe_billing batch {} is no longer held by this process; its outcome was not "
+        "recorded",
+        batch.id);
   }
   finish(batch, retry_at);
   if (outcome.kind == PendingWrite::Kind::kDissolve) {
@@ -653,9 +678,10 @@ void Dispatcher::pause_for_auth(const std::string& reason) {
   const SteadyTime now = clock_->steady_now();
   if (now - last_auth_alarm_ >= std::chrono::minutes(1)) {
     last_auth_alarm_ = now;
-    log_->error("stripe_billing Stripe refused the API key {} ({}): sending paused, events are "
-                "kept and sending resumes by itself once the key works; check STRIPE_API_KEY",
-                config_.api_key().redacted(), reason);
+    log_->error(
+        "stripe_billing Stripe refused the API key {} ({}): sending paused, events are "
+        "kept and sending resumes by itself once the key works; check STRIPE_API_KEY",
+        config_.api_key().redacted(), reason);
   }
 }
 

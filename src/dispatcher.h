@@ -105,7 +105,7 @@ class Dispatcher {
   void claim_due(std::int64_t now_ms);
   std::int64_t plan_pending(std::int64_t now_ms, bool full, bool force);
   void enqueue(Batch batch, std::int64_t now_ms);  // mutex_ held
-  bool take(Batch& batch);                          // mutex_ held
+  bool take(Batch& batch);                         // mutex_ held
   void send(Batch batch);
   void on_delivered(const Batch& batch, const SendResult& result);
   void on_failed(const Batch& batch, const SendResult& result, const char* activity);
@@ -135,17 +135,17 @@ class Dispatcher {
   std::condition_variable planner_wake_;
   std::condition_variable sender_wake_;
   std::condition_variable progress_;
-  std::deque<Batch> ready_[3];  // by BatchKind
-  std::size_t queued_ = 0;      // in ready_
-  int next_kind_ = 0;           // round robin over ready_
-  std::set<std::string> busy_items_;        // items with an undelivered batch (window > 0)
-  std::set<std::string> sending_targets_;   // v1 meter targets with a request in flight
+  std::deque<Batch> ready_[3];             // by BatchKind
+  std::size_t queued_ = 0;                 // in ready_
+  int next_kind_ = 0;                      // round robin over ready_
+  std::set<std::string> busy_items_;       // items with an undelivered batch (window > 0)
+  std::set<std::string> sending_targets_;  // v1 meter targets with a request in flight
   // When this process first saw each batch it holds: (monotonic time, wall age then).
   std::map<std::int64_t, std::pair<SteadyTime, std::chrono::milliseconds>> first_seen_;
   std::vector<PendingWrite> unrecorded_;  // outcomes the outbox could not write yet
-  bool committed_ = false;  // new rows since the last round (read incrementally)
-  bool full_round_ = true;  // something else changed: read every pending row
-  bool unclaimed_ = true;   // the outbox may hold batches not queued (queue full, a restart)
+  bool committed_ = false;                // new rows since the last round (read incrementally)
+  bool full_round_ = true;                // something else changed: read every pending row
+  bool unclaimed_ = true;  // the outbox may hold batches not queued (queue full, a restart)
   int draining_ = 0;
   bool stopping_ = false;
   bool auth_paused_ = false;

@@ -4,21 +4,36 @@ namespace stripe_billing {
 
 const char* to_string(ErrorCode code) noexcept {
   switch (code) {
-    case ErrorCode::kInvalidConfig: return "invalid_config";
-    case ErrorCode::kInvalidEvent: return "invalid_event";
-    case ErrorCode::kMissingCustomer: return "missing_customer";
-    case ErrorCode::kCustomerNotFound: return "customer_not_found";
-    case ErrorCode::kSubscriptionItemNotFound: return "subscription_item_not_found";
-    case ErrorCode::kInvalidQuantity: return "invalid_quantity";
-    case ErrorCode::kNetwork: return "network";
-    case ErrorCode::kTimeout: return "timeout";
-    case ErrorCode::kAborted: return "aborted";
-    case ErrorCode::kStripe: return "stripe";
-    case ErrorCode::kInvalidResponse: return "invalid_response";
-    case ErrorCode::kQueueFull: return "queue_full";
-    case ErrorCode::kShutdown: return "shutdown";
-    case ErrorCode::kStorage: return "storage";
-    case ErrorCode::kInternal: return "internal";
+    case ErrorCode::kInvalidConfig:
+      return "invalid_config";
+    case ErrorCode::kInvalidEvent:
+      return "invalid_event";
+    case ErrorCode::kMissingCustomer:
+      return "missing_customer";
+    case ErrorCode::kCustomerNotFound:
+      return "customer_not_found";
+    case ErrorCode::kSubscriptionItemNotFound:
+      return "subscription_item_not_found";
+    case ErrorCode::kInvalidQuantity:
+      return "invalid_quantity";
+    case ErrorCode::kNetwork:
+      return "network";
+    case ErrorCode::kTimeout:
+      return "timeout";
+    case ErrorCode::kAborted:
+      return "aborted";
+    case ErrorCode::kStripe:
+      return "stripe";
+    case ErrorCode::kInvalidResponse:
+      return "invalid_response";
+    case ErrorCode::kQueueFull:
+      return "queue_full";
+    case ErrorCode::kShutdown:
+      return "shutdown";
+    case ErrorCode::kStorage:
+      return "storage";
+    case ErrorCode::kInternal:
+      return "internal";
   }
   return "unknown";
 }

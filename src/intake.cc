@@ -1,14 +1,13 @@
 #include "intake.h"
 
 #include <pthread.h>
+#include <spdlog/logger.h>
 #include <sys/stat.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <random>
-
-#include <spdlog/logger.h>
 
 #include "activity_log.h"
 #include "charge_by.h"
@@ -40,23 +39,23 @@ std::int64_t to_ms(TimePoint time) {
 std::string generated_call_id() {
   static thread_local std::mt19937_64 random{std::random_device{}()};
   char buffer[32];
-  std::snprintf(buffer, sizeof buffer, "gen-%016llx",
-                static_cast<unsigned long long>(random()));
+  std::snprintf(buffer, sizeof buffer, "gen-%016llx", static_cast<unsigned long long>(random()));
   return buffer;
 }
 
 std::string bounded(const std::string& text) {
-  return text.size() <= kMaxStoredText && is_valid_utf8(text) ? text : log_safe(text, kMaxStoredText);
+  return text.size() <= kMaxStoredText && is_valid_utf8(text) ? text
+                                                              : log_safe(text, kMaxStoredText);
 }
 
 }  // namespace
 
-std::optional<std::string> derived_call_id(const UsageEvent& event,
-                                           std::string_view customer_key) {
+std::optional<std::string> derived_call_id(const UsageEvent& event, std::string_view customer_key) {
   if (!event.end_time) return std::nullopt;
   const auto ns = [](const std::optional<TimePoint>& time) {
-    return time ? std::to_string(std::chrono::duration_cast<std::chrono::nanoseconds>(
-                                     time->time_since_epoch()).count())
+    return time ? std::to_string(
+                      std::chrono::duration_cast<std::chrono::nanoseconds>(time->time_since_epoch())
+                          .count())
                 : std::string("-");
   };
   const auto count = [](const std::optional<std::int64_t>& value) {
@@ -66,9 +65,8 @@ std::optional<std::string> derived_call_id(const UsageEvent& event,
   if (event.response_cost) std::snprintf(cost, sizeof cost, "%.17g", *event.response_cost);
   const std::string identity = std::string(customer_key) + '\n' + event.model + '\n' +
                                ns(event.start_time) + '\n' + ns(event.end_time) + '\n' +
-                               count(event.prompt_tokens) + '\n' +
-                               count(event.completion_tokens) + '\n' +
-                               count(event.total_tokens) + '\n' + cost;
+                               count(event.prompt_tokens) + '\n' + count(event.completion_tokens) +
+                               '\n' + count(event.total_tokens) + '\n' + cost;
   return "derived-" + hashed_id(identity);
 }
 
@@ -102,9 +100,10 @@ void Intake::recover_journal() {
   if (path == ":memory:" || (!sync && ::stat(journal_path.c_str(), &info) != 0)) return;
   auto opened = Journal::open(journal_path);
   if (!opened) {
-    log_->error("stripe_billing cannot open the journal ({}); sync commits go to the outbox "
-                "directly",
-                opened.error().message);
+    log_->error(
+        "stripe_billing cannot open the journal ({}); sync commits go to the outbox "
+        "directly",
+        opened.error().message);
     return;
   }
   auto rows = (*opened)->recover();
@@ -119,16 +118,17 @@ void Intake::recover_journal() {
     kept = true;
     for (std::size_t first = 0; first < count && kept; first += kGroupSize) {
       slice.assign(std::make_move_iterator(rows->begin() + static_cast<std::ptrdiff_t>(first)),
-                   std::make_move_iterator(rows->begin() + static_cast<std::ptrdiff_t>(
-                                               std::min(count, first + kGroupSize))));
+                   std::make_move_iterator(rows->begin() + static_cast<std::ptrdiff_t>(std::min(
+                                                               count, first + kGroupSize))));
       kept = insert(slice);
     }
     if (kept) {
       log_->warn("stripe_billing stored {} rows an earlier run left in the journal", count);
     } else {
-      log_->error("stripe_billing cannot store the {} rows of the journal yet; they stay in it "
-                  "for the next start",
-                  count);
+      log_->error(
+          "stripe_billing cannot store the {} rows of the journal yet; they stay in it "
+          "for the next start",
+          count);
       return;
     }
   }
@@ -231,14 +231,16 @@ void Intake::stop(SteadyTime deadline) noexcept {
     std::lock_guard lock(ingest_mutex_);
     if (ingested_rows_ == journaled_rows_ && outbox_.sync_writes()) {
       if (auto reset = journal_->reset(); !reset) {
-        log_->warn("stripe_billing cannot empty the journal ({}); its rows are stored again "
-                   "(as duplicates) at the next start",
-                   reset.error().message);
+        log_->warn(
+            "stripe_billing cannot empty the journal ({}); its rows are stored again "
+            "(as duplicates) at the next start",
+            reset.error().message);
       }
     } else {
-      log_->warn("stripe_billing {} journaled rows are not in the outbox yet; the next start "
-                 "stores them",
-                 journaled_rows_ - ingested_rows_);
+      log_->warn(
+          "stripe_billing {} journaled rows are not in the outbox yet; the next start "
+          "stores them",
+          journaled_rows_ - ingested_rows_);
     }
   }
 }
@@ -367,8 +369,7 @@ void Intake::write(EventBuffer& events, Sink sink) {
   // In slices, so the rows being built never take as much memory again as the events do.
   const std::int64_t now_ms = to_ms(clock_->now());
   std::vector<NewEvent> rows;
-  rows.reserve(std::min(events.size(), kGroupSize) * sinks_.size() *
-               config_.dimensions().size());
+  rows.reserve(std::min(events.size(), kGroupSize) * sinks_.size() * config_.dimensions().size());
   std::size_t handled = 0;
   events.for_each([&](HandedEvent& event) {
     if (abandoned()) return;
@@ -389,9 +390,10 @@ void Intake::count_lost(std::size_t count, Reason reason, const std::string& why
   const auto now = std::chrono::steady_clock::now();
   if (abandoned() || now - last_storage_alarm_ >= std::chrono::minutes(1)) {
     last_storage_alarm_ = now;
-    log_->error("stripe_billing LOST {} usage rows: {}; billing continues to be attempted for "
-                "new events",
-                count, why);
+    log_->error(
+        "stripe_billing LOST {} usage rows: {}; billing continues to be attempted for "
+        "new events",
+        count, why);
   }
 }
 
@@ -412,9 +414,10 @@ bool Intake::insert(std::vector<NewEvent>& rows) {
                  "the outbox cannot be written (" + result.error().message + ")");
     } else if (std::chrono::steady_clock::now() - last_storage_alarm_ >= std::chrono::minutes(1)) {
       last_storage_alarm_ = std::chrono::steady_clock::now();
-      log_->error("stripe_billing cannot store {} journaled rows in the outbox ({}); they are "
-                  "kept in the journal and stored again",
-                  rows.size(), result.error().message);
+      log_->error(
+          "stripe_billing cannot store {} journaled rows in the outbox ({}); they are "
+          "kept in the journal and stored again",
+          rows.size(), result.error().message);
     }
     return false;
   }
@@ -564,12 +567,15 @@ void Intake::add_rows(HandedEvent& event, std::int64_t now_ms, std::vector<NewEv
     }
     if (row.state != EventState::kPending) metrics_.count_reason(row.reason, sinks_.size());
     if (row.state != EventState::kPending && may_warn()) {
-      log_->warn("{}", activity_line(
-          config_.log_format(),
-          {{"activity", "accept"}, {"success", false}, {"reason", row.reason},
-           {"call_id", log_safe(event.call_id)}, {"model", log_safe(event.model)},
-           {"customer", log_safe(row.customer_key)}, {"dimension", row.dimension},
-           {"quantity", quantity.value}}));
+      log_->warn("{}",
+                 activity_line(config_.log_format(), {{"activity", "accept"},
+                                                      {"success", false},
+                                                      {"reason", row.reason},
+                                                      {"call_id", log_safe(event.call_id)},
+                                                      {"model", log_safe(event.model)},
+                                                      {"customer", log_safe(row.customer_key)},
+                                                      {"dimension", row.dimension},
+                                                      {"quantity", quantity.value}}));
     }
     for (std::size_t i = 0; i < sinks_.size(); ++i) {
       rows.push_back(i + 1 == sinks_.size() ? std::move(row) : row);
@@ -585,9 +591,10 @@ bool Intake::may_warn() {
   const auto now = std::chrono::steady_clock::now();
   if (now - warning_window_ >= std::chrono::seconds(1)) {
     if (suppressed_warnings_ > 0) {
-      log_->warn("stripe_billing left out {} refused-event lines in the last second; the "
-                 "reasons are counted in stats().rejected",
-                 suppressed_warnings_);
+      log_->warn(
+          "stripe_billing left out {} refused-event lines in the last second; the "
+          "reasons are counted in stats().rejected",
+          suppressed_warnings_);
     }
     warning_window_ = now;
     warnings_in_window_ = 0;
@@ -603,10 +610,13 @@ bool Intake::may_warn() {
 
 std::vector<Sink> sinks_for(BillingMode mode) {
   switch (mode) {
-    case BillingMode::kUsageRecords: return {Sink::kUsageRecord};
+    case BillingMode::kUsageRecords:
+      return {Sink::kUsageRecord};
     case BillingMode::kMeterEvents:
-    case BillingMode::kMeterEventStream: return {Sink::kMeterEvent};
-    case BillingMode::kDual: return {Sink::kUsageRecord, Sink::kMeterEvent};
+    case BillingMode::kMeterEventStream:
+      return {Sink::kMeterEvent};
+    case BillingMode::kDual:
+      return {Sink::kUsageRecord, Sink::kMeterEvent};
   }
   return {Sink::kUsageRecord};
 }

@@ -127,7 +127,7 @@ class Intake {
   std::shared_ptr<spdlog::logger> log_;
   std::shared_ptr<Clock> clock_;
   std::function<void()> on_commit_;
-  const std::vector<Sink> sinks_;  // where each billed quantity goes, by the billing mode
+  const std::vector<Sink> sinks_;     // where each billed quantity goes, by the billing mode
   std::unique_ptr<Journal> journal_;  // sync mode only (null: the outbox syncs each commit)
 
   mutable std::mutex mutex_;  // the buffer; held by callers only to hand over
@@ -161,9 +161,9 @@ class Intake {
     std::size_t events = 0;
   };
   std::deque<Journaled> ingest_queue_;
-  std::size_t ingest_backlog_ = 0;     // events in ingest_queue_ and being stored
-  std::uint64_t journaled_rows_ = 0;   // rows in the journal since it was last emptied
-  std::uint64_t ingested_rows_ = 0;    // of those, rows the outbox holds
+  std::size_t ingest_backlog_ = 0;    // events in ingest_queue_ and being stored
+  std::uint64_t journaled_rows_ = 0;  // rows in the journal since it was last emptied
+  std::uint64_t ingested_rows_ = 0;   // of those, rows the outbox holds
   bool ingest_stopping_ = false;
 
   std::chrono::steady_clock::time_point last_storage_alarm_{};

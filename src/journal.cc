@@ -14,8 +14,8 @@ namespace stripe_billing {
 namespace {
 
 constexpr std::uint32_t kMagic = 0x53424a32;  // "SBJ2"
-constexpr std::size_t kFileHeader = 8;          // magic, the current generation
-constexpr std::size_t kHeader = 16;             // a record's generation, length, checksum (8)
+constexpr std::size_t kFileHeader = 8;        // magic, the current generation
+constexpr std::size_t kHeader = 16;           // a record's generation, length, checksum (8)
 constexpr std::uint32_t kMaxPayload = 256u << 20;
 // The journal is kept this large, written through once: an append then overwrites blocks the file
 // already has, and its fdatasync writes no metadata (cheaper by a third on the disks measured).
@@ -205,8 +205,8 @@ Expected<std::vector<NewEvent>> Journal::recover() {
   std::string data(static_cast<std::size_t>(file_size_), '\0');
   std::size_t read = 0;
   while (read < data.size()) {
-    const ssize_t n = ::pread(fd_, data.data() + read, data.size() - read,
-                              static_cast<off_t>(read));
+    const ssize_t n =
+        ::pread(fd_, data.data() + read, data.size() - read, static_cast<off_t>(read));
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) return io_error("cannot read the journal " + path_);
     if (n == 0) break;

@@ -1,10 +1,9 @@
 #include "lookups.h"
 
 #include <pthread.h>
+#include <spdlog/logger.h>
 
 #include <algorithm>
-
-#include <spdlog/logger.h>
 
 #include "usage_record.h"
 
@@ -101,7 +100,7 @@ Lookup Lookups::peek(const std::string& customer_key, const std::string& price_i
 }
 
 std::chrono::steady_clock::time_point Lookups::retry_at(const std::string& customer_key,
-                                                       const std::string& price_id) const {
+                                                        const std::string& price_id) const {
   std::chrono::steady_clock::time_point at{};
   if (backoff_.empty()) return at;
   if (auto it = backoff_.find(price_id); it != backoff_.end()) at = it->second.retry_at;
@@ -147,8 +146,8 @@ void Lookups::run() {
       const auto wait = soonest ? std::min<std::chrono::steady_clock::duration>(
                                       *soonest - now, std::chrono::seconds(1))
                                 : std::chrono::steady_clock::duration(std::chrono::seconds(1));
-      wake_.wait_for(lock, std::max<std::chrono::steady_clock::duration>(
-                               wait, std::chrono::milliseconds(1)));
+      wake_.wait_for(
+          lock, std::max<std::chrono::steady_clock::duration>(wait, std::chrono::milliseconds(1)));
       continue;
     }
     LookupRequest request = std::move(*next);
@@ -167,10 +166,9 @@ void Lookups::run() {
 
 void Lookups::resolve(const LookupRequest& request) {
   auto target = resolver_.resolve(request.customer_key, request.price_id);
-  const bool answered =
-      target || target.error().code == ErrorCode::kCustomerNotFound ||
-      target.error().code == ErrorCode::kSubscriptionItemNotFound ||
-      target.error().code == ErrorCode::kMissingCustomer;
+  const bool answered = target || target.error().code == ErrorCode::kCustomerNotFound ||
+                        target.error().code == ErrorCode::kSubscriptionItemNotFound ||
+                        target.error().code == ErrorCode::kMissingCustomer;
   std::unique_lock lock(mutex_);
   if (answered) {
     backoff_.erase(request.price_id);

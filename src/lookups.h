@@ -43,8 +43,8 @@ class Lookups {
     std::function<void(const std::string& reason)> key_refused;  // Stripe refused the key
   };
 
-  Lookups(CustomerResolver& resolver, std::shared_ptr<Clock> clock, RetryPolicy policy,
-          Hooks hooks, std::shared_ptr<spdlog::logger> log);
+  Lookups(CustomerResolver& resolver, std::shared_ptr<Clock> clock, RetryPolicy policy, Hooks hooks,
+          std::shared_ptr<spdlog::logger> log);
   ~Lookups();  // stop()
   Lookups(const Lookups&) = delete;
   Lookups& operator=(const Lookups&) = delete;
@@ -72,7 +72,7 @@ class Lookups {
   void resolve(const LookupRequest& request);
   // When the request may be tried again (a past time point when now); called with mutex_ held.
   std::chrono::steady_clock::time_point retry_at(const std::string& customer_key,
-                                                const std::string& price_id) const;
+                                                 const std::string& price_id) const;
 
   CustomerResolver& resolver_;
   std::shared_ptr<Clock> clock_;
@@ -83,7 +83,7 @@ class Lookups {
   mutable std::mutex mutex_;
   std::condition_variable wake_;
   std::deque<LookupRequest> queue_;
-  std::set<std::string> queued_;            // "price\nkey" of every request in queue_
+  std::set<std::string> queued_;  // "price\nkey" of every request in queue_
   // By price (the service failed) and by queue key (one customer's lookup failed).
   std::map<std::string, Backoff> backoff_;
   // Answers not yet read by the planner: one that the cache no longer holds (a TTL of 0, say)

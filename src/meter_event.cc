@@ -78,8 +78,7 @@ nlohmann::json meter_stream_event(const MeterEvent& event, const FinalizedConfig
 
 bool is_already_recorded(const Error& error) {
   return error.stripe && error.stripe->http_status == 400 &&
-         error.stripe->message.find("An event already exists with identifier") !=
-             std::string::npos;
+         error.stripe->message.find("An event already exists with identifier") != std::string::npos;
 }
 
 std::string to_rfc3339(std::int64_t unix_seconds) {
@@ -94,10 +93,9 @@ std::string to_rfc3339(std::int64_t unix_seconds) {
 std::optional<std::int64_t> parse_rfc3339(std::string_view text) {
   const auto year = digits(text, 0, 4), month = digits(text, 5, 2), day = digits(text, 8, 2);
   const auto hour = digits(text, 11, 2), minute = digits(text, 14, 2), second = digits(text, 17, 2);
-  if (!year || !month || !day || !hour || !minute || !second || text[4] != '-' ||
-      text[7] != '-' || (text[10] != 'T' && text[10] != 't') || text[13] != ':' ||
-      text[16] != ':' || *month < 1 || *month > 12 || *day < 1 || *day > 31 || *hour > 23 ||
-      *minute > 59 || *second > 60) {
+  if (!year || !month || !day || !hour || !minute || !second || text[4] != '-' || text[7] != '-' ||
+      (text[10] != 'T' && text[10] != 't') || text[13] != ':' || text[16] != ':' || *month < 1 ||
+      *month > 12 || *day < 1 || *day > 31 || *hour > 23 || *minute > 59 || *second > 60) {
     return std::nullopt;
   }
   std::size_t at = 19;

@@ -40,8 +40,7 @@ std::uint64_t MeterEventStream::sessions_created() const {
 }
 
 std::int64_t MeterEventStream::now_seconds() const {
-  return std::chrono::duration_cast<std::chrono::seconds>(clock_->now().time_since_epoch())
-      .count();
+  return std::chrono::duration_cast<std::chrono::seconds>(clock_->now().time_since_epoch()).count();
 }
 
 // Minting happens under the lock, so concurrent senders wait for one new session rather than

@@ -11,7 +11,6 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
-
 #include <nlohmann/json.hpp>
 
 #include "stripe_billing/config.h"

@@ -8,11 +8,16 @@ namespace {
 const char* status_class(const Expected<HttpResponse>& response) {
   if (!response) return "network";
   switch (response->status / 100) {
-    case 2: return "2xx";
-    case 3: return "3xx";
-    case 4: return "4xx";
-    case 5: return "5xx";
-    default: return "other";
+    case 2:
+      return "2xx";
+    case 3:
+      return "3xx";
+    case 4:
+      return "4xx";
+    case 5:
+      return "5xx";
+    default:
+      return "other";
   }
 }
 

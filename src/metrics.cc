@@ -5,9 +5,8 @@
 #include <cstdio>
 #include <iomanip>
 #include <locale>
-#include <sstream>
-
 #include <nlohmann/json.hpp>
+#include <sstream>
 
 #include "stripe_billing/metrics.h"
 
@@ -46,14 +45,13 @@ class Exposition {
   void family(const char* name, const char* type, const char* help) {
     out_ << "# HELP " << name << ' ' << help << '\n' << "# TYPE " << name << ' ' << type << '\n';
   }
-  void sample(const std::string& name, const std::vector<std::pair<std::string, std::string>>& labels,
-              double value) {
+  void sample(const std::string& name,
+              const std::vector<std::pair<std::string, std::string>>& labels, double value) {
     out_ << name;
     if (!labels.empty()) {
       out_ << '{';
       for (std::size_t i = 0; i < labels.size(); ++i) {
-        out_ << (i ? "," : "") << labels[i].first << "=\"" << label_value(labels[i].second)
-             << '"';
+        out_ << (i ? "," : "") << labels[i].first << "=\"" << label_value(labels[i].second) << '"';
       }
       out_ << '}';
     }
@@ -148,9 +146,9 @@ std::string to_json(const StripeLoggerStats& stats) {
   nlohmann::json buckets = nlohmann::json::array();
   for (std::size_t i = 0; i < latency.buckets.size(); ++i) {
     const bool last = i >= LatencyHistogram::bounds().size();
-    buckets.push_back({{"le", last ? nlohmann::json("+Inf")
-                                   : nlohmann::json(LatencyHistogram::bounds()[i])},
-                       {"count", latency.buckets[i]}});
+    buckets.push_back(
+        {{"le", last ? nlohmann::json("+Inf") : nlohmann::json(LatencyHistogram::bounds()[i])},
+         {"count", latency.buckets[i]}});
   }
   const nlohmann::json json = {
       {"events",
@@ -178,7 +176,8 @@ std::string to_json(const StripeLoggerStats& stats) {
         {"latency_seconds",
          {{"buckets", buckets}, {"count", latency.count}, {"sum", latency.sum_seconds}}},
         {"paused", stats.paused}}},
-      {"quantity", {{"delivered", stats.quantity_delivered}, {"by_model", stats.quantity_by_model}}},
+      {"quantity",
+       {{"delivered", stats.quantity_delivered}, {"by_model", stats.quantity_by_model}}},
       {"lookups",
        {{"hits", stats.lookup_hits},
         {"misses", stats.lookup_misses},
@@ -209,7 +208,8 @@ std::string to_prometheus(const StripeLoggerStats& stats) {
   out.counter("stripe_billing_events_skipped_zero_total", "Quantities of zero: nothing to bill.",
               stats.skipped_zero);
   out.counter("stripe_billing_events_lost_total",
-              "Events that could not be kept: memory cap reached or outbox unwritable.", stats.lost);
+              "Events that could not be kept: memory cap reached or outbox unwritable.",
+              stats.lost);
   out.counter("stripe_billing_events_dropped_shutdown_total",
               "Events that arrived after shutdown began.", stats.dropped_shutdown);
   out.counter("stripe_billing_events_delivered_total", "Rows Stripe recorded.", stats.delivered);

@@ -21,10 +21,10 @@ class Metrics {
  public:
   std::atomic<std::uint64_t> received{0};
   std::atomic<std::uint64_t> failure_events{0};
-  std::atomic<std::uint64_t> accepted{0};       // stored in the outbox
-  std::atomic<std::uint64_t> deduplicated{0};   // (call id, dimension, sink) already stored
+  std::atomic<std::uint64_t> accepted{0};      // stored in the outbox
+  std::atomic<std::uint64_t> deduplicated{0};  // (call id, dimension, sink) already stored
   std::atomic<std::uint64_t> skipped_zero{0};
-  std::atomic<std::uint64_t> lost{0};           // could not be kept: memory cap or storage failure
+  std::atomic<std::uint64_t> lost{0};  // could not be kept: memory cap or storage failure
   std::atomic<std::uint64_t> dropped_shutdown{0};
   std::atomic<std::uint64_t> delivered_events{0};
   std::atomic<std::uint64_t> delivered_requests{0};

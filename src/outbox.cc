@@ -344,11 +344,10 @@ constexpr int kEngineCacheKib = 2048;
 constexpr int kSmallCacheKib = 256;
 
 bool tune(sqlite3* db, bool full_sync, bool checkpoints, int cache_kib, char** message) {
-  const std::string pragmas = std::string("PRAGMA journal_mode=WAL; PRAGMA synchronous=") +
-                              (full_sync ? "FULL" : "NORMAL") +
-                              "; PRAGMA foreign_keys=OFF; PRAGMA cache_size=-" +
-                              std::to_string(cache_kib) + ";" +
-                              (checkpoints ? "" : " PRAGMA wal_autocheckpoint=0;");
+  const std::string pragmas =
+      std::string("PRAGMA journal_mode=WAL; PRAGMA synchronous=") +
+      (full_sync ? "FULL" : "NORMAL") + "; PRAGMA foreign_keys=OFF; PRAGMA cache_size=-" +
+      std::to_string(cache_kib) + ";" + (checkpoints ? "" : " PRAGMA wal_autocheckpoint=0;");
   return exec(db, pragmas.c_str(), message);
 }
 
@@ -544,8 +543,7 @@ Expected<std::unique_ptr<Outbox>> Outbox::open_writable(const std::string& path,
   }
   if (instance_id.empty()) {
     instance_id = random_id(16);
-    Statement insert(connections->engine,
-                     "INSERT INTO meta(key, value) VALUES('instance_id', ?)");
+    Statement insert(connections->engine, "INSERT INTO meta(key, value) VALUES('instance_id', ?)");
     if (!insert.ok() || !insert.bind(1, instance_id).run()) {
       return storage_error(connections->engine, "cannot initialise the outbox " + path);
     }
@@ -588,8 +586,8 @@ Expected<std::unique_ptr<Outbox>> Outbox::open_for_reading(const std::string& pa
       new Outbox(path, std::move(connections), std::move(instance_id), Mode::kReadOnly, false));
 }
 
-Outbox::Outbox(std::string path, std::unique_ptr<Connections> connections,
-               std::string instance_id, Mode mode, bool full_sync)
+Outbox::Outbox(std::string path, std::unique_ptr<Connections> connections, std::string instance_id,
+               Mode mode, bool full_sync)
     : path_(std::move(path)),
       db_(std::move(connections)),
       instance_id_(std::move(instance_id)),
@@ -611,11 +609,21 @@ Expected<OutboxCounts> Outbox::count_by_query() {
   while ((rc = select.step()) == SQLITE_ROW) {
     const std::int64_t n = select.integer(1);
     switch (static_cast<EventState>(select.integer(0))) {
-      case EventState::kPending: counts.pending = n; break;
-      case EventState::kBatched: counts.batched = n; break;
-      case EventState::kParked: counts.parked = n; break;
-      case EventState::kDead: counts.dead = n; break;
-      case EventState::kDelivered: counts.delivered = n; break;
+      case EventState::kPending:
+        counts.pending = n;
+        break;
+      case EventState::kBatched:
+        counts.batched = n;
+        break;
+      case EventState::kParked:
+        counts.parked = n;
+        break;
+      case EventState::kDead:
+        counts.dead = n;
+        break;
+      case EventState::kDelivered:
+        counts.delivered = n;
+        break;
     }
   }
   if (rc != SQLITE_DONE) return storage_error(db_->engine, "cannot count the outbox");
@@ -745,7 +753,8 @@ Expected<std::int64_t> Outbox::carry(const std::string& key) {
   Statement select(db_->read_carry);
   select.bind(1, key);
   const int rc = select.step();
-  if (rc != SQLITE_ROW && rc != SQLITE_DONE) return storage_error(db_->writer, "cannot read the carry");
+  if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+    return storage_error(db_->writer, "cannot read the carry");
   const std::int64_t remainder = rc == SQLITE_ROW ? select.integer(0) : 0;
   carries_[key] = remainder;
   return remainder;
@@ -756,8 +765,9 @@ Expected<std::vector<StoredEvent>> Outbox::due_events(std::int64_t now_ms, int l
   sqlite3* db = db_->engine;
   if (counts_[stored(EventState::kParked)].load(std::memory_order_relaxed) > 0 ||
       mode_ != Mode::kEngine) {
-    Statement wake(db, "UPDATE events SET state=?, updated_ms=? WHERE state=? AND "
-                       "next_attempt_ms IS NOT NULL AND next_attempt_ms<=?");
+    Statement wake(db,
+                   "UPDATE events SET state=?, updated_ms=? WHERE state=? AND "
+                   "next_attempt_ms IS NOT NULL AND next_attempt_ms<=?");
     if (!wake.ok() || !wake.bind(1, stored(EventState::kPending))
                            .bind(2, now_ms)
                            .bind(3, stored(EventState::kParked))
@@ -793,16 +803,21 @@ Expected<std::vector<Batch>> Outbox::apply(PlanWrites writes, std::int64_t now_m
   if (!transaction.began()) return storage_error(db, "cannot begin a planning write");
   std::int64_t parked = 0, killed = 0, batched = 0;
   {
-    Statement park(db, "UPDATE events SET state=?, reason=?, next_attempt_ms=? "
-                       "WHERE id=? AND state=?");
-    Statement kill(db, "UPDATE events SET state=?, reason=?, next_attempt_ms=NULL "
-                       "WHERE id=? AND state=?");
+    Statement park(db,
+                   "UPDATE events SET state=?, reason=?, next_attempt_ms=? "
+                   "WHERE id=? AND state=?");
+    Statement kill(db,
+                   "UPDATE events SET state=?, reason=?, next_attempt_ms=NULL "
+                   "WHERE id=? AND state=?");
     if (!park.ok() || !kill.ok()) return storage_error(db, "cannot park events");
     for (const RowChange& change : writes.parks) {
       for (std::int64_t id : change.event_ids) {
-        if (!park.bind(1, stored(EventState::kParked)).bind(2, change.reason)
-                 .bind(3, change.next_attempt_ms).bind(4, id)
-                 .bind(5, stored(EventState::kPending)).run()) {
+        if (!park.bind(1, stored(EventState::kParked))
+                 .bind(2, change.reason)
+                 .bind(3, change.next_attempt_ms)
+                 .bind(4, id)
+                 .bind(5, stored(EventState::kPending))
+                 .run()) {
           return storage_error(db, "cannot park events");
         }
         parked += sqlite3_changes(db);
@@ -810,21 +825,26 @@ Expected<std::vector<Batch>> Outbox::apply(PlanWrites writes, std::int64_t now_m
     }
     for (const RowChange& change : writes.kills) {
       for (std::int64_t id : change.event_ids) {
-        if (!kill.bind(1, stored(EventState::kDead)).bind(2, change.reason).bind(3, id)
-                 .bind(4, stored(EventState::kPending)).run()) {
+        if (!kill.bind(1, stored(EventState::kDead))
+                 .bind(2, change.reason)
+                 .bind(3, id)
+                 .bind(4, stored(EventState::kPending))
+                 .run()) {
           return storage_error(db, "cannot mark events dead");
         }
         killed += sqlite3_changes(db);
       }
     }
   }
-  Statement insert(db, "INSERT INTO batches(idempotency_key, target, customer_id, customer_key, "
-                       "quantity, timestamp, state, next_attempt_ms, created_ms, sink, kind, "
-                       "event_count, lease_owner, lease_token) "
-                       "VALUES('', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+  Statement insert(db,
+                   "INSERT INTO batches(idempotency_key, target, customer_id, customer_key, "
+                   "quantity, timestamp, state, next_attempt_ms, created_ms, sink, kind, "
+                   "event_count, lease_owner, lease_token) "
+                   "VALUES('', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
   Statement key(db, "UPDATE batches SET idempotency_key=? WHERE id=?");
-  Statement claim(db, "UPDATE events SET state=?, batch_id=?, customer_id=?, updated_ms=? "
-                      "WHERE state=? AND id=?");
+  Statement claim(db,
+                  "UPDATE events SET state=?, batch_id=?, customer_id=?, updated_ms=? "
+                  "WHERE state=? AND id=?");
   if (!insert.ok() || !key.ok() || !claim.ok()) return storage_error(db, "cannot create a batch");
   std::vector<Batch> created;
   created.reserve(writes.batches.size());
@@ -853,9 +873,13 @@ Expected<std::vector<Batch>> Outbox::apply(PlanWrites writes, std::int64_t now_m
       return storage_error(db, "cannot create a batch");
     }
     for (const BatchMember& member : spec.members) {
-      if (!claim.bind(1, stored(EventState::kBatched)).bind(2, batch.id)
-               .bind(3, member.customer_id).bind(4, now_ms)
-               .bind(5, stored(EventState::kPending)).bind(6, member.event_id).run()) {
+      if (!claim.bind(1, stored(EventState::kBatched))
+               .bind(2, batch.id)
+               .bind(3, member.customer_id)
+               .bind(4, now_ms)
+               .bind(5, stored(EventState::kPending))
+               .bind(6, member.event_id)
+               .run()) {
         return storage_error(db, "cannot create a batch");
       }
       if (sqlite3_changes(db) != 1) {
@@ -881,12 +905,13 @@ Expected<std::vector<ClaimedBatch>> Outbox::claim_due_batches(std::int64_t now_m
   sqlite3* db = db_->engine;
   Transaction transaction(db);
   if (!transaction.began()) return storage_error(db, "cannot claim batches");
-  Statement claim(db, "UPDATE batches SET lease_owner=?, lease_token=lease_token+1 WHERE id IN "
-                      "(SELECT id FROM batches WHERE state=? AND lease_owner IS NULL AND "
-                      "next_attempt_ms<=? ORDER BY next_attempt_ms, id LIMIT ?) "
-                      "RETURNING id, kind, idempotency_key, target, customer_id, customer_key, "
-                      "quantity, timestamp, attempts, created_ms, event_count, lease_token, "
-                      "next_attempt_ms");
+  Statement claim(db,
+                  "UPDATE batches SET lease_owner=?, lease_token=lease_token+1 WHERE id IN "
+                  "(SELECT id FROM batches WHERE state=? AND lease_owner IS NULL AND "
+                  "next_attempt_ms<=? ORDER BY next_attempt_ms, id LIMIT ?) "
+                  "RETURNING id, kind, idempotency_key, target, customer_id, customer_key, "
+                  "quantity, timestamp, attempts, created_ms, event_count, lease_token, "
+                  "next_attempt_ms");
   if (!claim.ok()) return storage_error(db, "cannot claim batches");
   claim.bind(1, lease_owner_).bind(2, kBatchSending).bind(3, now_ms).bind(4, limit);
   std::vector<std::pair<std::int64_t, ClaimedBatch>> claimed;
@@ -913,8 +938,8 @@ Expected<std::vector<ClaimedBatch>> Outbox::claim_due_batches(std::int64_t now_m
   std::sort(claimed.begin(), claimed.end(), [](const auto& a, const auto& b) {
     return a.first != b.first ? a.first < b.first : a.second.batch.id < b.second.batch.id;
   });
-  Statement rows(db, "SELECT " + std::string(kEventColumns) +
-                         " FROM events WHERE batch_id=? ORDER BY id");
+  Statement rows(
+      db, "SELECT " + std::string(kEventColumns) + " FROM events WHERE batch_id=? ORDER BY id");
   Statement models(db, "SELECT model, SUM(quantity) FROM events WHERE batch_id=? GROUP BY model");
   if (!rows.ok() || !models.ok()) return storage_error(db, "cannot read a batch's rows");
   std::vector<ClaimedBatch> out;
@@ -944,10 +969,12 @@ Expected<bool> Outbox::finish_batch(const Batch& batch, int batch_state, EventSt
   std::lock_guard lock(db_->engine_mutex);
   sqlite3* db = db_->engine;
   Transaction transaction(db);
-  Statement update(db, "UPDATE batches SET state=?, delivered_ms=?, request_id=?, last_error=?, "
-                       "lease_owner=NULL WHERE id=? AND lease_token=?");
-  Statement events(db, "UPDATE events SET state=?, updated_ms=?, reason=? "
-                       "WHERE batch_id=? AND state=?");
+  Statement update(db,
+                   "UPDATE batches SET state=?, delivered_ms=?, request_id=?, last_error=?, "
+                   "lease_owner=NULL WHERE id=? AND lease_token=?");
+  Statement events(db,
+                   "UPDATE events SET state=?, updated_ms=?, reason=? "
+                   "WHERE batch_id=? AND state=?");
   if (!transaction.began() || !update.ok() || !events.ok()) return storage_error(db, what);
   update.bind(1, batch_state);
   if (batch_state == kBatchDelivered) update.bind(2, now_ms);
@@ -955,8 +982,12 @@ Expected<bool> Outbox::finish_batch(const Batch& batch, int batch_state, EventSt
     return storage_error(db, what);
   }
   if (sqlite3_changes(db) == 0) return false;  // the lease is gone: not ours to record
-  if (!events.bind(1, stored(event_state)).bind(2, now_ms).bind(3, reason).bind(4, batch.id)
-           .bind(5, stored(EventState::kBatched)).run()) {
+  if (!events.bind(1, stored(event_state))
+           .bind(2, now_ms)
+           .bind(3, reason)
+           .bind(4, batch.id)
+           .bind(5, stored(EventState::kBatched))
+           .run()) {
     return storage_error(db, what);
   }
   const std::int64_t moved = sqlite3_changes(db);
@@ -982,10 +1013,15 @@ Expected<bool> Outbox::batch_retry_later(const Batch& batch, int attempts,
                                          std::int64_t next_attempt_ms,
                                          const std::string& last_error) {
   std::lock_guard lock(db_->engine_mutex);
-  Statement statement(db_->engine, "UPDATE batches SET attempts=?, next_attempt_ms=?, "
-                                   "last_error=?, lease_owner=NULL WHERE id=? AND lease_token=?");
-  if (!statement.ok() || !statement.bind(1, attempts).bind(2, next_attempt_ms)
-                              .bind(3, last_error).bind(4, batch.id).bind(5, batch.lease).run()) {
+  Statement statement(db_->engine,
+                      "UPDATE batches SET attempts=?, next_attempt_ms=?, "
+                      "last_error=?, lease_owner=NULL WHERE id=? AND lease_token=?");
+  if (!statement.ok() || !statement.bind(1, attempts)
+                              .bind(2, next_attempt_ms)
+                              .bind(3, last_error)
+                              .bind(4, batch.id)
+                              .bind(5, batch.lease)
+                              .run()) {
     return storage_error(db_->engine, "cannot schedule a retry");
   }
   return sqlite3_changes(db_->engine) == 1;
@@ -1007,15 +1043,18 @@ Expected<bool> Outbox::dissolve_batch(const Batch& batch) {
   Transaction transaction(db);
   // Kept, not deleted: its id (and so its idempotency key) must never be handed out again.
   Statement update(db, "UPDATE batches SET state=?, lease_owner=NULL WHERE id=? AND lease_token=?");
-  Statement events(db, "UPDATE events SET state=?, batch_id=NULL, customer_id='' "
-                       "WHERE batch_id=? AND state=?");
+  Statement events(db,
+                   "UPDATE events SET state=?, batch_id=NULL, customer_id='' "
+                   "WHERE batch_id=? AND state=?");
   if (!transaction.began() || !update.ok() || !events.ok() ||
       !update.bind(1, kBatchDissolved).bind(2, batch.id).bind(3, batch.lease).run()) {
     return storage_error(db, "cannot dissolve a batch");
   }
   if (sqlite3_changes(db) == 0) return false;
-  if (!events.bind(1, stored(EventState::kPending)).bind(2, batch.id)
-           .bind(3, stored(EventState::kBatched)).run()) {
+  if (!events.bind(1, stored(EventState::kPending))
+           .bind(2, batch.id)
+           .bind(3, stored(EventState::kBatched))
+           .run()) {
     return storage_error(db, "cannot dissolve a batch");
   }
   const std::int64_t moved = sqlite3_changes(db);
@@ -1037,8 +1076,9 @@ Expected<std::vector<std::string>> Outbox::open_targets() {
 Expected<PruneStep> Outbox::prune_delivered(std::int64_t older_than_ms, int max_rows) {
   std::lock_guard lock(db_->engine_mutex);
   sqlite3* db = db_->engine;
-  Statement select(db, "SELECT id, updated_ms, batch_id FROM events WHERE state=? AND id>? "
-                       "ORDER BY id LIMIT ?");
+  Statement select(db,
+                   "SELECT id, updated_ms, batch_id FROM events WHERE state=? AND id>? "
+                   "ORDER BY id LIMIT ?");
   if (!select.ok()) return storage_error(db, "cannot prune the ledger");
   select.bind(1, stored(EventState::kDelivered)).bind(2, prune_cursor_).bind(3, max_rows);
   std::vector<std::int64_t> old_rows;
@@ -1059,8 +1099,9 @@ Expected<PruneStep> Outbox::prune_delivered(std::int64_t older_than_ms, int max_
   if (!old_rows.empty()) {
     Transaction transaction(db);
     Statement remove(db, "DELETE FROM events WHERE id=? AND state=?");
-    Statement remove_batch(db, "DELETE FROM batches WHERE id=? AND state=? AND NOT EXISTS "
-                               "(SELECT 1 FROM events WHERE batch_id=?)");
+    Statement remove_batch(db,
+                           "DELETE FROM batches WHERE id=? AND state=? AND NOT EXISTS "
+                           "(SELECT 1 FROM events WHERE batch_id=?)");
     if (!transaction.began() || !remove.ok() || !remove_batch.ok()) {
       return storage_error(db, "cannot prune the ledger");
     }
@@ -1160,8 +1201,9 @@ Expected<void> Outbox::shift_schedule(std::int64_t delta_ms) {
   sqlite3* db = db_->engine;
   Transaction transaction(db);
   Statement batches(db, "UPDATE batches SET next_attempt_ms=next_attempt_ms+? WHERE state=?");
-  Statement events(db, "UPDATE events SET next_attempt_ms=next_attempt_ms+? WHERE state=? AND "
-                       "next_attempt_ms IS NOT NULL");
+  Statement events(db,
+                   "UPDATE events SET next_attempt_ms=next_attempt_ms+? WHERE state=? AND "
+                   "next_attempt_ms IS NOT NULL");
   if (!transaction.began() || !batches.ok() || !events.ok() ||
       !batches.bind(1, delta_ms).bind(2, kBatchSending).run() ||
       !events.bind(1, delta_ms).bind(2, stored(EventState::kParked)).run() ||
@@ -1216,8 +1258,9 @@ Expected<OutboxCounts> Outbox::counts() {
 
 Expected<bool> Outbox::has_outstanding() {
   std::lock_guard lock(db_->engine_mutex);
-  Statement select(db_->engine, "SELECT EXISTS(SELECT 1 FROM events WHERE state=?) OR "
-                                "EXISTS(SELECT 1 FROM events WHERE state=?)");
+  Statement select(db_->engine,
+                   "SELECT EXISTS(SELECT 1 FROM events WHERE state=?) OR "
+                   "EXISTS(SELECT 1 FROM events WHERE state=?)");
   if (!select.ok()) return storage_error(db_->engine, "cannot read the outbox");
   select.bind(1, stored(EventState::kPending)).bind(2, stored(EventState::kBatched));
   if (select.step() != SQLITE_ROW) return storage_error(db_->engine, "cannot read the outbox");
@@ -1228,15 +1271,21 @@ Expected<std::int64_t> Outbox::move_requeued(const std::string& reason,
                                              const std::string& customer_key) {
   sqlite3* db = db_->engine;
   Transaction transaction(db);
-  Statement statement(db, "UPDATE events SET state=?, reason='', next_attempt_ms=NULL, "
-                          "batch_id=NULL WHERE state=? AND (?='' OR reason=?) AND "
-                          "(?='' OR customer_key=?)");
+  Statement statement(db,
+                      "UPDATE events SET state=?, reason='', next_attempt_ms=NULL, "
+                      "batch_id=NULL WHERE state=? AND (?='' OR reason=?) AND "
+                      "(?='' OR customer_key=?)");
   if (!transaction.began() || !statement.ok()) return storage_error(db, "cannot requeue events");
   std::int64_t moved[2] = {0, 0};
   const EventState from[2] = {EventState::kParked, EventState::kDead};
   for (int i = 0; i < 2; ++i) {
-    if (!statement.bind(1, stored(EventState::kPending)).bind(2, stored(from[i]))
-             .bind(3, reason).bind(4, reason).bind(5, customer_key).bind(6, customer_key).run()) {
+    if (!statement.bind(1, stored(EventState::kPending))
+             .bind(2, stored(from[i]))
+             .bind(3, reason)
+             .bind(4, reason)
+             .bind(5, customer_key)
+             .bind(6, customer_key)
+             .run()) {
       return storage_error(db, "cannot requeue events");
     }
     moved[i] = sqlite3_changes(db);
@@ -1271,12 +1320,16 @@ Expected<RequeueResult> Outbox::requeue(const std::string& reason, const std::st
   std::int64_t request = 0;
   {
     std::lock_guard lock(db_->engine_mutex);
-    Statement insert(db_->engine, "INSERT INTO requeue_requests(reason, customer_key, "
-                                  "requested_ms) VALUES(?, ?, ?)");
+    Statement insert(db_->engine,
+                     "INSERT INTO requeue_requests(reason, customer_key, "
+                     "requested_ms) VALUES(?, ?, ?)");
     const auto now = std::chrono::duration_cast<std::chrono::milliseconds>(
-                         std::chrono::system_clock::now().time_since_epoch()).count();
-    if (!insert.ok() ||
-        !insert.bind(1, reason).bind(2, customer_key).bind(3, static_cast<std::int64_t>(now)).run()) {
+                         std::chrono::system_clock::now().time_since_epoch())
+                         .count();
+    if (!insert.ok() || !insert.bind(1, reason)
+                             .bind(2, customer_key)
+                             .bind(3, static_cast<std::int64_t>(now))
+                             .run()) {
       return storage_error(db_->engine, "cannot hand the requeue to the running engine");
     }
     request = sqlite3_last_insert_rowid(db_->engine);
@@ -1307,10 +1360,10 @@ Expected<std::int64_t> Outbox::apply_requeue_requests(std::int64_t now_ms) {
     std::int64_t id;
     std::string reason, customer_key;
   };
-  auto requests = collect_rows<Request>(db_->engine, select, "cannot read requeues",
-                                        [](Statement& row) {
-                                          return Request{row.integer(0), row.text(1), row.text(2)};
-                                        });
+  auto requests =
+      collect_rows<Request>(db_->engine, select, "cannot read requeues", [](Statement& row) {
+        return Request{row.integer(0), row.text(1), row.text(2)};
+      });
   if (!requests) return requests.error();
   std::int64_t total = 0;
   for (const Request& request : *requests) {
@@ -1338,16 +1391,20 @@ Expected<std::vector<LedgerTotal>> Outbox::ledger_totals(std::int64_t since, std
   return collect_rows<LedgerTotal>(db_->engine, select, "cannot read the ledger",
                                    [](Statement& row) {
                                      return LedgerTotal{static_cast<Sink>(row.integer(0)),
-                                                        row.text(1), row.text(2), row.text(3),
-                                                        row.text(4), row.integer(5),
+                                                        row.text(1),
+                                                        row.text(2),
+                                                        row.text(3),
+                                                        row.text(4),
+                                                        row.integer(5),
                                                         row.integer(6)};
                                    });
 }
 
 Expected<std::vector<ReasonCount>> Outbox::reason_counts() {
   std::lock_guard lock(db_->engine_mutex);
-  Statement select(db_->engine, "SELECT state, reason, COUNT(*) FROM events WHERE state IN (?, ?) "
-                                "GROUP BY state, reason ORDER BY 3 DESC, 1, 2");
+  Statement select(db_->engine,
+                   "SELECT state, reason, COUNT(*) FROM events WHERE state IN (?, ?) "
+                   "GROUP BY state, reason ORDER BY 3 DESC, 1, 2");
   if (!select.ok()) return storage_error(db_->engine, "cannot count reasons");
   select.bind(1, stored(EventState::kParked)).bind(2, stored(EventState::kDead));
   return collect_rows<ReasonCount>(db_->engine, select, "cannot count reasons", [](Statement& row) {
@@ -1357,9 +1414,10 @@ Expected<std::vector<ReasonCount>> Outbox::reason_counts() {
 
 Expected<std::optional<BatchFailure>> Outbox::latest_batch_failure() {
   std::lock_guard lock(db_->engine_mutex);
-  Statement select(db_->engine, "SELECT id, sink, state, attempts, last_error, request_id "
-                                "FROM batches WHERE last_error<>'' AND state IN (?, ?) "
-                                "ORDER BY next_attempt_ms DESC, id DESC LIMIT 1");
+  Statement select(db_->engine,
+                   "SELECT id, sink, state, attempts, last_error, request_id "
+                   "FROM batches WHERE last_error<>'' AND state IN (?, ?) "
+                   "ORDER BY next_attempt_ms DESC, id DESC LIMIT 1");
   if (!select.ok()) return storage_error(db_->engine, "cannot read batches");
   select.bind(1, kBatchSending).bind(2, kBatchDead);
   const int rc = select.step();

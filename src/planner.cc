@@ -18,8 +18,8 @@ std::vector<Group> group_rows(std::vector<StoredEvent> rows, const FinalizedConf
   std::vector<Group> groups;
   std::map<std::string, std::size_t> index;
   for (StoredEvent& row : rows) {
-    const std::string key = std::to_string(static_cast<int>(row.sink)) + '\n' + row.dimension +
-                            '\n' + row.customer_key;
+    const std::string key =
+        std::to_string(static_cast<int>(row.sink)) + '\n' + row.dimension + '\n' + row.customer_key;
     auto [it, inserted] = index.try_emplace(key, groups.size());
     if (inserted) {
       groups.push_back(Group{row.sink, config.dimension(row.dimension), row.customer_key, {}});
@@ -109,7 +109,8 @@ class Planner {
         out_.writes.kills.push_back(
             RowChange{ids_of(group.rows), to_string(Reason::kInvalidCustomerKey), std::nullopt});
         return;
-      case Lookup::Status::kFound: break;
+      case Lookup::Status::kFound:
+        break;
     }
     if (records) return plan_usage_records(group, lookup);
     plan_meter_events(group, lookup.target);

@@ -4,10 +4,10 @@
 //
 // For each group of rows with one (sink, dimension, customer key), in order:
 //   dimension not billed by this configuration  -> parked dimension_not_configured
-//   sink not sent by this billing mode          -> parked usage_records_not_in_mode / meters_not_in_mode
-//   customer not looked up yet, or failing      -> waits; the lookup is asked for (never done here)
-//   the item's cached period ended before a row -> waits; a fresh lookup is asked for
-//   no such customer or item in Stripe          -> parked customer_not_found /
+//   sink not sent by this billing mode          -> parked usage_records_not_in_mode /
+//   meters_not_in_mode customer not looked up yet, or failing      -> waits; the lookup is asked
+//   for (never done here) the item's cached period ended before a row -> waits; a fresh lookup is
+//   asked for no such customer or item in Stripe          -> parked customer_not_found /
 //                                                  subscription_item_not_found, retried later
 //   a key no Stripe metadata value can equal    -> dead invalid_customer_key
 //   usage records: one batch per item and aggregation window (never two open for one item),
@@ -51,7 +51,8 @@ struct Lookup {
   std::int64_t retry_at_ms = 0;  // kWaiting: 0 when the lookup has simply not been done yet
 };
 
-using LookupFn = std::function<Lookup(const std::string& customer_key, const std::string& price_id)>;
+using LookupFn =
+    std::function<Lookup(const std::string& customer_key, const std::string& price_id)>;
 
 struct LookupRequest {
   std::string customer_key;
@@ -62,7 +63,7 @@ struct LookupRequest {
 struct PlanInput {
   const FinalizedConfig& config;
   std::int64_t now_ms = 0;
-  bool force = false;  // a drain: do not wait out aggregation windows
+  bool force = false;                       // a drain: do not wait out aggregation windows
   const std::set<std::string>& busy_items;  // items with an undelivered usage-record batch
   const LookupFn& lookup;
 };

@@ -104,7 +104,8 @@ void RateLimiter::on_answer(Throttle throttle, std::optional<std::chrono::second
   if (throttle != Throttle::kRate) return;
   ++current.throttled;
   if (retry_after && retry_after->count() > 0) {
-    blocked_until_ = std::max(blocked_until_, now + std::min(*retry_after, policy_.max_retry_after));
+    blocked_until_ =
+        std::max(blocked_until_, now + std::min(*retry_after, policy_.max_retry_after));
   }
   // The first throttle of an interval starts one decrease from the rate then; the throttles that
   // follow within the interval deepen that same decrease to the share they show, never past it.

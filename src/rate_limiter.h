@@ -31,11 +31,11 @@
 namespace stripe_billing {
 
 struct RateLimitPolicy {
-  double rate = 25;  // configured requests per second
+  double rate = 25;             // configured requests per second
   double floor_fraction = 0.1;  // the rate never goes below rate × this (nor below 0.5/s)
   std::chrono::milliseconds interval{1000};  // at most one decrease per interval
-  double max_decrease = 0.5;   // one decrease takes off at most this share of the rate
-  double min_decrease = 0.05;  // and at least this share
+  double max_decrease = 0.5;          // one decrease takes off at most this share of the rate
+  double min_decrease = 0.05;         // and at least this share
   double recovery_per_second = 0.05;  // additive: rate × this is added back every second
   std::chrono::seconds max_retry_after{60};
 };

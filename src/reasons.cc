@@ -26,7 +26,8 @@ const std::vector<ReasonInfo>& all_reasons() {
        "a meter row stored under a mode that sent them; this mode does not"},
       {Reason::kDimensionNotConfigured, "dimension_not_configured", K::kParked,
        "a row of a quantity (STRIPE_QUANTITY) this configuration does not bill"},
-      {Reason::kNegativeQuantity, "negative_quantity", K::kDead, "the host reported a negative count"},
+      {Reason::kNegativeQuantity, "negative_quantity", K::kDead,
+       "the host reported a negative count"},
       {Reason::kQuantityTooLarge, "quantity_too_large", K::kDead,
        "more than STRIPE_MAX_QUANTITY in one call"},
       {Reason::kMissingUsage, "missing_usage", K::kDead,
@@ -72,10 +73,14 @@ const char* to_string(Reason reason) noexcept {
 
 const char* to_string(ReasonKind kind) noexcept {
   switch (kind) {
-    case ReasonKind::kParked: return "parked";
-    case ReasonKind::kDead: return "dead";
-    case ReasonKind::kDelivered: return "delivered";
-    case ReasonKind::kCounted: return "counted";
+    case ReasonKind::kParked:
+      return "parked";
+    case ReasonKind::kDead:
+      return "dead";
+    case ReasonKind::kDelivered:
+      return "delivered";
+    case ReasonKind::kCounted:
+      return "counted";
   }
   return "unknown";
 }

@@ -108,8 +108,8 @@ Expected<std::vector<json>> list_all(const StripeClient& client, const std::stri
     }
     for (const json& object : *data) {
       if (!object.is_object()) {
-        return wrong_answer(request, "data[" + std::to_string(objects.size()) +
-                                         "] is not an object");
+        return wrong_answer(request,
+                            "data[" + std::to_string(objects.size()) + "] is not an object");
       }
       objects.push_back(object);
     }
@@ -202,8 +202,14 @@ class Reconciler {
       if (*end <= since || *start >= until) continue;
       auto local = outbox_.ledger_totals(*start, *end);
       if (!local) return std::move(local).error();
-      ReconciliationRow row{"usage_record", any.customer_key, any.customer_id, item, *start, *end,
-                            0, static_cast<double>(*total_usage)};
+      ReconciliationRow row{"usage_record",
+                            any.customer_key,
+                            any.customer_id,
+                            item,
+                            *start,
+                            *end,
+                            0,
+                            static_cast<double>(*total_usage)};
       for (const LedgerTotal& total : *local) {
         if (total.sink == Sink::kUsageRecord && total.target == item) {
           row.local += static_cast<double>(total.quantity);
@@ -234,8 +240,8 @@ class Reconciler {
                                {"end_time", std::to_string(row.end)}});
     if (!summaries) return std::move(summaries).error();
     for (std::size_t i = 0; i < summaries->size(); ++i) {
-      auto value = aggregated_value((*summaries)[i], "GET " + path,
-                                    "data[" + std::to_string(i) + "]");
+      auto value =
+          aggregated_value((*summaries)[i], "GET " + path, "data[" + std::to_string(i) + "]");
       if (!value) return std::move(value).error();
       row.stripe += *value;
     }

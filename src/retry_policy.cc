@@ -14,15 +14,22 @@ bool is_meter(RequestKind kind) {
 
 Classification local(const Error& error) {
   switch (error.code) {
-    case ErrorCode::kNetwork: return {Outcome::kRetry, "network"};
-    case ErrorCode::kTimeout: return {Outcome::kRetry, "timeout"};
-    case ErrorCode::kAborted: return {Outcome::kRetry, "aborted", false};
-    case ErrorCode::kInvalidResponse: return {Outcome::kRetry, "invalid_response"};
-    case ErrorCode::kStorage: return {Outcome::kRetry, "storage"};
+    case ErrorCode::kNetwork:
+      return {Outcome::kRetry, "network"};
+    case ErrorCode::kTimeout:
+      return {Outcome::kRetry, "timeout"};
+    case ErrorCode::kAborted:
+      return {Outcome::kRetry, "aborted", false};
+    case ErrorCode::kInvalidResponse:
+      return {Outcome::kRetry, "invalid_response"};
+    case ErrorCode::kStorage:
+      return {Outcome::kRetry, "storage"};
     // A batch made under a configuration that metered it (the mode or meter changed since): it
     // waits, and goes once a configuration that meters it runs again.
-    case ErrorCode::kInvalidConfig: return {Outcome::kRetry, "meters_not_in_mode"};
-    default: return {Outcome::kDead, to_string(error.code)};
+    case ErrorCode::kInvalidConfig:
+      return {Outcome::kRetry, "meters_not_in_mode"};
+    default:
+      return {Outcome::kDead, to_string(error.code)};
   }
 }
 
@@ -30,7 +37,8 @@ Classification local(const Error& error) {
 
 Throttle throttle_kind(int status, std::string_view code, std::string_view rate_limited_reason) {
   if (status != 429) return Throttle::kNone;
-  if (code == "lock_timeout" || rate_limited_reason == "resource-specific") return Throttle::kObject;
+  if (code == "lock_timeout" || rate_limited_reason == "resource-specific")
+    return Throttle::kObject;
   return Throttle::kRate;
 }
 
@@ -41,9 +49,11 @@ Classification classify(RequestKind kind, const Expected<StripeResponse>& result
   const StripeError& stripe = *error.stripe;
   const int status = stripe.http_status;
   Classification verdict{Outcome::kDead, stripe_reason(stripe)};
-  if (stripe.retry_after_seconds) verdict.retry_after = std::chrono::seconds(*stripe.retry_after_seconds);
+  if (stripe.retry_after_seconds)
+    verdict.retry_after = std::chrono::seconds(*stripe.retry_after_seconds);
   verdict.throttle = throttle_kind(status, stripe.code, stripe.rate_limited_reason);
-  if (is_meter(kind) && is_already_recorded(error)) return {Outcome::kDelivered, "already_recorded"};
+  if (is_meter(kind) && is_already_recorded(error))
+    return {Outcome::kDelivered, "already_recorded"};
   if (status == 401 || status == 403) {
     // The stream's token is not the secret key: a token refused even after a fresh session is
     // that batch's problem, retried; the key itself is fine (it just minted the session).

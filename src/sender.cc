@@ -27,7 +27,9 @@ SendResult Sender::send(const Batch& batch) const {
                                    usage_record_fields(batch.quantity, batch.timestamp),
                                    batch.idempotency_key);
       break;
-    case BatchKind::kMeterEvent: response = post_meter_event(batch); break;
+    case BatchKind::kMeterEvent:
+      response = post_meter_event(batch);
+      break;
     case BatchKind::kMeterStream: {
       nlohmann::json body = nlohmann::json::array();
       for (const MeterEvent& event : batch.meter_events) {

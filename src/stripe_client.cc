@@ -41,16 +41,26 @@ std::optional<int> parse_int(const std::string& text) {
 
 const char* to_string(Endpoint endpoint) noexcept {
   switch (endpoint) {
-    case Endpoint::kOther: return "other";
-    case Endpoint::kUsageRecords: return "usage_records";
-    case Endpoint::kSummaries: return "summaries";
-    case Endpoint::kMeterEvents: return "meter_events";
-    case Endpoint::kMeterEventStream: return "meter_event_stream";
-    case Endpoint::kMeterEventSession: return "meter_event_session";
-    case Endpoint::kCustomerSearch: return "customer_search";
-    case Endpoint::kSubscriptions: return "subscriptions";
-    case Endpoint::kPrices: return "prices";
-    case Endpoint::kMeters: return "meters";
+    case Endpoint::kOther:
+      return "other";
+    case Endpoint::kUsageRecords:
+      return "usage_records";
+    case Endpoint::kSummaries:
+      return "summaries";
+    case Endpoint::kMeterEvents:
+      return "meter_events";
+    case Endpoint::kMeterEventStream:
+      return "meter_event_stream";
+    case Endpoint::kMeterEventSession:
+      return "meter_event_session";
+    case Endpoint::kCustomerSearch:
+      return "customer_search";
+    case Endpoint::kSubscriptions:
+      return "subscriptions";
+    case Endpoint::kPrices:
+      return "prices";
+    case Endpoint::kMeters:
+      return "meters";
   }
   return "other";
 }
@@ -60,7 +70,9 @@ Endpoint endpoint_of(std::string_view path) noexcept {
   const auto ends_with = [path](std::string_view tail) {
     return path.size() >= tail.size() && path.substr(path.size() - tail.size()) == tail;
   };
-  const auto starts_with = [path](std::string_view head) { return path.substr(0, head.size()) == head; };
+  const auto starts_with = [path](std::string_view head) {
+    return path.substr(0, head.size()) == head;
+  };
   if (ends_with("/usage_records")) return Endpoint::kUsageRecords;
   if (ends_with("/usage_record_summaries") || ends_with("/event_summaries")) {
     return Endpoint::kSummaries;
@@ -186,9 +198,10 @@ Expected<StripeResponse> to_stripe_response(Expected<HttpResponse> response) {
   result.idempotent_replayed = response->header("idempotent-replayed") == "true";
   result.body = nlohmann::json::parse(response->body, nullptr, /*allow_exceptions=*/false);
   if (result.body.is_discarded() || !result.body.is_object()) {
-    return Error{ErrorCode::kInvalidResponse,
-                 "HTTP " + std::to_string(response->status) + " with a body that is not a JSON object",
-                 std::nullopt};
+    return Error{
+        ErrorCode::kInvalidResponse,
+        "HTTP " + std::to_string(response->status) + " with a body that is not a JSON object",
+        std::nullopt};
   }
   return result;
 }

@@ -23,7 +23,8 @@ using SteadyTime = std::chrono::steady_clock::time_point;
 // The host's logger; else one named "stripe_billing" on the host's sinks, or on a null sink.
 std::shared_ptr<spdlog::logger> library_logger(StripeLoggerOptions& options) {
   if (options.logger) return std::move(options.logger);
-  if (options.sinks.empty()) options.sinks.push_back(std::make_shared<spdlog::sinks::null_sink_mt>());
+  if (options.sinks.empty())
+    options.sinks.push_back(std::make_shared<spdlog::sinks::null_sink_mt>());
   return std::make_shared<spdlog::logger>("stripe_billing", options.sinks.begin(),
                                           options.sinks.end());
 }
@@ -34,9 +35,10 @@ std::unique_ptr<Outbox> open_outbox(const FinalizedConfig& config, spdlog::logge
     for (const std::string& note : (*outbox)->notes()) log.warn("stripe_billing {}", note);
     return std::move(outbox.value());
   }
-  log.error("stripe_billing cannot open the outbox ({}); usage is kept in memory only and is "
-            "lost if the process stops",
-            outbox.error().message);
+  log.error(
+      "stripe_billing cannot open the outbox ({}); usage is kept in memory only and is "
+      "lost if the process stops",
+      outbox.error().message);
   auto memory = Outbox::open(":memory:", false);
   return memory ? std::move(memory.value()) : nullptr;
 }
@@ -57,10 +59,10 @@ class StripeLogger::Impl {
         log_(library_logger(options)),
         clock_(options.clock ? std::move(options.clock) : Clock::system()),
         limiter_(std::make_shared<RateLimiter>(rate_policy(config_.rate_limit()), clock_)),
-        meter_limiter_(config_.meter_rate_limit() > 0
-                           ? std::make_shared<RateLimiter>(
-                                 rate_policy(config_.meter_rate_limit()), clock_)
-                           : nullptr),
+        meter_limiter_(
+            config_.meter_rate_limit() > 0
+                ? std::make_shared<RateLimiter>(rate_policy(config_.meter_rate_limit()), clock_)
+                : nullptr),
         transport_(std::make_shared<RateLimitedTransport>(
             std::make_shared<MeteredTransport>(
                 options.transport ? std::move(options.transport)
@@ -104,10 +106,11 @@ class StripeLogger::Impl {
       if (!drained_) outbox_->interrupt_writes();
       dispatcher_.stop();
       const StripeLoggerStats final_stats = stats();
-      log_->info("stripe_billing stopped: delivered={} waiting_in_outbox={} parked={} dead={} "
-                 "lost={}",
-                 final_stats.delivered, final_stats.pending, final_stats.parked, final_stats.dead,
-                 final_stats.lost);
+      log_->info(
+          "stripe_billing stopped: delivered={} waiting_in_outbox={} parked={} dead={} "
+          "lost={}",
+          final_stats.delivered, final_stats.pending, final_stats.parked, final_stats.dead,
+          final_stats.lost);
     } catch (...) {
       drained_ = false;
     }
@@ -148,14 +151,15 @@ class StripeLogger::Impl {
     stats.queued_batches = dispatcher_.queued();
     stats.rejected = metrics_.reasons();
     if (auto counts = outbox_->counts()) {
-      stats.pending = static_cast<std::uint64_t>(counts->pending + counts->batched) +
-                      intake_.buffered();
+      stats.pending =
+          static_cast<std::uint64_t>(counts->pending + counts->batched) + intake_.buffered();
       stats.parked = static_cast<std::uint64_t>(counts->parked);
       stats.dead = static_cast<std::uint64_t>(counts->dead);
       if (counts->oldest_pending_ms > 0) {
         stats.oldest_pending_age_ms =
-            std::chrono::duration_cast<std::chrono::milliseconds>(
-                clock_->now().time_since_epoch()).count() - counts->oldest_pending_ms;
+            std::chrono::duration_cast<std::chrono::milliseconds>(clock_->now().time_since_epoch())
+                .count() -
+            counts->oldest_pending_ms;
       }
     }
     return stats;

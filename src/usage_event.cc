@@ -4,9 +4,8 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
-#include <string>
-
 #include <nlohmann/json.hpp>
+#include <string>
 
 namespace stripe_billing {
 namespace {
@@ -74,8 +73,8 @@ std::optional<Error> read_seconds(const json& object, const char* name,
     return invalid(name, "is not a plausible epoch time in seconds (0 or more, less than " +
                              std::to_string(static_cast<std::int64_t>(kMaxEpochSeconds)) + ")");
   }
-  out = TimePoint(std::chrono::duration_cast<TimePoint::duration>(
-      std::chrono::duration<double>(seconds)));
+  out = TimePoint(
+      std::chrono::duration_cast<TimePoint::duration>(std::chrono::duration<double>(seconds)));
   return std::nullopt;
 }
 
@@ -83,12 +82,11 @@ std::optional<Error> read_metadata(const json& metadata, UsageEvent& event) {
   if (metadata.is_null()) return std::nullopt;
   if (!metadata.is_object()) return invalid("metadata", "must be an object");
   const std::string prefix = "metadata.";
-  for (const auto& [field, target] :
-       {std::pair{"user_api_key_user_id", &event.user_id},
-        std::pair{"user_api_key_team_id", &event.team_id},
-        std::pair{"user_api_key_end_user_id", &event.end_user_id},
-        std::pair{"user_api_key_org_id", &event.org_id},
-        std::pair{"user_api_key_alias", &event.key_alias}}) {
+  for (const auto& [field, target] : {std::pair{"user_api_key_user_id", &event.user_id},
+                                      std::pair{"user_api_key_team_id", &event.team_id},
+                                      std::pair{"user_api_key_end_user_id", &event.end_user_id},
+                                      std::pair{"user_api_key_org_id", &event.org_id},
+                                      std::pair{"user_api_key_alias", &event.key_alias}}) {
     if (auto error = read_string(metadata, field, prefix, *target)) return error;
   }
   for (const auto& [key, value] : metadata.items()) {
@@ -111,10 +109,9 @@ Expected<UsageEvent> parse_standard_logging_payload(std::string_view text) {
   }
   UsageEvent event;
   std::string id;
-  for (const auto& [field, target] : {std::pair{"id", &id},
-                                      std::pair{"litellm_call_id", &event.call_id},
-                                      std::pair{"model", &event.model},
-                                      std::pair{"end_user", &event.request_user}}) {
+  for (const auto& [field, target] :
+       {std::pair{"id", &id}, std::pair{"litellm_call_id", &event.call_id},
+        std::pair{"model", &event.model}, std::pair{"end_user", &event.request_user}}) {
     if (auto error = read_string(payload, field, "", *target)) return *error;
   }
   event.response_id = id;

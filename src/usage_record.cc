@@ -27,11 +27,15 @@ std::string hex(std::uint64_t value) {
 
 const char* QuantityCheck::reason() const noexcept {
   switch (verdict) {
-    case Verdict::kMissingUsage: return to_string(Reason::kMissingUsage);
-    case Verdict::kNegative: return to_string(Reason::kNegativeQuantity);
-    case Verdict::kTooLarge: return to_string(Reason::kQuantityTooLarge);
+    case Verdict::kMissingUsage:
+      return to_string(Reason::kMissingUsage);
+    case Verdict::kNegative:
+      return to_string(Reason::kNegativeQuantity);
+    case Verdict::kTooLarge:
+      return to_string(Reason::kQuantityTooLarge);
     case Verdict::kBill:
-    case Verdict::kZero: return "";
+    case Verdict::kZero:
+      return "";
   }
   return "";
 }
@@ -48,10 +52,15 @@ QuantityCheck billable_quantity(const TokenCounts& tokens, QuantitySource source
         value = *tokens.prompt + *tokens.completion;
       }
       break;
-    case QuantitySource::kPromptTokens: value = tokens.prompt; break;
-    case QuantitySource::kCompletionTokens: value = tokens.completion; break;
+    case QuantitySource::kPromptTokens:
+      value = tokens.prompt;
+      break;
+    case QuantitySource::kCompletionTokens:
+      value = tokens.completion;
+      break;
     case QuantitySource::kSplit:
-    case QuantitySource::kCost: break;  // not a token count: see BilledDimension, cost_amount
+    case QuantitySource::kCost:
+      break;  // not a token count: see BilledDimension, cost_amount
   }
   using Verdict = QuantityCheck::Verdict;
   if (!value) return {Verdict::kMissingUsage, 0};
@@ -122,7 +131,11 @@ bool is_valid_utf8(std::string_view text) {
   std::size_t i = 0;
   while (i < text.size()) {
     const auto c = static_cast<unsigned char>(text[i]);
-    std::size_t length = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xE ? 3 : (c >> 3) == 0x1E ? 4 : 0;
+    std::size_t length = c < 0x80           ? 1
+                         : (c >> 5) == 0x6  ? 2
+                         : (c >> 4) == 0xE  ? 3
+                         : (c >> 3) == 0x1E ? 4
+                                            : 0;
     if (length == 0 || i + length > text.size()) return false;
     std::uint32_t code = length == 1 ? c : c & (0xFF >> (length + 1));
     for (std::size_t k = 1; k < length; ++k) {

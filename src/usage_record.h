@@ -34,9 +34,9 @@ QuantityCheck billable_quantity(const TokenCounts& tokens, QuantitySource source
                                 std::int64_t max_quantity);
 inline QuantityCheck billable_quantity(const UsageEvent& event, QuantitySource source,
                                        std::int64_t max_quantity) {
-  return billable_quantity(TokenCounts{event.prompt_tokens, event.completion_tokens,
-                                       event.total_tokens},
-                           source, max_quantity);
+  return billable_quantity(
+      TokenCounts{event.prompt_tokens, event.completion_tokens, event.total_tokens}, source,
+      max_quantity);
 }
 
 // Cost billing counts in millionths of a billed unit, so that rounding each call to whole units

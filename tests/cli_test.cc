@@ -1,11 +1,10 @@
 // The stripe-billing command-line tool, run as a child process against the emulator with the
 // configuration in its environment, as an operator would run it.
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
-
-#include <gtest/gtest.h>
 
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -45,9 +44,9 @@ std::int64_t unix_now() {
 // STRIPE_CHARGE_BY=end_user_id bills); no customer when `customer` is empty.
 std::string payload_line(const std::string& call_id, std::int64_t tokens,
                          const std::string& customer) {
-  json payload = {{"litellm_call_id", call_id},    {"model", "gpt-test"},
-                  {"prompt_tokens", tokens / 2},   {"completion_tokens", tokens - tokens / 2},
-                  {"total_tokens", tokens},        {"endTime", unix_now()}};
+  json payload = {{"litellm_call_id", call_id},  {"model", "gpt-test"},
+                  {"prompt_tokens", tokens / 2}, {"completion_tokens", tokens - tokens / 2},
+                  {"total_tokens", tokens},      {"endTime", unix_now()}};
   if (!customer.empty()) payload["metadata"] = {{"user_api_key_end_user_id", customer}};
   return payload.dump();
 }
@@ -89,14 +88,10 @@ std::vector<std::vector<std::string>> parse_csv(const std::string& text) {
 class CliTest : public testing::EmulatorTest {
  protected:
   std::map<std::string, std::string> environment() const {
-    return {{"STRIPE_API_KEY", kEmulatorKey},
-            {"STRIPE_API_BASE", emulator_.base_url()},
-            {"STRIPE_OUTBOX_PATH", outbox_path()},
-            {"STRIPE_PRICE_ID", price_},
-            {"STRIPE_AGGREGATION_WINDOW_MS", "0"},
-            {"STRIPE_RATE_LIMIT", "1000"},
-            {"STRIPE_TIMEOUT_MS", "2000"},
-            {"STRIPE_CONNECT_TIMEOUT_MS", "1000"}};
+    return {{"STRIPE_API_KEY", kEmulatorKey},      {"STRIPE_API_BASE", emulator_.base_url()},
+            {"STRIPE_OUTBOX_PATH", outbox_path()}, {"STRIPE_PRICE_ID", price_},
+            {"STRIPE_AGGREGATION_WINDOW_MS", "0"}, {"STRIPE_RATE_LIMIT", "1000"},
+            {"STRIPE_TIMEOUT_MS", "2000"},         {"STRIPE_CONNECT_TIMEOUT_MS", "1000"}};
   }
 
   // Runs the tool with exactly `environment` (nothing inherited) and waits for it to exit.
@@ -136,9 +131,7 @@ class CliTest : public testing::EmulatorTest {
     result.err = read_text(err_path);
     return result;
   }
-  CliResult run(const std::vector<std::string>& arguments) {
-    return run(arguments, environment());
-  }
+  CliResult run(const std::vector<std::string>& arguments) { return run(arguments, environment()); }
 
   std::string write_file(const std::string& name, const std::vector<std::string>& lines) {
     const std::string path = dir_.file(name);
@@ -199,9 +192,9 @@ TEST_F(CliTest, CheckWithABadConfigurationExitsTwoNamingTheVariable) {
 
 TEST_F(CliTest, CheckReadsALiteLlmConfigFile) {
   const std::string yaml = write_file(
-      "gateway.yaml", {"litellm_settings:", "  success_callback: [\"stripe\"]", "stripe_billing:",
-                       "  api_key: os.environ/STRIPE_API_KEY", "  billing_mode: meter_events",
-                       "  meter_event_name: llm_tokens_from_yaml"});
+      "gateway.yaml", {"litellm_settings:", "  success_callback: [\"stripe\"]",
+                       "stripe_billing:", "  api_key: os.environ/STRIPE_API_KEY",
+                       "  billing_mode: meter_events", "  meter_event_name: llm_tokens_from_yaml"});
   const CliResult result = run({"check", "--config", yaml});
   EXPECT_EQ(result.status, 0) << result.err;
   EXPECT_NE(result.out.find("meter=llm_tokens_from_yaml"), std::string::npos) << result.out;
@@ -212,7 +205,8 @@ TEST_F(CliTest, CheckOnlineFailsForAMissingPrice) {
   environment["STRIPE_PRICE_ID"] = "price_doesnotexist";
   const CliResult result = run({"check", "--online"}, environment);
   EXPECT_EQ(result.status, 1) << result.err;
-  EXPECT_TRUE(std::regex_search(result.out, std::regex("FAIL +price price_doesnotexist .*not found")))
+  EXPECT_TRUE(
+      std::regex_search(result.out, std::regex("FAIL +price price_doesnotexist .*not found")))
       << result.out;
 }
 
@@ -256,7 +250,8 @@ TEST_F(CliTest, SetupTestCreatesTheObjectsAndASecondRunCreatesNothingNew) {
   EXPECT_EQ(successful_posts("/v1/customers"), 2u);
   EXPECT_EQ(successful_posts("/v1/subscriptions"), 2u);
   std::smatch price;
-  ASSERT_TRUE(std::regex_search(first.out, price, std::regex("export STRIPE_PRICE_ID=(price_\\w+)")))
+  ASSERT_TRUE(
+      std::regex_search(first.out, price, std::regex("export STRIPE_PRICE_ID=(price_\\w+)")))
       << first.out;
   EXPECT_EQ((first.out + first.err).find(kEmulatorKey), std::string::npos);
 
@@ -273,7 +268,8 @@ TEST_F(CliTest, SetupTestBillsWhatItCreated) {
   environment.erase("STRIPE_PRICE_ID");
   const CliResult setup = run({"setup-test", "--customers", "1"}, environment);
   std::smatch price;
-  ASSERT_TRUE(std::regex_search(setup.out, price, std::regex("export STRIPE_PRICE_ID=(price_\\w+)")));
+  ASSERT_TRUE(
+      std::regex_search(setup.out, price, std::regex("export STRIPE_PRICE_ID=(price_\\w+)")));
   environment["STRIPE_PRICE_ID"] = price[1].str();
   const auto file = write_file("calls.jsonl", {payload_line("call-1", 25, "test-customer-1")});
   const CliResult replay = run({"replay", file}, environment);
@@ -322,9 +318,9 @@ TEST_F(CliTest, SetupTestRefusesALiveKey) {
 
 TEST_F(CliTest, ReplayBillsEveryLineOfAJsonlFile) {
   const std::string item = add_customer("alice");
-  const auto file = write_file("calls.jsonl", {payload_line("call-1", 10, "alice"),
-                                               payload_line("call-2", 20, "alice"),
-                                               payload_line("call-3", 30, "alice")});
+  const auto file = write_file(
+      "calls.jsonl", {payload_line("call-1", 10, "alice"), payload_line("call-2", 20, "alice"),
+                      payload_line("call-3", 30, "alice")});
   const CliResult result = run({"replay", file});
   EXPECT_EQ(result.status, 0) << result.out << result.err;
   EXPECT_EQ(emulator_.total_usage(item), 60);
@@ -362,8 +358,8 @@ TEST_F(CliTest, ReplayReportsTheLineNumberOfEveryRejectedLineAndExitsOne) {
 
 TEST_F(CliTest, StatusShowsCountsByStateAndTheReasonsOfParkedEvents) {
   add_customer("alice");
-  const auto file = write_file("calls.jsonl", {payload_line("call-1", 10, "alice"),
-                                               payload_line("call-2", 20, "")});
+  const auto file = write_file(
+      "calls.jsonl", {payload_line("call-1", 10, "alice"), payload_line("call-2", 20, "")});
   ASSERT_EQ(run({"replay", file}).status, 0);
   const CliResult result = run({"status"});
   EXPECT_EQ(result.status, 0) << result.err;
@@ -374,9 +370,7 @@ TEST_F(CliTest, StatusShowsCountsByStateAndTheReasonsOfParkedEvents) {
       << result.out;
 }
 
-TEST_F(CliTest, StatusWithoutAnOutboxExitsThree) {
-  EXPECT_EQ(run({"status"}).status, 3);
-}
+TEST_F(CliTest, StatusWithoutAnOutboxExitsThree) { EXPECT_EQ(run({"status"}).status, 3); }
 
 TEST_F(CliTest, RetryRequeuesTheEventsOfOneReason) {
   store_failed("call-1", EventState::kParked, "missing_customer");
@@ -451,10 +445,19 @@ TEST_F(CliExportTest, CsvQuotesHostileValuesAsRfc4180) {
   const auto records = parse_csv(result.out);
   ASSERT_EQ(records.size(), 2u) << result.out;
   EXPECT_EQ(records[0].front(), "call_id");
-  const std::vector<std::string> expected = {
-      "call-\"1\",x", "acme, \"inc\"\r\nwest", "cus_test", "usage_record", "total_tokens",
-      "gpt-4o,\n\"mini\"", "20", "22", "0.25", "42", "2026-01-01T00:00:00Z", "req_123",
-      "2026-01-01T00:00:05Z"};
+  const std::vector<std::string> expected = {"call-\"1\",x",
+                                             "acme, \"inc\"\r\nwest",
+                                             "cus_test",
+                                             "usage_record",
+                                             "total_tokens",
+                                             "gpt-4o,\n\"mini\"",
+                                             "20",
+                                             "22",
+                                             "0.25",
+                                             "42",
+                                             "2026-01-01T00:00:00Z",
+                                             "req_123",
+                                             "2026-01-01T00:00:05Z"};
   EXPECT_EQ(records[1], expected);
 }
 
@@ -487,8 +490,8 @@ class CliReconcileTest : public CliTest {
  protected:
   void SetUp() override {
     item_ = add_customer("alice", &customer_);
-    const auto file = write_file("calls.jsonl", {payload_line("call-1", 10, "alice"),
-                                                 payload_line("call-2", 20, "alice")});
+    const auto file = write_file(
+        "calls.jsonl", {payload_line("call-1", 10, "alice"), payload_line("call-2", 20, "alice")});
     ASSERT_EQ(run({"replay", file}).status, 0);
   }
   CliResult reconcile() {

@@ -15,8 +15,8 @@
 #include <string>
 #include <vector>
 
-#include "temp_dir.h"
 #include "config_test_support.h"
+#include "temp_dir.h"
 
 namespace stripe_billing {
 namespace {
@@ -31,8 +31,8 @@ constexpr const char* kLiveKey = "sk_live_51NzQvRkLmYb_De7Fh3Jx9PaTuWc_GsHiKoAbC
 constexpr const char* kEllipsis = "\xE2\x80\xA6";
 
 using testing::Env;
-using testing::lookup_in;
 using testing::kTestKey;
+using testing::lookup_in;
 
 Config valid_config() {
   Config config;
@@ -554,7 +554,8 @@ TEST(SecretInSettingTest, AKeyInAnySettingButTheApiKeyIsAProblemShowingItRedacte
       const std::string message = problems_of(with_setting(variable, secret));
       EXPECT_THAT(message, HasSubstr("- " + variable + " holds what looks like a secret key (" +
                                      Secret::redact_key(secret) + ")"))
-          << variable << " = " << Secret::redact_key(secret) << ":\n" << message;
+          << variable << " = " << Secret::redact_key(secret) << ":\n"
+          << message;
       EXPECT_EQ(testing::leaked_secret(message, kSecrets), "") << message;
     }
   }
@@ -911,8 +912,8 @@ TEST(MaxQuantityTest, AcceptsStripesLimitOfFifteenDigits) {
 // Above 10^15 prompt + completion tokens, or a batch's sum, could overflow an int64, and Stripe
 // refuses meter values of more than 15 significant digits anyway.
 TEST(MaxQuantityTest, RefusesMoreThanFifteenDigitsSayingWhy) {
-  for (const std::string text : {"1000000000000000", "4611686018427387905", "9223372036854775807",
-                                 "9223372036854775808"}) {
+  for (const std::string text :
+       {"1000000000000000", "4611686018427387905", "9223372036854775807", "9223372036854775808"}) {
     EXPECT_THAT(number_problem(&Config::max_quantity, text),
                 AllOf(StartsWith("- STRIPE_MAX_QUANTITY must be from 1 to 999999999999999; got \"" +
                                  text + "\""),
@@ -1137,8 +1138,8 @@ TEST(RateLimitTest, GivenValueWinsOverTheModeDefault) {
 
 TEST(RateLimitTest, AcceptsDecimals) {
   const std::pair<const char*, double> cases[] = {
-      {"12.5", 12.5}, {"0.5", 0.5}, {"1", 1.0}, {"10000", 10'000.0}, {"10000.0", 10'000.0},
-      {"007.25", 7.25}, {"0.001", 0.001}};
+      {"12.5", 12.5},        {"0.5", 0.5},     {"1", 1.0},      {"10000", 10'000.0},
+      {"10000.0", 10'000.0}, {"007.25", 7.25}, {"0.001", 0.001}};
   for (const auto& [text, value] : cases) {
     Config config = valid_config();
     config.rate_limit = text;
@@ -1432,7 +1433,8 @@ TEST(BillingModeTest, MeterModesNeedAnEventNameAndNoPrice) {
     missing.meter_event_name.reset();
     EXPECT_THAT(single_problem(missing),
                 StartsWith(std::string("- STRIPE_METER_EVENT_NAME is required in "
-                                       "STRIPE_BILLING_MODE=") + mode));
+                                       "STRIPE_BILLING_MODE=") +
+                           mode));
   }
 }
 
@@ -1590,11 +1592,11 @@ TEST(BillingModeTest, TheSummaryNamesTheModeAndWhatIsBilled) {
   config.quantity = "split";
   config.prompt_price_id = "price_in";
   config.completion_price_id = "price_out";
-  EXPECT_THAT(finalized(config).summary(),
-              HasSubstr("mode=dual key=sk_test_"));
-  EXPECT_THAT(finalized(config).summary(),
-              HasSubstr("(test) quantity=split prompt_tokens: price=price_in meter=llm_tokens[input] "
-                        "completion_tokens: price=price_out meter=llm_tokens[output] charge_by="));
+  EXPECT_THAT(finalized(config).summary(), HasSubstr("mode=dual key=sk_test_"));
+  EXPECT_THAT(
+      finalized(config).summary(),
+      HasSubstr("(test) quantity=split prompt_tokens: price=price_in meter=llm_tokens[input] "
+                "completion_tokens: price=price_out meter=llm_tokens[output] charge_by="));
 }
 
 TEST(BillingModeTest, SplitSettingsAreCheckedEvenWhenNotSplitting) {

@@ -18,8 +18,10 @@ using Env = std::map<std::string, std::string>;
 
 // Secret-shaped test values of every kind the library redacts. Their bodies hold '_', which real
 // keys never do.
-inline constexpr const char* kOtherLiveKey = "sk_live_51OtHeRkEy_Zq8Lm3Np_Vx2Rt7Ws4Yb9Kc1Df6Gh0Jlive";
-inline constexpr const char* kRestrictedKey = "rk_test_51ReStRiCtEd_Ab3Cd5Ef7Gh9_Jk2Lm4Np6Qr8Strict";
+inline constexpr const char* kOtherLiveKey =
+    "sk_live_51OtHeRkEy_Zq8Lm3Np_Vx2Rt7Ws4Yb9Kc1Df6Gh0Jlive";
+inline constexpr const char* kRestrictedKey =
+    "rk_test_51ReStRiCtEd_Ab3Cd5Ef7Gh9_Jk2Lm4Np6Qr8Strict";
 inline constexpr const char* kWebhookSecret = "whsec_We8Bh0Ok_Si9Gn1Ing2_Se3Cr4Et5Ab6Cd7Ef8Gh9hook";
 
 // The first piece of one of `secrets` that `text` shows in clear: the secret itself, eight

@@ -11,9 +11,9 @@
 #include <string>
 #include <vector>
 
+#include "config_test_support.h"
 #include "stripe_billing/config.h"
 #include "stripe_billing/secret.h"
-#include "config_test_support.h"
 
 namespace stripe_billing {
 namespace {
@@ -29,8 +29,8 @@ constexpr const char* kOtherKey = "sk_test_51OTHERkLmYb_De7Fh3Jx9PaTuWc_GsHiKoAb
 constexpr const char* kEllipsis = "\xE2\x80\xA6";
 
 using testing::Env;
-using testing::lookup_in;
 using testing::kTestKey;
+using testing::lookup_in;
 
 YamlSettings read_ok(const std::string& yaml, const Env& env = {}) {
   Expected<YamlSettings> result = config_from_yaml_string(yaml, lookup_in(env));
@@ -187,15 +187,14 @@ stripe_billing:
 TEST(ConfigYamlTest, UnquotedMemoryOutboxIsASyntaxErrorOnItsLine) {
   EXPECT_THAT(read_error("stripe_billing:\n  outbox_path: :memory:\n"),
               StartsWith("invalid YAML in <yaml string> at line 2, "));
-  EXPECT_EQ(read_ok("stripe_billing:\n  outbox_path: ':memory:'\n").config.outbox_path,
-            ":memory:");
+  EXPECT_EQ(read_ok("stripe_billing:\n  outbox_path: ':memory:'\n").config.outbox_path, ":memory:");
 }
 
 TEST(ConfigYamlTest, DeliverySettingsFallBackToTheirEnvironmentVariables) {
   const YamlSettings settings =
-      read_ok("stripe_billing:\n  durability: sync\n",
-              {{"STRIPE_DURABILITY", "async"}, {"STRIPE_RATE_LIMIT", "40"},
-               {"STRIPE_OUTBOX_PATH", "/tmp/o.db"}});
+      read_ok("stripe_billing:\n  durability: sync\n", {{"STRIPE_DURABILITY", "async"},
+                                                        {"STRIPE_RATE_LIMIT", "40"},
+                                                        {"STRIPE_OUTBOX_PATH", "/tmp/o.db"}});
   EXPECT_EQ(settings.config.durability, "sync");
   EXPECT_EQ(settings.config.rate_limit, "40");
   EXPECT_EQ(settings.config.outbox_path, "/tmp/o.db");
@@ -504,8 +503,8 @@ TEST(ConfigYamlTest, AKeyInAnyOtherSettingOfTheFileIsAProblemWhenFinalized) {
   for (std::size_t i = 0; i < std::size(yamls); ++i) {
     const Expected<FinalizedConfig> result = finalize_config(read_ok(yamls[i], env).config);
     ASSERT_FALSE(result) << variables[i];
-    EXPECT_THAT(result.error().message,
-                HasSubstr(std::string("- ") + variables[i] + " holds what looks like a secret key"));
+    EXPECT_THAT(result.error().message, HasSubstr(std::string("- ") + variables[i] +
+                                                  " holds what looks like a secret key"));
     EXPECT_EQ(testing::leaked_secret(result.error().message, kSecrets), "")
         << result.error().message;
   }

@@ -50,7 +50,8 @@ int main(int argc, char** argv) {
   // A load generator's pacing (a gateway serving `rate` calls per second), not synchronisation.
   const auto started = std::chrono::steady_clock::now();
   for (int i = 0; i < events; ++i) {
-    if (rate > 0) std::this_thread::sleep_until(started + std::chrono::microseconds(1'000'000LL * i / rate));
+    if (rate > 0)
+      std::this_thread::sleep_until(started + std::chrono::microseconds(1'000'000LL * i / rate));
     UsageEvent event;
     event.call_id = "r" + run + "-" + std::to_string(i);
     event.model = "crash-model";

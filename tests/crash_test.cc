@@ -6,14 +6,13 @@
 // the library accepted must be among them — nothing lost (sync mode), or lost only within the
 // documented commit window before a kill (async mode). Every billing mode runs.
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sqlite3.h>
 #include <sys/wait.h>
 #include <unistd.h>
-
-#include <gtest/gtest.h>
 
 #include <map>
 #include <random>
@@ -108,7 +107,8 @@ class CrashTest : public testing::EmulatorTest, public ::testing::WithParamInter
   }
 
   // Starts the feeder; kills it with SIGKILL at `kill_at` unless it ends first.
-  ChildRun run_child(const std::vector<std::string>& args, std::optional<Steady::time_point> kill_at) {
+  ChildRun run_child(const std::vector<std::string>& args,
+                     std::optional<Steady::time_point> kill_at) {
     int pipe_fds[2];
     EXPECT_EQ(pipe2(pipe_fds, O_CLOEXEC), 0);
     posix_spawn_file_actions_t actions;
@@ -139,7 +139,8 @@ class CrashTest : public testing::EmulatorTest, public ::testing::WithParamInter
       int timeout_ms = -1;
       if (kill_at && !killed) {
         timeout_ms = static_cast<int>(std::max<std::int64_t>(
-            0, std::chrono::duration_cast<std::chrono::milliseconds>(*kill_at - Steady::now()).count()));
+            0, std::chrono::duration_cast<std::chrono::milliseconds>(*kill_at - Steady::now())
+                   .count()));
       }
       pollfd fd{pipe_fds[0], POLLIN, 0};
       const int ready = poll(&fd, 1, timeout_ms);
@@ -190,9 +191,9 @@ class CrashTest : public testing::EmulatorTest, public ::testing::WithParamInter
     sqlite3_prepare_v2(db, "SELECT call_id, customer_key, quantity, state, sink FROM events", -1,
                        &statement, nullptr);
     while (sqlite3_step(statement) == SQLITE_ROW) {
-      const std::string key = std::string(reinterpret_cast<const char*>(
-                                  sqlite3_column_text(statement, 0))) +
-                              "/" + std::to_string(sqlite3_column_int(statement, 4));
+      const std::string key =
+          std::string(reinterpret_cast<const char*>(sqlite3_column_text(statement, 0))) + "/" +
+          std::to_string(sqlite3_column_int(statement, 4));
       rows[key] = {reinterpret_cast<const char*>(sqlite3_column_text(statement, 1)),
                    sqlite3_column_int64(statement, 2), sqlite3_column_int(statement, 3)};
     }
@@ -224,10 +225,10 @@ TEST_P(CrashTest, NothingIsLostAndNothingIsBilledTwiceAcrossKills) {
     const auto kill_at = Steady::now() + std::chrono::milliseconds(lifetime_ms(random));
     // Sync mode runs flat out; async mode at a busy gateway's pace (the loss window is defined
     // for a writer that keeps up; see docs/operations.md).
-    runs.push_back(run_child({"--run", std::to_string(kill_number), "--events", "100000",
-                              "--customers", std::to_string(kCustomers), "--rate",
-                              sync ? "0" : "5000"},
-                             kill_at));
+    runs.push_back(
+        run_child({"--run", std::to_string(kill_number), "--events", "100000", "--customers",
+                   std::to_string(kCustomers), "--rate", sync ? "0" : "5000"},
+                  kill_at));
     ASSERT_EQ(runs.back().exit_status, -SIGKILL) << "run " << kill_number << " ended by itself";
   }
   emulator_.set_random_faults({}, 0);
@@ -235,8 +236,7 @@ TEST_P(CrashTest, NothingIsLostAndNothingIsBilledTwiceAcrossKills) {
   const auto drain_started = Steady::now();
   const ChildRun drain =
       run_child({"--drain", "--drain-seconds", std::to_string(kDrainBoundSeconds)}, std::nullopt);
-  const double drain_seconds =
-      std::chrono::duration<double>(Steady::now() - drain_started).count();
+  const double drain_seconds = std::chrono::duration<double>(Steady::now() - drain_started).count();
   ASSERT_EQ(drain.exit_status, 0) << "the outbox did not drain within " << kDrainBoundSeconds
                                   << " s";
 
@@ -262,8 +262,9 @@ TEST_P(CrashTest, NothingIsLostAndNothingIsBilledTwiceAcrossKills) {
         ADD_FAILURE() << "accepted in sync mode but lost: " << call;
       } else {
         // Async: only what was accepted within the commit window before the kill may be lost.
-        EXPECT_LE(std::chrono::duration_cast<std::chrono::milliseconds>(run.killed_at - when).count(),
-                  50 + 250)
+        EXPECT_LE(
+            std::chrono::duration_cast<std::chrono::milliseconds>(run.killed_at - when).count(),
+            50 + 250)
             << call;
       }
     }
@@ -282,10 +283,11 @@ TEST_P(CrashTest, NothingIsLostAndNothingIsBilledTwiceAcrossKills) {
       EXPECT_EQ(billed(customer, sink), (delivered[{customer, sink}])) << customer << " " << sink;
     }
   }
-  std::printf("[ crash ] %s %s: %d kills, %zu events accepted, %zu lost within the window, %zu "
-              "rows in the ledger, drained in %.1f s (bound %d s)\n",
-              GetParam().billing_mode, GetParam().durability, kKills, accepted, lost, rows.size(),
-              drain_seconds, kDrainBoundSeconds);
+  std::printf(
+      "[ crash ] %s %s: %d kills, %zu events accepted, %zu lost within the window, %zu "
+      "rows in the ledger, drained in %.1f s (bound %d s)\n",
+      GetParam().billing_mode, GetParam().durability, kKills, accepted, lost, rows.size(),
+      drain_seconds, kDrainBoundSeconds);
 }
 
 INSTANTIATE_TEST_SUITE_P(

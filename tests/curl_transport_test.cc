@@ -461,8 +461,7 @@ TEST_F(CurlTransportTest, HttpsGoesThroughTheProxyFromTheEnvironmentAsATunnel) {
 
   ASSERT_FALSE(response) << "the fake proxy refuses every tunnel";
   EXPECT_EQ(response.error().code, ErrorCode::kNetwork);
-  EXPECT_EQ(proxy.received().rfind("CONNECT localhost:9 HTTP/1.1\r\n", 0), 0u)
-      << proxy.received();
+  EXPECT_EQ(proxy.received().rfind("CONNECT localhost:9 HTTP/1.1\r\n", 0), 0u) << proxy.received();
   EXPECT_EQ(proxy.received().find(kSecret), std::string::npos);
 }
 

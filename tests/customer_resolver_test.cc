@@ -145,8 +145,8 @@ TEST_F(CustomerResolverTest, TheStaticMapComesBeforeAnyLookup) {
 }
 
 TEST_F(CustomerResolverTest, HostileValuesAreSearchedLiterally) {
-  const std::vector<std::string> hostile = {"a&b=c", "../x", "50% off", "it's", "back\\slash",
-                                            "a b/c", "x' OR metadata['y']:'z"};
+  const std::vector<std::string> hostile = {
+      "a&b=c", "../x", "50% off", "it's", "back\\slash", "a b/c", "x' OR metadata['y']:'z"};
   std::map<std::string, std::string> items;
   for (const auto& value : hostile) items[value] = add_customer(value);
   for (const auto& value : hostile) {

@@ -42,7 +42,8 @@ class DeliveryTest : public testing::EmulatorTest {
   bool durable(const std::string& call_id) const {
     if (count_rows("call_id='" + call_id + "'") == 1) return true;
     std::ifstream file(outbox_path() + ".journal", std::ios::binary);
-    const std::string data((std::istreambuf_iterator<char>(file)), std::istreambuf_iterator<char>());
+    const std::string data((std::istreambuf_iterator<char>(file)),
+                           std::istreambuf_iterator<char>());
     for (const NewEvent& row : decode_journal(data)) {
       if (row.call_id == call_id) return true;
     }
@@ -63,7 +64,8 @@ TEST_F(DeliveryTest, AnEventReportedThreeTimesIsBilledOnce) {
   const std::string item = add_customer("alice");
   auto logger = make_logger(config());
   for (int copy = 0; copy < 3; ++copy) {
-    for (int i = 0; i < 10; ++i) logger->log_success_event(for_customer("call-" + std::to_string(i), 7));
+    for (int i = 0; i < 10; ++i)
+      logger->log_success_event(for_customer("call-" + std::to_string(i), 7));
   }
   ASSERT_TRUE(logger->flush(in_seconds(20)));
   EXPECT_EQ(emulator_.total_usage(item), 70);
@@ -93,7 +95,8 @@ TEST_F(DeliveryTest, UsageLeftByAStoppedProcessIsSentByTheNextStart) {
     emulator_.inject(Fault{FaultKind::kHang, 0, "/v1/", std::chrono::seconds(30)}, 1000);
     logger->log_success_event(for_customer("call-1", 5));
     logger->log_success_event(for_customer("call-2", 6));
-    EXPECT_FALSE(logger->shutdown(std::chrono::steady_clock::now() + std::chrono::milliseconds(300)));
+    EXPECT_FALSE(
+        logger->shutdown(std::chrono::steady_clock::now() + std::chrono::milliseconds(300)));
     emulator_.clear_faults();
     emulator_.release_hangs();
   }
@@ -111,7 +114,8 @@ TEST_F(DeliveryTest, ABatchResentAfterARestartUsesItsFirstIdempotencyKey) {
     emulator_.inject(Fault{FaultKind::kCloseAfterCommit, 0, "/v1/subscription_items", {}});
     emulator_.inject(Fault{FaultKind::kCloseConnection, 0, "/v1/subscription_items", {}}, 1000);
     logger->log_success_event(for_customer("call-1", 5));
-    EXPECT_FALSE(logger->shutdown(std::chrono::steady_clock::now() + std::chrono::milliseconds(1500)));
+    EXPECT_FALSE(
+        logger->shutdown(std::chrono::steady_clock::now() + std::chrono::milliseconds(1500)));
     emulator_.clear_faults();
   }
   auto logger = make_logger(config());
@@ -140,9 +144,9 @@ TEST_F(DeliveryTest, EventsOfAnItemWithinTheWindowGoOutAsOneRecord) {
   const auto records = emulator_.usage_records(item);
   ASSERT_EQ(records.size(), 1u);
   EXPECT_EQ(records[0].quantity, 145);
-  EXPECT_EQ(records[0].timestamp,
-            std::chrono::duration_cast<std::chrono::seconds>(
-                (base + std::chrono::seconds(9)).time_since_epoch()).count());
+  EXPECT_EQ(records[0].timestamp, std::chrono::duration_cast<std::chrono::seconds>(
+                                      (base + std::chrono::seconds(9)).time_since_epoch())
+                                      .count());
   EXPECT_EQ(logger->stats().delivered, 10u);
   EXPECT_EQ(logger->stats().delivered_requests, 1u);
 }
@@ -150,7 +154,8 @@ TEST_F(DeliveryTest, EventsOfAnItemWithinTheWindowGoOutAsOneRecord) {
 TEST_F(DeliveryTest, AWindowOfZeroSendsOneRecordPerEvent) {
   const std::string item = add_customer("alice");
   auto logger = make_logger(config());
-  for (int i = 0; i < 4; ++i) logger->log_success_event(for_customer("call-" + std::to_string(i), 3));
+  for (int i = 0; i < 4; ++i)
+    logger->log_success_event(for_customer("call-" + std::to_string(i), 3));
   ASSERT_TRUE(logger->flush(in_seconds(10)));
   EXPECT_EQ(emulator_.usage_records(item).size(), 4u);
 }
@@ -158,8 +163,10 @@ TEST_F(DeliveryTest, AWindowOfZeroSendsOneRecordPerEvent) {
 TEST_F(DeliveryTest, ARecordNeverMixesTwoBillingPeriods) {
   const std::string customer = emulator_.create_customer({{"litellm_customer_id", "alice"}});
   const auto now = std::chrono::system_clock::now();
-  const auto now_s = std::chrono::duration_cast<std::chrono::seconds>(now.time_since_epoch()).count();
-  const std::string item = emulator_.create_subscription(customer, price_, now_s - 3600, now_s + 86400).item_id;
+  const auto now_s =
+      std::chrono::duration_cast<std::chrono::seconds>(now.time_since_epoch()).count();
+  const std::string item =
+      emulator_.create_subscription(customer, price_, now_s - 3600, now_s + 86400).item_id;
   Config config = this->config();
   config.aggregation_window_ms = "60000";
   auto logger = make_logger(config);
@@ -176,7 +183,8 @@ TEST_F(DeliveryTest, ARecordNeverMixesTwoBillingPeriods) {
   for (const auto& request : emulator_.requests()) {
     if (request.method != "POST") continue;
     ++posts;
-    EXPECT_TRUE(request.body.rfind("quantity=7&", 0) == 0 || request.body.rfind("quantity=100&", 0) == 0)
+    EXPECT_TRUE(request.body.rfind("quantity=7&", 0) == 0 ||
+                request.body.rfind("quantity=100&", 0) == 0)
         << request.body;
   }
   EXPECT_EQ(posts, 2u);
@@ -192,7 +200,8 @@ TEST_F(DeliveryTest, AnOutageLosesNothingAndBillsEverythingOnceWhenStripeReturns
   // Stripe is unreachable: every connection is dropped, lookups included.
   emulator_.inject(Fault{FaultKind::kCloseConnection, 0, "/v1/", {}}, 1'000'000);
   for (int i = 0; i < 30; ++i) {
-    logger->log_success_event(for_customer("call-" + std::to_string(i), 2, i % 2 ? "alice" : "bob"));
+    logger->log_success_event(
+        for_customer("call-" + std::to_string(i), 2, i % 2 ? "alice" : "bob"));
   }
   EXPECT_FALSE(logger->flush(std::chrono::steady_clock::now() + std::chrono::seconds(1)));
   EXPECT_EQ(logger->stats().pending, 30u);
@@ -268,8 +277,8 @@ TEST_F(DeliveryAgeTest, ABackwardJumpOfTheWallClockDoesNotDefeatTheAgeGuard) {
   auto logger = failing_logger();
   clock_->jump_wall(-std::chrono::hours(2));
   clock_->advance_steady(std::chrono::minutes(2));  // while two minutes really pass
-  ASSERT_TRUE(testing::eventually([&] { return logger->stats().dead == 1; },
-                                  std::chrono::seconds(20)));
+  ASSERT_TRUE(
+      testing::eventually([&] { return logger->stats().dead == 1; }, std::chrono::seconds(20)));
   EXPECT_EQ(logger->stats().rejected.at("max_delivery_age_exceeded"), 1u);
   EXPECT_EQ(emulator_.total_usage(item), 0);
 }
@@ -368,8 +377,9 @@ TEST_F(DeliveryTest, ASuccessTheOutboxCannotRecordIsNotSentAgain) {
   const std::string item = add_customer("alice");
   auto logger = make_logger(config());
   // The outbox refuses to mark any batch delivered, as a full disk would.
-  exec("CREATE TRIGGER full_disk BEFORE UPDATE OF state ON batches WHEN NEW.state = 2 "
-       "BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END;");
+  exec(
+      "CREATE TRIGGER full_disk BEFORE UPDATE OF state ON batches WHEN NEW.state = 2 "
+      "BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END;");
   logger->log_success_event(for_customer("call-1", 5));
   // Written again every planning round, about once a second: three failures take a few rounds.
   ASSERT_TRUE(testing::eventually(
@@ -398,12 +408,14 @@ TEST_F(DeliveryTest, DeletingTheOutboxFileWhileRunningLosesNothing) {
   {
     auto logger = make_logger(config);
     emulator_.inject(Fault{FaultKind::kStatus, 500, "/v1/subscription_items", {}}, 1'000'000);
-    for (int i = 0; i < 3; ++i) logger->log_success_event(for_customer("before-" + std::to_string(i), 2));
+    for (int i = 0; i < 3; ++i)
+      logger->log_success_event(for_customer("before-" + std::to_string(i), 2));
     ASSERT_TRUE(std::filesystem::remove(outbox_path()));
-    ASSERT_TRUE(testing::eventually(
-        [&] { return logger->stats().rejected.count("outbox_recreated") == 1; },
-        std::chrono::seconds(10)));
-    for (int i = 0; i < 3; ++i) logger->log_success_event(for_customer("after-" + std::to_string(i), 2));
+    ASSERT_TRUE(
+        testing::eventually([&] { return logger->stats().rejected.count("outbox_recreated") == 1; },
+                            std::chrono::seconds(10)));
+    for (int i = 0; i < 3; ++i)
+      logger->log_success_event(for_customer("after-" + std::to_string(i), 2));
     logger->shutdown(std::chrono::steady_clock::now() + std::chrono::milliseconds(200));
   }
   emulator_.clear_faults();
@@ -448,7 +460,8 @@ TEST_F(DeliveryTest, ABurstOfNewCustomersWhoseLookupsHangHoldsUpNobodyKnown) {
   emulator_.inject(Fault{FaultKind::kHang, 0, "/v1/customers/search", std::chrono::seconds(20)},
                    100);
   for (int i = 0; i < 20; ++i) {
-    logger->log_success_event(for_customer("new-" + std::to_string(i), 1, "new-" + std::to_string(i)));
+    logger->log_success_event(
+        for_customer("new-" + std::to_string(i), 1, "new-" + std::to_string(i)));
   }
   ASSERT_TRUE(emulator_.wait_for_hung_requests(1, std::chrono::seconds(10)));
   // The lookup thread is stuck on a search; planning and sending are not.

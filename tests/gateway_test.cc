@@ -2,9 +2,9 @@
 // example_gateway_lib against the in-process Stripe emulator.
 #include <gtest/gtest.h>
 #include <httplib.h>
+#include <stripe_billing/callback.h>
 
 #include <nlohmann/json.hpp>
-#include <stripe_billing/callback.h>
 
 #include "gateway/echo_model.h"
 #include "gateway/gateway_config.h"
@@ -19,85 +19,71 @@ using stripe_billing::testing::CapturedLog;
 using stripe_billing::testing::EmulatorTest;
 using stripe_billing::testing::in_seconds;
 
-json chat_request(const std::string &prompt) {
-  return {{"model", "echo-small"},
-          {"messages",
-           {{{"role", "system"}, {"content", "Be brief."}},
-            {{"role", "user"}, {"content", prompt}}}}};
+json chat_request(const std::string& prompt) {
+  return {
+      {"model", "echo-small"},
+      {"messages",
+       {{{"role", "system"}, {"content", "Be brief."}}, {{"role", "user"}, {"content", prompt}}}}};
 }
 
 TEST(EchoModel, CountsTheWordsOfEveryMessageAsPromptAndOfTheReplyAsCompletion) {
-  const json completion =
-      echo_completion(chat_request("  hello\twide \n world "));
+  const json completion = echo_completion(chat_request("  hello\twide \n world "));
 
-  EXPECT_EQ(completion["choices"][0]["message"]["content"],
-            "  hello\twide \n world ");
-  EXPECT_EQ(completion["usage"], json({{"prompt_tokens", 5},
-                                       {"completion_tokens", 3},
-                                       {"total_tokens", 8}}));
+  EXPECT_EQ(completion["choices"][0]["message"]["content"], "  hello\twide \n world ");
+  EXPECT_EQ(completion["usage"],
+            json({{"prompt_tokens", 5}, {"completion_tokens", 3}, {"total_tokens", 8}}));
 }
 
 TEST(EchoModel, ReadsTheTextPartsOfAContentArray) {
-  const json message = {
-      {"role", "user"},
-      {"content",
-       {{{"type", "text"}, {"text", "two words"}},
-        {{"type", "image_url"}, {"image_url", {{"url", "x"}}}},
-        {{"type", "text"}, {"text", "three more words"}}}}};
+  const json message = {{"role", "user"},
+                        {"content",
+                         {{{"type", "text"}, {"text", "two words"}},
+                          {{"type", "image_url"}, {"image_url", {{"url", "x"}}}},
+                          {{"type", "text"}, {"text", "three more words"}}}}};
 
   EXPECT_EQ(message_text(message), "two words three more words");
 }
 
 TEST(GatewayConfig, ReadsTheSampleConfig) {
-  const auto env = [](const std::string &name) -> std::optional<std::string> {
-    if (name == "STRIPE_API_KEY")
-      return "sk_test_sample_000000000000";
-    if (name == "STRIPE_PRICE_ID")
-      return "price_sample";
+  const auto env = [](const std::string& name) -> std::optional<std::string> {
+    if (name == "STRIPE_API_KEY") return "sk_test_sample_000000000000";
+    if (name == "STRIPE_PRICE_ID") return "price_sample";
     return std::nullopt;
   };
 
-  const auto config = load_gateway_config(
-      STRIPE_BILLING_SOURCE_DIR "/examples/gateway.yaml", env);
+  const auto config = load_gateway_config(STRIPE_BILLING_SOURCE_DIR "/examples/gateway.yaml", env);
 
   ASSERT_TRUE(config) << config.error().to_string();
   EXPECT_EQ(config->models.count("echo-small"), 1U);
   EXPECT_EQ(config->api_keys.at("sk-gw-alice").user_id, "alice");
   EXPECT_EQ(config->api_keys.at("sk-gw-acme-app").end_user_id, "acme-42");
-  EXPECT_EQ(config->billing.success_callbacks,
-            std::vector<std::string>{"stripe"});
+  EXPECT_EQ(config->billing.success_callbacks, std::vector<std::string>{"stripe"});
   EXPECT_EQ(config->billing.config.price_id, "price_sample");
   EXPECT_EQ(config->billing.config.charge_by, "user_id");
 }
 
 class GatewayTest : public EmulatorTest {
-protected:
+ protected:
   GatewayTest() : alice_item_(add_customer("alice")) {
     stripe_billing::Config billing = config();
     billing.charge_by = "user_id";
-    auto stripe =
-        stripe_billing::CallbackRegistry::with_builtin_callbacks().create(
-            "stripe", {billing, log_.logger(), nullptr});
+    auto stripe = stripe_billing::CallbackRegistry::with_builtin_callbacks().create(
+        "stripe", {billing, log_.logger(), nullptr});
     EXPECT_TRUE(stripe) << stripe.error().to_string();
-    if (stripe)
-      stripe_ = std::move(*stripe);
+    if (stripe) stripe_ = std::move(*stripe);
 
     GatewayConfig gateway;
     gateway.models["echo-small"] = ModelRoute{};
-    gateway.api_keys["sk-gw-alice"] =
-        KeyIdentity{"alice", "research", "", "alice-laptop"};
+    gateway.api_keys["sk-gw-alice"] = KeyIdentity{"alice", "research", "", "alice-laptop"};
     server_ = std::make_unique<GatewayServer>(
-        gateway, std::vector<stripe_billing::CustomLogger *>{stripe_.get()},
-        log_.logger());
+        gateway, std::vector<stripe_billing::CustomLogger*>{stripe_.get()}, log_.logger());
     const auto port = server_->start(0);
     EXPECT_TRUE(port) << port.error().to_string();
-    if (port)
-      client_ = std::make_unique<httplib::Client>("127.0.0.1", *port);
+    if (port) client_ = std::make_unique<httplib::Client>("127.0.0.1", *port);
   }
 
-  httplib::Result post(const std::string &key, const std::string &body) {
-    return client_->Post("/v1/chat/completions",
-                         {{"Authorization", "Bearer " + key}}, body,
+  httplib::Result post(const std::string& key, const std::string& body) {
+    return client_->Post("/v1/chat/completions", {{"Authorization", "Bearer " + key}}, body,
                          "application/json");
   }
 
@@ -115,7 +101,7 @@ protected:
   CapturedLog log_;
   std::string alice_item_;
   std::unique_ptr<stripe_billing::CustomLogger> stripe_;
-  std::unique_ptr<GatewayServer> server_; // after stripe_: stops before it goes
+  std::unique_ptr<GatewayServer> server_;  // after stripe_: stops before it goes
   std::unique_ptr<httplib::Client> client_;
 };
 
@@ -130,26 +116,22 @@ TEST_F(GatewayTest, RejectsAnUnknownKeyWith401AndBillsNothing) {
 }
 
 TEST_F(GatewayTest, RejectsMalformedJsonWith400AndBillsNothing) {
-  const auto response =
-      post("sk-gw-alice", R"({"model": "echo-small", "messages": [)");
+  const auto response = post("sk-gw-alice", R"({"model": "echo-small", "messages": [)");
 
   ASSERT_TRUE(response);
   EXPECT_EQ(response->status, 400);
-  EXPECT_EQ(json::parse(response->body)["error"]["type"],
-            "invalid_request_error");
+  EXPECT_EQ(json::parse(response->body)["error"]["type"], "invalid_request_error");
   drain_billing();
   EXPECT_EQ(usage_record_requests(), 0U);
 }
 
 TEST_F(GatewayTest, BillsTheKeysUserTheTokensItReturned) {
   std::int64_t tokens_returned = 0;
-  for (const char *prompt :
-       {"one two three", "a somewhat longer prompt of eight words here"}) {
+  for (const char* prompt : {"one two three", "a somewhat longer prompt of eight words here"}) {
     const auto response = post("sk-gw-alice", chat_request(prompt).dump());
     ASSERT_TRUE(response);
     ASSERT_EQ(response->status, 200) << response->body;
-    tokens_returned += json::parse(response->body)["usage"]["total_tokens"]
-                           .get<std::int64_t>();
+    tokens_returned += json::parse(response->body)["usage"]["total_tokens"].get<std::int64_t>();
   }
 
   drain_billing();
@@ -172,5 +154,5 @@ TEST_F(GatewayTest, ServesTheBillingMetricsAsPrometheusText) {
   EXPECT_NE(metrics->body.find("stripe_billing_events_delivered_total 1\n"), std::string::npos);
 }
 
-} // namespace
-} // namespace gateway
+}  // namespace
+}  // namespace gateway

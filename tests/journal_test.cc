@@ -117,14 +117,14 @@ TEST_F(JournalTest, ADamagedRecordEndsWhatIsReadBack) {
 }
 
 TEST_F(JournalTest, RecordsOfAnEarlierGenerationAreNeverReadAsNew) {
-  const std::string old_records = encode_journal_record({row("old-1")}, 6) +
-                                  encode_journal_record({row("old-2")}, 6);
+  const std::string old_records =
+      encode_journal_record({row("old-1")}, 6) + encode_journal_record({row("old-2")}, 6);
   const std::string new_record = encode_journal_record({row("new-1")}, 7);
   // The new generation overwrote the start of the records; the old one's tail is still there.
   std::string records = old_records;
   records.replace(0, new_record.size(), new_record);
-  const auto rows = decode_journal(encode_journal_header(7) + records +
-                                   encode_journal_record({row("old-3")}, 6));
+  const auto rows =
+      decode_journal(encode_journal_header(7) + records + encode_journal_record({row("old-3")}, 6));
   ASSERT_EQ(rows.size(), 1u);
   EXPECT_EQ(rows[0].call_id, "new-1");
   EXPECT_TRUE(decode_journal(encode_journal_header(8) + old_records).empty());
@@ -186,7 +186,8 @@ TEST_F(JournalRecoveryTest, RowsACrashLeftInTheJournalAreBilledAtTheNextStart) {
   journaled.customer_key = "alice";
   journaled.quantity = 6;
   journaled.event_time = std::chrono::duration_cast<std::chrono::seconds>(
-                             std::chrono::system_clock::now().time_since_epoch()).count();
+                             std::chrono::system_clock::now().time_since_epoch())
+                             .count();
   journaled.accepted_at_ms = journaled.event_time * 1000;
   NewEvent again = journaled;
   again.call_id = "call-1";  // and one the outbox already has: stored once

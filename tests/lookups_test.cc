@@ -37,10 +37,9 @@ class LookupsTest : public testing::EmulatorTest {
     client_.emplace(*transport_, StripeClientOptions{config_->api_base(), config_->api_key(),
                                                      config_->api_version(), config_->timeout()});
     resolver_.emplace(*client_, *config_, clock_);
-    lookups_.emplace(*resolver_, clock_, RetryPolicy{},
-                     Lookups::Hooks{[this] { ++answered_; }, {}},
-                     std::make_shared<spdlog::logger>("lookups_test",
-                                                      std::make_shared<spdlog::sinks::null_sink_mt>()));
+    lookups_.emplace(*resolver_, clock_, RetryPolicy{}, Lookups::Hooks{[this] { ++answered_; }, {}},
+                     std::make_shared<spdlog::logger>(
+                         "lookups_test", std::make_shared<spdlog::sinks::null_sink_mt>()));
   }
 
   bool answered(int n) {

@@ -80,9 +80,9 @@ TEST_F(MeterDeliveryTest, TheIdentifierComesFromTheCallIdAndTheTimestampFromItsE
   const auto events = emulator_.meter_events();
   ASSERT_EQ(events.size(), 1u);
   EXPECT_EQ(events[0].identifier, meter_event_identifier("chatcmpl-42", "total_tokens"));
-  EXPECT_EQ(events[0].timestamp,
-            std::chrono::duration_cast<std::chrono::seconds>(call.end_time->time_since_epoch())
-                .count());
+  EXPECT_EQ(
+      events[0].timestamp,
+      std::chrono::duration_cast<std::chrono::seconds>(call.end_time->time_since_epoch()).count());
 }
 
 TEST_F(MeterDeliveryTest, ConfiguredPayloadKeysAndTheModelDimensionAreSent) {
@@ -107,7 +107,8 @@ TEST_F(MeterDeliveryTest, AnEventReportedThreeTimesIsMeteredOnce) {
   const std::string alice = add_meter_customer("alice");
   auto logger = make_logger(meter_config());
   for (int copy = 0; copy < 3; ++copy) {
-    for (int i = 0; i < 5; ++i) logger->log_success_event(for_customer("call-" + std::to_string(i), 4));
+    for (int i = 0; i < 5; ++i)
+      logger->log_success_event(for_customer("call-" + std::to_string(i), 4));
   }
   ASSERT_TRUE(logger->flush(in_seconds(20)));
   EXPECT_EQ(metered(alice), 20);
@@ -186,13 +187,15 @@ TEST_F(MeterDeliveryTest, TheLargestQuantityTheConfigurationAllowsFitsStripesFif
 TEST_F(MeterDeliveryTest, OnlyOneRequestPerCustomerAndMeterIsInFlight) {
   const std::string alice = add_meter_customer("alice");
   const std::string bob = add_meter_customer("bob");
-  emulator_.inject(Fault{FaultKind::kHang, 0, "/v1/billing/meter_events", std::chrono::seconds(20)});
+  emulator_.inject(
+      Fault{FaultKind::kHang, 0, "/v1/billing/meter_events", std::chrono::seconds(20)});
   auto logger = make_logger(meter_config());
   logger->log_success_event(for_customer("alice-1", 1));
   ASSERT_TRUE(emulator_.wait_for_hung_requests(1, std::chrono::seconds(10)));
   logger->log_success_event(for_customer("alice-2", 2));
   logger->log_success_event(for_customer("alice-3", 4));
-  for (int i = 0; i < 3; ++i) logger->log_success_event(for_customer("bob-" + std::to_string(i), 1, "bob"));
+  for (int i = 0; i < 3; ++i)
+    logger->log_success_event(for_customer("bob-" + std::to_string(i), 1, "bob"));
   // Bob's three go one after another while alice's first request still hangs; alice's others
   // wait for it, although three senders are free.
   EXPECT_TRUE(testing::eventually([&] { return metered(bob) == 3; }, std::chrono::seconds(10)));
@@ -210,7 +213,8 @@ TEST_F(MeterDeliveryTest, TheStreamSendsUpToOneHundredEventsPerRequest) {
   config.aggregation_window_ms = "60000";  // only flush() sends a partial batch
   auto logger = make_logger(config);
   for (int i = 0; i < 250; ++i) {
-    logger->log_success_event(for_customer("call-" + std::to_string(i), 2, i % 2 ? "bob" : "alice"));
+    logger->log_success_event(
+        for_customer("call-" + std::to_string(i), 2, i % 2 ? "bob" : "alice"));
   }
   ASSERT_TRUE(logger->flush(in_seconds(30)));
   EXPECT_EQ(metered(alice), 250);
@@ -234,7 +238,8 @@ TEST_F(MeterDeliveryTest, AnExpiredSessionIsRenewedAndTheSameEventsAreSentAgain)
   EXPECT_EQ(logger->stats().dead, 0u);
   std::size_t expired_answers = 0;
   for (const auto& request : emulator_.requests()) {
-    if (request.path == "/v2/billing/meter_event_stream" && request.status == 401) ++expired_answers;
+    if (request.path == "/v2/billing/meter_event_stream" && request.status == 401)
+      ++expired_answers;
   }
   EXPECT_EQ(expired_answers, 1u);
 }
@@ -246,7 +251,8 @@ TEST_F(MeterDeliveryTest, TheStreamRetriesThroughFailuresAndCountsEachEventOnce)
   Config config = meter_config("meter_event_stream");
   config.max_backoff_s = "1";
   auto logger = make_logger(config);
-  for (int i = 0; i < 10; ++i) logger->log_success_event(for_customer("call-" + std::to_string(i), 1));
+  for (int i = 0; i < 10; ++i)
+    logger->log_success_event(for_customer("call-" + std::to_string(i), 1));
   ASSERT_TRUE(logger->flush(in_seconds(30)));
   EXPECT_EQ(metered(alice), 10);
 }
@@ -259,7 +265,8 @@ TEST_F(MeterDeliveryTest, DualModeBillsBothSidesTheSame) {
   config.price_id = price_;
   auto logger = make_logger(config);
   for (int i = 0; i < 20; ++i) {
-    logger->log_success_event(for_customer("call-" + std::to_string(i), 10 + i, i % 3 ? "alice" : "bob"));
+    logger->log_success_event(
+        for_customer("call-" + std::to_string(i), 10 + i, i % 3 ? "alice" : "bob"));
   }
   ASSERT_TRUE(logger->flush(in_seconds(30)));
   EXPECT_GT(emulator_.total_usage(alice_item), 0);
@@ -341,7 +348,7 @@ TEST_F(MeterDeliveryTest, CostIsBilledInCentsWithTheRoundingRemainderCarried) {
     }
     ASSERT_TRUE(logger->shutdown(in_seconds(20)));
   }
-  EXPECT_EQ(metered(alice), 2);  // 2.0 cents
+  EXPECT_EQ(metered(alice), 2);       // 2.0 cents
   auto logger = make_logger(config);  // the remainder survives a restart
   for (int i = 5; i < 10; ++i) {
     UsageEvent call = for_customer("call-" + std::to_string(i), 10);
@@ -380,8 +387,8 @@ TEST_F(MeterDeliveryTest, AnUnknownCustomerIsParkedAndBilledOnceItExists) {
   config.lookup_miss_ttl = "0";
   auto logger = make_logger(config);
   logger->log_success_event(for_customer("call-1", 6, "late"));
-  ASSERT_TRUE(testing::eventually([&] { return logger->stats().parked == 1; },
-                                  std::chrono::seconds(20)));
+  ASSERT_TRUE(
+      testing::eventually([&] { return logger->stats().parked == 1; }, std::chrono::seconds(20)));
   const std::string late = add_meter_customer("late");
   EXPECT_TRUE(testing::eventually([&] { return metered(late) == 6; }, std::chrono::seconds(20)));
 }
@@ -398,7 +405,8 @@ TEST_F(MeterDeliveryTest, RowsOfASinkTheModeNoLongerSendsWaitUntilAModeSendsThem
     auto logger = make_logger(dual);
     logger->log_success_event(for_customer("call-1", 12));
     // The meter side goes on while the usage-record side's lookups back off.
-    EXPECT_TRUE(testing::eventually([&] { return metered(alice) == 12; }, std::chrono::seconds(20)));
+    EXPECT_TRUE(
+        testing::eventually([&] { return metered(alice) == 12; }, std::chrono::seconds(20)));
     logger->shutdown(std::chrono::steady_clock::now() + std::chrono::milliseconds(100));
     emulator_.clear_faults();
   }
@@ -414,7 +422,8 @@ TEST_F(MeterDeliveryTest, RowsOfASinkTheModeNoLongerSendsWaitUntilAModeSendsThem
   testing::CapturedLog log;
   auto logger = make_logger(dual, log.logger());
   EXPECT_TRUE(testing::eventually([&] { return emulator_.total_usage(item) == 12; },
-                                  std::chrono::seconds(20))) << log.text();
+                                  std::chrono::seconds(20)))
+      << log.text();
   EXPECT_EQ(metered(alice), 12);
 }
 
@@ -456,8 +465,10 @@ TEST_F(MeterDeliveryTest, TheQueueOfReadyBatchesStaysBoundedWhileStripeIsSlow) {
   auto logger = make_logger(config);
   // The first request hangs, and one customer's meter events go one at a time: nothing is
   // delivered while 3,000 calls come in.
-  emulator_.inject(Fault{FaultKind::kHang, 0, "/v1/billing/meter_events", std::chrono::seconds(30)});
-  for (int i = 0; i < 3000; ++i) logger->log_success_event(for_customer("call-" + std::to_string(i), 1));
+  emulator_.inject(
+      Fault{FaultKind::kHang, 0, "/v1/billing/meter_events", std::chrono::seconds(30)});
+  for (int i = 0; i < 3000; ++i)
+    logger->log_success_event(for_customer("call-" + std::to_string(i), 1));
   ASSERT_TRUE(emulator_.wait_for_hung_requests(1, std::chrono::seconds(10)));
   ASSERT_TRUE(testing::eventually(
       [&] {

@@ -4,10 +4,10 @@
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
-#include <nlohmann/json.hpp>
 #include <spdlog/sinks/ostream_sink.h>
 
 #include <map>
+#include <nlohmann/json.hpp>
 #include <regex>
 #include <set>
 #include <sstream>
@@ -20,8 +20,8 @@ namespace {
 
 using stripe_emulator::Fault;
 using stripe_emulator::FaultKind;
-using testing::in_seconds;
 using ::testing::HasSubstr;
+using testing::in_seconds;
 
 // A parsed exposition: families with their TYPE, and every sample.
 struct Sample {
@@ -93,7 +93,8 @@ Exposition parse_exposition(const std::string& text) {
   std::smatch match;
   while (std::getline(lines, line)) {
     if (std::regex_match(line, match, type)) {
-      if (!out.types.emplace(match[1], match[2]).second) out.problems.push_back("TYPE twice: " + line);
+      if (!out.types.emplace(match[1], match[2]).second)
+        out.problems.push_back("TYPE twice: " + line);
       if (with_samples.count(match[1]) != 0) out.problems.push_back("TYPE after samples: " + line);
       continue;
     }
@@ -167,8 +168,8 @@ class MetricsTest : public testing::EmulatorTest {
 TEST_F(MetricsTest, ThePrometheusTextFollowsTheExpositionFormat) {
   const std::string text = to_prometheus(billed_stats());
   const Exposition exposition = parse_exposition(text);
-  EXPECT_TRUE(exposition.problems.empty()) << ::testing::PrintToString(exposition.problems)
-                                           << "\n" << text;
+  EXPECT_TRUE(exposition.problems.empty()) << ::testing::PrintToString(exposition.problems) << "\n"
+                                           << text;
   EXPECT_EQ(text.back(), '\n');
   EXPECT_EQ(exposition.types.at("stripe_billing_stripe_request_duration_seconds"), "histogram");
   EXPECT_EQ(exposition.types.at("stripe_billing_outbox_events"), "gauge");

@@ -15,7 +15,8 @@ namespace {
 
 using testing::TempDir;
 
-NewEvent pending(const std::string& call_id, std::int64_t quantity, const std::string& key = "alice") {
+NewEvent pending(const std::string& call_id, std::int64_t quantity,
+                 const std::string& key = "alice") {
   NewEvent event;
   event.call_id = call_id;
   event.dimension = "total_tokens";
@@ -345,8 +346,9 @@ TEST_F(OutboxTest, ARowWhoseCostIsNotANumberFailsTheWriteInsteadOfVanishingAsADu
 
 TEST_F(OutboxTest, ARowBreakingAConstraintOtherThanTheKeyIsAnErrorNotADuplicate) {
   auto outbox = open();
-  exec("CREATE TRIGGER refuse BEFORE INSERT ON events WHEN NEW.call_id='bad' "
-       "BEGIN SELECT RAISE(ABORT, 'refused'); END;");
+  exec(
+      "CREATE TRIGGER refuse BEFORE INSERT ON events WHEN NEW.call_id='bad' "
+      "BEGIN SELECT RAISE(ABORT, 'refused'); END;");
   auto result = outbox->insert({pending("bad", 5)});
   ASSERT_FALSE(result);
   EXPECT_EQ(result.error().code, ErrorCode::kStorage);
@@ -414,7 +416,10 @@ TEST_F(OutboxTest, AReplacedFileIsRecreatedFromTheOpenDatabase) {
   auto outbox = open_engine();
   ASSERT_TRUE(outbox->insert({pending("call-1", 5)}));
   ASSERT_TRUE(std::filesystem::remove(dir_.file("outbox.db")));
-  { std::FILE* file = std::fopen(dir_.file("outbox.db").c_str(), "w"); std::fclose(file); }
+  {
+    std::FILE* file = std::fopen(dir_.file("outbox.db").c_str(), "w");
+    std::fclose(file);
+  }
   EXPECT_EQ(*outbox->check_file(), FileCheck::kRecreated);
   outbox.reset();
   EXPECT_EQ(open()->due_events(0, 10)->size(), 1u);
@@ -603,16 +608,17 @@ TEST_F(OutboxTest, AFileOfFormatTwoGetsBatchKindsFromItsTargets) {
     ASSERT_TRUE(outbox->insert({meter, stream}));
   }
   // Back to format 2: no kind, count or lease; the stream's batches were told by their target.
-  exec("INSERT INTO batches(id, idempotency_key, target, customer_id, customer_key, quantity, "
-       "timestamp, state, next_attempt_ms, created_ms, sink) VALUES "
-       "(1, 'k1', 'llm_tokens cus_1', 'cus_1', 'alice', 5, 1, 1, 0, 0, 1),"
-       "(2, 'k2', 'meter_event_stream', '', '', 6, 1, 1, 0, 0, 1);"
-       "UPDATE events SET state=1, batch_id=1, customer_id='cus_1' WHERE call_id='call-1';"
-       "UPDATE events SET state=1, batch_id=2, customer_id='cus_1' WHERE call_id='call-2';"
-       "ALTER TABLE batches DROP COLUMN kind; ALTER TABLE batches DROP COLUMN event_count;"
-       "ALTER TABLE batches DROP COLUMN lease_owner; ALTER TABLE batches DROP COLUMN lease_token;"
-       "DROP INDEX events_by_state_id;"
-       "CREATE INDEX events_by_state ON events(state, next_attempt_ms);");
+  exec(
+      "INSERT INTO batches(id, idempotency_key, target, customer_id, customer_key, quantity, "
+      "timestamp, state, next_attempt_ms, created_ms, sink) VALUES "
+      "(1, 'k1', 'llm_tokens cus_1', 'cus_1', 'alice', 5, 1, 1, 0, 0, 1),"
+      "(2, 'k2', 'meter_event_stream', '', '', 6, 1, 1, 0, 0, 1);"
+      "UPDATE events SET state=1, batch_id=1, customer_id='cus_1' WHERE call_id='call-1';"
+      "UPDATE events SET state=1, batch_id=2, customer_id='cus_1' WHERE call_id='call-2';"
+      "ALTER TABLE batches DROP COLUMN kind; ALTER TABLE batches DROP COLUMN event_count;"
+      "ALTER TABLE batches DROP COLUMN lease_owner; ALTER TABLE batches DROP COLUMN lease_token;"
+      "DROP INDEX events_by_state_id;"
+      "CREATE INDEX events_by_state ON events(state, next_attempt_ms);");
   auto outbox = open();
   EXPECT_EQ(outbox->notes().size(), 1u);
   auto claimed = *outbox->claim_due_batches(0, 10);

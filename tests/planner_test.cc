@@ -283,9 +283,8 @@ TEST_F(PlannerTest, EachMeterRowIsOneEventWithItsIdentifier) {
 TEST_F(PlannerTest, SplitMetersSendEachTokenTypeToItsMeter) {
   const auto config = make_config("meter_events", "2000", "split");
   known_["/alice"] = found("cus_a");
-  const Plan plan =
-      run(config, {row(1, "alice", 5, kNow, Sink::kMeterEvent, "prompt_tokens"),
-                   row(2, "alice", 6, kNow, Sink::kMeterEvent, "completion_tokens")});
+  const Plan plan = run(config, {row(1, "alice", 5, kNow, Sink::kMeterEvent, "prompt_tokens"),
+                                 row(2, "alice", 6, kNow, Sink::kMeterEvent, "completion_tokens")});
   ASSERT_EQ(plan.writes.batches.size(), 2u);
   EXPECT_EQ(plan.writes.batches[0].batch.meter_events[0].event_name, "llm_prompt");
   EXPECT_EQ(plan.writes.batches[1].batch.meter_events[0].event_name, "llm_completion");
@@ -333,8 +332,8 @@ TEST_F(PlannerTest, InDualModeEachSinkIsPlannedOnItsOwn) {
   const auto config = make_config("dual");
   known_["price_tokens/alice"] = found("cus_a", "si_a");
   known_["/alice"] = found("cus_a");
-  const Plan plan = run(config, {row(1, "alice", 5), row(2, "alice", 5, kNow - 5000,
-                                                          Sink::kMeterEvent)});
+  const Plan plan =
+      run(config, {row(1, "alice", 5), row(2, "alice", 5, kNow - 5000, Sink::kMeterEvent)});
   ASSERT_EQ(plan.writes.batches.size(), 2u);
   EXPECT_EQ(plan.writes.batches[0].batch.kind, BatchKind::kUsageRecord);
   EXPECT_EQ(plan.writes.batches[1].batch.kind, BatchKind::kMeterEvent);

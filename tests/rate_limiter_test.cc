@@ -10,7 +10,9 @@ namespace {
 
 class FakeClock : public Clock {
  public:
-  TimePoint now() const override { return TimePoint(std::chrono::seconds(1'700'000'000)) + offset(); }
+  TimePoint now() const override {
+    return TimePoint(std::chrono::seconds(1'700'000'000)) + offset();
+  }
   std::chrono::steady_clock::time_point steady_now() const override {
     return std::chrono::steady_clock::time_point(std::chrono::hours(1000)) + offset();
   }
@@ -76,10 +78,9 @@ TEST_F(RateLimiterTest, TheDecreaseFollowsTheShareOfThrottledAnswers) {
     double expected_rate;  // of 100
   };
   const std::vector<Row> table = {
-      {100, 1, 95},   // a stray 429: the least cut
-      {100, 20, 80},  // 20 % over the limit: 20 % off
-      {100, 40, 60},
-      {100, 90, 50},  // never more than half at once
+      {100, 1, 95},                  // a stray 429: the least cut
+      {100, 20, 80},                 // 20 % over the limit: 20 % off
+      {100, 40, 60}, {100, 90, 50},  // never more than half at once
       {10, 10, 50},
   };
   for (const Row& row : table) {
@@ -115,7 +116,7 @@ TEST_F(RateLimiterTest, RecoversAdditivelyWithinSeconds) {
   answer(limiter, 10, 10, std::chrono::milliseconds(100));
   ASSERT_NEAR(limiter.current_rate(), 50.0, 0.1);
   clock_->advance(std::chrono::seconds(4));
-  EXPECT_NEAR(limiter.current_rate() , 50.0, 0.1) << "read without an update moves nothing";
+  EXPECT_NEAR(limiter.current_rate(), 50.0, 0.1) << "read without an update moves nothing";
   limiter.on_answer(Throttle::kNone);
   EXPECT_NEAR(limiter.current_rate(), 70.0, 0.5) << "5 % of the configured rate each second";
   clock_->advance(std::chrono::seconds(10));

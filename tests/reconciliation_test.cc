@@ -34,7 +34,8 @@ class ReconciliationTest : public testing::EmulatorTest {
   void bill_calls(const Config& config) {
     auto logger = make_logger(config);
     for (int i = 0; i < 30; ++i) {
-      logger->log_success_event(for_customer("call-" + std::to_string(i), 5 + i, i % 2 ? "bob" : "alice"));
+      logger->log_success_event(
+          for_customer("call-" + std::to_string(i), 5 + i, i % 2 ? "bob" : "alice"));
     }
     ASSERT_TRUE(logger->shutdown(in_seconds(30)));
   }
@@ -71,7 +72,8 @@ TEST_F(ReconciliationTest, EverythingDeliveredMatchesStripeOnBothSides) {
   const auto* alice_meter = row(report, "meter", alice);
   const auto* alice_records = row(report, "usage_record", alice);
   ASSERT_TRUE(alice_meter && alice_records);
-  EXPECT_EQ(alice_meter->local, 5 + 7 + 9 + 11 + 13 + 15 + 17 + 19 + 21 + 23 + 25 + 27 + 29 + 31 + 33);
+  EXPECT_EQ(alice_meter->local,
+            5 + 7 + 9 + 11 + 13 + 15 + 17 + 19 + 21 + 23 + 25 + 27 + 29 + 31 + 33);
   EXPECT_EQ(alice_meter->stripe, alice_meter->local);
   EXPECT_EQ(alice_records->stripe, alice_meter->local);
   EXPECT_EQ(alice_meter->start % 60, 0);
@@ -90,11 +92,10 @@ TEST_F(ReconciliationTest, UsageStripeHasButTheLedgerDoesNotIsADifference) {
                                    kDefaultApiVersion, std::chrono::seconds(5)});
   ASSERT_TRUE(client.post_form("/v1/subscription_items/" + alice_item + "/usage_records",
                                {{"quantity", "100"}}, "extra-usage-record"));
-  ASSERT_TRUE(client.post_form("/v1/billing/meter_events",
-                               {{"event_name", kMeter},
-                                {"payload[stripe_customer_id]", alice},
-                                {"payload[value]", "100"}},
-                               "extra-meter-event"));
+  ASSERT_TRUE(client.post_form(
+      "/v1/billing/meter_events",
+      {{"event_name", kMeter}, {"payload[stripe_customer_id]", alice}, {"payload[value]", "100"}},
+      "extra-meter-event"));
   const ReconciliationReport report = reconcile_today(config);
   EXPECT_FALSE(report.matches());
   EXPECT_FALSE(report.matches(99));

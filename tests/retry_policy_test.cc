@@ -48,13 +48,16 @@ TEST(Classify, GivesEveryVerdictForEveryKindOfRequest) {
       {"usage record accepted", kUsage, success(), Outcome::kDelivered, "ok"},
       {"meter event accepted", kMeter, success(), Outcome::kDelivered, "ok"},
       {"stream accepted", kStream, success(), Outcome::kDelivered, "ok"},
-      {"meter identifier known", kMeter, stripe_error(400, "", "", false, std::nullopt, kAlreadyRecorded),
-       Outcome::kDelivered, "already_recorded"},
-      {"stream identifier known", kStream, stripe_error(400, "", "", false, std::nullopt, kAlreadyRecorded),
-       Outcome::kDelivered, "already_recorded"},
+      {"meter identifier known", kMeter,
+       stripe_error(400, "", "", false, std::nullopt, kAlreadyRecorded), Outcome::kDelivered,
+       "already_recorded"},
+      {"stream identifier known", kStream,
+       stripe_error(400, "", "", false, std::nullopt, kAlreadyRecorded), Outcome::kDelivered,
+       "already_recorded"},
       // A usage record has no identifier: the same words from Stripe are just a 400.
       {"usage record 400 with those words", kUsage,
-       stripe_error(400, "", "", false, std::nullopt, kAlreadyRecorded), Outcome::kDead, "stripe_400"},
+       stripe_error(400, "", "", false, std::nullopt, kAlreadyRecorded), Outcome::kDead,
+       "stripe_400"},
       // No answer.
       {"network", kUsage, local_error(ErrorCode::kNetwork), Outcome::kRetry, "network"},
       {"timeout", kMeter, local_error(ErrorCode::kTimeout), Outcome::kRetry, "timeout"},
@@ -74,21 +77,20 @@ TEST(Classify, GivesEveryVerdictForEveryKindOfRequest) {
       {"409 idempotency key in use", kUsage, stripe_error(409, "idempotency_key_in_use"),
        Outcome::kRetry, "stripe_idempotency_key_in_use"},
       // 429s: throttling lowers the shared rate; one object busy does not.
-      {"429 global rate", kUsage, stripe_error(429, "rate_limit", "global-rate"),
-       Outcome::kRetry, "stripe_rate_limit", Throttle::kRate},
-      {"429 endpoint concurrency", kMeter,
-       stripe_error(429, "rate_limit", "endpoint-concurrency"), Outcome::kRetry,
+      {"429 global rate", kUsage, stripe_error(429, "rate_limit", "global-rate"), Outcome::kRetry,
        "stripe_rate_limit", Throttle::kRate},
+      {"429 endpoint concurrency", kMeter, stripe_error(429, "rate_limit", "endpoint-concurrency"),
+       Outcome::kRetry, "stripe_rate_limit", Throttle::kRate},
       {"429 without a reason", kLookup, stripe_error(429, "rate_limit"), Outcome::kRetry,
        "stripe_rate_limit", Throttle::kRate},
       {"429 lock timeout", kUsage, stripe_error(429, "lock_timeout"), Outcome::kRetry,
        "stripe_lock_timeout", Throttle::kObject},
       {"429 one meter event per customer at a time", kMeter,
-       stripe_error(429, "rate_limit", "resource-specific"), Outcome::kRetry,
-       "stripe_rate_limit", Throttle::kObject},
+       stripe_error(429, "rate_limit", "resource-specific"), Outcome::kRetry, "stripe_rate_limit",
+       Throttle::kObject},
       {"429 even with should-retry false", kMeter,
-       stripe_error(429, "rate_limit", "global-rate", false), Outcome::kRetry,
-       "stripe_rate_limit", Throttle::kRate},
+       stripe_error(429, "rate_limit", "global-rate", false), Outcome::kRetry, "stripe_rate_limit",
+       Throttle::kRate},
       // The key.
       {"401 usage record", kUsage, stripe_error(401), Outcome::kPause, "stripe_401"},
       {"403 meter event", kMeter, stripe_error(403), Outcome::kPause, "stripe_403"},
@@ -101,8 +103,7 @@ TEST(Classify, GivesEveryVerdictForEveryKindOfRequest) {
       // Requests Stripe will refuse forever.
       {"400 usage record", kUsage, stripe_error(400, "parameter_unknown"), Outcome::kDead,
        "stripe_parameter_unknown"},
-      {"400 should retry", kUsage, stripe_error(400, "", "", true), Outcome::kRetry,
-       "stripe_400"},
+      {"400 should retry", kUsage, stripe_error(400, "", "", true), Outcome::kRetry, "stripe_400"},
       {"404 item gone", kUsage, stripe_error(404, "resource_missing", "", false),
        Outcome::kItemMissing, "stripe_resource_missing"},
       {"404 for a meter event", kMeter, stripe_error(404, "resource_missing"), Outcome::kDead,
@@ -123,8 +124,9 @@ TEST(Classify, AnAbortedTransferIsNoAttempt) {
 }
 
 TEST(Classify, CarriesStripesRetryAfter) {
-  EXPECT_EQ(classify(kUsage, stripe_error(429, "rate_limit", "global-rate", std::nullopt, 7)).retry_after,
-            std::chrono::seconds(7));
+  EXPECT_EQ(
+      classify(kUsage, stripe_error(429, "rate_limit", "global-rate", std::nullopt, 7)).retry_after,
+      std::chrono::seconds(7));
   EXPECT_FALSE(classify(kUsage, stripe_error(429, "rate_limit")).retry_after);
 }
 

@@ -112,8 +112,7 @@ TEST_F(SecretScanTest, NoLogLineMetricOrErrorContainsTheKeyOrASessionToken) {
 
   produced_ += log_.text() + callback_ui_descriptor();
   ASSERT_GT(produced_.size(), 5'000u) << "the scenarios produced too little to prove anything";
-  EXPECT_NE(produced_.find("sk_test_\xE2\x80\xA6"), std::string::npos)
-      << "keys are shown redacted";
+  EXPECT_NE(produced_.find("sk_test_\xE2\x80\xA6"), std::string::npos) << "keys are shown redacted";
   const auto found = secrets();
   ASSERT_GE(found.size(), 3u) << "the stream minted no session";
   for (const std::string& secret : found) {

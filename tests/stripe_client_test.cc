@@ -79,10 +79,9 @@ TEST(StripeClient, GetEncodesTheQueryAndSendsNoIdempotencyKey) {
 }
 
 TEST(StripeClient, ParsesStripesErrorIntoATypedError) {
-  CannedTransport transport(
-      {400,
-       {{"request-id", "req_9"}, {"stripe-should-retry", "false"}},
-       R"({"error":{"type":"invalid_request_error","code":"parameter_unknown",
+  CannedTransport transport({400,
+                             {{"request-id", "req_9"}, {"stripe-should-retry", "false"}},
+                             R"({"error":{"type":"invalid_request_error","code":"parameter_unknown",
            "param":"metadata","message":"Received unknown parameter: metadata"}})"});
   StripeClient client(transport, options());
   auto response = client.post_form("/v1/x", {}, "k");
@@ -128,7 +127,10 @@ TEST(StripeClient, ASuccessWithANonJsonBodyIsAnInvalidResponse) {
 }
 
 TEST(StripeClient, ErrorsNeverCarryTheKey) {
-  CannedTransport transport({401, {}, R"({"error":{"message":"Invalid API Key provided: sk_test_****wxyz","type":"invalid_request_error"}})"});
+  CannedTransport transport(
+      {401,
+       {},
+       R"({"error":{"message":"Invalid API Key provided: sk_test_****wxyz","type":"invalid_request_error"}})"});
   StripeClient client(transport, options());
   auto response = client.get("/v1/x");
   ASSERT_FALSE(response);
@@ -137,7 +139,8 @@ TEST(StripeClient, ErrorsNeverCarryTheKey) {
 
 TEST(StripeClient, ARedirectWithAJsonBodyIsNotASuccess) {
   for (int status : {301, 302, 304, 100, 0}) {
-    CannedTransport transport({status, {{"location", "https://elsewhere.example"}}, "{\"id\":\"x\"}"});
+    CannedTransport transport(
+        {status, {{"location", "https://elsewhere.example"}}, "{\"id\":\"x\"}"});
     StripeClient client(transport, options());
     auto response = client.post_form("/v1/subscription_items/si_1/usage_records", {}, "key");
     ASSERT_FALSE(response) << status;

@@ -2,7 +2,6 @@
 #include "stripe_billing/stripe_logger.h"
 
 #include <gtest/gtest.h>
-
 #include <sqlite3.h>
 
 #include <future>
@@ -16,11 +15,11 @@
 namespace stripe_billing {
 namespace {
 
+using stripe_emulator::Fault;
+using stripe_emulator::FaultKind;
 using testing::CapturedLog;
 using testing::EmulatorTest;
 using testing::in_seconds;
-using stripe_emulator::Fault;
-using stripe_emulator::FaultKind;
 
 class StripeLoggerTest : public EmulatorTest {
  protected:
@@ -28,7 +27,7 @@ class StripeLoggerTest : public EmulatorTest {
   // down with a 300 ms deadline (the writer alone would wait 5 s per attempt). True when shutdown
   // returned within 3 s, with the lock still held.
   static bool shutdown_keeps_its_deadline_while_locked(StripeLogger& logger,
-                                                         const std::string& outbox, int events) {
+                                                       const std::string& outbox, int events) {
     sqlite3* other = nullptr;
     if (sqlite3_open(outbox.c_str(), &other) != SQLITE_OK ||
         sqlite3_exec(other, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr) != SQLITE_OK) {
@@ -65,8 +64,7 @@ struct ChargeByCase {
   void (*set)(UsageEvent&, const std::string&);
 };
 
-class ChargeByTest : public StripeLoggerTest,
-                     public ::testing::WithParamInterface<ChargeByCase> {};
+class ChargeByTest : public StripeLoggerTest, public ::testing::WithParamInterface<ChargeByCase> {};
 
 TEST_P(ChargeByTest, BillsTheCustomerTheStrategyNames) {
   const std::string billed = add_customer("chosen");
@@ -130,8 +128,8 @@ TEST_F(StripeLoggerTest, SendsOnlyQuantityTimestampAndActionToTheUsageRecordEndp
     if (request.method != "POST") continue;
     seen = true;
     EXPECT_EQ(request.path, "/v1/subscription_items/" + item + "/usage_records");
-    const auto timestamp = std::chrono::duration_cast<std::chrono::seconds>(
-                               e.end_time->time_since_epoch()).count();
+    const auto timestamp =
+        std::chrono::duration_cast<std::chrono::seconds>(e.end_time->time_since_epoch()).count();
     EXPECT_EQ(request.body,
               "quantity=9&timestamp=" + std::to_string(timestamp) + "&action=increment");
     EXPECT_EQ(request.headers.at("stripe-version"), "2025-02-24.acacia");
@@ -318,7 +316,8 @@ TEST_F(StripeLoggerTest, ALostAnswerAfterStripeRecordedIsNotBilledTwice) {
 TEST_F(StripeLoggerTest, ARejectedTimestampIsCountedWithStripesReason) {
   const std::string customer = emulator_.create_customer({{"litellm_customer_id", "alice"}});
   const auto now = std::chrono::duration_cast<std::chrono::seconds>(
-                       std::chrono::system_clock::now().time_since_epoch()).count();
+                       std::chrono::system_clock::now().time_since_epoch())
+                       .count();
   emulator_.create_subscription(customer, price_, now - 3600, now + 86400);
   auto logger = make_logger(config());
   UsageEvent e = event("call-1", 10);
@@ -483,8 +482,8 @@ TEST_F(StripeLoggerTest, ManyHostThreadsCanReportAtOnce) {
 }
 
 TEST_F(StripeLoggerTest, HostileValuesNeverChangeThePathOrTheParameters) {
-  const std::vector<std::string> billable = {"a&quantity=999", "x=y", "a/b", "../../v1/customers",
-                                             "100%", "two words", "it's"};
+  const std::vector<std::string> billable = {
+      "a&quantity=999", "x=y", "a/b", "../../v1/customers", "100%", "two words", "it's"};
   const std::vector<std::string> unbillable = {std::string("caf\xff\xfe"),
                                                std::string(1 << 20, 'z')};
   std::map<std::string, std::string> items;

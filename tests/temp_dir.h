@@ -10,7 +10,8 @@ namespace stripe_billing::testing {
 class TempDir {
  public:
   TempDir() {
-    std::string pattern = (std::filesystem::temp_directory_path() / "stripe_billing_XXXXXX").string();
+    std::string pattern =
+        (std::filesystem::temp_directory_path() / "stripe_billing_XXXXXX").string();
     path_ = ::mkdtemp(pattern.data());
   }
   ~TempDir() {

@@ -34,9 +34,10 @@ TEST(ParseStandardLoggingPayload, ReadsEveryDocumentedField) {
   EXPECT_EQ(event->key_alias, "alias");
   EXPECT_EQ(event->metadata.at("region"), "eu");
   EXPECT_EQ(event->metadata.count("count"), 0u);
-  EXPECT_EQ(std::chrono::duration_cast<std::chrono::milliseconds>(
-                event->end_time->time_since_epoch()).count(),
-            1700000001500);
+  EXPECT_EQ(
+      std::chrono::duration_cast<std::chrono::milliseconds>(event->end_time->time_since_epoch())
+          .count(),
+      1700000001500);
 }
 
 TEST(ParseStandardLoggingPayload, FallsBackToIdForTheCallId) {
@@ -85,7 +86,8 @@ INSTANTIATE_TEST_SUITE_P(
 // 3.11 refuses the whole document instead; either way no infinite cost comes out).
 TEST(ParseStandardLoggingPayload, NeverYieldsAResponseCostBeyondTheRangeOfADouble) {
   for (const char* json : {R"({"response_cost":1e400})", R"({"response_cost":-1e400})",
-                           R"({"response_cost":1)" "000000000000000000000000000000000000000"
+                           R"({"response_cost":1)"
+                           "000000000000000000000000000000000000000"
                            "0000000000000000000000000000000000000000000000000000000000000000000"
                            "0000000000000000000000000000000000000000000000000000000000000000000"
                            "0000000000000000000000000000000000000000000000000000000000000000000"
@@ -104,8 +106,7 @@ TEST(ParseStandardLoggingPayload, RefusesTokenCountsAboveTheLargestInt64) {
       auto event = parse_standard_logging_payload(json);
       ASSERT_FALSE(event) << json << " gave " << event->total_tokens.value_or(0);
       EXPECT_EQ(event.error().code, ErrorCode::kInvalidEvent);
-      EXPECT_NE(event.error().message.find(std::string("field '") + field + "'"),
-                std::string::npos)
+      EXPECT_NE(event.error().message.find(std::string("field '") + field + "'"), std::string::npos)
           << event.error().message;
     }
   }
@@ -125,8 +126,7 @@ TEST(ParseStandardLoggingPayload, RefusesTimesAfterTheLastOneTheClockCanHold) {
       auto event = parse_standard_logging_payload(json);
       ASSERT_FALSE(event) << json;
       EXPECT_EQ(event.error().code, ErrorCode::kInvalidEvent);
-      EXPECT_NE(event.error().message.find(std::string("field '") + field + "'"),
-                std::string::npos)
+      EXPECT_NE(event.error().message.find(std::string("field '") + field + "'"), std::string::npos)
           << event.error().message;
     }
   }
@@ -135,9 +135,10 @@ TEST(ParseStandardLoggingPayload, RefusesTimesAfterTheLastOneTheClockCanHold) {
 TEST(ParseStandardLoggingPayload, ReadsTimesUpToTheLastSecondTheClockCanHold) {
   auto event = parse_standard_logging_payload(R"({"startTime":0,"endTime":9223372035.5})");
   ASSERT_TRUE(event) << event.error().to_string();
-  EXPECT_EQ(std::chrono::duration_cast<std::chrono::milliseconds>(
-                event->end_time->time_since_epoch()).count(),
-            9'223'372'035'500);
+  EXPECT_EQ(
+      std::chrono::duration_cast<std::chrono::milliseconds>(event->end_time->time_since_epoch())
+          .count(),
+      9'223'372'035'500);
   EXPECT_EQ(event->start_time->time_since_epoch().count(), 0);
 }
 

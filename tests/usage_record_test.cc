@@ -41,8 +41,8 @@ TEST(BillableQuantity, ClassifiesZeroNegativeMissingAndTooLarge) {
   auto negative = billable_quantity(tokens(0, 0, -5), QuantitySource::kTotalTokens, 100);
   EXPECT_EQ(negative.verdict, Verdict::kNegative);
   EXPECT_STREQ(negative.reason(), "negative_quantity");
-  auto missing = billable_quantity(tokens(std::nullopt, 3, std::nullopt),
-                                   QuantitySource::kTotalTokens, 100);
+  auto missing =
+      billable_quantity(tokens(std::nullopt, 3, std::nullopt), QuantitySource::kTotalTokens, 100);
   EXPECT_EQ(missing.verdict, Verdict::kMissingUsage);
   EXPECT_STREQ(missing.reason(), "missing_usage");
   auto large = billable_quantity(tokens(0, 0, 101), QuantitySource::kTotalTokens, 100);
@@ -72,8 +72,8 @@ TEST(UsageRecordRequest, PathCannotBeClimbedOrSplit) {
 TEST(HashedId, IsStableDistinctAndSafe) {
   EXPECT_EQ(hashed_id("a&b=c\r\n"), hashed_id("a&b=c\r\n"));
   EXPECT_NE(hashed_id(std::string(300, 'a')), hashed_id(std::string(301, 'a')));
-  for (const std::string& text : {std::string("a&b=c\r\nX: 1"), std::string(10'000, 'x'),
-                                  std::string("\xff\xfe")}) {
+  for (const std::string& text :
+       {std::string("a&b=c\r\nX: 1"), std::string(10'000, 'x'), std::string("\xff\xfe")}) {
     const std::string id = hashed_id(text);
     EXPECT_EQ(id.size(), 33u);
     for (char c : id) EXPECT_TRUE(std::isalnum(static_cast<unsigned char>(c))) << id;
@@ -92,8 +92,8 @@ TEST(IsValidUtf8, AcceptsUtf8AndRejectsBrokenSequences) {
   EXPECT_TRUE(is_valid_utf8("caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80"));
   EXPECT_FALSE(is_valid_utf8("\xff"));
   EXPECT_FALSE(is_valid_utf8("\xc3"));
-  EXPECT_FALSE(is_valid_utf8("\xc0\xaf"));          // overlong '/'
-  EXPECT_FALSE(is_valid_utf8("\xed\xa0\x80"));      // surrogate
+  EXPECT_FALSE(is_valid_utf8("\xc0\xaf"));      // overlong '/'
+  EXPECT_FALSE(is_valid_utf8("\xed\xa0\x80"));  // surrogate
 }
 
 }  // namespace

@@ -17,7 +17,9 @@ struct CheckLine {
   std::string text;
 };
 
-void print(const CheckLine& line) { std::cout << (line.ok ? "ok    " : "FAIL  ") << line.text << "\n"; }
+void print(const CheckLine& line) {
+  std::cout << (line.ok ? "ok    " : "FAIL  ") << line.text << "\n";
+}
 
 bool refuses_key(const Error& error) {
   return error.stripe && (error.stripe->http_status == 401 || error.stripe->http_status == 403);
@@ -26,8 +28,8 @@ bool refuses_key(const Error& error) {
 // Stripe's answer to a refused key or a network failure ends the checks: nothing else can pass.
 std::optional<int> fatal(const FinalizedConfig& config, const Error& error) {
   if (refuses_key(error)) {
-    print({false, "key " + config.api_key().redacted() + ": Stripe refuses it: " +
-                      redact(config, error.to_string())});
+    print({false, "key " + config.api_key().redacted() +
+                      ": Stripe refuses it: " + redact(config, error.to_string())});
     return kExitCheckFailed;
   }
   if (exit_code_for(error) == kExitUnreachable) return report_error(config, "Stripe", error);
@@ -54,7 +56,8 @@ CheckLine check_meter(const std::string& event_name, const std::vector<json>& me
                       const FinalizedConfig& config) {
   const std::string what = "meter " + event_name;
   for (const json& meter : meters) {
-    if (meter.value("event_name", "") != event_name || meter.value("status", "") != "active") continue;
+    if (meter.value("event_name", "") != event_name || meter.value("status", "") != "active")
+      continue;
     const std::string customer_key =
         meter.value("customer_mapping", json::object()).value("event_payload_key", "");
     const std::string value_key =

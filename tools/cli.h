@@ -14,9 +14,9 @@ namespace stripe_billing::cli {
 // The exit statuses, documented in docs/cli.md.
 enum ExitCode : int {
   kExitOk = 0,
-  kExitCheckFailed = 1,   // the command's own check failed: a difference, rejected lines, ...
-  kExitUsage = 2,         // bad arguments or configuration
-  kExitUnreachable = 3,   // Stripe or the outbox could not be reached
+  kExitCheckFailed = 1,  // the command's own check failed: a difference, rejected lines, ...
+  kExitUsage = 2,        // bad arguments or configuration
+  kExitUnreachable = 3,  // Stripe or the outbox could not be reached
 };
 
 // What every command starts from: where the configuration comes from.

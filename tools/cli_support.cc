@@ -38,12 +38,14 @@ std::optional<FinalizedConfig> load_config(const ConfigSource& source,
 
 int exit_code_for(const Error& error) {
   switch (error.code) {
-    case ErrorCode::kInvalidConfig: return kExitUsage;
+    case ErrorCode::kInvalidConfig:
+      return kExitUsage;
     case ErrorCode::kStripe: {
       const int status = error.stripe ? error.stripe->http_status : 0;
       return status >= 500 || status == 429 ? kExitUnreachable : kExitCheckFailed;
     }
-    default: return kExitUnreachable;
+    default:
+      return kExitUnreachable;
   }
 }
 
@@ -120,7 +122,8 @@ Expected<std::vector<nlohmann::json>> list_all(const StripeClient& client, const
 }
 
 bool is_missing(const Error& error) {
-  return error.stripe && error.stripe->http_status == 404 && error.stripe->code == "resource_missing";
+  return error.stripe && error.stripe->http_status == 404 &&
+         error.stripe->code == "resource_missing";
 }
 
 void print_table(std::ostream& out, const std::vector<std::vector<std::string>>& rows,
@@ -134,7 +137,8 @@ void print_table(std::ostream& out, const std::vector<std::vector<std::string>>&
     std::string line;
     for (std::size_t i = 0; i < row.size(); ++i) {
       const std::string padding(widths[i] - row[i].size(), ' ');
-      const bool right = std::find(right_aligned.begin(), right_aligned.end(), i) != right_aligned.end();
+      const bool right =
+          std::find(right_aligned.begin(), right_aligned.end(), i) != right_aligned.end();
       if (i > 0) line += "  ";
       line += right ? padding + row[i] : row[i] + (i + 1 < row.size() ? padding : "");
     }

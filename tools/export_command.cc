@@ -12,9 +12,9 @@ namespace stripe_billing::cli {
 namespace {
 
 const std::vector<std::string> kColumns = {
-    "call_id",        "customer_key", "customer_id", "sink",     "dimension",
-    "model",          "prompt_tokens", "completion_tokens", "cost", "quantity",
-    "event_time",     "request_id",   "delivered_at"};
+    "call_id",    "customer_key",  "customer_id",       "sink", "dimension",
+    "model",      "prompt_tokens", "completion_tokens", "cost", "quantity",
+    "event_time", "request_id",    "delivered_at"};
 
 std::vector<std::string> cells(const LedgerRow& row) {
   return {row.call_id,
@@ -50,14 +50,19 @@ void write_csv_line(const std::vector<std::string>& fields) {
 }
 
 void write_jsonl_line(const LedgerRow& row) {
-  const nlohmann::json object = {
-      {"call_id", row.call_id},       {"customer_key", row.customer_key},
-      {"customer_id", row.customer_id}, {"sink", to_string(row.sink)},
-      {"dimension", row.dimension},   {"model", row.model},
-      {"prompt_tokens", row.prompt_tokens}, {"completion_tokens", row.completion_tokens},
-      {"cost", row.cost},             {"quantity", row.quantity},
-      {"event_time", format_time(row.event_time)}, {"request_id", row.request_id},
-      {"delivered_at", format_time(row.delivered_ms / 1000)}};
+  const nlohmann::json object = {{"call_id", row.call_id},
+                                 {"customer_key", row.customer_key},
+                                 {"customer_id", row.customer_id},
+                                 {"sink", to_string(row.sink)},
+                                 {"dimension", row.dimension},
+                                 {"model", row.model},
+                                 {"prompt_tokens", row.prompt_tokens},
+                                 {"completion_tokens", row.completion_tokens},
+                                 {"cost", row.cost},
+                                 {"quantity", row.quantity},
+                                 {"event_time", format_time(row.event_time)},
+                                 {"request_id", row.request_id},
+                                 {"delivered_at", format_time(row.delivered_ms / 1000)}};
   // Invalid UTF-8 from the host is replaced, not a reason to stop the export.
   std::cout << object.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
 }

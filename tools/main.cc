@@ -1,7 +1,6 @@
 // stripe-billing: check, set up, inspect and repair the billing of an LLM gateway that links
 // stripe_billing. See docs/cli.md for every command and exit status.
 #include <CLI/CLI.hpp>
-
 #include <exception>
 #include <iostream>
 
@@ -53,8 +52,7 @@ int main(int argc, char** argv) {
   status_command->callback([&] { status = run_status(source); });
 
   RetryOptions retry;
-  auto* retry_command =
-      app.add_subcommand("retry", "Move parked or dead events back to pending");
+  auto* retry_command = app.add_subcommand("retry", "Move parked or dead events back to pending");
   retry_command->add_option("--reason", retry.reason, "Only events parked or dead for this reason");
   retry_command->add_option("--customer", retry.customer, "Only events of this customer key");
   retry_command->add_flag("--force", retry.force,
@@ -62,8 +60,8 @@ int main(int argc, char** argv) {
   retry_command->callback([&] { status = run_retry(source, retry); });
 
   ReplayOptions replay;
-  auto* replay_command = app.add_subcommand(
-      "replay", "Bill a JSONL file of LiteLLM StandardLoggingPayload lines");
+  auto* replay_command =
+      app.add_subcommand("replay", "Bill a JSONL file of LiteLLM StandardLoggingPayload lines");
   replay_command->add_option("file", replay.file, "The JSONL file")
       ->required()
       ->check(CLI::ExistingFile);

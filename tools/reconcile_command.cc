@@ -44,8 +44,8 @@ int run_reconcile(const ConfigSource& source, const ReconcileOptions& options) {
     std::cout << "matches: " << report->rows.size() << " rows, tolerance "
               << format_quantity(options.tolerance) << "\n";
   } else {
-    std::cout << "differs: " << differing << " of " << report->rows.size()
-              << " rows by more than " << format_quantity(options.tolerance) << "\n";
+    std::cout << "differs: " << differing << " of " << report->rows.size() << " rows by more than "
+              << format_quantity(options.tolerance) << "\n";
   }
   return matches ? kExitOk : kExitCheckFailed;
 }

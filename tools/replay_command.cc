@@ -23,7 +23,9 @@ class Progress {
   Progress(std::uintmax_t total_bytes, bool terminal) : total_(total_bytes), terminal_(terminal) {}
 
   void update(std::uintmax_t bytes, std::int64_t lines) {
-    const int percent = total_ == 0 ? 100 : static_cast<int>(std::min<std::uintmax_t>(bytes, total_) * 100 / total_);
+    const int percent =
+        total_ == 0 ? 100
+                    : static_cast<int>(std::min<std::uintmax_t>(bytes, total_) * 100 / total_);
     if (terminal_ && percent != percent_) {
       const int filled = percent * kWidth / 100;
       std::cerr << "\r[" << std::string(filled, '#') << std::string(kWidth - filled, ' ') << "] "
@@ -91,8 +93,8 @@ std::uint64_t rows_per_call(const FinalizedConfig& config) {
   return config.dimensions().size() * (config.billing_mode() == BillingMode::kDual ? 2 : 1);
 }
 
-void print_summary(const FinalizedConfig& config, const FedLines& fed, const StripeLoggerStats& stats,
-                   bool drained, int timeout_s) {
+void print_summary(const FinalizedConfig& config, const FedLines& fed,
+                   const StripeLoggerStats& stats, bool drained, int timeout_s) {
   std::cout << "lines read: " << fed.read << ", accepted: " << fed.accepted
             << " (duplicates: " << stats.deduplicated / rows_per_call(config)
             << "), rejected: " << fed.rejected.size() << "\n";

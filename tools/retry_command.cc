@@ -64,7 +64,8 @@ int run_retry(const ConfigSource& source, const RetryOptions& options) {
   if (left_old > 0) {
     std::cout << "left " << left_old << " events dead with " << kMaxAge
               << " (of any customer): that usage may already be billed; check Stripe, then run "
-                 "retry --reason " << kMaxAge << " --force\n";
+                 "retry --reason "
+              << kMaxAge << " --force\n";
   }
   return kExitOk;
 }

@@ -34,10 +34,10 @@ void report(const std::string& what, const Found& found) {
 }
 
 void fill_placeholder_prices(Config& config) {
-  for (auto [price, placeholder] : {std::pair{&config.price_id, kPlaceholderPrice},
-                                     std::pair{&config.prompt_price_id, kPlaceholderPromptPrice},
-                                     std::pair{&config.completion_price_id,
-                                               kPlaceholderCompletionPrice}}) {
+  for (auto [price, placeholder] :
+       {std::pair{&config.price_id, kPlaceholderPrice},
+        std::pair{&config.prompt_price_id, kPlaceholderPromptPrice},
+        std::pair{&config.completion_price_id, kPlaceholderCompletionPrice}}) {
     if (!price->has_value() || (*price)->empty()) *price = placeholder;
   }
 }
@@ -92,7 +92,8 @@ int TestSetup::run(int customers) {
     variables.emplace_back("STRIPE_QUANTITY", to_string(config_.quantity_source()));
   }
   auto made_product = product();
-  if (!made_product) return report_error(config_, "product " + std::string(kProductId), made_product.error());
+  if (!made_product)
+    return report_error(config_, "product " + std::string(kProductId), made_product.error());
   report("product", *made_product);
 
   std::vector<std::string> legacy_prices;
@@ -110,24 +111,29 @@ int TestSetup::run(int customers) {
     for (const BilledDimension& dimension : config_.dimensions()) {
       if (!done.insert(dimension.meter_event_name).second) continue;
       auto made_meter = meter(dimension.meter_event_name);
-      if (!made_meter) return report_error(config_, "meter " + dimension.meter_event_name, made_meter.error());
+      if (!made_meter)
+        return report_error(config_, "meter " + dimension.meter_event_name, made_meter.error());
       report("meter " + dimension.meter_event_name, *made_meter);
       variables.emplace_back(variable_for(config_, dimension, "METER_EVENT_NAME"),
                              dimension.meter_event_name);
       auto price = meter_price(made_product->id, dimension.meter_event_name, made_meter->id);
-      if (!price) return report_error(config_, "price for meter " + dimension.meter_event_name, price.error());
+      if (!price)
+        return report_error(config_, "price for meter " + dimension.meter_event_name,
+                            price.error());
       if (*price) {
         report("price (meter " + dimension.meter_event_name + ")", **price);
       } else {
-        std::cout << "note     no price created for meter " << dimension.meter_event_name
-                  << ": this Stripe API version refuses recurring[meter]; the meter alone counts usage, "
-                     "attach a price to it "
-                     "in the Dashboard before invoicing\n";
+        std::cout
+            << "note     no price created for meter " << dimension.meter_event_name
+            << ": this Stripe API version refuses recurring[meter]; the meter alone counts usage, "
+               "attach a price to it "
+               "in the Dashboard before invoicing\n";
       }
     }
   }
   variables.emplace_back("STRIPE_CUSTOMER_METADATA_KEY", config_.customer_metadata_key());
-  if (config_.api_base() != kDefaultApiBase) variables.emplace_back("STRIPE_API_BASE", config_.api_base());
+  if (config_.api_base() != kDefaultApiBase)
+    variables.emplace_back("STRIPE_API_BASE", config_.api_base());
 
   for (int i = 1; i <= customers; ++i) {
     const std::string value = "test-customer-" + std::to_string(i);
@@ -149,7 +155,8 @@ void TestSetup::print_environment(const std::vector<std::pair<std::string, std::
                                   int customers) const {
   std::cout << "\n# Bill these test objects with (and STRIPE_API_KEY set to your test key, "
             << config_.api_key().redacted() << "):\n";
-  for (const auto& [name, value] : variables) std::cout << "export " << name << "=" << value << "\n";
+  for (const auto& [name, value] : variables)
+    std::cout << "export " << name << "=" << value << "\n";
   if (customers > 0) {
     std::cout << "# The test customers are found by the " << to_string(config_.charge_by())
               << " values test-customer-1 to test-customer-" << customers << ".\n";
@@ -165,9 +172,8 @@ Expected<Found> TestSetup::product() {
 }
 
 Expected<std::optional<std::string>> TestSetup::price_by_lookup_key(const std::string& lookup_key) {
-  auto prices = api_.client().get("/v1/prices", {{"lookup_keys[0]", lookup_key},
-                                                 {"active", "true"},
-                                                 {"limit", "1"}});
+  auto prices = api_.client().get(
+      "/v1/prices", {{"lookup_keys[0]", lookup_key}, {"active", "true"}, {"limit", "1"}});
   if (!prices) return std::move(prices).error();
   const json data = prices->body.value("data", json::array());
   if (data.empty()) return std::optional<std::string>();
@@ -229,7 +235,8 @@ Expected<std::optional<Found>> TestSetup::meter_price(const std::string& product
                         run_key("meter-price-" + event_name));
   if (created) return std::optional<Found>(std::move(created.value()));
   const Error& error = created.error();
-  if (error.stripe && error.stripe->http_status == 400 && error.stripe->param == "recurring[meter]") {
+  if (error.stripe && error.stripe->http_status == 400 &&
+      error.stripe->param == "recurring[meter]") {
     return std::optional<Found>();
   }
   return std::move(created).error();
@@ -244,10 +251,11 @@ Expected<Found> TestSetup::customer(const std::string& value) {
   if (!data.empty()) return Found{data.front().value("id", ""), false};
   // Stripe's search lags up to a minute behind a new customer: the same key on a quick re-run
   // makes Stripe answer with the customer it already created.
-  return create("/v1/customers",
-                {{"metadata[" + config_.customer_metadata_key() + "]", value},
-                 {"name", "stripe_billing " + value}},
-                "stripe-billing-setup-test-customer-" + config_.customer_metadata_key() + "-" + value);
+  return create(
+      "/v1/customers",
+      {{"metadata[" + config_.customer_metadata_key() + "]", value},
+       {"name", "stripe_billing " + value}},
+      "stripe-billing-setup-test-customer-" + config_.customer_metadata_key() + "-" + value);
 }
 
 Expected<Found> TestSetup::subscription(const std::string& customer_id,
@@ -255,8 +263,9 @@ Expected<Found> TestSetup::subscription(const std::string& customer_id,
   FormFields items;
   std::string existing_id;
   for (const std::string& price_id : price_ids) {
-    auto found = api_.client().get(
-        "/v1/subscriptions", {{"customer", customer_id}, {"price", price_id}, {"status", "active"}});
+    auto found =
+        api_.client().get("/v1/subscriptions",
+                          {{"customer", customer_id}, {"price", price_id}, {"status", "active"}});
     if (!found) return std::move(found).error();
     const json data = found->body.value("data", json::array());
     if (!data.empty()) {

@@ -18,11 +18,12 @@ std::string age(std::int64_t milliseconds) {
 
 void print_counts(const OutboxCounts& counts) {
   std::cout << "events by state:\n";
-  print_table(std::cout, {{"  pending", std::to_string(counts.pending)},
-                          {"  sending", std::to_string(counts.batched)},
-                          {"  delivered", std::to_string(counts.delivered)},
-                          {"  parked", std::to_string(counts.parked)},
-                          {"  dead", std::to_string(counts.dead)}},
+  print_table(std::cout,
+              {{"  pending", std::to_string(counts.pending)},
+               {"  sending", std::to_string(counts.batched)},
+               {"  delivered", std::to_string(counts.delivered)},
+               {"  parked", std::to_string(counts.parked)},
+               {"  dead", std::to_string(counts.dead)}},
               {1});
   std::cout << "oldest pending: "
             << (counts.oldest_pending_ms == 0 ? "none" : age(now_ms() - counts.oldest_pending_ms))
@@ -34,9 +35,9 @@ void print_failure(const FinalizedConfig& config, const std::optional<BatchFailu
     std::cout << "last error: none\n";
     return;
   }
-  std::cout << "last error: batch " << failure->batch_id << " (" << to_string(failure->sink)
-            << ", " << (failure->dead ? "dead" : "retrying") << ", " << failure->attempts
-            << " attempts" << (failure->request_id.empty() ? "" : ", request " + failure->request_id)
+  std::cout << "last error: batch " << failure->batch_id << " (" << to_string(failure->sink) << ", "
+            << (failure->dead ? "dead" : "retrying") << ", " << failure->attempts << " attempts"
+            << (failure->request_id.empty() ? "" : ", request " + failure->request_id)
             << "): " << redact(config, failure->last_error) << "\n";
 }
 

@@ -1,8 +1,8 @@
 #include "spec_catalog.h"
 
 #include <algorithm>
-#include <stdexcept>
 #include <cctype>
+#include <stdexcept>
 
 #include "embedded_specs.h"
 
@@ -69,10 +69,9 @@ SpecCatalog::SpecCatalog(const std::vector<std::string_view>& spec_texts) {
   // JSON pointer (e.g. recurring[meter] on PostPrices, since API 2024-09-30).
   for (const auto& addition : additions) {
     const auto id = addition.at("operationId").get<std::string>();
-    const auto found = std::find_if(operations_.begin(), operations_.end(),
-                                    [&](const Operation& operation) {
-                                      return operation.operation_id == id;
-                                    });
+    const auto found =
+        std::find_if(operations_.begin(), operations_.end(),
+                     [&](const Operation& operation) { return operation.operation_id == id; });
     if (found == operations_.end()) throw std::runtime_error("x-parameter-additions: no " + id);
     auto& properties = found->params_schema.at(json::json_pointer(addition.at("pointer")));
     for (const auto& [name, schema] : addition.at("properties").items()) properties[name] = schema;

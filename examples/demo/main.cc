@@ -129,7 +129,9 @@ std::string gateway_yaml() {
          "  price_id: os.environ/STRIPE_PRICE_ID\n"
          "  api_base: os.environ/STRIPE_API_BASE\n"
          "  billing_mode: dual\n"
-         "  meter_event_name: " + std::string(kMeter) + "\n"
+         "  meter_event_name: " +
+         std::string(kMeter) +
+         "\n"
          "  charge_by: user_id\n";
 }
 
@@ -247,9 +249,8 @@ int run(const fs::path& emulator_path, const fs::path& gateway_path, const fs::p
     std::fprintf(stderr, "stripe-emulator did not stop cleanly\n");
   const bool all_match =
       std::all_of(rows.begin(), rows.end(), [](const UserRow& row) { return row.matches(); });
-  std::printf("\n%s\n", all_match
-                           ? "every user was billed exactly the tokens served, on both sides"
-                           : "MISMATCH: Stripe's usage differs from the tokens served");
+  std::printf("\n%s\n", all_match ? "every user was billed exactly the tokens served, on both sides"
+                                  : "MISMATCH: Stripe's usage differs from the tokens served");
   return all_match ? 0 : 1;
 }
 

@@ -37,8 +37,8 @@ class CustomLogger {
 
 // What a factory may use to build its callback.
 struct CallbackContext {
-  Config config;                            // from the environment or the YAML file
-  std::shared_ptr<spdlog::logger> logger;   // null: a silent logger
+  Config config;                             // from the environment or the YAML file
+  std::shared_ptr<spdlog::logger> logger;    // null: a silent logger
   std::shared_ptr<HttpTransport> transport;  // null: libcurl
 };
 

@@ -21,29 +21,36 @@ namespace stripe_billing {
 // variable that fills a field is named beside it; in YAML the key is the lowercase name without
 // the STRIPE_ prefix (api_key, price_id, ...) in the `stripe_billing` section.
 struct Config {
-  std::optional<std::string> api_key;                // STRIPE_API_KEY (required)
-  std::optional<std::string> billing_mode;           // STRIPE_BILLING_MODE = usage_records|meter_events|meter_event_stream|dual
-  std::optional<std::string> price_id;               // STRIPE_PRICE_ID (usage records)
-  std::optional<std::string> charge_by;              // STRIPE_CHARGE_BY = end_user_id|user_id|team_id
-  std::optional<std::string> trust_request_user;     // STRIPE_TRUST_REQUEST_USER = off|lookup|customer_id
-  std::optional<std::string> api_base;               // STRIPE_API_BASE
-  std::optional<std::string> api_version;            // STRIPE_API_VERSION
-  std::optional<std::string> environment;            // ENVIRONMENT
-  std::optional<std::string> quantity;               // STRIPE_QUANTITY = total_tokens|prompt_tokens|completion_tokens|split|cost
-  std::optional<std::string> max_quantity;           // STRIPE_MAX_QUANTITY
-  std::optional<std::string> prompt_price_id;        // STRIPE_PROMPT_PRICE_ID (usage records, split)
-  std::optional<std::string> completion_price_id;    // STRIPE_COMPLETION_PRICE_ID (usage records, split)
-  std::optional<std::string> cost_multiplier;        // STRIPE_COST_MULTIPLIER (cost: units per 1.0 of response_cost)
+  std::optional<std::string> api_key;  // STRIPE_API_KEY (required)
+  std::optional<std::string>
+      billing_mode;  // STRIPE_BILLING_MODE = usage_records|meter_events|meter_event_stream|dual
+  std::optional<std::string> price_id;   // STRIPE_PRICE_ID (usage records)
+  std::optional<std::string> charge_by;  // STRIPE_CHARGE_BY = end_user_id|user_id|team_id
+  std::optional<std::string>
+      trust_request_user;                  // STRIPE_TRUST_REQUEST_USER = off|lookup|customer_id
+  std::optional<std::string> api_base;     // STRIPE_API_BASE
+  std::optional<std::string> api_version;  // STRIPE_API_VERSION
+  std::optional<std::string> environment;  // ENVIRONMENT
+  std::optional<std::string>
+      quantity;  // STRIPE_QUANTITY = total_tokens|prompt_tokens|completion_tokens|split|cost
+  std::optional<std::string> max_quantity;     // STRIPE_MAX_QUANTITY
+  std::optional<std::string> prompt_price_id;  // STRIPE_PROMPT_PRICE_ID (usage records, split)
+  std::optional<std::string>
+      completion_price_id;  // STRIPE_COMPLETION_PRICE_ID (usage records, split)
+  std::optional<std::string>
+      cost_multiplier;  // STRIPE_COST_MULTIPLIER (cost: units per 1.0 of response_cost)
   // Billing meters.
-  std::optional<std::string> meter_event_name;             // STRIPE_METER_EVENT_NAME
-  std::optional<std::string> prompt_meter_event_name;      // STRIPE_PROMPT_METER_EVENT_NAME (split)
-  std::optional<std::string> completion_meter_event_name;  // STRIPE_COMPLETION_METER_EVENT_NAME (split)
-  std::optional<std::string> meter_customer_key;           // STRIPE_METER_CUSTOMER_KEY
-  std::optional<std::string> meter_value_key;              // STRIPE_METER_VALUE_KEY
-  std::optional<std::string> meter_token_type_key;         // STRIPE_METER_TOKEN_TYPE_KEY (split, one meter)
-  std::optional<std::string> meter_model_key;              // STRIPE_METER_MODEL_KEY (adds the model)
-  std::optional<std::string> meter_stream_base;            // STRIPE_METER_STREAM_BASE
-  std::optional<std::string> meter_rate_limit;             // STRIPE_METER_RATE_LIMIT (requests per second)
+  std::optional<std::string> meter_event_name;         // STRIPE_METER_EVENT_NAME
+  std::optional<std::string> prompt_meter_event_name;  // STRIPE_PROMPT_METER_EVENT_NAME (split)
+  std::optional<std::string>
+      completion_meter_event_name;                // STRIPE_COMPLETION_METER_EVENT_NAME (split)
+  std::optional<std::string> meter_customer_key;  // STRIPE_METER_CUSTOMER_KEY
+  std::optional<std::string> meter_value_key;     // STRIPE_METER_VALUE_KEY
+  std::optional<std::string>
+      meter_token_type_key;                      // STRIPE_METER_TOKEN_TYPE_KEY (split, one meter)
+  std::optional<std::string> meter_model_key;    // STRIPE_METER_MODEL_KEY (adds the model)
+  std::optional<std::string> meter_stream_base;  // STRIPE_METER_STREAM_BASE
+  std::optional<std::string> meter_rate_limit;   // STRIPE_METER_RATE_LIMIT (requests per second)
   std::optional<std::string> customer_metadata_key;  // STRIPE_CUSTOMER_METADATA_KEY
   std::optional<std::string> customer_map;           // STRIPE_CUSTOMER_MAP = "alice=cus_1,bob=si_2"
   std::optional<std::string> lookup_cache_ttl;       // STRIPE_LOOKUP_CACHE_TTL (seconds)
@@ -78,7 +85,7 @@ Config config_from_env(const EnvLookup& env = process_environment());
 // One setting, described for people: docs, `--help`, and the form an admin UI renders from
 // callback_ui_descriptor() (callback.h).
 struct SettingInfo {
-  const char* variable;       // STRIPE_API_KEY
+  const char* variable;  // STRIPE_API_KEY
   const char* description;
   const char* default_value;  // "" when there is none (required, or empty by default)
   const char* required_in;    // the modes that need it: "all", "usage_records dual", or ""
@@ -138,7 +145,7 @@ struct StaticTarget {
 
 // One quantity a call bills (split bills two). Everything a sender needs to bill it.
 struct BilledDimension {
-  std::string name;              // total_tokens, prompt_tokens, completion_tokens or cost
+  std::string name;  // total_tokens, prompt_tokens, completion_tokens or cost
   QuantitySource source = QuantitySource::kTotalTokens;  // never kSplit
   std::string price_id;          // usage records: the price whose subscription item is billed
   std::string meter_event_name;  // meters: the meter's event name
@@ -176,9 +183,7 @@ class FinalizedConfig {
   QuantitySource quantity_source() const noexcept { return quantity_source_; }
   std::int64_t max_quantity() const noexcept { return max_quantity_; }
   const std::string& customer_metadata_key() const noexcept { return customer_metadata_key_; }
-  const std::map<std::string, StaticTarget>& customer_map() const noexcept {
-    return customer_map_;
-  }
+  const std::map<std::string, StaticTarget>& customer_map() const noexcept { return customer_map_; }
   std::chrono::seconds lookup_cache_ttl() const noexcept { return lookup_cache_ttl_; }
   std::chrono::seconds lookup_miss_ttl() const noexcept { return lookup_miss_ttl_; }
   std::chrono::milliseconds connect_timeout() const noexcept { return connect_timeout_; }

@@ -1,5 +1,6 @@
-// Errors as values. Every fallible call in stripe_billing returns Expected<T>; nothing throws across
-// the library boundary. ErrorCode values are stable: they appear in logs, metrics and the outbox.
+// Errors as values. Every fallible call in stripe_billing returns Expected<T>; nothing throws
+// across the library boundary. ErrorCode values are stable: they appear in logs, metrics and the
+// outbox.
 #pragma once
 
 #include <optional>
@@ -57,7 +58,7 @@ struct Error {
 template <typename T>
 class [[nodiscard]] Expected {
  public:
-  Expected(T value) : data_(std::move(value)) {}  // NOLINT(google-explicit-constructor)
+  Expected(T value) : data_(std::move(value)) {}      // NOLINT(google-explicit-constructor)
   Expected(Error error) : data_(std::move(error)) {}  // NOLINT(google-explicit-constructor)
 
   bool has_value() const noexcept { return data_.index() == 0; }

@@ -28,8 +28,8 @@ struct ReconciliationRow {
   std::string target;        // si_… or the meter's event name
   std::int64_t start = 0;    // the compared range, unix seconds [start, end)
   std::int64_t end = 0;
-  double local = 0;          // delivered according to the ledger
-  double stripe = 0;         // what Stripe reports
+  double local = 0;   // delivered according to the ledger
+  double stripe = 0;  // what Stripe reports
   double difference() const { return stripe - local; }
 };
 

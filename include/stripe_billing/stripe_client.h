@@ -4,12 +4,11 @@
 #pragma once
 
 #include <chrono>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <string_view>
 #include <utility>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "stripe_billing/error.h"
 #include "stripe_billing/http_transport.h"
@@ -28,7 +27,7 @@ std::string percent_encode(std::string_view text);
 std::string encode_path_segment(std::string_view segment);
 
 struct StripeClientOptions {
-  std::string api_base;     // https://api.stripe.com
+  std::string api_base;  // https://api.stripe.com
   Secret api_key;
   std::string api_version;  // sent as Stripe-Version unless empty
   std::chrono::milliseconds timeout{30'000};

@@ -24,7 +24,7 @@ class logger;
 namespace sinks {
 class sink;
 }
-}
+}  // namespace spdlog
 
 namespace stripe_billing {
 
@@ -48,7 +48,7 @@ struct StripeLoggerOptions {
   // The host's logger, or else its sinks for a logger named "stripe_billing"; with neither, a
   // silent logger. Never spdlog's global registry or default logger.
   std::shared_ptr<spdlog::logger> logger;
-  std::shared_ptr<Clock> clock;              // null: the system clock
+  std::shared_ptr<Clock> clock;  // null: the system clock
   std::vector<std::shared_ptr<spdlog::sinks::sink>> sinks;
 };
 
@@ -73,20 +73,20 @@ struct RequestCount {
 // A snapshot of the counters (each read atomically) and of the outbox. metrics.h renders it as
 // JSON and as Prometheus text.
 struct StripeLoggerStats {
-  std::uint64_t received = 0;            // log_success_event calls
-  std::uint64_t failure_events = 0;      // log_failure_event calls (never billed)
+  std::uint64_t received = 0;        // log_success_event calls
+  std::uint64_t failure_events = 0;  // log_failure_event calls (never billed)
   // Counts of outbox rows: one per call, billed dimension and sink (dual mode: two per call).
-  std::uint64_t accepted = 0;            // rows stored in the outbox
-  std::uint64_t outbox_commits = 0;      // the writer's transactions (group commits)
-  std::uint64_t deduplicated = 0;        // the same call id, dimension and sink reported again
-  std::uint64_t skipped_zero = 0;        // zero quantity: nothing to bill
-  std::uint64_t lost = 0;                // could not be kept (memory cap reached, outbox unwritable)
-  std::uint64_t dropped_shutdown = 0;    // arrived after shutdown began
-  std::uint64_t delivered = 0;           // rows Stripe recorded
+  std::uint64_t accepted = 0;          // rows stored in the outbox
+  std::uint64_t outbox_commits = 0;    // the writer's transactions (group commits)
+  std::uint64_t deduplicated = 0;      // the same call id, dimension and sink reported again
+  std::uint64_t skipped_zero = 0;      // zero quantity: nothing to bill
+  std::uint64_t lost = 0;              // could not be kept (memory cap reached, outbox unwritable)
+  std::uint64_t dropped_shutdown = 0;  // arrived after shutdown began
+  std::uint64_t delivered = 0;         // rows Stripe recorded
   std::uint64_t delivered_requests = 0;  // requests Stripe accepted (one per batch)
   std::uint64_t quantity_delivered = 0;
-  std::uint64_t failed = 0;              // rows dead after Stripe refused them for good
-  std::uint64_t stripe_requests = 0;     // requests sent to Stripe, lookups included
+  std::uint64_t failed = 0;           // rows dead after Stripe refused them for good
+  std::uint64_t stripe_requests = 0;  // requests sent to Stripe, lookups included
   std::uint64_t retries = 0;
   std::uint64_t lookup_hits = 0;
   std::uint64_t lookup_misses = 0;
@@ -95,8 +95,8 @@ struct StripeLoggerStats {
   double rate_limit = 0;                 // the current rate (lowered by throttling 429s)
   double meter_rate_limit = 0;           // live mode: the meter events' own current rate; else 0
   std::uint64_t rate_limit_decreases = 0;  // times a throttling 429 lowered a rate
-  bool paused = false;                   // Stripe refuses the key: sending paused, probing
-  std::uint64_t queued_batches = 0;      // batches in memory for the senders (the rest: outbox)
+  bool paused = false;                     // Stripe refuses the key: sending paused, probing
+  std::uint64_t queued_batches = 0;        // batches in memory for the senders (the rest: outbox)
   // The outbox: events waiting (in memory or stored), parked, dead; the oldest waiting (ms).
   std::uint64_t pending = 0;
   std::uint64_t parked = 0;
@@ -108,8 +108,8 @@ struct StripeLoggerStats {
   // meter_timestamp_too_old, meter_value_too_large, usage_records_not_in_mode, ... (see
   // docs/operations.md)
   std::map<std::string, std::uint64_t> rejected;
-  std::vector<RequestCount> requests;      // every request sent, lookups and probes included
-  LatencyHistogram request_latency;        // every request sent, network time only
+  std::vector<RequestCount> requests;  // every request sent, lookups and probes included
+  LatencyHistogram request_latency;    // every request sent, network time only
   // Quantity Stripe recorded, by the model of the calls (at most 100 models; the rest "other").
   std::map<std::string, std::uint64_t> quantity_by_model;
 };

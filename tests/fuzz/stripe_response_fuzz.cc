@@ -8,10 +8,9 @@
 // sent, whatever the body.
 #include <cstdint>
 #include <limits>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <string_view>
-
-#include <nlohmann/json.hpp>
 
 #include "fuzz_support.h"
 #include "stripe_billing/stripe_client.h"
