@@ -16,7 +16,8 @@ namespace stripe_billing::fuzz {
 // Shaped like a test key but, like the repository's other test keys, never like a real one.
 inline constexpr std::string_view kFuzzApiKey = "sk_test_fuzz_key_0000_0000_0000_0000";
 
-// Bytes for a report: printable ASCII as is, everything else as \xHH, at most 2000 bytes.
+// Bytes for a report: printable ASCII as is, everything else as \xHH, at most 2000 bytes. Not
+// log_safe(): the targets check log_safe itself, so their reports must not depend on it.
 inline std::string printable(std::string_view text) {
   std::string out;
   for (unsigned char c : text) {
