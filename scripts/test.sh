@@ -24,9 +24,23 @@ if [ -n "$sanitize" ]; then
   build_type=Debug
 fi
 jobs="$(nproc)"
+extra=()
+# Sanitizer builds run tests only: the benchmarks are not built there.
+if [ -n "$sanitize" ]; then extra+=(-DSTRIPE_BILLING_BUILD_BENCH=OFF); fi
 cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE="$build_type" \
-  -DSTRIPE_BILLING_SANITIZE="$sanitize" >/dev/null
-cmake --build "$build" -j"$jobs"
+  -DSTRIPE_BILLING_SANITIZE="$sanitize" "${extra[@]}" >/dev/null
+targets=()
+if [ -n "$only" ]; then
+  # Only the tests asked for (each test is the executable of the same name; CTest's own
+  # dependencies, such as crash_test's child process, come with them).
+  mapfile -t targets < <(cd "$root/tests" && ls -- *_test.cc | sed 's/\.cc$//' | grep -E -- "$only" || true)
+  if [ ${#targets[@]} -eq 0 ]; then echo "test: no test matches '$only'" >&2; exit 2; fi
+fi
+if [ ${#targets[@]} -gt 0 ]; then
+  cmake --build "$build" -j"$jobs" --target "${targets[@]}"
+else
+  cmake --build "$build" -j"$jobs"
+fi
 
 export ASAN_OPTIONS="detect_leaks=1:abort_on_error=1"
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"

@@ -106,9 +106,22 @@ class CrashTest : public testing::EmulatorTest, public ::testing::WithParamInter
     return env;
   }
 
-  // Starts the feeder; kills it with SIGKILL at `kill_at` unless it ends first.
-  ChildRun run_child(const std::vector<std::string>& args,
-                     std::optional<Steady::time_point> kill_at) {
+  // When a feeder is killed: `after` its start, or after the first event it had accepted (so a
+  // slow build, whose start-up takes most of a short lifetime, still feeds between kills).
+  struct KillPlan {
+    std::chrono::milliseconds after{0};
+    bool from_first_accept = false;
+  };
+
+  // Starts the feeder; kills it with SIGKILL as `plan` says unless it ends first.
+  ChildRun run_child(const std::vector<std::string>& args, std::optional<KillPlan> plan) {
+    const auto spawned = Steady::now();
+    std::optional<Steady::time_point> kill_at;
+    if (plan) {
+      // One that never accepts anything is killed anyway, later.
+      kill_at = spawned + plan->after +
+                (plan->from_first_accept ? std::chrono::seconds(10) : std::chrono::seconds(0));
+    }
     int pipe_fds[2];
     EXPECT_EQ(pipe2(pipe_fds, O_CLOEXEC), 0);
     posix_spawn_file_actions_t actions;
@@ -144,7 +157,8 @@ class CrashTest : public testing::EmulatorTest, public ::testing::WithParamInter
       }
       pollfd fd{pipe_fds[0], POLLIN, 0};
       const int ready = poll(&fd, 1, timeout_ms);
-      if (ready == 0 && kill_at && !killed) {
+      // Due even while output keeps arriving (poll then never times out).
+      if (kill_at && !killed && (ready == 0 || Steady::now() >= *kill_at)) {
         kill(pid, SIGKILL);
         run.killed_at = Steady::now();
         killed = true;
@@ -165,6 +179,7 @@ class CrashTest : public testing::EmulatorTest, public ::testing::WithParamInter
           line >> submitted.customer >> submitted.quantity;
           run.submitted[call] = submitted;
         } else if (word == "accepted") {
+          if (run.accepted.empty() && plan && plan->from_first_accept) kill_at = now + plan->after;
           run.accepted[call] = now;
         }
       }
@@ -222,13 +237,15 @@ TEST_P(CrashTest, NothingIsLostAndNothingIsBilledTwiceAcrossKills) {
   std::uniform_int_distribution<int> lifetime_ms(150, 600);
   std::vector<ChildRun> runs;
   for (int kill_number = 0; kill_number < kKills; ++kill_number) {
-    const auto kill_at = Steady::now() + std::chrono::milliseconds(lifetime_ms(random));
+    // Every fourth kill counts from the start, so some land in start-up (journal replay, schema
+    // check, the first lookups); the others from the first accepted event.
+    const KillPlan kill_plan{std::chrono::milliseconds(lifetime_ms(random)), kill_number % 4 != 0};
     // Sync mode runs flat out; async mode at a busy gateway's pace (the loss window is defined
     // for a writer that keeps up; see docs/operations.md).
     runs.push_back(
         run_child({"--run", std::to_string(kill_number), "--events", "100000", "--customers",
                    std::to_string(kCustomers), "--rate", sync ? "0" : "5000"},
-                  kill_at));
+                  kill_plan));
     ASSERT_EQ(runs.back().exit_status, -SIGKILL) << "run " << kill_number << " ended by itself";
   }
   emulator_.set_random_faults({}, 0);
