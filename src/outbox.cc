@@ -1221,10 +1221,18 @@ void Outbox::checkpoint() {
 }
 
 Expected<OutboxCounts> Outbox::counts() {
-  // The engine's own reader when there is one: a scrape never waits behind the engine.
-  std::mutex& mutex = db_->reader != nullptr ? db_->reader_mutex : db_->engine_mutex;
-  sqlite3* db = db_->reader != nullptr ? db_->reader : db_->engine;
-  std::lock_guard lock(mutex);
+  // The engine's own reader when there is one: a scrape never waits behind the engine. Which
+  // connection it is is read under the reader's lock (check_file() reopens them under it).
+  std::unique_lock reader_lock(db_->reader_mutex);
+  std::unique_lock<std::mutex> engine_lock;
+  sqlite3* db = db_->reader;
+  if (db == nullptr) {
+    // No reader (a read-only outbox): the engine's connection. Its lock comes before the
+    // reader's everywhere else, so the reader's is given up first.
+    reader_lock.unlock();
+    engine_lock = std::unique_lock(db_->engine_mutex);
+    db = db_->engine;
+  }
   OutboxCounts counts;
   if (mode_ == Mode::kReadOnly) {
     auto queried = count_by_query();

@@ -448,7 +448,8 @@ TEST_F(StripeLoggerTest, ABurstLargerThanOneCommitGroupIsBilledInFull) {
   const std::string item = add_customer("alice");
   Config config = this->config();
   config.durability = "async";
-  config.commit_interval_ms = "10000";  // only a full group or the flush wakes the writer
+  config.commit_interval_ms = "10000";   // only a full group or the flush wakes the writer
+  config.aggregation_window_ms = "500";  // a few usage records, not one per call
   auto logger = make_logger(config);
   const int calls = 3 * 8192 + 5;  // three hand-off chunks and a bit: groups span chunks
   for (int i = 0; i < calls; ++i) {
