@@ -29,7 +29,10 @@ class StripeLoggerTest : public EmulatorTest {
   static bool shutdown_keeps_its_deadline_while_locked(StripeLogger& logger,
                                                        const std::string& outbox, int events) {
     sqlite3* other = nullptr;
+    // The logger's engine may be writing right now (its start-up housekeeping): wait for the
+    // lock instead of failing at once.
     if (sqlite3_open(outbox.c_str(), &other) != SQLITE_OK ||
+        sqlite3_busy_timeout(other, 5000) != SQLITE_OK ||
         sqlite3_exec(other, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr) != SQLITE_OK) {
       sqlite3_close(other);
       return false;
