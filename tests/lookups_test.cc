@@ -79,6 +79,22 @@ TEST_F(LookupsTest, OneCustomersWronglyShapedAnswerBacksOffThatCustomerAlone) {
   EXPECT_GT(lookups_->peek("broken", price_).retry_at_ms, 0) << "and broken still backs off";
 }
 
+TEST_F(LookupsTest, AStripeRefusalOfOneCustomersLookupBacksOffThatCustomerAlone) {
+  add_customer("alice");
+  const std::string bob_item = add_customer("bob");
+  start("never-in-a-url", "");
+  emulator_.inject(Fault{FaultKind::kStatus, 400, "/v1/customers/search", {}}, 1);
+
+  lookups_->request(LookupRequest{"alice", price_, false});
+  ASSERT_TRUE(answered(1));
+  EXPECT_GT(lookups_->peek("alice", price_).retry_at_ms, 0) << "alice's lookup backs off";
+  lookups_->request(LookupRequest{"bob", price_, false});
+  ASSERT_TRUE(answered(2)) << "a 400 about alice's request does not hold up bob's";
+  const Lookup found = lookups_->peek("bob", price_);
+  ASSERT_EQ(found.status, Lookup::Status::kFound);
+  EXPECT_EQ(found.target.subscription_item_id, bob_item);
+}
+
 TEST_F(LookupsTest, AFailingServiceBacksOffEveryLookupOfThePrice) {
   add_customer("alice");
   add_customer("bob");
