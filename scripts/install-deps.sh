@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Installs the Debian packages stripe_billing builds and tests with. Does nothing when they are
 # all present already; otherwise runs `apt-get update` once and `apt-get install -y` (needs root).
+# postgresql is there for its binaries: the tests run throwaway servers (scripts/pg-cluster.sh).
 set -euo pipefail
 packages=(
   build-essential cmake pkg-config git
   libcurl4-openssl-dev nlohmann-json3-dev libspdlog-dev
   libgtest-dev libgmock-dev
   libsqlite3-dev libyaml-cpp-dev libcpp-httplib-dev libcli11-dev libbenchmark-dev
+  postgresql libpq-dev
 )
 missing=()
 for p in "${packages[@]}"; do

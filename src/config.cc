@@ -18,6 +18,7 @@
 #include <utility>
 #include <vector>
 
+#include "pg_conninfo.h"
 #include "stripe_billing/http_transport.h"
 
 namespace stripe_billing {
@@ -63,6 +64,7 @@ constexpr IntegerRule kConnectTimeoutRule{"STRIPE_CONNECT_TIMEOUT_MS", "millisec
                                           kMaxTimeoutMs};
 constexpr IntegerRule kTimeoutRule{"STRIPE_TIMEOUT_MS", "milliseconds", 20'000, 1, kMaxTimeoutMs};
 constexpr IntegerRule kQueueCapacityRule{"STRIPE_QUEUE_CAPACITY", "", 100'000, 1, 10'000'000};
+constexpr IntegerRule kFleetLeaseRule{"STRIPE_FLEET_LEASE_S", "s", 10, 2, 300};
 
 // Delivery engine.
 constexpr std::int64_t kDaySeconds = 24LL * 60 * 60;
@@ -131,6 +133,9 @@ constexpr SettingField kSettingFields[] = {
     {"STRIPE_TIMEOUT_MS", &Config::timeout_ms},
     {"STRIPE_QUEUE_CAPACITY", &Config::queue_capacity},
     {"STRIPE_OUTBOX_PATH", &Config::outbox_path},
+    {"STRIPE_OUTBOX_URL", &Config::outbox_url},
+    {"STRIPE_OUTBOX_SCHEMA", &Config::outbox_schema},
+    {"STRIPE_FLEET_LEASE_S", &Config::fleet_lease_s},
     {"STRIPE_DURABILITY", &Config::durability},
     {"STRIPE_COMMIT_INTERVAL_MS", &Config::commit_interval_ms},
     {"STRIPE_SYNC_TIMEOUT_MS", &Config::sync_timeout_ms},
@@ -593,6 +598,44 @@ std::string check_outbox_path(Problems& problems, const std::optional<std::strin
     return {};
   }
   return path;
+}
+
+// The PostgreSQL store: a libpq connection string that is never shown with its password.
+void check_outbox_url(Problems& problems, const std::optional<std::string>& raw, Secret& url,
+                      std::string& redacted) {
+  if (!value_set(raw)) return;
+  constexpr const char* kVar = "STRIPE_OUTBOX_URL";
+  if (raw->find('\0') != std::string::npos) {
+    problems.add(std::string(kVar) + " contains a NUL byte");
+    return;
+  }
+  PgConninfoCheck check = check_pg_conninfo(*raw);
+  for (const std::string& problem : check.problems) {
+    problems.add(std::string(kVar) + (check.redacted.empty() ? "" : " " + check.redacted) + " " +
+                 problem);
+  }
+  if (!check.problems.empty()) return;
+  url = Secret(*raw);
+  redacted = std::move(check.redacted);
+}
+
+// A PostgreSQL schema the library creates and owns: a plain lowercase identifier, so it is never
+// quoted wrongly and several gateways can share one database under their own names.
+std::string check_outbox_schema(Problems& problems, const std::optional<std::string>& raw) {
+  if (!value_set(raw)) return kDefaultOutboxSchema;
+  const std::string& name = *raw;
+  bool valid = !name.empty() && name.size() <= 63 && !(name[0] >= '0' && name[0] <= '9');
+  for (char c : name) {
+    valid = valid && ((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_');
+  }
+  if (!valid || starts_with(name, "pg_")) {
+    problems.add(
+        "STRIPE_OUTBOX_SCHEMA must be 1-63 characters of a-z, 0-9 and _, not starting "
+        "with a digit or pg_; got " +
+        problems.shown(name));
+    return {};
+  }
+  return name;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1153,6 +1196,9 @@ Expected<FinalizedConfig> finalize_config(const Config& given) {
   const auto queue_capacity = check_integer(problems, kQueueCapacityRule, config.queue_capacity);
 
   out.outbox_path_ = check_outbox_path(problems, config.outbox_path);
+  check_outbox_url(problems, config.outbox_url, out.outbox_url_, out.outbox_url_redacted_);
+  out.outbox_schema_ = check_outbox_schema(problems, config.outbox_schema);
+  const auto fleet_lease = check_integer(problems, kFleetLeaseRule, config.fleet_lease_s);
   out.durability_ =
       check_choice(problems, "STRIPE_DURABILITY", config.durability, kDurabilityChoices);
   out.log_format_ =
@@ -1206,6 +1252,7 @@ Expected<FinalizedConfig> finalize_config(const Config& given) {
   out.park_retry_ = std::chrono::seconds(*park_retry);
   out.ledger_retention_ = std::chrono::hours(*ledger_retention * 24);
   out.auth_probe_interval_ = std::chrono::seconds(*auth_probe);
+  out.fleet_lease_ = std::chrono::seconds(*fleet_lease);
   return out;
 }
 
@@ -1238,7 +1285,8 @@ std::string FinalizedConfig::summary() const {
       std::string("mode=") + to_string(billing_mode_) + " key=" + api_key_.redacted() +
       (live_mode_ ? " (live)" : " (test)") + billed + " charge_by=" + to_string(charge_by_) +
       trust + " api_base=" + api_base_ + " api_version=" + api_version_ +
-      " durability=" + to_string(durability_) + " outbox=" + outbox_path_ +
+      " durability=" + to_string(durability_) + " outbox=" +
+      (uses_postgres() ? outbox_url_redacted_ + " schema=" + outbox_schema_ : outbox_path_) +
       " window=" + std::to_string(aggregation_window_.count()) + "ms rate=" + rate.str() + "/s");
 }
 

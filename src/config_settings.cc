@@ -60,6 +60,16 @@ const std::vector<SettingInfo>& config_settings() {
       {"STRIPE_QUEUE_CAPACITY", "Events that may wait in memory.", "100000", ""},
       {"STRIPE_OUTBOX_PATH", "The SQLite outbox file (durable usage until Stripe has it).",
        "stripe-billing-outbox.db", ""},
+      {"STRIPE_OUTBOX_URL",
+       "PostgreSQL outbox shared by a fleet of gateways (postgresql://… or host=… dbname=…); "
+       "replaces the SQLite file. A remote host needs sslmode=verify-full.",
+       "", "", true},
+      {"STRIPE_OUTBOX_SCHEMA", "PostgreSQL: the schema the library creates and uses.",
+       "stripe_billing", ""},
+      {"STRIPE_FLEET_LEASE_S",
+       "PostgreSQL: seconds the engine lease and batch claims last without renewal (a dead "
+       "replica's work moves on after this).",
+       "10", ""},
       {"STRIPE_DURABILITY",
        "sync (return once the event is on the disk) or async (return once it is in memory).",
        "sync", ""},

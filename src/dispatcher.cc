@@ -103,6 +103,12 @@ bool Dispatcher::drain(SteadyTime deadline) {
   bool drained = false;
   while (!stopping_) {
     const bool writes_pending = !unrecorded_.empty();
+    if (engine_elsewhere_) {
+      // A fleet: what this replica accepted is in the shared store, which the replica running
+      // the engine delivers.
+      drained = true;
+      break;
+    }
     lock.unlock();
     auto outstanding = outbox_.has_outstanding();
     lock.lock();
@@ -143,6 +149,7 @@ void Dispatcher::stop() {
   }
   std::size_t unwritten = 0;
   for (const PendingWrite& outcome : left) unwritten += apply(outcome) ? 0 : 1;
+  outbox_.release_engine();
   if (unwritten > 0) {
     log_->error(
         "stripe_billing could not write {} outcomes to the outbox at shutdown; their "
@@ -202,6 +209,8 @@ std::chrono::milliseconds Dispatcher::plan_round(bool full) {
       return std::chrono::milliseconds(std::min<std::int64_t>(next_probe_ms_ - now, 1000));
     }
   }
+  // A fleet on one store: only the holder of the engine lease plans and sends.
+  if (!lead()) return kIdleRound;
   if (paused() && !probe_auth()) return kIdleRound;
   housekeeping(now);
   claim_due(now);
@@ -216,6 +225,45 @@ std::chrono::milliseconds Dispatcher::plan_round(bool full) {
   if (next_ready_ms > 0) wait = std::clamp<std::int64_t>(next_ready_ms - now, 1, wait);
   if (pruning_) wait = std::min<std::int64_t>(wait, 10);
   return std::chrono::milliseconds(wait);
+}
+
+bool Dispatcher::lead() {
+  auto held = outbox_.hold_engine();
+  const bool leading = held && *held;
+  {
+    std::lock_guard lock(mutex_);
+    engine_elsewhere_ = held && !*held;
+    if (leading == leading_) return leading;
+    leading_ = leading;
+    if (leading) {
+      // Whatever the last holder left: every pending row, every open batch.
+      full_round_ = true;
+      unclaimed_ = true;
+      last_read_id_ = 0;
+    } else {
+      // No longer ours: what is queued is claimed again by the new holder (its claims fence
+      // ours out), so nothing here is sent.
+      for (auto& queue : ready_) queue.clear();
+      queued_ = 0;
+      busy_items_.clear();
+      first_seen_.clear();
+      sending_targets_.clear();
+    }
+  }
+  if (leading) {
+    if (config_.aggregation_window().count() > 0) {
+      if (auto items = outbox_.open_targets()) {
+        std::lock_guard lock(mutex_);
+        busy_items_.insert(items->begin(), items->end());
+      }
+    }
+    if (outbox_.shared()) log_->info("stripe_billing this replica runs the delivery engine now");
+  } else if (held) {
+    log_->info("stripe_billing another replica runs the delivery engine; this one stands by");
+  } else {
+    store_alarm("cannot renew the engine lease", held.error().message);
+  }
+  return leading;
 }
 
 // A jump of the wall clock (NTP, a resumed VM) would make every retry due at once (forward) or
@@ -279,7 +327,7 @@ void Dispatcher::housekeeping(std::int64_t now) {
     outbox_.checkpoint();
     auto requeued = outbox_.apply_requeue_requests(now);
     if (!requeued) {
-      log_->error("stripe_billing cannot apply operators' requeues: {}", requeued.error().message);
+      store_alarm("cannot apply operators' requeues", requeued.error().message);
     } else if (*requeued > 0) {
       log_->info("stripe_billing requeued {} rows as an operator asked", *requeued);
       std::lock_guard lock(mutex_);
@@ -295,7 +343,7 @@ void Dispatcher::housekeeping(std::int64_t now) {
         std::chrono::duration_cast<std::chrono::milliseconds>(config_.ledger_retention()).count();
     auto step = outbox_.prune_delivered(now - retention_ms, kPruneRowsPerStep);
     if (!step) {
-      log_->error("stripe_billing cannot prune the ledger: {}", step.error().message);
+      store_alarm("cannot prune the ledger", step.error().message);
       pruning_ = false;
     } else if (step->done) {
       pruning_ = false;
@@ -320,7 +368,7 @@ void Dispatcher::claim_due(std::int64_t now) {
   const int limit = static_cast<int>(std::min<std::size_t>(room, kClaimsPerRound));
   auto claimed = outbox_.claim_due_batches(now, limit);
   if (!claimed) {
-    log_->error("stripe_billing cannot read batches: {}", claimed.error().message);
+    store_alarm("cannot read batches", claimed.error().message);
     std::lock_guard lock(mutex_);
     batches_due_ms_ = now + kIdleRound.count();
     return;
@@ -355,7 +403,7 @@ std::int64_t Dispatcher::plan_pending(std::int64_t now, bool full, bool force) {
   auto rows =
       full ? outbox_.due_events(now, kRowsPerRound) : outbox_.new_events(after, kRowsPerRound);
   if (!rows) {
-    log_->error("stripe_billing cannot read pending events: {}", rows.error().message);
+    store_alarm("cannot read pending events", rows.error().message);
     return 0;
   }
   if (rows->empty()) return 0;
@@ -384,7 +432,7 @@ std::int64_t Dispatcher::plan_pending(std::int64_t now, bool full, bool force) {
   }
   auto created = outbox_.apply(std::move(plan.writes), now, room);
   if (!created) {
-    log_->error("stripe_billing cannot store a planning round: {}", created.error().message);
+    store_alarm("cannot store a planning round", created.error().message);
     return plan.next_wake_ms;
   }
   std::lock_guard lock(mutex_);
@@ -596,13 +644,31 @@ void Dispatcher::dead(const Batch& batch, const std::string& reason, const SendR
   write(std::move(outcome));
 }
 
+// The store failing (PostgreSQL away, a disk full) fails every round: said at most once a minute,
+// with how many were not said.
+void Dispatcher::store_alarm(const std::string& what, const std::string& error) {
+  std::lock_guard lock(alarm_mutex_);
+  const SteadyTime now = clock_->steady_now();
+  if (last_store_alarm_ != SteadyTime{} && now - last_store_alarm_ < std::chrono::minutes(1)) {
+    ++store_alarms_suppressed_;
+    return;
+  }
+  const std::string suppressed = store_alarms_suppressed_ == 0
+                                     ? std::string()
+                                     : " (" + std::to_string(store_alarms_suppressed_) +
+                                           " more since the last one, not logged)";
+  log_->error("stripe_billing {}{}{}{}", what, error.empty() ? "" : ": ", error, suppressed);
+  last_store_alarm_ = now;
+  store_alarms_suppressed_ = 0;
+}
+
 void Dispatcher::write(PendingWrite outcome) {
   if (apply(outcome)) return;
   metrics_.count_reason(to_string(Reason::kOutcomeUnrecorded));
-  log_->error(
-      "stripe_billing cannot write the outcome of batch {} to the outbox; it is kept in "
-      "memory and written again, and the batch is not sent again",
-      outcome.batch.id);
+  store_alarm("cannot write the outcome of batch " + std::to_string(outcome.batch.id) +
+                  " to the outbox; it is kept in memory and written again, and the batch is "
+                  "not sent again",
+              "");
   std::lock_guard lock(mutex_);
   unrecorded_.push_back(std::move(outcome));
   progress_.notify_all();

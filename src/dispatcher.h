@@ -97,6 +97,9 @@ class Dispatcher {
     std::int64_t now_ms = 0;
   };
 
+  // Whether this process runs the engine now (always, on a store of its own); on a change of
+  // holder the queues and the planner's memory start over.
+  bool lead();
   void plan_loop();
   void send_loop(int index);
   std::chrono::milliseconds plan_round(bool full);
@@ -112,6 +115,7 @@ class Dispatcher {
   void dead(const Batch& batch, const std::string& reason, const SendResult& result,
             const char* activity);
   void write(PendingWrite outcome);  // records it, or keeps it for the next round
+  void store_alarm(const std::string& what, const std::string& error);
   bool apply(const PendingWrite& outcome);
   // `retry_at_ms`: the batch is due again then (0: at once); nullopt: its outcome is final.
   void finish(const Batch& batch, std::optional<std::int64_t> retry_at_ms);
@@ -149,12 +153,17 @@ class Dispatcher {
   int draining_ = 0;
   bool stopping_ = false;
   bool auth_paused_ = false;
+  bool leading_ = false;
+  bool engine_elsewhere_ = false;  // another process holds the engine lease
   std::int64_t next_probe_ms_ = 0;
   std::int64_t batches_due_ms_ = 0;  // when a retry may be due in the outbox
   std::int64_t last_read_id_ = 0;    // the highest row id the planner has read
   std::int64_t last_claim_ms_ = 0;
   std::mt19937 random_{std::random_device{}()};
   SteadyTime last_auth_alarm_{};
+  std::mutex alarm_mutex_;
+  SteadyTime last_store_alarm_{};  // alarm_mutex_
+  std::uint64_t store_alarms_suppressed_ = 0;
   SteadyTime last_file_check_{};
   SteadyTime last_file_alarm_{};
   SteadyTime last_prune_{};

@@ -97,7 +97,11 @@ void Intake::recover_journal() {
   const bool sync = config_.durability() == Durability::kSync;
   const std::string journal_path = path + ".journal";
   struct stat info {};
-  if (path == ":memory:" || (!sync && ::stat(journal_path.c_str(), &info) != 0)) return;
+  // A shared store (PostgreSQL) is the durable copy itself: no journal on a replica's disk.
+  if (outbox_.shared() || path == ":memory:" ||
+      (!sync && ::stat(journal_path.c_str(), &info) != 0)) {
+    return;
+  }
   auto opened = Journal::open(journal_path);
   if (!opened) {
     log_->error(
@@ -185,7 +189,9 @@ void Intake::submit(const UsageEvent& event) noexcept {
       }
       if (!sync) return;
     }
-    durable_.wait_until(sequence, std::chrono::steady_clock::now() + config_.sync_timeout());
+    if (!durable_.wait_until(sequence, std::chrono::steady_clock::now() + config_.sync_timeout())) {
+      metrics_.count_reason(to_string(Reason::kSyncWaitTimeout));
+    }
   } catch (...) {
     metrics_.lost.fetch_add(1, std::memory_order_relaxed);
   }
@@ -402,14 +408,44 @@ void Intake::count_lost(std::size_t count, Reason reason, const std::string& why
 bool Intake::store(std::vector<NewEvent>& rows) {
   if (rows.empty()) return true;
   if (insert(rows)) return true;
+  if (outbox_.shared()) return store_again(rows);
   if (!journal_) rows.clear();
+  return false;
+}
+
+// A shared store (PostgreSQL) that did not take a commit is away, not broken: the rows stay in
+// memory (the host's calls keep being accepted up to STRIPE_QUEUE_CAPACITY) and are stored again,
+// backing off to once every 2 s, until the store answers or the stop deadline passes.
+bool Intake::store_again(std::vector<NewEvent>& rows) {
+  auto wait = std::chrono::milliseconds(50);
+  while (!abandoned()) {
+    const auto until = std::chrono::steady_clock::now() + wait;
+    while (!abandoned() && std::chrono::steady_clock::now() < until) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    if (abandoned()) break;
+    metrics_.count_reason(to_string(Reason::kOutboxUnreachable));
+    if (insert(rows)) return true;
+    wait = std::min(wait * 2, std::chrono::milliseconds(2000));
+  }
+  count_lost(rows.size(), Reason::kShutdownDeadline,
+             "the shutdown deadline passed while PostgreSQL did not answer");
+  rows.clear();
   return false;
 }
 
 bool Intake::insert(std::vector<NewEvent>& rows) {
   auto result = outbox_.insert(rows);
   if (!result) {
-    if (!journal_) {
+    if (outbox_.shared()) {
+      if (std::chrono::steady_clock::now() - last_storage_alarm_ >= std::chrono::minutes(1)) {
+        last_storage_alarm_ = std::chrono::steady_clock::now();
+        log_->error(
+            "stripe_billing cannot store {} rows in PostgreSQL ({}); they are held in memory "
+            "and stored again until it answers (sync calls wait at most STRIPE_SYNC_TIMEOUT_MS)",
+            rows.size(), result.error().message);
+      }
+    } else if (!journal_) {
       count_lost(rows.size(), abandoned() ? Reason::kShutdownDeadline : Reason::kOutboxUnwritable,
                  "the outbox cannot be written (" + result.error().message + ")");
     } else if (std::chrono::steady_clock::now() - last_storage_alarm_ >= std::chrono::minutes(1)) {

@@ -112,8 +112,9 @@ class Intake {
   // Turns events into rows, in slices handed to `sink` (async: stored; sync: journaled).
   template <typename Sink>
   void write(EventBuffer& events, Sink sink);
-  bool store(std::vector<NewEvent>& rows);   // false: the outbox refused the write
-  bool insert(std::vector<NewEvent>& rows);  // the same, counting nothing as lost
+  bool store(std::vector<NewEvent>& rows);        // false: the outbox refused the write
+  bool insert(std::vector<NewEvent>& rows);       // the same, counting nothing as lost
+  bool store_again(std::vector<NewEvent>& rows);  // a shared store: held until it answers
   void journal(std::vector<NewEvent>& rows, std::uint64_t sequence, std::size_t events);
   void recover_journal();
   void count_lost(std::size_t rows, Reason reason, const std::string& why);

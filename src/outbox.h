@@ -1,40 +1,29 @@
 // The durable outbox: every accepted usage event, every batch sent to Stripe, and the delivered
-// rows that form the local usage ledger, in one SQLite database (WAL). A batch is written with its
-// idempotency key before its first attempt, so any retry — after a timeout, a 500, or a crash and
-// restart — sends the same key with the same parameters and cannot bill twice.
+// rows that form the usage ledger. A batch is written with its idempotency key before its first
+// attempt, so any retry — after a timeout, a 500, or a crash and restart, in this process or in
+// another replica of a fleet — sends the same key with the same parameters and cannot bill twice.
 //
 // Which batch is being sent lives in the store: a claim sets the batch's lease owner and raises its
 // lease token (a fencing token); an outcome is recorded only while the token still matches, and a
-// batch is never marked done before Stripe's answer. The store does no billing arithmetic beyond
-// the cost carry of insert() (sums for reports only).
+// batch is never marked done before Stripe's answer. The store does no billing arithmetic: cost
+// rows are rounded by intake's CarryRule (sums for reports only).
 //
-// One process runs the engine on a file: open_engine() takes an exclusive lock beside it
-// (`<file>.lock`) and refuses a second process. Operators' tools open() it too; a requeue they
-// ask for while an engine runs is handed to that engine (requeue_requests), so the engine's
-// counts stay exact.
-//
-// Thread-safe. Two connections: the intake's writer inserts on its own, so the engine's reads and
-// writes never hold it up (WAL); every other call uses the engine connection. Each call is one
-// short transaction; no call scans the ledger under a lock the writer needs.
+// This is the seam; the backends are SqliteOutbox (sqlite_outbox.h) and PgOutbox (pg_outbox.h).
+// Every implementation is thread-safe; each call is one short transaction.
 #pragma once
 
-#include <sys/types.h>
-
-#include <atomic>
 #include <chrono>
 #include <cstdint>
-#include <map>
+#include <functional>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "batch.h"
 #include "reasons.h"
+#include "stripe_billing/config.h"
 #include "stripe_billing/error.h"
-
-struct sqlite3;
 
 namespace stripe_billing {
 
@@ -134,130 +123,151 @@ struct RequeueResult {
   bool engine_done = true;        // false: the engine has not answered within the wait
 };
 
+// Intake's rule for a cost row (usage_record.h): given the remainder carried for the row's
+// (customer key, dimension, sink), sets the row's quantity (and its state when nothing is billed
+// yet) and returns the remainder to carry on. The store keeps the remainders and calls this inside
+// the transaction that stores the row, so a duplicate never moves a carry and a crash never loses
+// one; the arithmetic is intake's.
+using CarryRule = std::function<std::int64_t(NewEvent& row, std::int64_t carried)>;
+
+// The key a cost row's remainder is carried under: (customer key, dimension, sink).
+std::string carry_key(const NewEvent& event);
+
+// Where the outbox lives and how it is opened.
+enum class StoreMode {
+  kMaintenance,  // operators' tools and tests: read and write, never the engine
+  kEngine,       // the library's delivery engine
+  kReadOnly,     // reports and reconciliation: never creates or migrates anything
+};
+
+// The store the delivery engine runs on: SQLite (sqlite_outbox.h: one process, one file) or
+// PostgreSQL (pg_outbox.h: a fleet of processes on one database). Both keep the same contract
+// (tests/store_contract_test.cc runs against both).
 class Outbox {
  public:
-  // Creates the file (mode 0600) and schema when missing, tightens an existing file's mode to
-  // 0600, migrates older formats in place. `full_sync`: fsync every commit. For operators' tools
-  // and tests: does not take the engine lock.
+  // SQLite. Creates the file (mode 0600) and schema when missing, tightens an existing file's mode
+  // to 0600, migrates older formats in place. `full_sync`: fsync every commit. For operators'
+  // tools and tests: does not take the engine lock.
   static Expected<std::unique_ptr<Outbox>> open(const std::string& path, bool full_sync);
   // The same, for the one engine of a file: fails (kStorage) while another process runs one.
   // Leases left by an earlier run are released.
   static Expected<std::unique_ptr<Outbox>> open_engine(const std::string& path, bool full_sync);
   // An existing outbox, read-only (reports, reconciliation): never creates or migrates a file.
   static Expected<std::unique_ptr<Outbox>> open_for_reading(const std::string& path);
-  ~Outbox();
+
+  virtual ~Outbox() = default;
   Outbox(const Outbox&) = delete;
   Outbox& operator=(const Outbox&) = delete;
 
+  // Part of every idempotency key the store hands out: unique per store (file or database schema).
   const std::string& instance_id() const noexcept { return instance_id_; }
-  // What open() did that an operator should hear of (a mode tightened, a format migrated).
+  // What opening it did that an operator should hear of (a mode tightened, a format migrated).
   const std::vector<std::string>& notes() const noexcept { return notes_; }
+  // A store shared by several processes (PostgreSQL): intake commits to it directly (no local
+  // journal), holds rows in memory while it is unreachable, and the engine runs in whichever
+  // process holds the engine lease (hold_engine()).
+  virtual bool shared() const noexcept { return false; }
+  // Whether this process may run the delivery engine now. SQLite: always (open_engine() holds the
+  // file's lock). PostgreSQL: takes or renews the fleet's engine lease (and this process's batch
+  // claims with it); false while another process holds it. Called by the planner every round.
+  virtual Expected<bool> hold_engine() { return true; }
+  // Gives the engine lease up (a stopping process), so another takes over at once.
+  virtual void release_engine() {}
 
   // The intake's writer. One transaction; a row whose (call_id, dimension, sink) is stored
   // already is a duplicate, counted; any other failure fails the whole call (nothing vanishes).
-  Expected<InsertResult> insert(const std::vector<NewEvent>& events);
+  // Cost rows (amount_micros set) go through `carry_rule`.
+  virtual Expected<InsertResult> insert(const std::vector<NewEvent>& events,
+                                        const CarryRule& carry_rule) = 0;
+  Expected<InsertResult> insert(const std::vector<NewEvent>& events);  // with intake's rule
   // From now on no call waits for a lock another connection holds: it fails at once (a shutdown
   // past its deadline).
-  void interrupt_writes();
+  virtual void interrupt_writes() = 0;
   // Sync mode with a journal: the writer's commits need not sync (the journal made the rows
   // durable already); sync_writes() makes everything they committed durable, before the journal
   // is emptied. The engine's own commits (batches before they are sent) still sync.
-  Expected<void> relax_writer_sync();
-  Expected<void> sync_writes();
+  virtual Expected<void> relax_writer_sync() = 0;
+  virtual Expected<void> sync_writes() = 0;
 
   // Pending rows, and parked ones whose next attempt is due (they come back as pending), oldest
   // first.
-  Expected<std::vector<StoredEvent>> due_events(std::int64_t now_ms, int limit);
+  virtual Expected<std::vector<StoredEvent>> due_events(std::int64_t now_ms, int limit) = 0;
   // Pending rows with an id above `after_id` (what was committed since a planner's last read).
-  Expected<std::vector<StoredEvent>> new_events(std::int64_t after_id, int limit);
+  virtual Expected<std::vector<StoredEvent>> new_events(std::int64_t after_id, int limit) = 0;
   // Parks, kills and new batches of one planning round, in one transaction. The batches are
   // persisted with their idempotency keys; the first `lease` of them are claimed by this process
   // at once (the rest wait in the store for claim_due_batches()). Returns the stored batches in
-  // order; only the claimed ones carry a lease.
-  Expected<std::vector<Batch>> apply(PlanWrites writes, std::int64_t now_ms, std::size_t lease);
+  // order; only the claimed ones carry a lease. Fails, writing nothing, when a row of a batch is
+  // no longer pending.
+  virtual Expected<std::vector<Batch>> apply(PlanWrites writes, std::int64_t now_ms,
+                                             std::size_t lease) = 0;
   // Claims up to `limit` unclaimed batches whose next attempt is due, oldest first.
-  Expected<std::vector<ClaimedBatch>> claim_due_batches(std::int64_t now_ms, int limit);
+  virtual Expected<std::vector<ClaimedBatch>> claim_due_batches(std::int64_t now_ms, int limit) = 0;
 
   // Outcomes, each recorded only under the batch's lease; false: the lease is no longer held (the
   // store kept whatever another claimer recorded).
-  Expected<bool> batch_delivered(const Batch& batch, const std::string& request_id,
-                                 std::int64_t now_ms);
-  Expected<bool> batch_retry_later(const Batch& batch, int attempts, std::int64_t next_attempt_ms,
-                                   const std::string& last_error);
-  Expected<bool> batch_dead(const Batch& batch, const std::string& reason,
-                            const std::string& request_id, std::int64_t now_ms);
+  virtual Expected<bool> batch_delivered(const Batch& batch, const std::string& request_id,
+                                         std::int64_t now_ms) = 0;
+  virtual Expected<bool> batch_retry_later(const Batch& batch, int attempts,
+                                           std::int64_t next_attempt_ms,
+                                           const std::string& last_error) = 0;
+  virtual Expected<bool> batch_dead(const Batch& batch, const std::string& reason,
+                                    const std::string& request_id, std::int64_t now_ms) = 0;
   // The batch's rows go back to pending (their target changed); the batch is kept, dissolved,
   // so its key is never handed out again. Only for a batch Stripe has certainly not recorded.
-  Expected<bool> dissolve_batch(const Batch& batch);
+  virtual Expected<bool> dissolve_batch(const Batch& batch) = 0;
   // Gives a claimed batch back unattempted (shutdown): due again as it was.
-  Expected<bool> release(const Batch& batch);
+  virtual Expected<bool> release(const Batch& batch) = 0;
 
   // Items with a usage-record batch not yet delivered (for resuming after a restart).
-  Expected<std::vector<std::string>> open_targets();
+  virtual Expected<std::vector<std::string>> open_targets() = 0;
   // Looks at the next `max_rows` delivered rows (by id) and deletes those delivered before
   // `older_than_ms`, with batches left empty, in one short transaction; the caller calls again
   // until done, so the ledger is never held for long.
-  Expected<PruneStep> prune_delivered(std::int64_t older_than_ms, int max_rows);
+  virtual Expected<PruneStep> prune_delivered(std::int64_t older_than_ms, int max_rows) = 0;
   // The file at the path is the open database (kSame), was deleted or replaced and has been
   // recreated from the open database (kRecreated: nothing committed is lost), or cannot be
   // recreated (kMissing: the open database is still used; the caller says so and asks again).
-  Expected<FileCheck> check_file();
+  // A database server: always kSame.
+  virtual Expected<FileCheck> check_file() = 0;
   // The wall clock jumped by `delta_ms`: every scheduled retry (batches, parked rows) moves with
   // it, so it stays due at the same moment in real time.
-  Expected<void> shift_schedule(std::int64_t delta_ms);
-  // Lets SQLite copy the WAL into the database without ever blocking the writer.
-  void checkpoint();
+  virtual Expected<void> shift_schedule(std::int64_t delta_ms) = 0;
+  // SQLite: copies the WAL into the database without ever blocking the writer.
+  virtual void checkpoint() = 0;
 
-  // pending/batched/parked/dead, kept as rows change (O(1)); the oldest pending row is two index
-  // lookups. A read-only outbox counts with a query.
-  Expected<OutboxCounts> counts();
+  // pending/batched/delivered/parked/dead and the oldest waiting row.
+  virtual Expected<OutboxCounts> counts() = 0;
   // True while any event is pending or in an undelivered batch (parked and dead do not count).
-  Expected<bool> has_outstanding();
+  virtual Expected<bool> has_outstanding() = 0;
 
   // Parked and dead events back to pending (operator action), optionally by reason/customer; an
   // empty reason moves every reason. With an engine running on the file (another process), the
   // request is handed to it and waited for up to `wait`.
-  Expected<RequeueResult> requeue(const std::string& reason, const std::string& customer_key,
-                                  std::chrono::milliseconds wait = std::chrono::seconds(10));
+  virtual Expected<RequeueResult> requeue(
+      const std::string& reason, const std::string& customer_key,
+      std::chrono::milliseconds wait = std::chrono::seconds(10)) = 0;
   // The engine: requeues operators asked for through the file; returns how many rows moved.
-  Expected<std::int64_t> apply_requeue_requests(std::int64_t now_ms);
+  virtual Expected<std::int64_t> apply_requeue_requests(std::int64_t now_ms) = 0;
 
   // Reports for operators (the stripe-billing CLI); read-only.
-  Expected<std::vector<ReasonCount>> reason_counts();
-  Expected<std::optional<BatchFailure>> latest_batch_failure();
+  virtual Expected<std::vector<ReasonCount>> reason_counts() = 0;
+  virtual Expected<std::optional<BatchFailure>> latest_batch_failure() = 0;
   // Delivered rows whose event time lies in [since, until) (unix seconds), summed / by event time.
-  Expected<std::vector<LedgerTotal>> ledger_totals(std::int64_t since, std::int64_t until);
-  Expected<std::vector<LedgerRow>> ledger_rows(std::int64_t since, std::int64_t until);
+  virtual Expected<std::vector<LedgerTotal>> ledger_totals(std::int64_t since,
+                                                           std::int64_t until) = 0;
+  virtual Expected<std::vector<LedgerRow>> ledger_rows(std::int64_t since, std::int64_t until) = 0;
 
- private:
-  struct Connections;
-  enum class Mode { kMaintenance, kEngine, kReadOnly };
-
-  static Expected<std::unique_ptr<Outbox>> open_writable(const std::string& path, bool full_sync,
-                                                         Mode mode);
-  Outbox(std::string path, std::unique_ptr<Connections> connections, std::string instance_id,
-         Mode mode, bool full_sync);
-  // The carried remainder for cost rows, read from the carries table on first use.
-  Expected<std::int64_t> carry(const std::string& key);
-  Expected<std::int64_t> move_requeued(const std::string& reason, const std::string& customer_key);
-  Expected<OutboxCounts> count_by_query();
-  Expected<void> load_counts();
-  void add_count(EventState state, std::int64_t delta);
-  Expected<bool> finish_batch(const Batch& batch, int batch_state, EventState event_state,
-                              const std::string& reason, const std::string& request_id,
-                              std::int64_t now_ms, const char* what);
-
-  const std::string path_;
-  std::unique_ptr<Connections> db_;
+ protected:
+  Outbox() = default;
   std::string instance_id_;
-  const Mode mode_;
-  const bool full_sync_;
-  std::string lease_owner_;  // this process's run of the engine
   std::vector<std::string> notes_;
-  std::map<std::string, std::int64_t> carries_;  // committed remainders (writer connection)
-  std::int64_t prune_cursor_ = 0;                // engine connection
-  bool writer_relaxed_ = false;                  // the writer commits without syncing
-  std::atomic<std::int64_t> counts_[5] = {};     // by EventState
 };
+
+// The outbox the configuration names: PostgreSQL when outbox_url is set, otherwise the SQLite
+// file at outbox_path. `full_sync`: SQLite's fsync on every commit (PostgreSQL always commits
+// durably).
+Expected<std::unique_ptr<Outbox>> open_configured_outbox(const FinalizedConfig& config,
+                                                         StoreMode mode, bool full_sync);
 
 }  // namespace stripe_billing

@@ -17,7 +17,7 @@ RateLimiter::RateLimiter(RateLimitPolicy policy, std::shared_ptr<const Clock> cl
     : policy_(policy),
       clock_(clock ? std::move(clock) : Clock::system()),
       rate_(policy.rate),
-      tokens_(std::max(1.0, policy.rate)),
+      tokens_(std::max(1.0, policy.rate * policy.burst_seconds)),
       updated_(clock_->steady_now()) {}
 
 double RateLimiter::floor() const {
@@ -28,7 +28,7 @@ void RateLimiter::advance(SteadyTime now) {
   if (now <= updated_) return;
   const double elapsed = seconds(now - updated_);
   rate_ = std::min(policy_.rate, rate_ + policy_.rate * policy_.recovery_per_second * elapsed);
-  tokens_ = std::min(std::max(1.0, rate_), tokens_ + elapsed * rate_);
+  tokens_ = std::min(std::max(1.0, rate_ * policy_.burst_seconds), tokens_ + elapsed * rate_);
   updated_ = now;
 }
 

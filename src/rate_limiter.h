@@ -31,7 +31,11 @@
 namespace stripe_billing {
 
 struct RateLimitPolicy {
-  double rate = 25;             // configured requests per second
+  double rate = 25;  // configured requests per second
+  // The bucket holds this many seconds of the rate (at least one request): after a quiet spell
+  // the client sends at most rate × (1 + this) in any second, so an account's limit per second
+  // holds over every 1 s window (within 5 %), not only on average.
+  double burst_seconds = 0.05;
   double floor_fraction = 0.1;  // the rate never goes below rate × this (nor below 0.5/s)
   std::chrono::milliseconds interval{1000};  // at most one decrease per interval
   double max_decrease = 0.5;          // one decrease takes off at most this share of the rate

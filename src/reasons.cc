@@ -57,6 +57,11 @@ const std::vector<ReasonInfo>& all_reasons() {
        "the host gave a cost that is NaN or infinite: stored as no cost"},
       {Reason::kOutboxRecreated, "outbox_recreated", K::kCounted,
        "the outbox file was deleted or replaced while running: recreated from the open database"},
+      {Reason::kSyncWaitTimeout, "sync_wait_timeout", K::kCounted,
+       "sync: the call returned after STRIPE_SYNC_TIMEOUT_MS without its commit; the event stays "
+       "in memory and is stored once the outbox answers (lost only if the process dies first)"},
+      {Reason::kOutboxUnreachable, "outbox_unreachable", K::kCounted,
+       "PostgreSQL did not take a commit: its rows are held in memory and stored again"},
       {Reason::kOutcomeUnrecorded, "outcome_unrecorded", K::kCounted,
        "Stripe's answer could not be written to the outbox; kept in memory and written again, "
        "the batch is not sent again"},

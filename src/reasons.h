@@ -41,6 +41,8 @@ enum class Reason {
   kNonFiniteCost,
   kOutboxRecreated,
   kOutcomeUnrecorded,
+  kSyncWaitTimeout,
+  kOutboxUnreachable,
 };
 
 enum class ReasonKind { kParked, kDead, kDelivered, kCounted };

@@ -302,7 +302,7 @@ bool ReconciliationReport::matches(double tolerance) const {
 
 Expected<ReconciliationReport> reconcile(const FinalizedConfig& config, std::int64_t since,
                                          std::int64_t until, ReconcileOptions options) {
-  auto outbox = Outbox::open_for_reading(config.outbox_path());
+  auto outbox = open_configured_outbox(config, StoreMode::kReadOnly, false);
   if (!outbox) return std::move(outbox).error();
   std::shared_ptr<HttpTransport> transport =
       options.transport ? std::move(options.transport)

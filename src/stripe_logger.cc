@@ -30,7 +30,8 @@ std::shared_ptr<spdlog::logger> library_logger(StripeLoggerOptions& options) {
 }
 
 std::unique_ptr<Outbox> open_outbox(const FinalizedConfig& config, spdlog::logger& log) {
-  auto outbox = Outbox::open_engine(config.outbox_path(), config.durability() == Durability::kSync);
+  auto outbox =
+      open_configured_outbox(config, StoreMode::kEngine, config.durability() == Durability::kSync);
   if (outbox) {
     for (const std::string& note : (*outbox)->notes()) log.warn("stripe_billing {}", note);
     return std::move(outbox.value());
@@ -213,7 +214,7 @@ Expected<std::unique_ptr<StripeLogger>> make_stripe_logger(const Config& config,
   if (!finalized) return finalized.error();
   // Refuse to start without a working outbox (or with another process running on it); the
   // constructor alone would fall back to memory.
-  if (auto outbox = Outbox::open_engine(finalized->outbox_path(), false); !outbox) {
+  if (auto outbox = open_configured_outbox(*finalized, StoreMode::kEngine, false); !outbox) {
     return outbox.error();
   }
   return std::make_unique<StripeLogger>(std::move(finalized.value()), std::move(options));

@@ -3,6 +3,7 @@
 #include <cmath>
 #include <cstdio>
 
+#include "batch.h"
 #include "reasons.h"
 
 namespace stripe_billing {
@@ -93,6 +94,17 @@ RoundedAmount round_with_carry(std::int64_t micros, std::int64_t carry) {
   std::int64_t quantity = shifted / kMicrosPerUnit;
   if (shifted % kMicrosPerUnit < 0) --quantity;
   return {quantity, total - quantity * kMicrosPerUnit};
+}
+
+std::int64_t carry_cost_row(NewEvent& row, std::int64_t carried) {
+  if (!row.amount_micros) return carried;
+  const RoundedAmount rounded = round_with_carry(*row.amount_micros, carried);
+  row.quantity = rounded.quantity;
+  if (row.quantity == 0 && row.state == EventState::kPending) {
+    row.state = EventState::kDelivered;
+    row.reason = to_string(Reason::kBelowOneUnitCarried);
+  }
+  return rounded.carry;
 }
 
 std::string usage_record_path(std::string_view subscription_item_id) {

@@ -14,6 +14,8 @@
 
 namespace stripe_billing {
 
+struct NewEvent;
+
 struct QuantityCheck {
   enum class Verdict { kBill, kZero, kMissingUsage, kNegative, kTooLarge };
   Verdict verdict = Verdict::kMissingUsage;
@@ -55,6 +57,10 @@ struct RoundedAmount {
 // Rounds `micros` plus the carried remainder half-up to whole units. Over any sequence of calls
 // the billed units differ from the exact sum by at most half a unit.
 RoundedAmount round_with_carry(std::int64_t micros, std::int64_t carry);
+// Intake's CarryRule (outbox.h) for a cost row: rounds its amount with the carried remainder into
+// its quantity; a pending row with nothing to bill yet is stored as delivered (reason
+// below_one_unit_carried: the amount lives on in the carry). Returns the remainder to carry.
+std::int64_t carry_cost_row(NewEvent& row, std::int64_t carried);
 
 // `/v1/subscription_items/<encoded si>/usage_records`
 std::string usage_record_path(std::string_view subscription_item_id);

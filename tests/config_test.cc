@@ -166,12 +166,12 @@ TEST(ConfigFromEnvTest, ReadsExactlyTheListedVariables) {
   });
   const std::vector<std::string>& names = config_variable_names();
   EXPECT_EQ(asked, std::set<std::string>(names.begin(), names.end()));
-  EXPECT_EQ(names.size(), 42u);
+  EXPECT_EQ(names.size(), 45u);
 }
 
 TEST(ConfigFromEnvTest, ListsVariablesInDocumentationOrder) {
   const std::vector<std::string>& names = config_variable_names();
-  ASSERT_EQ(names.size(), 42u);
+  ASSERT_EQ(names.size(), 45u);
   EXPECT_EQ(names.front(), "STRIPE_API_KEY");
   EXPECT_EQ(names[1], "STRIPE_BILLING_MODE");
   EXPECT_EQ(names[2], "STRIPE_PRICE_ID");
@@ -179,15 +179,16 @@ TEST(ConfigFromEnvTest, ListsVariablesInDocumentationOrder) {
   EXPECT_EQ(names[4], "STRIPE_TRUST_REQUEST_USER");
   EXPECT_EQ(names[7], "ENVIRONMENT");
   EXPECT_EQ(names[28], "STRIPE_QUEUE_CAPACITY");
-  EXPECT_EQ(names[40], "STRIPE_AUTH_PROBE_S");
+  EXPECT_EQ(names[43], "STRIPE_AUTH_PROBE_S");
   EXPECT_EQ(names.back(), "STRIPE_LOG_FORMAT");
 }
 
 TEST(ConfigFromEnvTest, ListsTheDeliveryEngineVariables) {
   const std::vector<std::string>& names = config_variable_names();
-  EXPECT_EQ(std::vector<std::string>(names.begin() + 29, names.begin() + 41),
+  EXPECT_EQ(std::vector<std::string>(names.begin() + 29, names.begin() + 44),
             (std::vector<std::string>{
-                "STRIPE_OUTBOX_PATH", "STRIPE_DURABILITY", "STRIPE_COMMIT_INTERVAL_MS",
+                "STRIPE_OUTBOX_PATH", "STRIPE_OUTBOX_URL", "STRIPE_OUTBOX_SCHEMA",
+                "STRIPE_FLEET_LEASE_S", "STRIPE_DURABILITY", "STRIPE_COMMIT_INTERVAL_MS",
                 "STRIPE_SYNC_TIMEOUT_MS", "STRIPE_AGGREGATION_WINDOW_MS", "STRIPE_MAX_BACKOFF_S",
                 "STRIPE_MAX_DELIVERY_AGE_S", "STRIPE_RATE_LIMIT", "STRIPE_SENDER_THREADS",
                 "STRIPE_PARK_RETRY_S", "STRIPE_LEDGER_RETENTION_DAYS", "STRIPE_AUTH_PROBE_S"}));
@@ -1625,6 +1626,98 @@ TEST(LogFormatTest, IsTextByDefaultOrJson) {
   config.log_format = "logfmt";
   EXPECT_EQ(single_problem(config),
             "- STRIPE_LOG_FORMAT must be one of text, json; got \"logfmt\"");
+}
+
+}  // namespace
+}  // namespace stripe_billing
+
+// ------------------------------------------------------------------------------------------
+// The PostgreSQL outbox (a fleet)
+
+namespace stripe_billing {
+namespace {
+
+constexpr const char* kDbPassword = "Pg5ecretPassw0rd";
+
+TEST(OutboxUrlTest, TakesTheUriAndKeywordFormsOnLoopback) {
+  for (const std::string& url : std::vector<std::string>{
+           "postgresql://gw@127.0.0.1:5432/billing", "postgres://gw@localhost/billing",
+           "host=127.0.0.1 port=5432 dbname=billing user=gw",
+           "host=/var/run/postgresql dbname=b"}) {
+    Config config = valid_config();
+    config.outbox_url = url;
+    const FinalizedConfig out = finalized(config);
+    EXPECT_TRUE(out.uses_postgres()) << url;
+    EXPECT_EQ(out.outbox_url().reveal(), url);
+    EXPECT_EQ(out.outbox_schema(), "stripe_billing");
+    EXPECT_EQ(out.fleet_lease(), std::chrono::seconds(10));
+  }
+  EXPECT_FALSE(finalized(valid_config()).uses_postgres());
+}
+
+TEST(OutboxUrlTest, ARemoteHostNeedsAVerifiedTlsConnection) {
+  Config config = valid_config();
+  config.outbox_url = "postgresql://gw@db.internal:5432/billing";
+  EXPECT_THAT(single_problem(config),
+              HasSubstr("STRIPE_OUTBOX_URL postgresql://gw@db.internal:5432/billing names the "
+                        "remote host db.internal without sslmode=verify-full"));
+  config.outbox_url = "postgresql://gw@db.internal:5432/billing?sslmode=require";
+  EXPECT_THAT(single_problem(config), HasSubstr("without sslmode=verify-full"));
+  config.outbox_url = "host=db.internal dbname=billing sslmode=prefer";
+  EXPECT_THAT(single_problem(config), HasSubstr("without sslmode=verify-full"));
+  config.outbox_url = "postgresql://gw@db.internal:5432/billing?sslmode=verify-full";
+  EXPECT_TRUE(finalized(config).uses_postgres());
+  config.outbox_url = "host=db.internal dbname=billing sslmode=verify-ca";
+  EXPECT_TRUE(finalized(config).uses_postgres());
+}
+
+TEST(OutboxUrlTest, ThePasswordIsNeverShown) {
+  Config config = valid_config();
+  config.outbox_url = std::string("postgresql://gw:") + kDbPassword +
+                      "@db.internal:5432/billing?sslmode=verify-full";
+  const FinalizedConfig out = finalized(config);
+  EXPECT_EQ(out.outbox_url_redacted(),
+            "postgresql://gw:…@db.internal:5432/billing?sslmode=verify-full");
+  EXPECT_THAT(out.summary(), HasSubstr("outbox=postgresql://gw:…@db.internal:5432/billing"));
+  EXPECT_THAT(out.summary(), Not(HasSubstr(kDbPassword)));
+  // Refused, for a remote host without verification and for a malformed string: the message
+  // names the setting but never the password.
+  for (const std::string& url :
+       {std::string("postgresql://gw:") + kDbPassword + "@db.internal/billing",
+        std::string("host=db.internal password=") + kDbPassword + " dbname=b",
+        std::string("postgresql://gw:") + kDbPassword + "@db.internal/billing?nonsense=1",
+        std::string("password=") + kDbPassword + " 'unterminated"}) {
+    config.outbox_url = url;
+    const std::string problems = problems_of(config);
+    EXPECT_THAT(problems, HasSubstr("STRIPE_OUTBOX_URL")) << url;
+    EXPECT_THAT(problems, Not(HasSubstr(kDbPassword))) << url;
+  }
+}
+
+TEST(OutboxUrlTest, RefusesWhatIsNoConnectionString) {
+  Config config = valid_config();
+  config.outbox_url = "mysql://gw@127.0.0.1/billing";
+  EXPECT_THAT(single_problem(config),
+              HasSubstr("STRIPE_OUTBOX_URL must be a PostgreSQL connection string"));
+}
+
+TEST(OutboxSchemaTest, IsAPlainLowercaseIdentifier) {
+  Config config = valid_config();
+  config.outbox_schema = "gateway_eu_2";
+  EXPECT_EQ(finalized(config).outbox_schema(), "gateway_eu_2");
+  for (const std::string& bad : std::vector<std::string>{
+           "Billing", "2fast", "pg_catalog", "a;drop table x", "a.b", std::string(64, 'a')}) {
+    config.outbox_schema = bad;
+    EXPECT_THAT(single_problem(config), HasSubstr("STRIPE_OUTBOX_SCHEMA must be")) << bad;
+  }
+}
+
+TEST(FleetLeaseTest, IsFromTwoSecondsToFiveMinutes) {
+  Config config = valid_config();
+  config.fleet_lease_s = "3";
+  EXPECT_EQ(finalized(config).fleet_lease(), std::chrono::seconds(3));
+  config.fleet_lease_s = "1";
+  EXPECT_THAT(single_problem(config), HasSubstr("STRIPE_FLEET_LEASE_S must be from 2 to 300"));
 }
 
 }  // namespace

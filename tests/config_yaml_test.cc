@@ -310,7 +310,8 @@ TEST(ConfigYamlTest, EveryDocumentedVariableHasAYamlKey) {
 
 TEST(ConfigYamlTest, UnknownKeyMessageListsTheDeliverySettings) {
   EXPECT_THAT(read_error("stripe_billing:\n  nope: 1\n"),
-              HasSubstr("queue_capacity, outbox_path, durability, commit_interval_ms, "
+              HasSubstr("queue_capacity, outbox_path, outbox_url, outbox_schema, fleet_lease_s, "
+                        "durability, commit_interval_ms, "
                         "sync_timeout_ms, aggregation_window_ms, max_backoff_s, "
                         "max_delivery_age_s, rate_limit, sender_threads, park_retry_s, "
                         "ledger_retention_days, auth_probe_s"));

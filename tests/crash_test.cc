@@ -5,48 +5,29 @@
 // customer and sink, the sum of the rows the outbox delivered — nothing twice — and every event
 // the library accepted must be among them — nothing lost (sync mode), or lost only within the
 // documented commit window before a kill (async mode). Every billing mode runs.
-#include <fcntl.h>
 #include <gtest/gtest.h>
-#include <poll.h>
-#include <signal.h>
-#include <spawn.h>
 #include <sqlite3.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include <map>
 #include <random>
 #include <set>
-#include <sstream>
 
+#include "feeder_process.h"
 #include "test_support.h"
-
-extern char** environ;
 
 namespace stripe_billing {
 namespace {
 
-using Steady = std::chrono::steady_clock;
 using stripe_emulator::Fault;
 using stripe_emulator::FaultKind;
+using testing::ChildRun;
+using testing::KillPlan;
+using testing::Steady;
 
 constexpr int kCustomers = 50;
 constexpr int kKills = 22;
 // Once the faults stop, the last run must have delivered everything within this.
 constexpr int kDrainBoundSeconds = 30;
-
-struct Submitted {
-  std::string customer;
-  std::int64_t quantity = 0;
-};
-
-// One run of the feeder: its output lines as they arrived, with when they arrived.
-struct ChildRun {
-  std::map<std::string, Submitted> submitted;
-  std::map<std::string, Steady::time_point> accepted;
-  Steady::time_point killed_at{};
-  int exit_status = -1;
-};
 
 struct CrashCase {
   const char* durability;
@@ -81,10 +62,7 @@ class CrashTest : public testing::EmulatorTest, public ::testing::WithParamInter
   }
 
   std::vector<std::string> child_environment() const {
-    std::vector<std::string> env;
-    for (char** entry = environ; *entry != nullptr; ++entry) {
-      if (std::strncmp(*entry, "STRIPE_", 7) != 0) env.emplace_back(*entry);
-    }
+    std::vector<std::string> env = testing::environment_without_stripe();
     const std::map<std::string, std::string> settings = {
         {"STRIPE_API_KEY", testing::kEmulatorKey},
         {"STRIPE_PRICE_ID", price_},
@@ -106,89 +84,8 @@ class CrashTest : public testing::EmulatorTest, public ::testing::WithParamInter
     return env;
   }
 
-  // When a feeder is killed: `after` its start, or after the first event it had accepted (so a
-  // slow build, whose start-up takes most of a short lifetime, still feeds between kills).
-  struct KillPlan {
-    std::chrono::milliseconds after{0};
-    bool from_first_accept = false;
-  };
-
-  // Starts the feeder; kills it with SIGKILL as `plan` says unless it ends first.
   ChildRun run_child(const std::vector<std::string>& args, std::optional<KillPlan> plan) {
-    const auto spawned = Steady::now();
-    std::optional<Steady::time_point> kill_at;
-    if (plan) {
-      // One that never accepts anything is killed anyway, later.
-      kill_at = spawned + plan->after +
-                (plan->from_first_accept ? std::chrono::seconds(10) : std::chrono::seconds(0));
-    }
-    int pipe_fds[2];
-    EXPECT_EQ(pipe2(pipe_fds, O_CLOEXEC), 0);
-    posix_spawn_file_actions_t actions;
-    posix_spawn_file_actions_init(&actions);
-    posix_spawn_file_actions_adddup2(&actions, pipe_fds[1], STDOUT_FILENO);
-    const std::string log = dir_.file("feeder.log");
-    posix_spawn_file_actions_addopen(&actions, STDERR_FILENO, log.c_str(),
-                                     O_WRONLY | O_CREAT | O_APPEND, 0600);
-    std::vector<std::string> argv_storage = {CRASH_FEEDER_PATH};
-    argv_storage.insert(argv_storage.end(), args.begin(), args.end());
-    std::vector<char*> argv;
-    for (auto& arg : argv_storage) argv.push_back(arg.data());
-    argv.push_back(nullptr);
-    auto env_storage = child_environment();
-    std::vector<char*> envp;
-    for (auto& entry : env_storage) envp.push_back(entry.data());
-    envp.push_back(nullptr);
-    pid_t pid = 0;
-    EXPECT_EQ(posix_spawn(&pid, CRASH_FEEDER_PATH, &actions, nullptr, argv.data(), envp.data()), 0);
-    posix_spawn_file_actions_destroy(&actions);
-    close(pipe_fds[1]);
-
-    ChildRun run;
-    std::string pending;
-    bool killed = false;
-    char buffer[65536];
-    while (true) {
-      int timeout_ms = -1;
-      if (kill_at && !killed) {
-        timeout_ms = static_cast<int>(std::max<std::int64_t>(
-            0, std::chrono::duration_cast<std::chrono::milliseconds>(*kill_at - Steady::now())
-                   .count()));
-      }
-      pollfd fd{pipe_fds[0], POLLIN, 0};
-      const int ready = poll(&fd, 1, timeout_ms);
-      // Due even while output keeps arriving (poll then never times out).
-      if (kill_at && !killed && (ready == 0 || Steady::now() >= *kill_at)) {
-        kill(pid, SIGKILL);
-        run.killed_at = Steady::now();
-        killed = true;
-        continue;
-      }
-      const ssize_t n = read(pipe_fds[0], buffer, sizeof buffer);
-      if (n <= 0) break;
-      const auto now = Steady::now();
-      pending.append(buffer, static_cast<std::size_t>(n));
-      std::size_t end;
-      while ((end = pending.find('\n')) != std::string::npos) {
-        std::istringstream line(pending.substr(0, end));
-        pending.erase(0, end + 1);
-        std::string word, call;
-        line >> word >> call;
-        if (word == "submit") {
-          Submitted submitted;
-          line >> submitted.customer >> submitted.quantity;
-          run.submitted[call] = submitted;
-        } else if (word == "accepted") {
-          if (run.accepted.empty() && plan && plan->from_first_accept) kill_at = now + plan->after;
-          run.accepted[call] = now;
-        }
-      }
-    }
-    close(pipe_fds[0]);
-    int status = 0;
-    waitpid(pid, &status, 0);
-    run.exit_status = WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status);
-    return run;
+    return run_feeder(args, plan, child_environment(), dir_.file("feeder.log"));
   }
 
   struct LedgerRow {

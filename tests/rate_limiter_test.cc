@@ -46,12 +46,34 @@ class RateLimiterTest : public ::testing::Test {
   std::shared_ptr<FakeClock> clock_ = std::make_shared<FakeClock>();
 };
 
-TEST_F(RateLimiterTest, AllowsABurstOfOneSecondThenTheRate) {
-  RateLimiter limiter = make(25);
-  EXPECT_EQ(drain(limiter), 25);
+TEST_F(RateLimiterTest, AllowsABurstOfATwentiethOfASecondThenTheRate) {
+  RateLimiter limiter = make(100);
+  EXPECT_EQ(drain(limiter), 5);
   EXPECT_GT(limiter.try_acquire().count(), 0);
-  clock_->advance(std::chrono::milliseconds(400));
-  EXPECT_EQ(drain(limiter), 10);
+  clock_->advance(std::chrono::milliseconds(30));
+  EXPECT_EQ(drain(limiter), 3);
+  // However long it was quiet: no more than a twentieth of a second's worth at once.
+  clock_->advance(std::chrono::seconds(10));
+  EXPECT_EQ(drain(limiter), 5);
+}
+
+TEST_F(RateLimiterTest, NoSecondSeesMoreThanTheRateAndItsSmallBurst) {
+  RateLimiter limiter = make(40);
+  // Requests taken as fast as they come, for 3 s in steps of 10 ms: any 1 s window holds at
+  // most rate × 1.05 (a bucket of a full second would let twice the rate through).
+  std::vector<int> per_step;
+  for (int step = 0; step < 300; ++step) {
+    per_step.push_back(drain(limiter));
+    clock_->advance(std::chrono::milliseconds(10));
+  }
+  int peak = 0;
+  for (std::size_t first = 0; first + 100 <= per_step.size(); ++first) {
+    int sum = 0;
+    for (std::size_t i = first; i < first + 100; ++i) sum += per_step[i];
+    peak = std::max(peak, sum);
+  }
+  EXPECT_LE(peak, 42);
+  EXPECT_GE(peak, 40);
 }
 
 TEST_F(RateLimiterTest, SaysHowLongUntilTheNextToken) {

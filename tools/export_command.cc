@@ -77,7 +77,7 @@ int run_export(const ConfigSource& source, const ExportOptions& options) {
   if (!since || !until) return kExitUsage;
   const auto config = load_config(source);
   if (!config) return kExitUsage;
-  auto outbox = Outbox::open_for_reading(config->outbox_path());
+  auto outbox = open_configured_outbox(*config, StoreMode::kReadOnly, false);
   if (!outbox) return report_error(*config, "outbox", outbox.error());
   auto rows = (*outbox)->ledger_rows(*since, *until);
   if (!rows) return report_error(*config, "outbox", rows.error());

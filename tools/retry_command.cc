@@ -27,10 +27,11 @@ int run_retry(const ConfigSource& source, const RetryOptions& options) {
     return kExitUsage;
   }
   // Only an existing, current outbox: never create one here.
-  if (auto existing = Outbox::open_for_reading(config->outbox_path()); !existing) {
+  if (auto existing = open_configured_outbox(*config, StoreMode::kReadOnly, false); !existing) {
     return report_error(*config, "outbox", existing.error());
   }
-  auto outbox = Outbox::open(config->outbox_path(), config->durability() == Durability::kSync);
+  auto outbox = open_configured_outbox(*config, StoreMode::kMaintenance,
+                                       config->durability() == Durability::kSync);
   if (!outbox) return report_error(*config, "outbox", outbox.error());
   auto reasons = (*outbox)->reason_counts();
   if (!reasons) return report_error(*config, "outbox", reasons.error());

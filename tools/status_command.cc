@@ -60,7 +60,7 @@ void print_reasons(const std::vector<ReasonCount>& reasons) {
 int run_status(const ConfigSource& source) {
   const auto config = load_config(source);
   if (!config) return kExitUsage;
-  auto outbox = Outbox::open_for_reading(config->outbox_path());
+  auto outbox = open_configured_outbox(*config, StoreMode::kReadOnly, false);
   if (!outbox) return report_error(*config, "outbox", outbox.error());
   auto counts = (*outbox)->counts();
   if (!counts) return report_error(*config, "outbox", counts.error());
@@ -68,7 +68,11 @@ int run_status(const ConfigSource& source) {
   if (!failure) return report_error(*config, "outbox", failure.error());
   auto reasons = (*outbox)->reason_counts();
   if (!reasons) return report_error(*config, "outbox", reasons.error());
-  std::cout << "outbox: " << config->outbox_path() << "\n";
+  std::cout << "outbox: "
+            << (config->uses_postgres()
+                    ? config->outbox_url_redacted() + " (schema " + config->outbox_schema() + ")"
+                    : config->outbox_path())
+            << "\n";
   print_counts(*counts);
   print_failure(*config, *failure);
   print_reasons(*reasons);

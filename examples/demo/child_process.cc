@@ -107,6 +107,10 @@ void ChildProcess::terminate() {
   if (!exit_status()) kill(pid_, SIGTERM);
 }
 
+void ChildProcess::kill_now() {
+  if (!exit_status()) kill(pid_, SIGKILL);
+}
+
 std::optional<int> ChildProcess::exit_status() {
   int status = 0;
   if (!status_ && waitpid(pid_, &status, WNOHANG) == pid_) {

@@ -29,7 +29,9 @@ class ChildProcess {
 
   const std::string& name() const { return name_; }
   const std::filesystem::path& log_file() const { return log_file_; }
+  pid_t pid() const { return pid_; }
   void terminate();  // SIGTERM
+  void kill_now();   // SIGKILL: no chance to clean up, as in a crash or an OOM kill
   // The exit status once it has exited (128 + N when signal N killed it); never blocks.
   std::optional<int> exit_status();
   // The exit status, or nullopt when it is still running at the deadline.

@@ -60,6 +60,9 @@ struct Config {
   std::optional<std::string> queue_capacity;         // STRIPE_QUEUE_CAPACITY
   // Delivery engine (durable outbox).
   std::optional<std::string> outbox_path;            // STRIPE_OUTBOX_PATH
+  std::optional<std::string> outbox_url;             // STRIPE_OUTBOX_URL (PostgreSQL; secret)
+  std::optional<std::string> outbox_schema;          // STRIPE_OUTBOX_SCHEMA
+  std::optional<std::string> fleet_lease_s;          // STRIPE_FLEET_LEASE_S
   std::optional<std::string> durability;             // STRIPE_DURABILITY = async|sync
   std::optional<std::string> commit_interval_ms;     // STRIPE_COMMIT_INTERVAL_MS
   std::optional<std::string> sync_timeout_ms;        // STRIPE_SYNC_TIMEOUT_MS
@@ -190,6 +193,14 @@ class FinalizedConfig {
   std::chrono::milliseconds timeout() const noexcept { return timeout_; }
   std::size_t queue_capacity() const noexcept { return queue_capacity_; }
   const std::string& outbox_path() const noexcept { return outbox_path_; }
+  // PostgreSQL, shared by a fleet of gateways (empty: the SQLite file at outbox_path()). It may
+  // hold a password: reveal() it only to connect.
+  const Secret& outbox_url() const noexcept { return outbox_url_; }
+  bool uses_postgres() const noexcept { return !outbox_url_.empty(); }
+  const std::string& outbox_url_redacted() const noexcept { return outbox_url_redacted_; }
+  const std::string& outbox_schema() const noexcept { return outbox_schema_; }
+  // How long the fleet's engine lease (and a batch claim) lasts without renewal.
+  std::chrono::seconds fleet_lease() const noexcept { return fleet_lease_; }
   Durability durability() const noexcept { return durability_; }
   std::chrono::milliseconds commit_interval() const noexcept { return commit_interval_; }
   std::chrono::milliseconds sync_timeout() const noexcept { return sync_timeout_; }
@@ -237,6 +248,10 @@ class FinalizedConfig {
   std::chrono::milliseconds timeout_{0};
   std::size_t queue_capacity_ = 0;
   std::string outbox_path_;
+  Secret outbox_url_;
+  std::string outbox_url_redacted_;
+  std::string outbox_schema_;
+  std::chrono::seconds fleet_lease_{0};
   Durability durability_ = Durability::kAsync;
   std::chrono::milliseconds commit_interval_{0};
   std::chrono::milliseconds sync_timeout_{0};
@@ -260,6 +275,7 @@ inline constexpr std::int64_t kDefaultMaxQuantity = 10'000'000;
 // thousand such quantities stay far from INT64_MAX.
 inline constexpr std::int64_t kLargestMaxQuantity = 999'999'999'999'999;
 inline constexpr const char* kDefaultOutboxPath = "stripe-billing-outbox.db";
+inline constexpr const char* kDefaultOutboxSchema = "stripe_billing";
 inline constexpr const char* kDefaultMeterStreamBase = "https://meter-events.stripe.com";
 inline constexpr const char* kDefaultMeterCustomerKey = "stripe_customer_id";
 inline constexpr const char* kDefaultMeterValueKey = "value";
