@@ -117,6 +117,15 @@ inline Config base_config(const std::string& api_base, const std::string& outbox
   return config;
 }
 
+// --outbox-url URL: the outbox in PostgreSQL instead of a SQLite file, in a schema of this run's
+// own (bench_<pid>_<n>, left in the throwaway benchmark database).
+inline void use_outbox_url(Config& config, const std::string& url) {
+  if (url.empty()) return;
+  static int runs = 0;
+  config.outbox_url = url;
+  config.outbox_schema = "bench_" + std::to_string(::getpid()) + "_" + std::to_string(++runs);
+}
+
 inline std::unique_ptr<StripeLogger> make_logger_or_die(const Config& config) {
   auto made = make_stripe_logger(config);
   if (!made) {

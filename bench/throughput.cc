@@ -26,6 +26,7 @@
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
+#include <deque>
 #include <map>
 #include <memory>
 #include <numeric>
@@ -218,6 +219,7 @@ int cmd_intake(const Args& args) {
   RefusingPort stripe_down;
   Config config = base_config(stripe_down.base_url(), dir.file("outbox.db"));
   config.durability = durability;
+  use_outbox_url(config, string_arg(args, "outbox-url", ""));
   if (args.count("queue-capacity") != 0) config.queue_capacity = args.at("queue-capacity");
   auto logger = make_logger_or_die(config);
   const std::uint64_t run = run_id();
@@ -247,10 +249,10 @@ int cmd_intake(const Args& args) {
 
   const double seconds = seconds_between(start, committed);
   std::printf(
-      "RESULT intake mode=%s threads=%d events=%lld seconds=%.3f accepted_per_s=%.0f "
+      "RESULT intake mode=%s store=%s threads=%d events=%lld seconds=%.3f accepted_per_s=%.0f "
       "offered_per_s=%.0f stats_polls=%d",
-      durability.c_str(), threads, static_cast<long long>(events), seconds,
-      static_cast<double>(stats.accepted) / seconds,
+      durability.c_str(), config.outbox_url ? "postgres" : "sqlite", threads,
+      static_cast<long long>(events), seconds, static_cast<double>(stats.accepted) / seconds,
       static_cast<double>(events) / seconds_between(start, produced), polls);
   print_stats_tail(stats);
   std::printf(
@@ -286,7 +288,6 @@ int cmd_end_to_end(const Args& args) {
     config.meter_stream_base = stripe.emulator.base_url();
   }
   config.aggregation_window_ms = std::to_string(window_ms);
-  config.rate_limit = "10000";
   if (static_map) {
     std::string map;
     for (int i = 0; i < customers; ++i) {
@@ -295,7 +296,18 @@ int cmd_end_to_end(const Args& args) {
     }
     config.customer_map = map;
   }
-  auto logger = make_logger_or_die(config);
+  config.rate_limit = string_arg(args, "rate", "10000");
+  // --replicas N: N gateways in this process, calls round-robin over them; on one PostgreSQL
+  // store with --outbox-url, otherwise each with a SQLite file of its own.
+  const int replica_count =
+      static_cast<int>(std::max<std::int64_t>(1, int_arg(args, "replicas", 1)));
+  use_outbox_url(config, string_arg(args, "outbox-url", ""));
+  std::vector<std::unique_ptr<StripeLogger>> replicas;
+  for (int r = 0; r < replica_count; ++r) {
+    Config own = config;
+    if (!config.outbox_url) own.outbox_path = dir.file("outbox-" + std::to_string(r) + ".db");
+    replicas.push_back(make_logger_or_die(own));
+  }
   const std::uint64_t run = run_id();
   const std::uint64_t rows = static_cast<std::uint64_t>(events) * (records && meters ? 2 : 1);
 
@@ -306,9 +318,29 @@ int cmd_end_to_end(const Args& args) {
       event.end_user_id = stripe.keys[static_cast<std::size_t>(n % customers)];
       set_call_id(event.call_id, "e2e", run, static_cast<std::uint64_t>(n));
       event.end_time = std::chrono::system_clock::now();
-      logger->log_success_event(event);
+      replicas[static_cast<std::size_t>(n % replica_count)]->log_success_event(event);
     }
   });
+  // The fleet's numbers: a shared store counts every replica's rows (any replica tells), SQLite
+  // replicas add up.
+  const auto fleet_stats = [&] {
+    StripeLoggerStats total = replicas[0]->stats();
+    for (std::size_t r = 1; r < replicas.size(); ++r) {
+      const StripeLoggerStats more = replicas[r]->stats();
+      total.delivered += more.delivered;
+      total.failed += more.failed;
+      total.lost += more.lost;
+      total.delivered_requests += more.delivered_requests;
+      total.stripe_requests += more.stripe_requests;
+      total.retries += more.retries;
+      if (!config.outbox_url) {
+        total.pending += more.pending;
+        total.parked += more.parked;
+        total.dead += more.dead;
+      }
+    }
+    return total;
+  };
   const auto produced = SteadyClock::now();
   // Delivery as a running gateway sees it: the aggregation window is honoured (flush() would
   // cut it short), so wait on the counters until nothing is pending.
@@ -318,7 +350,7 @@ int cmd_end_to_end(const Args& args) {
   int polls = 0;
   while (SteadyClock::now() < deadline) {
     const auto before = SteadyClock::now();
-    stats = logger->stats();
+    stats = fleet_stats();
     const auto cost = SteadyClock::now() - before;
     ++polls;
     if (stats.delivered + stats.failed + stats.parked + stats.dead + stats.lost >= rows &&
@@ -332,9 +364,14 @@ int cmd_end_to_end(const Args& args) {
   const bool drained = stats.pending == 0;
 
   std::size_t all_requests = 0, usage_posts = 0, meter_posts = 0, stream_posts = 0, lookups = 0;
+  std::size_t peak_per_s = 0;  // requests in the busiest 1 s window: the account sees this
+  std::deque<SteadyClock::time_point> window;
   for (const auto& request : stripe.emulator.requests()) {
     if (request.path.rfind("/v1/", 0) != 0 && request.path.rfind("/v2/", 0) != 0) continue;
     ++all_requests;
+    window.push_back(request.received_at);
+    while (request.received_at - window.front() >= std::chrono::seconds(1)) window.pop_front();
+    peak_per_s = std::max(peak_per_s, window.size());
     if (request.method == "POST" && request.path.find("/usage_records") != std::string::npos) {
       ++usage_posts;
     } else if (request.path == "/v1/billing/meter_events") {
@@ -357,24 +394,26 @@ int cmd_end_to_end(const Args& args) {
   const double seconds = seconds_between(start, delivered_at);
   const double per_k = 1000.0 / static_cast<double>(events);
   std::printf(
-      "RESULT end-to-end mode=%s customers=%d events=%lld window_ms=%lld static_map=%d "
+      "RESULT end-to-end mode=%s store=%s replicas=%d rate=%s peak_requests_per_s=%zu "
+      "customers=%d events=%lld window_ms=%lld static_map=%d "
       "seconds=%.3f delivered_per_s=%.0f events_per_s=%.0f requests_per_1k=%.2f "
       "usage_posts_per_1k=%.2f meter_posts_per_1k=%.2f stream_posts_per_1k=%.2f "
       "lookups_per_1k=%.2f delivered=%llu delivered_requests=%llu stripe_requests=%llu "
       "emulator_requests=%zu retries=%llu usage_correct=%d drained=%d produce_s=%.3f "
       "stats_polls=%d",
-      mode.c_str(), customers, static_cast<long long>(events), static_cast<long long>(window_ms),
-      static_map ? 1 : 0, seconds, static_cast<double>(stats.delivered) / seconds,
-      static_cast<double>(events) / seconds, all_requests * per_k, usage_posts * per_k,
-      meter_posts * per_k, stream_posts * per_k, lookups * per_k,
-      static_cast<unsigned long long>(stats.delivered),
+      mode.c_str(), config.outbox_url ? "postgres" : "sqlite", replica_count,
+      config.rate_limit->c_str(), peak_per_s, customers, static_cast<long long>(events),
+      static_cast<long long>(window_ms), static_map ? 1 : 0, seconds,
+      static_cast<double>(stats.delivered) / seconds, static_cast<double>(events) / seconds,
+      all_requests * per_k, usage_posts * per_k, meter_posts * per_k, stream_posts * per_k,
+      lookups * per_k, static_cast<unsigned long long>(stats.delivered),
       static_cast<unsigned long long>(stats.delivered_requests),
       static_cast<unsigned long long>(stats.stripe_requests), all_requests,
       static_cast<unsigned long long>(stats.retries), correct ? 1 : 0, drained ? 1 : 0,
       seconds_between(start, produced), polls);
   print_stats_tail(stats);
   std::printf("\n");
-  shutdown_bounded(std::move(logger), dir, 1'000);
+  for (auto& replica : replicas) shutdown_bounded(std::move(replica), dir, 1'000);
   return correct ? 0 : 1;
 }
 
@@ -713,9 +752,10 @@ int usage() {
                "  latency    [--threads 1] [--events 200000] [--warmup 20000] [--rate R]\n"
                "             (events, warm-up calls and rate are per thread)\n"
                "  intake     [--durability async|sync] [--threads 1] [--events 1000000]\n"
-               "             [--queue-capacity N]\n"
+               "             [--queue-capacity N] [--outbox-url postgresql://…]\n"
                "  end-to-end [--customers 1000] [--events 50000] [--window-ms 1000]\n"
-               "             [--threads 1] [--static-map]\n"
+               "             [--threads 1] [--static-map] [--rate 10000] [--replicas 1]\n"
+               "             [--outbox-url postgresql://…]\n"
                "             [--mode usage_records|meter_events|meter_event_stream|dual]\n"
                "  rss        [--events 1000000] [--rate N | --chunk N] [--queue-capacity N]\n"
                "  naive      [--events 5000] [--threads 1] [--customers 1000]\n"

@@ -393,6 +393,10 @@ void Dispatcher::claim_due(std::int64_t now) {
 
 // Returns when the earliest row still inside its aggregation window becomes ready (0: none).
 std::int64_t Dispatcher::plan_pending(std::int64_t now, bool full, bool force) {
+  // A shared store: other replicas commit rows this process is not told of, and their ids need not
+  // arrive in order, so every round reads all pending rows (an item's batch then takes every
+  // replica's rows up to the moment its window closes).
+  if (outbox_.shared()) full = true;
   std::int64_t after = 0;
   std::set<std::string> busy;
   {

@@ -21,7 +21,6 @@ constexpr int kBatchSending = 1;
 constexpr int kBatchDelivered = 2;
 constexpr int kBatchDead = 4;
 constexpr int kBatchDissolved = 5;
-constexpr std::size_t kRowsPerInsert = 2000;  // 14 parameters a row, under libpq's 65,535
 constexpr auto kReconnectEvery = std::chrono::seconds(1);
 
 int stored(EventState state) { return static_cast<int>(state); }
@@ -68,17 +67,22 @@ std::string int_array(const std::vector<std::int64_t>& values) {
   return out + "}";
 }
 
+// One element of a PostgreSQL array literal, quoted: "b\"c".
+void append_array_text(std::string& out, const std::string& value) {
+  out += '"';
+  for (char c : value) {
+    if (c == '"' || c == '\\') out += '\\';
+    out += c;
+  }
+  out += '"';
+}
+
 // A PostgreSQL array literal of texts, every element quoted: {"a","b\"c"}.
 std::string text_array(const std::vector<std::string>& values) {
   std::string out = "{";
   for (std::size_t i = 0; i < values.size(); ++i) {
     if (i > 0) out += ',';
-    out += '"';
-    for (char c : values[i]) {
-      if (c == '"' || c == '\\') out += '\\';
-      out += c;
-    }
-    out += '"';
+    append_array_text(out, values[i]);
   }
   return out + "}";
 }
@@ -173,6 +177,7 @@ class PgConnection {
     }
     last_attempt_ = now;
     if (conn_ != nullptr) PQfinish(conn_);
+    prepared_.clear();
     // Our defaults first: whatever the connection string says overrides them.
     const char* keywords[] = {"connect_timeout", "application_name", "keepalives_idle", "dbname",
                               nullptr};
@@ -202,6 +207,32 @@ class PgConnection {
     Result result(params.empty() ? PQexec(conn_, sql.c_str())
                                  : PQexecParams(conn_, sql.c_str(), static_cast<int>(values.size()),
                                                 nullptr, values.data(), nullptr, nullptr, 0));
+    const ExecStatusType status = PQresultStatus(result.get());
+    if (status != PGRES_COMMAND_OK && status != PGRES_TUPLES_OK) {
+      last_error_ = trimmed(PQerrorMessage(conn_));
+      return error(last_error_);
+    }
+    return result;
+  }
+
+  // The same through a statement prepared once per connection under `name`.
+  Expected<Result> exec_prepared(const std::string& name, const std::string& sql,
+                                 const std::vector<Param>& params) {
+    if (auto ok = ready(); !ok) return ok.error();
+    if (prepared_.count(name) == 0) {
+      Result made(
+          PQprepare(conn_, name.c_str(), sql.c_str(), static_cast<int>(params.size()), nullptr));
+      if (PQresultStatus(made.get()) != PGRES_COMMAND_OK) {
+        last_error_ = trimmed(PQerrorMessage(conn_));
+        return error(last_error_);
+      }
+      prepared_.insert(name);
+    }
+    std::vector<const char*> values;
+    values.reserve(params.size());
+    for (const Param& param : params) values.push_back(param ? param->c_str() : nullptr);
+    Result result(PQexecPrepared(conn_, name.c_str(), static_cast<int>(values.size()),
+                                 values.data(), nullptr, nullptr, 0));
     const ExecStatusType status = PQresultStatus(result.get());
     if (status != PGRES_COMMAND_OK && status != PGRES_TUPLES_OK) {
       last_error_ = trimmed(PQerrorMessage(conn_));
@@ -245,6 +276,7 @@ class PgConnection {
   PGconn* conn_ = nullptr;
   std::chrono::steady_clock::time_point last_attempt_{};
   std::string last_error_;
+  std::set<std::string> prepared_;  // statements prepared on this connection
   std::shared_ptr<std::atomic<bool>> interrupted_ = std::make_shared<std::atomic<bool>>(false);
 };
 
@@ -492,38 +524,73 @@ Expected<InsertResult> PgOutbox::insert(const std::vector<NewEvent>& events,
   });
   PgConnection& db = *writer_;
   std::lock_guard lock(db.mutex);
+  // The plain rows: one prepared statement over 15 arrays, whatever their number (parsed once a
+  // connection), and without costs no transaction around it: one round trip, one commit.
+  const auto insert_plain = [&]() -> Expected<InsertResult> {
+    InsertResult result;
+    if (plain.empty()) return result;
+    std::string columns[15];
+    for (std::string& column : columns) column = "{";
+    for (std::size_t i = 0; i < plain.size(); ++i) {
+      const NewEvent& e = *plain[i];
+      const char* comma = i == 0 ? "" : ",";
+      const auto text = [&](int column, const std::string& value) {
+        columns[column] += comma;
+        append_array_text(columns[column], value);
+      };
+      const auto number = [&](int column, std::int64_t value) {
+        columns[column] += comma;
+        columns[column] += std::to_string(value);
+      };
+      text(0, e.call_id);
+      text(1, e.dimension);
+      number(2, static_cast<int>(e.sink));
+      text(3, e.customer_key);
+      number(4, e.quantity);
+      number(5, e.event_time);
+      number(6, e.accepted_at_ms);
+      text(7, e.model);
+      columns[8] += comma;
+      columns[8] += *p(e.cost);
+      number(9, e.prompt_tokens);
+      number(10, e.completion_tokens);
+      number(11, stored(e.state));
+      text(12, e.reason);
+      columns[13] += comma;
+      columns[13] += e.next_attempt_ms ? std::to_string(*e.next_attempt_ms) : "NULL";
+      number(14, e.accepted_at_ms);
+    }
+    std::vector<Param> params;
+    for (std::string& column : columns) params.push_back(std::move(column += "}"));
+    auto inserted = db.exec_prepared(
+        "insert_events",
+        "INSERT INTO " + table("events") +
+            "(call_id, dimension, sink, customer_key, quantity, event_time, accepted_at_ms, "
+            "model, cost, prompt_tokens, completion_tokens, state, reason, next_attempt_ms, "
+            "updated_ms) SELECT * FROM unnest($1::text[], $2::text[], $3::smallint[], "
+            "$4::text[], $5::bigint[], $6::bigint[], $7::bigint[], $8::text[], $9::float8[], "
+            "$10::bigint[], $11::bigint[], $12::smallint[], $13::text[], $14::bigint[], "
+            "$15::bigint[]) ON CONFLICT(call_id, dimension, sink) DO NOTHING",
+        params);
+    if (!inserted) return inserted.error();
+    result.inserted = inserted->affected();
+    result.duplicates = static_cast<std::int64_t>(plain.size()) - inserted->affected();
+    return result;
+  };
+  if (costs.empty()) {
+    auto result = insert_plain();
+    if (!result)
+      return Error{ErrorCode::kStorage, "outbox write failed: " + result.error().message,
+                   std::nullopt};
+    return result;
+  }
   return db.transaction<InsertResult>(
       [&]() -> Expected<InsertResult> {
-        InsertResult result;
-        for (std::size_t first = 0; first < plain.size(); first += kRowsPerInsert) {
-          const std::size_t last = std::min(plain.size(), first + kRowsPerInsert);
-          std::string sql = "INSERT INTO " + table("events") +
-                            "(call_id, dimension, sink, customer_key, quantity, event_time, "
-                            "accepted_at_ms, model, cost, prompt_tokens, completion_tokens, "
-                            "state, reason, next_attempt_ms, updated_ms) VALUES";
-          std::vector<Param> params;
-          params.reserve((last - first) * 15);
-          for (std::size_t i = first; i < last; ++i) {
-            const NewEvent& e = *plain[i];
-            const std::size_t base = params.size();
-            sql += i == first ? "(" : ",(";
-            for (int column = 1; column <= 15; ++column) {
-              sql += (column > 1 ? ",$" : "$") + std::to_string(base + column);
-            }
-            sql += ")";
-            for (Param& value : event_params(e)) params.push_back(std::move(value));
-          }
-          sql += " ON CONFLICT(call_id, dimension, sink) DO NOTHING";
-          auto inserted = db.exec(sql, params);
-          if (!inserted) return inserted.error();
-          result.inserted += inserted->affected();
-          result.duplicates += static_cast<std::int64_t>(last - first) - inserted->affected();
-        }
-        if (!costs.empty()) {
-          auto inserted = insert_costs(db, costs, carry_rule, result.duplicates);
-          if (!inserted) return inserted.error();
-          result.inserted += *inserted;
-        }
+        auto result = insert_plain();
+        if (!result) return result.error();
+        auto inserted = insert_costs(db, costs, carry_rule, result->duplicates);
+        if (!inserted) return inserted.error();
+        result->inserted += *inserted;
         return result;
       },
       "outbox write failed");
