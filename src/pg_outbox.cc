@@ -448,8 +448,9 @@ Expected<bool> PgOutbox::hold_engine() {
   std::lock_guard lock(engine_->mutex);
   const auto now = std::chrono::steady_clock::now();
   // Renewed a third of the lease at most: a round of the planner costs no write.
-  if (engine_token_ > 0 && now < held_until_ && now - renewed_at_ < lease_ / 3) return true;
-  const auto lease_ms = std::chrono::duration_cast<std::chrono::milliseconds>(lease_).count();
+  const auto lease = std::chrono::duration_cast<std::chrono::milliseconds>(lease_);
+  if (engine_token_ > 0 && now < held_until_ && now - renewed_at_ < lease / 3) return true;
+  const auto lease_ms = lease.count();
   auto taken = engine_->exec(
       "INSERT INTO " + table("engine_lease") +
           "(name, owner, token, expires_ms) VALUES('engine', " + "$1, 1, " + kDbNowMs +
@@ -469,11 +470,13 @@ Expected<bool> PgOutbox::hold_engine() {
   }
   const std::int64_t token = taken->integer(0, 0);
   if (token != engine_token_) {
-    // New holder: claims of earlier holders are nobody's now (each raised token fences them out).
+    // New holder: every claim is nobody's now — earlier holders', and this process's own from
+    // before it lost the lease (its queues were dropped then). The next claim raises each
+    // batch's token, which fences out any answer to an earlier claim.
     auto released = engine_->exec("UPDATE " + table("batches") +
                                       " SET lease_owner=NULL WHERE state=$1 AND lease_owner IS "
-                                      "NOT NULL AND lease_owner<>$2",
-                                  {p(kBatchSending), p(owner_)});
+                                      "NOT NULL",
+                                  {p(kBatchSending)});
     if (!released) return released.error();
   } else {
     auto renewed =
@@ -485,7 +488,7 @@ Expected<bool> PgOutbox::hold_engine() {
   engine_token_ = token;
   renewed_at_ = now;
   // A margin for the round trip and for clocks that run a little apart.
-  held_until_ = now + lease_ - lease_ / 5;
+  held_until_ = now + lease - lease / 5;
   return true;
 }
 
@@ -798,11 +801,14 @@ Expected<std::vector<ClaimedBatch>> PgOutbox::claim_due_batches(std::int64_t now
                 table("batches") + " WHERE state=$3 AND (lease_owner IS NULL OR " +
                 "lease_expires_ms < " + kDbNowMs + ") AND next_attempt_ms<=$4 " +
                 "ORDER BY next_attempt_ms, id LIMIT $5 FOR UPDATE SKIP LOCKED) " +
+                // Only the engine's holder claims (a replica paused past its lease claims none).
+                "AND EXISTS (SELECT 1 FROM " + table("engine_lease") +
+                " WHERE name='engine' AND owner=$1 AND token=$6) " +
                 "RETURNING id, kind, idempotency_key, target, customer_id, customer_key, " +
                 "quantity, timestamp, attempts, created_ms, event_count, lease_token, " +
                 "next_attempt_ms",
             {p(owner_), p(static_cast<std::int64_t>(lease_ms)), p(kBatchSending), p(now_ms),
-             p(limit)});
+             p(limit), p(engine_token_)});
         if (!claimed) return claimed.error();
         std::vector<std::pair<std::int64_t, ClaimedBatch>> entries;
         std::vector<std::int64_t> ids;

@@ -971,7 +971,8 @@ Expected<bool> SqliteOutbox::finish_batch(const Batch& batch, int batch_state,
   Transaction transaction(db);
   Statement update(db,
                    "UPDATE batches SET state=?, delivered_ms=?, request_id=?, last_error=?, "
-                   "lease_owner=NULL WHERE id=? AND lease_token=?");
+                   "lease_owner=NULL WHERE id=? AND lease_token=? AND state=" +
+                       std::to_string(kBatchSending));
   Statement events(db,
                    "UPDATE events SET state=?, updated_ms=?, reason=? "
                    "WHERE batch_id=? AND state=?");
@@ -1015,7 +1016,8 @@ Expected<bool> SqliteOutbox::batch_retry_later(const Batch& batch, int attempts,
   std::lock_guard lock(db_->engine_mutex);
   Statement statement(db_->engine,
                       "UPDATE batches SET attempts=?, next_attempt_ms=?, "
-                      "last_error=?, lease_owner=NULL WHERE id=? AND lease_token=?");
+                      "last_error=?, lease_owner=NULL WHERE id=? AND lease_token=? AND state=" +
+                          std::to_string(kBatchSending));
   if (!statement.ok() || !statement.bind(1, attempts)
                               .bind(2, next_attempt_ms)
                               .bind(3, last_error)
@@ -1029,8 +1031,9 @@ Expected<bool> SqliteOutbox::batch_retry_later(const Batch& batch, int attempts,
 
 Expected<bool> SqliteOutbox::release(const Batch& batch) {
   std::lock_guard lock(db_->engine_mutex);
-  Statement statement(db_->engine,
-                      "UPDATE batches SET lease_owner=NULL WHERE id=? AND lease_token=?");
+  Statement statement(
+      db_->engine, "UPDATE batches SET lease_owner=NULL WHERE id=? AND lease_token=? AND state=" +
+                       std::to_string(kBatchSending));
   if (!statement.ok() || !statement.bind(1, batch.id).bind(2, batch.lease).run()) {
     return storage_error(db_->engine, "cannot release a batch");
   }
@@ -1042,7 +1045,9 @@ Expected<bool> SqliteOutbox::dissolve_batch(const Batch& batch) {
   sqlite3* db = db_->engine;
   Transaction transaction(db);
   // Kept, not deleted: its id (and so its idempotency key) must never be handed out again.
-  Statement update(db, "UPDATE batches SET state=?, lease_owner=NULL WHERE id=? AND lease_token=?");
+  Statement update(
+      db, "UPDATE batches SET state=?, lease_owner=NULL WHERE id=? AND lease_token=? AND state=" +
+              std::to_string(kBatchSending));
   Statement events(db,
                    "UPDATE events SET state=?, batch_id=NULL, customer_id='' "
                    "WHERE batch_id=? AND state=?");

@@ -33,11 +33,11 @@ inline std::optional<std::string> test_pg_url() {
 }
 
 // In a test body or SetUp(): skips (shown as SKIPPED, never passed) without a test server.
-#define STRIPE_SKIP_WITHOUT_PG()                                              \
-  do {                                                                        \
-    if (!::stripe_billing::testing::test_pg_url()) {                          \
-      GTEST_SKIP() << ::stripe_billing::testing::kNoPgMessage;                \
-    }                                                                         \
+#define STRIPE_SKIP_WITHOUT_PG()                               \
+  do {                                                         \
+    if (!::stripe_billing::testing::test_pg_url()) {           \
+      GTEST_SKIP() << ::stripe_billing::testing::kNoPgMessage; \
+    }                                                          \
   } while (false)
 
 // The rows of one statement as text ("" for NULL), or the server's error.
@@ -56,7 +56,8 @@ inline PgRows pg_query(const std::string& url, const std::string& sql) {
     if (conn != nullptr) PQfinish(conn);
     return out;
   }
-  PQsetNoticeProcessor(conn, [](void*, const char*) {}, nullptr);
+  PQsetNoticeProcessor(
+      conn, [](void*, const char*) {}, nullptr);
   PGresult* result = PQexec(conn, sql.c_str());
   const ExecStatusType status = PQresultStatus(result);
   if (status == PGRES_COMMAND_OK || status == PGRES_TUPLES_OK) {
@@ -111,8 +112,7 @@ class PgTestSchema {
   }
   // Whether the schema exists on the server.
   bool exists() const {
-    const PgRows rows =
-        query("SELECT COUNT(*) FROM pg_namespace WHERE nspname = '" + name_ + "'");
+    const PgRows rows = query("SELECT COUNT(*) FROM pg_namespace WHERE nspname = '" + name_ + "'");
     return rows.ok && !rows.rows.empty() && rows.rows[0][0] == "1";
   }
 
