@@ -11,6 +11,38 @@ std::string carry_key(const NewEvent& event) {
          std::to_string(static_cast<int>(event.sink));
 }
 
+void OutboxCounts::set(std::int64_t state, std::int64_t rows) noexcept {
+  switch (static_cast<EventState>(state)) {
+    case EventState::kPending:
+      pending = rows;
+      break;
+    case EventState::kBatched:
+      batched = rows;
+      break;
+    case EventState::kDelivered:
+      delivered = rows;
+      break;
+    case EventState::kParked:
+      parked = rows;
+      break;
+    case EventState::kDead:
+      dead = rows;
+      break;
+  }
+}
+
+Expected<bool> Outbox::batch_delivered(const Batch& batch, const std::string& request_id,
+                                       std::int64_t now_ms) {
+  return finish_batch(batch, kBatchDelivered, EventState::kDelivered, "", request_id, now_ms,
+                      "cannot record a delivery");
+}
+
+Expected<bool> Outbox::batch_dead(const Batch& batch, const std::string& reason,
+                                  const std::string& request_id, std::int64_t now_ms) {
+  return finish_batch(batch, kBatchDead, EventState::kDead, reason, request_id, now_ms,
+                      "cannot record a dead batch");
+}
+
 Expected<InsertResult> Outbox::insert(const std::vector<NewEvent>& events) {
   return insert(events, carry_cost_row);
 }

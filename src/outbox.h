@@ -50,6 +50,17 @@ struct OutboxCounts {
   std::int64_t parked = 0;
   std::int64_t dead = 0;
   std::int64_t oldest_pending_ms = 0;  // accepted_at of the oldest pending/batched event; 0: none
+
+  // The count of rows in `state` (a stored state number; others are ignored).
+  void set(std::int64_t state, std::int64_t rows) noexcept;
+};
+
+// A batch's state as both stores keep it (the numbers are part of their formats).
+enum BatchState : int {
+  kBatchSending = 1,    // waiting for (or in) an attempt
+  kBatchDelivered = 2,  // Stripe recorded it
+  kBatchDead = 4,       // refused for good, or too old to send again
+  kBatchDissolved = 5,  // never sent successfully; its events went back to pending
 };
 
 // How many parked or dead events share a reason.
@@ -206,13 +217,13 @@ class Outbox {
 
   // Outcomes, each recorded only under the batch's lease; false: the lease is no longer held (the
   // store kept whatever another claimer recorded).
-  virtual Expected<bool> batch_delivered(const Batch& batch, const std::string& request_id,
-                                         std::int64_t now_ms) = 0;
+  Expected<bool> batch_delivered(const Batch& batch, const std::string& request_id,
+                                 std::int64_t now_ms);
   virtual Expected<bool> batch_retry_later(const Batch& batch, int attempts,
                                            std::int64_t next_attempt_ms,
                                            const std::string& last_error) = 0;
-  virtual Expected<bool> batch_dead(const Batch& batch, const std::string& reason,
-                                    const std::string& request_id, std::int64_t now_ms) = 0;
+  Expected<bool> batch_dead(const Batch& batch, const std::string& reason,
+                            const std::string& request_id, std::int64_t now_ms);
   // The batch's rows go back to pending (their target changed); the batch is kept, dissolved,
   // so its key is never handed out again. Only for a batch Stripe has certainly not recorded.
   virtual Expected<bool> dissolve_batch(const Batch& batch) = 0;
@@ -260,6 +271,11 @@ class Outbox {
 
  protected:
   Outbox() = default;
+  // Delivered or dead, the batch and its rows together, under the batch's lease.
+  virtual Expected<bool> finish_batch(const Batch& batch, BatchState batch_state,
+                                      EventState event_state, const std::string& reason,
+                                      const std::string& request_id, std::int64_t now_ms,
+                                      const char* what) = 0;
   std::string instance_id_;
   std::vector<std::string> notes_;
 };

@@ -17,10 +17,6 @@
 namespace stripe_billing {
 namespace {
 
-constexpr int kBatchSending = 1;
-constexpr int kBatchDelivered = 2;
-constexpr int kBatchDead = 4;
-constexpr int kBatchDissolved = 5;
 constexpr auto kReconnectEvery = std::chrono::seconds(1);
 
 int stored(EventState state) { return static_cast<int>(state); }
@@ -866,9 +862,10 @@ Expected<std::vector<ClaimedBatch>> PgOutbox::claim_due_batches(std::int64_t now
 // ---------------------------------------------------------------------------------------------
 // Outcomes
 
-Expected<bool> PgOutbox::finish_batch(const Batch& batch, int batch_state, EventState event_state,
-                                      const std::string& reason, const std::string& request_id,
-                                      std::int64_t now_ms, const char* what) {
+Expected<bool> PgOutbox::finish_batch(const Batch& batch, BatchState batch_state,
+                                      EventState event_state, const std::string& reason,
+                                      const std::string& request_id, std::int64_t now_ms,
+                                      const char* what) {
   std::lock_guard lock(engine_->mutex);
   PgConnection& db = *engine_;
   return db.transaction<bool>(
@@ -890,18 +887,6 @@ Expected<bool> PgOutbox::finish_batch(const Batch& batch, int batch_state, Event
         return true;
       },
       what);
-}
-
-Expected<bool> PgOutbox::batch_delivered(const Batch& batch, const std::string& request_id,
-                                         std::int64_t now_ms) {
-  return finish_batch(batch, kBatchDelivered, EventState::kDelivered, "", request_id, now_ms,
-                      "cannot record a delivery");
-}
-
-Expected<bool> PgOutbox::batch_dead(const Batch& batch, const std::string& reason,
-                                    const std::string& request_id, std::int64_t now_ms) {
-  return finish_batch(batch, kBatchDead, EventState::kDead, reason, request_id, now_ms,
-                      "cannot record a dead batch");
 }
 
 Expected<bool> PgOutbox::batch_retry_later(const Batch& batch, int attempts,
@@ -1036,24 +1021,7 @@ Expected<OutboxCounts> PgOutbox::counts() {
   if (!rows) return rows.error();
   OutboxCounts counts;
   for (int i = 0; i < rows->rows(); ++i) {
-    const std::int64_t n = rows->integer(i, 1);
-    switch (static_cast<EventState>(rows->integer(i, 0))) {
-      case EventState::kPending:
-        counts.pending = n;
-        break;
-      case EventState::kBatched:
-        counts.batched = n;
-        break;
-      case EventState::kDelivered:
-        counts.delivered = n;
-        break;
-      case EventState::kParked:
-        counts.parked = n;
-        break;
-      case EventState::kDead:
-        counts.dead = n;
-        break;
-    }
+    counts.set(rows->integer(i, 0), rows->integer(i, 1));
   }
   auto oldest = reader_->exec("SELECT accepted_at_ms FROM " + table("events") +
                                   " WHERE state IN ($1, $2) ORDER BY id LIMIT 1",

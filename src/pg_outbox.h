@@ -57,12 +57,8 @@ class PgOutbox final : public Outbox {
   Expected<std::vector<Batch>> apply(PlanWrites writes, std::int64_t now_ms,
                                      std::size_t lease) override;
   Expected<std::vector<ClaimedBatch>> claim_due_batches(std::int64_t now_ms, int limit) override;
-  Expected<bool> batch_delivered(const Batch& batch, const std::string& request_id,
-                                 std::int64_t now_ms) override;
   Expected<bool> batch_retry_later(const Batch& batch, int attempts, std::int64_t next_attempt_ms,
                                    const std::string& last_error) override;
-  Expected<bool> batch_dead(const Batch& batch, const std::string& reason,
-                            const std::string& request_id, std::int64_t now_ms) override;
   Expected<bool> dissolve_batch(const Batch& batch) override;
   Expected<bool> release(const Batch& batch) override;
   Expected<std::vector<std::string>> open_targets() override;
@@ -84,9 +80,9 @@ class PgOutbox final : public Outbox {
 
  private:
   PgOutbox(std::string schema, StoreMode mode, std::chrono::seconds lease);
-  Expected<bool> finish_batch(const Batch& batch, int batch_state, EventState event_state,
+  Expected<bool> finish_batch(const Batch& batch, BatchState batch_state, EventState event_state,
                               const std::string& reason, const std::string& request_id,
-                              std::int64_t now_ms, const char* what);
+                              std::int64_t now_ms, const char* what) override;
   Expected<std::int64_t> insert_costs(PgConnection& db, const std::vector<const NewEvent*>& rows,
                                       const CarryRule& carry_rule, std::int64_t& duplicates);
   std::string table(const char* name) const { return schema_ + "." + name; }

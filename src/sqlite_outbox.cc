@@ -107,10 +107,6 @@ UPDATE batches SET
 )sql";
 
 int stored(EventState state) { return static_cast<int>(state); }
-constexpr int kBatchSending = 1;
-constexpr int kBatchDelivered = 2;
-constexpr int kBatchDead = 4;
-constexpr int kBatchDissolved = 5;  // never sent successfully; its events went back to pending
 
 Error storage_error(sqlite3* db, const std::string& what) {
   return Error{ErrorCode::kStorage, what + ": " + (db ? sqlite3_errmsg(db) : "no database"),
@@ -608,24 +604,7 @@ Expected<OutboxCounts> SqliteOutbox::count_by_query() {
   OutboxCounts counts;
   int rc;
   while ((rc = select.step()) == SQLITE_ROW) {
-    const std::int64_t n = select.integer(1);
-    switch (static_cast<EventState>(select.integer(0))) {
-      case EventState::kPending:
-        counts.pending = n;
-        break;
-      case EventState::kBatched:
-        counts.batched = n;
-        break;
-      case EventState::kParked:
-        counts.parked = n;
-        break;
-      case EventState::kDead:
-        counts.dead = n;
-        break;
-      case EventState::kDelivered:
-        counts.delivered = n;
-        break;
-    }
+    counts.set(select.integer(0), select.integer(1));
   }
   if (rc != SQLITE_DONE) return storage_error(db_->engine, "cannot count the outbox");
   return counts;
@@ -962,7 +941,7 @@ Expected<std::vector<ClaimedBatch>> SqliteOutbox::claim_due_batches(std::int64_t
   return out;
 }
 
-Expected<bool> SqliteOutbox::finish_batch(const Batch& batch, int batch_state,
+Expected<bool> SqliteOutbox::finish_batch(const Batch& batch, BatchState batch_state,
                                           EventState event_state, const std::string& reason,
                                           const std::string& request_id, std::int64_t now_ms,
                                           const char* what) {
@@ -996,18 +975,6 @@ Expected<bool> SqliteOutbox::finish_batch(const Batch& batch, int batch_state,
   add_count(EventState::kBatched, -moved);
   add_count(event_state, moved);
   return true;
-}
-
-Expected<bool> SqliteOutbox::batch_delivered(const Batch& batch, const std::string& request_id,
-                                             std::int64_t now_ms) {
-  return finish_batch(batch, kBatchDelivered, EventState::kDelivered, "", request_id, now_ms,
-                      "cannot record a delivery");
-}
-
-Expected<bool> SqliteOutbox::batch_dead(const Batch& batch, const std::string& reason,
-                                        const std::string& request_id, std::int64_t now_ms) {
-  return finish_batch(batch, kBatchDead, EventState::kDead, reason, request_id, now_ms,
-                      "cannot record a dead batch");
 }
 
 Expected<bool> SqliteOutbox::batch_retry_later(const Batch& batch, int attempts,

@@ -39,12 +39,8 @@ class SqliteOutbox final : public Outbox {
   Expected<std::vector<Batch>> apply(PlanWrites writes, std::int64_t now_ms,
                                      std::size_t lease) override;
   Expected<std::vector<ClaimedBatch>> claim_due_batches(std::int64_t now_ms, int limit) override;
-  Expected<bool> batch_delivered(const Batch& batch, const std::string& request_id,
-                                 std::int64_t now_ms) override;
   Expected<bool> batch_retry_later(const Batch& batch, int attempts, std::int64_t next_attempt_ms,
                                    const std::string& last_error) override;
-  Expected<bool> batch_dead(const Batch& batch, const std::string& reason,
-                            const std::string& request_id, std::int64_t now_ms) override;
   Expected<bool> dissolve_batch(const Batch& batch) override;
   Expected<bool> release(const Batch& batch) override;
   Expected<std::vector<std::string>> open_targets() override;
@@ -76,9 +72,9 @@ class SqliteOutbox final : public Outbox {
   Expected<OutboxCounts> count_by_query();
   Expected<void> load_counts();
   void add_count(EventState state, std::int64_t delta);
-  Expected<bool> finish_batch(const Batch& batch, int batch_state, EventState event_state,
+  Expected<bool> finish_batch(const Batch& batch, BatchState batch_state, EventState event_state,
                               const std::string& reason, const std::string& request_id,
-                              std::int64_t now_ms, const char* what);
+                              std::int64_t now_ms, const char* what) override;
   static Expected<std::unique_ptr<Outbox>> open_read_only(const std::string& path);
 
   const std::string path_;

@@ -6,6 +6,7 @@
 #include <deque>
 
 #include "pg_test_support.h"
+#include "stripe_billing/reconciliation.h"
 #include "test_support.h"
 
 namespace stripe_billing {
@@ -97,6 +98,18 @@ TEST_F(FleetTest, CallsServedByThreeReplicasAreBilledOnceAndAggregatedForTheFlee
   const StripeLoggerStats stats = replicas_[0]->stats();
   EXPECT_EQ(stats.pending, 0u);
   EXPECT_EQ(stats.parked, 0u);
+  // One ledger for the fleet: reconciling it (from any replica's configuration) agrees with
+  // Stripe for every customer, whichever replica served the calls.
+  const auto now = std::chrono::duration_cast<std::chrono::seconds>(
+                       std::chrono::system_clock::now().time_since_epoch())
+                       .count();
+  auto report = reconcile(replicas_[2]->config(), now - 3600, now + 60);
+  ASSERT_TRUE(report) << report.error().to_string();
+  ASSERT_EQ(report->rows.size(), 2u);
+  std::int64_t local = 0;
+  for (const auto& row : report->rows) local += static_cast<std::int64_t>(row.local);
+  EXPECT_EQ(local, 900);
+  EXPECT_TRUE(report->matches());
 }
 
 TEST_F(FleetTest, WhenTheEngineHolderStopsAnotherReplicaDeliversWhatItHeld) {
