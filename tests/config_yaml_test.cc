@@ -244,6 +244,24 @@ stripe_billing:
   EXPECT_EQ(settings.config.price_id, "price_9");
 }
 
+TEST(ConfigYamlTest, TheOutboxUrlComesFromTheEnvironmentAsTheKeyDoes) {
+  const std::string url = "postgresql://gw:Pg5ecretPassw0rd@127.0.0.1:5432/billing";
+  const YamlSettings settings =
+      read_ok(R"yaml(
+stripe_billing:
+  api_key: os.environ/MY_STRIPE_KEY
+  price_id: price_9
+  outbox_url: os.environ/GATEWAY_DATABASE_URL
+  outbox_schema: gateway_eu
+)yaml",
+              {{"MY_STRIPE_KEY", kTestKey}, {"GATEWAY_DATABASE_URL", url}});
+  EXPECT_EQ(settings.config.outbox_url, url);
+  EXPECT_EQ(settings.config.outbox_schema, "gateway_eu");
+  auto finalized = finalize_config(settings.config);
+  ASSERT_TRUE(finalized) << finalized.error().message;
+  EXPECT_EQ(finalized->outbox_url_redacted(), "postgresql://gw:…@127.0.0.1:5432/billing");
+}
+
 TEST(ConfigYamlTest, UnsetOsEnvironReferenceNamesTheVariableAndTheKey) {
   const std::string message = read_error(R"yaml(
 stripe_billing:

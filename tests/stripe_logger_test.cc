@@ -637,6 +637,20 @@ TEST_F(StripeLoggerTest, ASecondProcessOnTheSameOutboxIsRefused) {
   EXPECT_TRUE(make_stripe_logger(config())) << "free once the first one stops";
 }
 
+TEST_F(StripeLoggerTest, AnUnreachableDatabaseIsAClearErrorNotAFallback) {
+  // Nothing listens on port 1: the fleet's store cannot be reached.
+  Config unreachable = config();
+  unreachable.outbox_url = "postgresql://gw:Pg5ecretPassw0rd@127.0.0.1:1/billing";
+  auto logger = make_stripe_logger(unreachable);
+  ASSERT_FALSE(logger);
+  EXPECT_EQ(logger.error().code, ErrorCode::kStorage);
+  EXPECT_NE(
+      logger.error().message.find("cannot connect to PostgreSQL postgresql://gw:…@127.0.0.1:1"),
+      std::string::npos)
+      << logger.error().message;
+  EXPECT_EQ(logger.error().message.find("Pg5ecretPassw0rd"), std::string::npos);
+}
+
 TEST_F(StripeLoggerTest, ShutdownKeepsItsDeadlineWhileTheOutboxIsLocked) {
   add_customer("alice");
   Config config = this->config();
