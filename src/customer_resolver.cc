@@ -73,7 +73,7 @@ std::optional<CustomerResolver::Known> CustomerResolver::without_request(
     return Known{BillingTarget{it->second.customer_id, it->second.subscription_item_id, 0, 0}, now};
   }
   if (is_customer_id(customer_key)) return Known{BillingTarget{customer_key, "", 0, 0}, now};
-  if (customer_key.size() > kMaxMetadataValue || !is_valid_utf8(customer_key)) {
+  if (customer_key.size() > kMaxMetadataValue || !is_storable_text(customer_key)) {
     return Known{not_found(ErrorCode::kMissingCustomer,
                            "customer key is not a possible Stripe metadata value (over 500 bytes "
                            "or not UTF-8)"),

@@ -13,6 +13,7 @@ namespace stripe_billing {
 namespace {
 
 constexpr int kRowsPerRound = 10'000;
+constexpr int kSharedRowsPerRound = 100'000;
 constexpr int kClaimsPerRound = 1'000;
 constexpr auto kIdleRound = std::chrono::milliseconds(1000);
 // Rounds woken by commits come at most this often: a stream of commits is read incrementally,
@@ -103,9 +104,11 @@ bool Dispatcher::drain(SteadyTime deadline) {
   bool drained = false;
   while (!stopping_) {
     const bool writes_pending = !unrecorded_.empty();
-    if (engine_elsewhere_) {
+    if (engine_elsewhere_ ||
+        (outbox_.shared() && queued_ == 0 && in_flight_ == 0 && unrecorded_.empty())) {
       // A fleet: what this replica accepted is in the shared store, which the replica running
-      // the engine delivers.
+      // the engine delivers (this one until it stops, then the next holder); it only finishes
+      // the batches it has in hand.
       drained = true;
       break;
     }
@@ -228,7 +231,13 @@ std::chrono::milliseconds Dispatcher::plan_round(bool full) {
 }
 
 bool Dispatcher::lead() {
-  auto held = outbox_.hold_engine();
+  std::vector<std::int64_t> batches;  // claimed by this process: queued or in flight
+  {
+    std::lock_guard lock(mutex_);
+    batches.reserve(first_seen_.size());
+    for (const auto& [id, seen] : first_seen_) batches.push_back(id);
+  }
+  auto held = outbox_.hold_engine(batches);
   const bool leading = held && *held;
   {
     std::lock_guard lock(mutex_);
@@ -404,8 +413,10 @@ std::int64_t Dispatcher::plan_pending(std::int64_t now, bool full, bool force) {
     if (!full) after = last_read_id_;
     busy = busy_items_;
   }
-  auto rows =
-      full ? outbox_.due_events(now, kRowsPerRound) : outbox_.new_events(after, kRowsPerRound);
+  // A shared store's rounds read every replica's rows, so rows that must wait (an item with a
+  // batch in flight) would hide newer ones of other customers behind a small window.
+  const int limit = outbox_.shared() ? kSharedRowsPerRound : kRowsPerRound;
+  auto rows = full ? outbox_.due_events(now, limit) : outbox_.new_events(after, limit);
   if (!rows) {
     store_alarm("cannot read pending events", rows.error().message);
     return 0;
@@ -497,6 +508,7 @@ void Dispatcher::send_loop(int index) {
     Batch batch;
     sender_wake_.wait(lock, [&] { return stopping_ || (!auth_paused_ && take(batch)); });
     if (stopping_) break;
+    ++in_flight_;
     lock.unlock();
     const std::string target = batch.target;
     const bool serial = batch.kind == BatchKind::kMeterEvent;
@@ -506,6 +518,8 @@ void Dispatcher::send_loop(int index) {
       log_->error("stripe_billing sending a batch failed: {}", e.what());
     }
     lock.lock();
+    --in_flight_;
+    progress_.notify_all();
     if (serial) {
       sending_targets_.erase(target);
       sender_wake_.notify_all();

@@ -141,6 +141,7 @@ class Dispatcher {
   std::condition_variable progress_;
   std::deque<Batch> ready_[3];             // by BatchKind
   std::size_t queued_ = 0;                 // in ready_
+  std::size_t in_flight_ = 0;              // taken by a sender, its outcome not yet written
   int next_kind_ = 0;                      // round robin over ready_
   std::set<std::string> busy_items_;       // items with an undelivered batch (window > 0)
   std::set<std::string> sending_targets_;  // v1 meter targets with a request in flight

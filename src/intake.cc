@@ -44,8 +44,8 @@ std::string generated_call_id() {
 }
 
 std::string bounded(const std::string& text) {
-  return text.size() <= kMaxStoredText && is_valid_utf8(text) ? text
-                                                              : log_safe(text, kMaxStoredText);
+  return text.size() <= kMaxStoredText && is_storable_text(text) ? text
+                                                                 : log_safe(text, kMaxStoredText);
 }
 
 }  // namespace
@@ -71,7 +71,7 @@ std::optional<std::string> derived_call_id(const UsageEvent& event, std::string_
 }
 
 std::string stable_call_key(const std::string& call_id) {
-  if (call_id.size() <= kMaxStoredText && is_valid_utf8(call_id)) return call_id;
+  if (call_id.size() <= kMaxStoredText && is_storable_text(call_id)) return call_id;
   return "hash:" + hashed_id(call_id);
 }
 
@@ -408,7 +408,7 @@ void Intake::count_lost(std::size_t count, Reason reason, const std::string& why
 bool Intake::store(std::vector<NewEvent>& rows) {
   if (rows.empty()) return true;
   if (insert(rows)) return true;
-  if (outbox_.shared()) return store_again(rows);
+  if (outbox_.shared()) return !rows.empty() && store_again(rows);
   if (!journal_) rows.clear();
   return false;
 }
@@ -426,6 +426,7 @@ bool Intake::store_again(std::vector<NewEvent>& rows) {
     if (abandoned()) break;
     metrics_.count_reason(to_string(Reason::kOutboxUnreachable));
     if (insert(rows)) return true;
+    if (rows.empty()) return false;  // refused for good (counted lost by insert())
     wait = std::min(wait * 2, std::chrono::milliseconds(2000));
   }
   count_lost(rows.size(), Reason::kShutdownDeadline,
@@ -437,7 +438,13 @@ bool Intake::store_again(std::vector<NewEvent>& rows) {
 bool Intake::insert(std::vector<NewEvent>& rows) {
   auto result = outbox_.insert(rows);
   if (!result) {
-    if (outbox_.shared()) {
+    if (outbox_.shared() && result.error().code != ErrorCode::kStorage) {
+      // PostgreSQL refused the rows themselves: trying again would fail again and hold up every
+      // later commit.
+      count_lost(rows.size(), Reason::kOutboxUnwritable,
+                 "PostgreSQL refused them (" + result.error().message + ")");
+      rows.clear();
+    } else if (outbox_.shared()) {
       if (std::chrono::steady_clock::now() - last_storage_alarm_ >= std::chrono::minutes(1)) {
         last_storage_alarm_ = std::chrono::steady_clock::now();
         log_->error(
@@ -572,7 +579,8 @@ void Intake::add_rows(HandedEvent& event, std::int64_t now_ms, std::vector<NewEv
     common.reason = event.refused != RequestUserRefusal::kNone
                         ? to_string(event.refused)
                         : to_string(Reason::kMissingCustomer);
-  } else if (event.customer_key.size() > kMaxMetadataValue || !is_valid_utf8(event.customer_key)) {
+  } else if (event.customer_key.size() > kMaxMetadataValue ||
+             !is_storable_text(event.customer_key)) {
     common.customer_key = log_safe(event.customer_key, 100);
     common.state = EventState::kDead;
     common.reason = to_string(Reason::kInvalidCustomerKey);

@@ -180,8 +180,12 @@ class Outbox {
   virtual bool shared() const noexcept { return false; }
   // Whether this process may run the delivery engine now. SQLite: always (open_engine() holds the
   // file's lock). PostgreSQL: takes or renews the fleet's engine lease (and this process's batch
-  // claims with it); false while another process holds it. Called by the planner every round.
-  virtual Expected<bool> hold_engine() { return true; }
+  // claims it still holds, `held`, with it); false while another process holds it; an error when
+  // that cannot be known (the engine then stops until it is). Called by the planner every round.
+  virtual Expected<bool> hold_engine(const std::vector<std::int64_t>& held) {
+    (void)held;
+    return true;
+  }
   // Gives the engine lease up (a stopping process), so another takes over at once.
   virtual void release_engine() {}
 

@@ -2,6 +2,8 @@
 
 #include <libpq-fe.h>
 
+#include <cctype>
+#include <cstdlib>
 #include <map>
 #include <memory>
 #include <string_view>
@@ -36,6 +38,8 @@ std::vector<std::string> split_hosts(const std::string& value) {
 }
 
 using Options = std::map<std::string, std::string>;
+
+bool secret_option(const std::string& key) { return key == "password" || key == "sslpassword"; }
 
 bool parse(const std::string& conninfo, Options& options) {
   char* error = nullptr;
@@ -75,7 +79,7 @@ std::string rebuild(const Options& options, bool uri) {
           key == "port" || key == "dbname") {
         continue;
       }
-      out += separator + key + "=" + value;
+      out += separator + key + "=" + (secret_option(key) ? std::string("…") : value);
       separator = '&';
     }
     if (host.find('/') != std::string::npos) out += std::string(1, separator) + "host=" + host;
@@ -83,7 +87,7 @@ std::string rebuild(const Options& options, bool uri) {
   }
   for (const auto& [key, value] : options) {
     if (!out.empty()) out += ' ';
-    out += key + "=" + (key == "password" ? std::string("…") : value);
+    out += key + "=" + (secret_option(key) ? std::string("…") : value);
   }
   return out;
 }
@@ -106,7 +110,26 @@ PgConninfoCheck check_pg_conninfo(const std::string& conninfo) {
         "characters such as @ : / ? & in a password must be percent-encoded in a URI");
     return check;
   }
+  const std::string dbname = options.count("dbname") ? options["dbname"] : "";
+  if (dbname.find('=') != std::string::npos || is_uri(dbname)) {
+    check.problems.push_back(
+        "has a dbname that is itself a connection string; give the URI or the keywords directly");
+    return check;
+  }
+  if (options.count("service") != 0) {
+    check.problems.push_back(
+        "names a service (pg_service.conf): give the host, port, dbname and sslmode here, so "
+        "they can be checked");
+    return check;
+  }
   check.redacted = rebuild(options, uri);
+  // libpq falls back to PGHOST / PGHOSTADDR / PGSSLMODE: what it would use is what is checked.
+  for (const char* key : {"host", "hostaddr", "sslmode"}) {
+    std::string variable = std::string("PG") + key;
+    for (char& c : variable) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+    const char* value = std::getenv(variable.c_str());
+    if (options.count(key) == 0 && value != nullptr && *value != '\0') options[key] = value;
+  }
   const std::string sslmode = options.count("sslmode") ? options["sslmode"] : "";
   const bool verified = sslmode == "verify-ca" || sslmode == "verify-full";
   std::vector<std::string> hosts = split_hosts(options.count("host") ? options["host"] : "");
@@ -122,6 +145,16 @@ PgConninfoCheck check_pg_conninfo(const std::string& conninfo) {
     }
   }
   return check;
+}
+
+std::vector<std::string> pg_conninfo_secrets(const std::string& conninfo) {
+  std::vector<std::string> secrets;
+  Options options;
+  if (!parse(conninfo, options)) return secrets;
+  for (const auto& [key, value] : options) {
+    if (secret_option(key) && !value.empty()) secrets.push_back(value);
+  }
+  return secrets;
 }
 
 std::string redact_pg_conninfo(const std::string& conninfo) {

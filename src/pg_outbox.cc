@@ -13,6 +13,7 @@
 #include <utility>
 
 #include "pg_conninfo.h"
+#include "usage_record.h"
 
 namespace stripe_billing {
 namespace {
@@ -43,7 +44,11 @@ std::string host_name() {
 using Param = std::optional<std::string>;
 Param p(std::int64_t value) { return std::to_string(value); }
 Param p(int value) { return std::to_string(value); }
-Param p(const std::string& value) { return value; }
+// Text PostgreSQL can hold (no NUL, valid UTF-8): intake only hands over such text; what comes
+// from elsewhere (Stripe's request ids and messages) is escaped rather than refused.
+Param p(const std::string& value) {
+  return is_storable_text(value) ? value : log_safe(value, value.size() * 4 + 16);
+}
 Param p(const std::optional<std::int64_t>& value) {
   return value ? Param(std::to_string(*value)) : std::nullopt;
 }
@@ -64,7 +69,8 @@ std::string int_array(const std::vector<std::int64_t>& values) {
 }
 
 // One element of a PostgreSQL array literal, quoted: "b\"c".
-void append_array_text(std::string& out, const std::string& value) {
+void append_array_text(std::string& out, const std::string& raw) {
+  const std::string value = is_storable_text(raw) ? raw : log_safe(raw, raw.size() * 4 + 16);
   out += '"';
   for (char c : value) {
     if (c == '"' || c == '\\') out += '\\';
@@ -151,7 +157,9 @@ std::vector<Param> event_params(const NewEvent& e) {
 class PgConnection {
  public:
   PgConnection(const Secret& conninfo, std::string redacted)
-      : conninfo_(conninfo), redacted_(std::move(redacted)) {}
+      : conninfo_(conninfo),
+        redacted_(std::move(redacted)),
+        secrets_(pg_conninfo_secrets(conninfo.reveal())) {}
   ~PgConnection() {
     if (conn_ != nullptr) PQfinish(conn_);
   }
@@ -161,8 +169,10 @@ class PgConnection {
   std::mutex mutex;
 
   // Connected, or a kStorage error. Called with `mutex` held.
-  Expected<void> ready() {
-    if (interrupted_->load()) return error("writes are interrupted (shutdown)");
+  Expected<void> ready(bool even_interrupted = false) {
+    if (interrupted_->load() && !even_interrupted) {
+      return error("writes are interrupted (shutdown)");
+    }
     if (conn_ != nullptr && PQstatus(conn_) == CONNECTION_OK &&
         PQtransactionStatus(conn_) != PQTRANS_UNKNOWN) {
       return {};
@@ -180,7 +190,7 @@ class PgConnection {
     const char* values[] = {"5", "stripe_billing", "30", conninfo_.reveal().c_str(), nullptr};
     conn_ = PQconnectdbParams(keywords, values, 1);
     if (conn_ == nullptr || PQstatus(conn_) != CONNECTION_OK) {
-      last_error_ = conn_ ? trimmed(PQerrorMessage(conn_)) : "out of memory";
+      last_error_ = conn_ ? scrubbed(trimmed(PQerrorMessage(conn_))) : "out of memory";
       return error("cannot connect to PostgreSQL " + redacted_ + ": " + last_error_);
     }
     PQsetNoticeProcessor(
@@ -188,14 +198,15 @@ class PgConnection {
     // A hung statement fails instead of holding a thread for ever; a lock never waits long.
     Result set(PQexec(conn_, "SET statement_timeout = '30s'; SET lock_timeout = '10s'"));
     if (PQresultStatus(set.get()) != PGRES_COMMAND_OK) {
-      last_error_ = trimmed(PQerrorMessage(conn_));
+      last_error_ = scrubbed(trimmed(PQerrorMessage(conn_)));
       return error("cannot prepare the PostgreSQL session: " + last_error_);
     }
     return {};
   }
 
-  Expected<Result> exec(const std::string& sql, const std::vector<Param>& params = {}) {
-    if (auto ok = ready(); !ok) return ok.error();
+  Expected<Result> exec(const std::string& sql, const std::vector<Param>& params = {},
+                        bool even_interrupted = false) {
+    if (auto ok = ready(even_interrupted); !ok) return ok.error();
     std::vector<const char*> values;
     values.reserve(params.size());
     for (const Param& param : params) values.push_back(param ? param->c_str() : nullptr);
@@ -203,23 +214,18 @@ class PgConnection {
     Result result(params.empty() ? PQexec(conn_, sql.c_str())
                                  : PQexecParams(conn_, sql.c_str(), static_cast<int>(values.size()),
                                                 nullptr, values.data(), nullptr, nullptr, 0));
-    const ExecStatusType status = PQresultStatus(result.get());
-    if (status != PGRES_COMMAND_OK && status != PGRES_TUPLES_OK) {
-      last_error_ = trimmed(PQerrorMessage(conn_));
-      return error(last_error_);
-    }
-    return result;
+    return checked(std::move(result));
   }
 
   // The same through a statement prepared once per connection under `name`.
   Expected<Result> exec_prepared(const std::string& name, const std::string& sql,
-                                 const std::vector<Param>& params) {
+                                 const std::vector<Param>& params, bool retried_prepare = false) {
     if (auto ok = ready(); !ok) return ok.error();
     if (prepared_.count(name) == 0) {
       Result made(
           PQprepare(conn_, name.c_str(), sql.c_str(), static_cast<int>(params.size()), nullptr));
       if (PQresultStatus(made.get()) != PGRES_COMMAND_OK) {
-        last_error_ = trimmed(PQerrorMessage(conn_));
+        last_error_ = scrubbed(trimmed(PQerrorMessage(conn_)));
         return error(last_error_);
       }
       prepared_.insert(name);
@@ -229,12 +235,13 @@ class PgConnection {
     for (const Param& param : params) values.push_back(param ? param->c_str() : nullptr);
     Result result(PQexecPrepared(conn_, name.c_str(), static_cast<int>(values.size()),
                                  values.data(), nullptr, nullptr, 0));
-    const ExecStatusType status = PQresultStatus(result.get());
-    if (status != PGRES_COMMAND_OK && status != PGRES_TUPLES_OK) {
-      last_error_ = trimmed(PQerrorMessage(conn_));
-      return error(last_error_);
+    const char* state = PQresultErrorField(result.get(), PG_DIAG_SQLSTATE);
+    if (state != nullptr && std::string_view(state) == "26000" && !retried_prepare) {
+      // The server forgot it (a DEALLOCATE, a pooler's new session): prepared again, once.
+      prepared_.erase(name);
+      return exec_prepared(name, sql, params, true);
     }
-    return result;
+    return checked(std::move(result));
   }
 
   // Runs `body` in one transaction: committed when it returns a value, rolled back otherwise.
@@ -263,12 +270,40 @@ class PgConnection {
   static Error error(std::string message) {
     return Error{ErrorCode::kStorage, std::move(message), std::nullopt};
   }
+  // A statement's outcome. Errors of the data itself (SQLSTATE classes 22 and 23: the same rows
+  // fail again however often they are tried) are kInvalidEvent; every other failure (the
+  // connection, the server's resources, a lock, a restart) is kStorage, worth trying again.
+  Expected<Result> checked(Result result) {
+    const ExecStatusType status = PQresultStatus(result.get());
+    if (status == PGRES_COMMAND_OK || status == PGRES_TUPLES_OK) return result;
+    last_error_ = scrubbed(trimmed(PQerrorMessage(conn_)));
+    const char* state = PQresultErrorField(result.get(), PG_DIAG_SQLSTATE);
+    const std::string_view code = state ? state : "";
+    if (code.substr(0, 2) == "22" || code.substr(0, 2) == "23") {
+      return Error{ErrorCode::kInvalidEvent, "PostgreSQL refused the data: " + last_error_,
+                   std::nullopt};
+    }
+    return error(last_error_);
+  }
+  // libpq's messages name the host and the user, and may quote a database name that holds a
+  // password (a URI given as dbname): any password of the connection string is cut out.
+  std::string scrubbed(std::string text) const {
+    for (const std::string& secret : secrets_) {
+      if (secret.size() < 3) continue;
+      for (std::size_t at = text.find(secret); at != std::string::npos;
+           at = text.find(secret, at)) {
+        text.replace(at, secret.size(), "…");
+      }
+    }
+    return text;
+  }
   static Error prefixed(const Error& error, const char* what) {
     return Error{ErrorCode::kStorage, std::string(what) + ": " + error.message, std::nullopt};
   }
 
   const Secret conninfo_;
   const std::string redacted_;
+  const std::vector<std::string> secrets_;  // what scrubbed() cuts out
   PGconn* conn_ = nullptr;
   std::chrono::steady_clock::time_point last_attempt_{};
   std::string last_error_;
@@ -377,20 +412,23 @@ Expected<std::unique_ptr<Outbox>> PgOutbox::open(const Secret& conninfo, const s
   if (!present && mode == StoreMode::kReadOnly) {
     return storage("no outbox in schema " + schema + " of PostgreSQL " + redacted);
   }
-  if (mode == StoreMode::kReadOnly) {
-    // Never migrates, and never reads a format newer than it knows either.
+  int current = 0;  // the format found, when the schema exists
+  if (present) {
+    // Never read a format newer than this library knows.
     auto version = db.exec("SELECT value FROM " + meta + " WHERE key='schema_version'", {});
     if (!version) return version.error();
-    const int found = version->rows() == 0
-                          ? 0
-                          : static_cast<int>(std::strtol(version->text(0, 0).c_str(), nullptr, 10));
-    if (found > kSchemaVersion) {
-      return storage("the outbox in schema " + schema + " is of format " + std::to_string(found) +
+    current = version->rows() == 0
+                  ? 0
+                  : static_cast<int>(std::strtol(version->text(0, 0).c_str(), nullptr, 10));
+    if (current > kSchemaVersion) {
+      return storage("the outbox in schema " + schema + " is of format " + std::to_string(current) +
                      ", newer than this library's " + std::to_string(kSchemaVersion) +
                      "; upgrade this replica");
     }
   }
-  if (mode != StoreMode::kReadOnly) {
+  // A schema of the current format is used as it is: a replica needs no right to create or alter
+  // anything (docs/deployment.md lists the grants), only the first start or an upgrade does.
+  if (mode != StoreMode::kReadOnly && current != kSchemaVersion) {
     // Replicas starting together create or migrate the schema one at a time.
     auto migrated = db.transaction<int>(
         [&]() -> Expected<int> {
@@ -439,26 +477,30 @@ void PgOutbox::interrupt_writes() { interrupted_->store(true); }
 // ---------------------------------------------------------------------------------------------
 // The engine lease
 
-Expected<bool> PgOutbox::hold_engine() {
+Expected<bool> PgOutbox::hold_engine(const std::vector<std::int64_t>& held) {
   if (mode_ != StoreMode::kEngine) return false;
   std::lock_guard lock(engine_->mutex);
-  const auto now = std::chrono::steady_clock::now();
+  const auto started = std::chrono::steady_clock::now();
   // Renewed a third of the lease at most: a round of the planner costs no write.
   const auto lease = std::chrono::duration_cast<std::chrono::milliseconds>(lease_);
-  if (engine_token_ > 0 && now < held_until_ && now - renewed_at_ < lease / 3) return true;
-  const auto lease_ms = lease.count();
+  if (engine_token_ > 0 && started < held_until_ && started - renewed_at_ < lease / 3) return true;
+  const auto lease_ms = static_cast<std::int64_t>(lease.count());
+  const std::string lease_table = table("engine_lease");
+  // Taken when free or expired (a new token, also for this process coming back after its lease
+  // expired), renewed while held (the same token).
   auto taken = engine_->exec(
-      "INSERT INTO " + table("engine_lease") +
-          "(name, owner, token, expires_ms) VALUES('engine', " + "$1, 1, " + kDbNowMs +
-          " + $2) ON CONFLICT(name) DO UPDATE SET owner=EXCLUDED.owner, " +
-          "token=" + table("engine_lease") + ".token + CASE WHEN " + table("engine_lease") +
-          ".owner=EXCLUDED.owner THEN 0 ELSE 1 END, expires_ms=EXCLUDED.expires_ms WHERE " +
-          table("engine_lease") + ".owner=EXCLUDED.owner OR " + table("engine_lease") +
-          ".expires_ms < " + kDbNowMs + " RETURNING token",
-      {p(owner_), p(static_cast<std::int64_t>(lease_ms))});
+      "INSERT INTO " + lease_table + "(name, owner, token, expires_ms) VALUES('engine', $1, 1, " +
+          kDbNowMs + " + $2) ON CONFLICT(name) DO UPDATE SET owner=EXCLUDED.owner, token=" +
+          lease_table + ".token + CASE WHEN " + lease_table + ".owner=EXCLUDED.owner AND " +
+          lease_table + ".expires_ms >= " + kDbNowMs + " THEN 0 ELSE 1 END, " +
+          "expires_ms=EXCLUDED.expires_ms WHERE " + lease_table + ".owner=EXCLUDED.owner OR " +
+          lease_table + ".expires_ms < " + kDbNowMs + " RETURNING token",
+      {p(owner_), p(lease_ms)});
   if (!taken) {
-    // Unknown: held only while the last renewal lasts (another may take it after that).
-    return now < held_until_ && engine_token_ > 0;
+    // Not known to be held any more: the engine stops here, and whatever is held next time is
+    // taken as new (every claim released then).
+    engine_token_ = 0;
+    return taken.error();
   }
   if (taken->rows() == 0) {
     engine_token_ = 0;
@@ -467,33 +509,45 @@ Expected<bool> PgOutbox::hold_engine() {
   const std::int64_t token = taken->integer(0, 0);
   if (token != engine_token_) {
     // New holder: every claim is nobody's now — earlier holders', and this process's own from
-    // before it lost the lease (its queues were dropped then). The next claim raises each
-    // batch's token, which fences out any answer to an earlier claim.
+    // before (its queues were dropped when it stopped holding). Each claim's token is raised, so
+    // no answer to an earlier claim is recorded; the next claim raises it again.
     auto released = engine_->exec("UPDATE " + table("batches") +
-                                      " SET lease_owner=NULL WHERE state=$1 AND lease_owner IS "
-                                      "NOT NULL",
+                                      " SET lease_owner=NULL, lease_token=lease_token+1 "
+                                      "WHERE state=$1 AND lease_owner IS NOT NULL",
                                   {p(kBatchSending)});
-    if (!released) return released.error();
+    if (!released) {
+      engine_token_ = 0;
+      return released.error();
+    }
   } else {
+    // Only the claims the engine holds (queued or in flight): one it lost track of (a commit
+    // whose answer never came) expires and is claimed again.
+    std::vector<std::int64_t> ids(held);
     auto renewed =
         engine_->exec("UPDATE " + table("batches") + " SET lease_expires_ms=" + kDbNowMs +
-                          " + $1 WHERE state=$2 AND lease_owner=$3",
-                      {p(static_cast<std::int64_t>(lease_ms)), p(kBatchSending), p(owner_)});
-    if (!renewed) return renewed.error();
+                          " + $1 WHERE state=$2 AND lease_owner=$3 AND " + "id = ANY($4::bigint[])",
+                      {p(lease_ms), p(kBatchSending), p(owner_), p(int_array(ids))});
+    if (!renewed) {
+      engine_token_ = 0;
+      return renewed.error();
+    }
   }
   engine_token_ = token;
-  renewed_at_ = now;
-  // A margin for the round trip and for clocks that run a little apart.
-  held_until_ = now + lease - lease / 5;
+  renewed_at_ = started;
+  // From before the round trip, less a margin for clocks that run a little apart: never later
+  // than the database's expiry.
+  held_until_ = started + lease - lease / 5;
   return true;
 }
 
 void PgOutbox::release_engine() {
   std::lock_guard lock(engine_->mutex);
-  if (engine_token_ == 0 || interrupted_->load()) return;
+  if (engine_token_ == 0) return;
+  // Even past a shutdown's deadline (interrupt_writes): one short statement, so another replica
+  // takes over at once instead of after the lease.
   (void)engine_->exec("UPDATE " + table("engine_lease") +
                           " SET expires_ms=0 WHERE name='engine' AND owner=$1 AND token=$2",
-                      {p(owner_), p(engine_token_)});
+                      {p(owner_), p(engine_token_)}, /*even_interrupted=*/true);
   engine_token_ = 0;
 }
 
@@ -726,7 +780,10 @@ Expected<std::vector<Batch>> PgOutbox::apply(PlanWrites writes, std::int64_t now
           const bool leased = created.size() < lease;
           batch.lease = leased ? 1 : 0;
           batch.id = ids->integer(static_cast<int>(i), 0);
-          batch.idempotency_key = "sb1-" + instance_id_ + "-b" + std::to_string(batch.id);
+          // The random part keeps a key unique even if a failover ever hands a batch id out
+          // again (a promoted replica behind the primary).
+          batch.idempotency_key =
+              "sb1-" + instance_id_ + "-b" + std::to_string(batch.id) + "-" + random_id(8);
           batch.created_ms = now_ms;
           batch.attempts = 0;
           batch.events = static_cast<std::int64_t>(spec.members.size());
@@ -791,20 +848,24 @@ Expected<std::vector<ClaimedBatch>> PgOutbox::claim_due_batches(std::int64_t now
   const auto lease_ms = std::chrono::duration_cast<std::chrono::milliseconds>(lease_).count();
   return db.transaction<std::vector<ClaimedBatch>>(
       [&]() -> Expected<std::vector<ClaimedBatch>> {
+        // Only the engine's holder claims (a replica paused past its lease claims none); the
+        // lease's row is held until the commit, so a new holder's release comes after it.
+        auto holder = db.exec("SELECT 1 FROM " + table("engine_lease") +
+                                  " WHERE name='engine' AND owner=$1 AND token=$2 FOR SHARE",
+                              {p(owner_), p(engine_token_)});
+        if (!holder) return holder.error();
+        if (holder->rows() == 0) return std::vector<ClaimedBatch>();
         auto claimed = db.exec(
             "UPDATE " + table("batches") + " SET lease_owner=$1, lease_token=lease_token+1, " +
                 "lease_expires_ms=" + kDbNowMs + " + $2 WHERE id IN (SELECT id FROM " +
                 table("batches") + " WHERE state=$3 AND (lease_owner IS NULL OR " +
                 "lease_expires_ms < " + kDbNowMs + ") AND next_attempt_ms<=$4 " +
                 "ORDER BY next_attempt_ms, id LIMIT $5 FOR UPDATE SKIP LOCKED) " +
-                // Only the engine's holder claims (a replica paused past its lease claims none).
-                "AND EXISTS (SELECT 1 FROM " + table("engine_lease") +
-                " WHERE name='engine' AND owner=$1 AND token=$6) " +
                 "RETURNING id, kind, idempotency_key, target, customer_id, customer_key, " +
                 "quantity, timestamp, attempts, created_ms, event_count, lease_token, " +
                 "next_attempt_ms",
             {p(owner_), p(static_cast<std::int64_t>(lease_ms)), p(kBatchSending), p(now_ms),
-             p(limit), p(engine_token_)});
+             p(limit)});
         if (!claimed) return claimed.error();
         std::vector<std::pair<std::int64_t, ClaimedBatch>> entries;
         std::vector<std::int64_t> ids;

@@ -42,7 +42,7 @@ class PgOutbox final : public Outbox {
   ~PgOutbox() override;
 
   bool shared() const noexcept override { return true; }
-  Expected<bool> hold_engine() override;
+  Expected<bool> hold_engine(const std::vector<std::int64_t>& held) override;
   void release_engine() override;
   const std::string& owner() const noexcept { return owner_; }
 

@@ -139,6 +139,10 @@ std::string log_safe(std::string_view text, std::size_t max) {
   return out;
 }
 
+bool is_storable_text(std::string_view text) {
+  return text.find('\0') == std::string_view::npos && is_valid_utf8(text);
+}
+
 bool is_valid_utf8(std::string_view text) {
   std::size_t i = 0;
   while (i < text.size()) {

@@ -74,5 +74,8 @@ std::string hashed_id(std::string_view text);
 std::string log_safe(std::string_view text, std::size_t max = 200);
 
 bool is_valid_utf8(std::string_view text);
+// Valid UTF-8 without a NUL byte: text every store keeps as it is (PostgreSQL's text cannot hold
+// NUL) and that Stripe takes as a metadata value.
+bool is_storable_text(std::string_view text);
 
 }  // namespace stripe_billing

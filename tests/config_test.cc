@@ -1694,6 +1694,35 @@ TEST(OutboxUrlTest, ThePasswordIsNeverShown) {
   }
 }
 
+TEST(OutboxUrlTest, AnSslPasswordIsASecretToo) {
+  Config config = valid_config();
+  config.outbox_url = std::string("host=127.0.0.1 dbname=b sslpassword=") + kDbPassword;
+  const FinalizedConfig out = finalized(config);
+  EXPECT_THAT(out.outbox_url_redacted(), HasSubstr("sslpassword=…"));
+  EXPECT_THAT(out.summary(), Not(HasSubstr(kDbPassword)));
+}
+
+TEST(OutboxUrlTest, RefusesWhatCouldNotBeCheckedOrShownSafely) {
+  Config config = valid_config();
+  // A URI given as the dbname would be shown, password and all, and its host never checked.
+  config.outbox_url = std::string("dbname=postgresql://gw:") + kDbPassword + "@db.internal/b";
+  std::string problems = problems_of(config);
+  EXPECT_THAT(problems, HasSubstr("dbname that is itself a connection string"));
+  EXPECT_THAT(problems, Not(HasSubstr(kDbPassword)));
+  config.outbox_url = "service=billing";
+  EXPECT_THAT(single_problem(config), HasSubstr("names a service"));
+}
+
+TEST(OutboxUrlTest, TheHostLibpqWouldTakeFromPghostIsCheckedToo) {
+  Config config = valid_config();
+  config.outbox_url = "dbname=billing user=gw";
+  ::setenv("PGHOST", "db.internal", 1);
+  const std::string problem = single_problem(config);
+  ::unsetenv("PGHOST");
+  EXPECT_THAT(problem, HasSubstr("remote host db.internal without sslmode=verify-full"));
+  EXPECT_TRUE(finalized(config).uses_postgres()) << "without PGHOST: a local socket";
+}
+
 TEST(OutboxUrlTest, RefusesWhatIsNoConnectionString) {
   Config config = valid_config();
   config.outbox_url = "mysql://gw@127.0.0.1/billing";

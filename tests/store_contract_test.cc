@@ -26,6 +26,7 @@
 #include "sqlite_outbox.h"
 #include "stripe_billing/secret.h"
 #include "temp_dir.h"
+#include "test_support.h"
 #include "usage_record.h"
 
 namespace stripe_billing {
@@ -168,7 +169,7 @@ class StoreContractTest : public ::testing::TestWithParam<std::string> {
     auto opened = open_store();
     ASSERT_TRUE(opened) << opened.error().to_string();
     store_ = std::move(opened).value();
-    auto held = store_->hold_engine();
+    auto held = store_->hold_engine({});
     ASSERT_TRUE(held) << held.error().to_string();
     ASSERT_TRUE(*held) << "a store of its own holds the engine";
   }
@@ -1038,10 +1039,10 @@ TEST_F(PgStoreTest, ReplicasHandTheEngineLeaseOver) {
   ASSERT_TRUE(a && b);
   EXPECT_EQ(a->instance_id(), b->instance_id()) << "one store";
   EXPECT_TRUE(a->shared());
-  ASSERT_TRUE(GOT(a->hold_engine()));
-  EXPECT_FALSE(GOT(b->hold_engine())) << "one holder at a time";
-  EXPECT_TRUE(GOT(a->hold_engine())) << "the holder renews";
-  EXPECT_FALSE(GOT(b->hold_engine()));
+  ASSERT_TRUE(GOT(a->hold_engine({})));
+  EXPECT_FALSE(GOT(b->hold_engine({}))) << "one holder at a time";
+  EXPECT_TRUE(GOT(a->hold_engine({}))) << "the holder renews";
+  EXPECT_FALSE(GOT(b->hold_engine({})));
 
   ASSERT_TRUE(b->insert({row("r0", 1), row("r1", 2), row("r2", 3)})) << "any replica stores";
   auto ids = ids_of(GOT(a->due_events(0, 10)));
@@ -1059,8 +1060,8 @@ TEST_F(PgStoreTest, ReplicasHandTheEngineLeaseOver) {
   ASSERT_GT(stale.lease, 0);
 
   a->release_engine();
-  EXPECT_TRUE(GOT(b->hold_engine())) << "a released lease is taken at once";
-  EXPECT_FALSE(GOT(a->hold_engine()));
+  EXPECT_TRUE(GOT(b->hold_engine({}))) << "a released lease is taken at once";
+  EXPECT_FALSE(GOT(a->hold_engine({})));
   EXPECT_FALSE(a->apply(batches_of({usage_batch({ids[2]})}), 0, 1)) << "a no longer plans";
 
   auto claimed = GOT(b->claim_due_batches(kAnyTime, 10));
@@ -1088,24 +1089,24 @@ TEST_F(PgStoreTest, AnExpiredLeaseIsTakenOverWithoutRenewal) {
   auto a = open(StoreMode::kEngine, std::chrono::seconds(2));
   auto b = open(StoreMode::kEngine, std::chrono::seconds(2));
   ASSERT_TRUE(a && b);
-  ASSERT_TRUE(GOT(a->hold_engine()));
+  ASSERT_TRUE(GOT(a->hold_engine({})));
   ASSERT_TRUE(a->insert({row("r0", 1)}));
   auto created = GOT(a->apply(batches_of({usage_batch(ids_of(GOT(a->due_events(0, 10))))}), 0, 1));
   ASSERT_EQ(created.size(), 1u);
   const Batch stale = created[0];
-  EXPECT_FALSE(GOT(b->hold_engine()));
+  EXPECT_FALSE(GOT(b->hold_engine({})));
 
   // a stops renewing (a paused process); b takes the lease once it expires on the database clock.
   const auto started = std::chrono::steady_clock::now();
   const auto deadline = started + std::chrono::seconds(15);
   bool taken = false;
-  while (!(taken = GOT(b->hold_engine())) && std::chrono::steady_clock::now() < deadline) {
+  while (!(taken = GOT(b->hold_engine({}))) && std::chrono::steady_clock::now() < deadline) {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
   ASSERT_TRUE(taken) << "the lease never expired";
   EXPECT_GE(std::chrono::steady_clock::now() - started, std::chrono::milliseconds(1000))
       << "not before it expired";
-  EXPECT_FALSE(GOT(a->hold_engine())) << "the old holder sees it lost the lease";
+  EXPECT_FALSE(GOT(a->hold_engine({}))) << "the old holder sees it lost the lease";
   EXPECT_FALSE(a->apply(batches_of({}), 0, 0));
 
   auto claimed = GOT(b->claim_due_batches(kAnyTime, 10));
@@ -1300,8 +1301,8 @@ TEST_F(PgStoreTest, TwoSchemasInOneDatabaseAreIndependent) {
   auto b = open(StoreMode::kEngine, std::chrono::seconds(30), other.name());
   ASSERT_TRUE(a && b);
   EXPECT_NE(a->instance_id(), b->instance_id());
-  EXPECT_TRUE(GOT(a->hold_engine()));
-  EXPECT_TRUE(GOT(b->hold_engine())) << "each schema has its own engine lease";
+  EXPECT_TRUE(GOT(a->hold_engine({})));
+  EXPECT_TRUE(GOT(b->hold_engine({}))) << "each schema has its own engine lease";
   EXPECT_EQ(GOT(a->insert({row("call-1", 1)})).inserted, 1);
   EXPECT_EQ(GOT(b->insert({row("call-1", 1), row("call-2", 1)})).inserted, 2)
       << "the same call in another schema is another store's";
@@ -1314,6 +1315,115 @@ TEST_F(PgStoreTest, TwoSchemasInOneDatabaseAreIndependent) {
   EXPECT_TRUE(GOT(b->claim_due_batches(kAnyTime, 10)).empty());
   a.reset();
   b.reset();
+}
+
+}  // namespace
+}  // namespace stripe_billing
+
+namespace stripe_billing {
+namespace {
+
+TEST_F(PgStoreTest, AHolderWhoseLeaseExpiredTakesItAgainWithItsOldClaimsReleased) {
+  // Its connection failed for longer than the lease (simulated: the lease's expiry passes) while
+  // it held claimed batches; its queues were dropped then. Coming back it must not renew those
+  // claims for ever: they are released and claimed again.
+  auto a = open(StoreMode::kEngine, std::chrono::seconds(2));
+  ASSERT_TRUE(a);
+  ASSERT_TRUE(GOT(a->hold_engine({})));
+  ASSERT_TRUE(a->insert({row("x0", 1)}));
+  const auto ids = ids_of(GOT(a->due_events(0, 10)));
+  ASSERT_EQ(ids.size(), 1u);
+  const auto created = GOT(a->apply(batches_of({usage_batch({ids[0]})}), 0, 1));
+  ASSERT_EQ(created.size(), 1u);
+  ASSERT_GT(created[0].lease, 0);
+  schema_->query("UPDATE " + table("engine_lease") + " SET expires_ms=0");
+  // It asks again once its own view of the lease is due for renewal (a third of the lease).
+  std::vector<ClaimedBatch> claimed;
+  ASSERT_TRUE(testing::eventually(
+      [&] {
+        if (!GOT(a->hold_engine({}))) return false;
+        claimed = GOT(a->claim_due_batches(kAnyTime, 10));
+        return !claimed.empty();
+      },
+      std::chrono::seconds(10)))
+      << "the batch it lost track of is claimable again";
+  ASSERT_EQ(claimed.size(), 1u);
+  EXPECT_EQ(claimed[0].batch.idempotency_key, created[0].idempotency_key);
+  EXPECT_GT(claimed[0].batch.lease, created[0].lease);
+  EXPECT_FALSE(GOT(a->batch_delivered(created[0], "req_old", 1))) << "the old claim is fenced";
+}
+
+TEST_F(PgStoreTest, OnlyTheClaimsTheEngineStillHoldsAreRenewed) {
+  // A claim whose commit answer was lost (the engine never queued it) expires and is claimed
+  // again; one the engine holds keeps being renewed.
+  auto a = open(StoreMode::kEngine, std::chrono::seconds(2));
+  ASSERT_TRUE(a);
+  ASSERT_TRUE(GOT(a->hold_engine({})));
+  ASSERT_TRUE(a->insert({row("h0", 1), row("h1", 2)}));
+  const auto ids = ids_of(GOT(a->due_events(0, 10)));
+  ASSERT_EQ(ids.size(), 2u);
+  const auto created = GOT(a->apply(
+      batches_of({usage_batch({ids[0]}, "si_held"), usage_batch({ids[1]}, "si_lost")}), 0, 2));
+  ASSERT_EQ(created.size(), 2u);
+  const std::vector<std::int64_t> held = {created[0].id};
+  std::vector<ClaimedBatch> again;
+  ASSERT_TRUE(testing::eventually(
+      [&] {
+        if (!GOT(a->hold_engine(held))) return false;
+        again = GOT(a->claim_due_batches(kAnyTime, 10));
+        return !again.empty();
+      },
+      std::chrono::seconds(15)));
+  ASSERT_EQ(again.size(), 1u);
+  EXPECT_EQ(again[0].batch.id, created[1].id) << "the one it lost, not the one it holds";
+}
+
+TEST_F(PgStoreTest, AReplicaWithOnlyTheDocumentedGrantsOpensAnExistingSchema) {
+  auto owner = open();
+  ASSERT_TRUE(owner);
+  const std::string role = schema_->name() + "_gw";
+  schema_->query("CREATE ROLE " + role + " LOGIN");
+  schema_->query("GRANT USAGE ON SCHEMA " + schema_->name() + " TO " + role);
+  schema_->query("GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA " + schema_->name() +
+                 " TO " + role);
+  schema_->query("GRANT USAGE ON ALL SEQUENCES IN SCHEMA " + schema_->name() + " TO " + role);
+  PQconninfoOption* options = PQconninfoParse(url_.c_str(), nullptr);
+  ASSERT_NE(options, nullptr);
+  std::string host = "127.0.0.1", port = "5432", dbname = "postgres";
+  for (PQconninfoOption* option = options; option->keyword != nullptr; ++option) {
+    if (option->val == nullptr) continue;
+    const std::string key = option->keyword;
+    if (key == "host") host = option->val;
+    if (key == "port") port = option->val;
+    if (key == "dbname") dbname = option->val;
+  }
+  PQconninfoFree(options);
+  const std::string as_role =
+      "host=" + host + " port=" + port + " dbname=" + dbname + " user=" + role;
+  {
+    auto replica = PgOutbox::open(Secret(as_role), schema_->name(), StoreMode::kEngine,
+                                  std::chrono::seconds(30));
+    ASSERT_TRUE(replica) << replica.error().to_string();
+    EXPECT_TRUE((*replica)->insert({row("g0", 4)}));
+    EXPECT_EQ(GOT((*replica)->counts()).pending, 1);
+  }
+  schema_->query("DROP OWNED BY " + role);
+  schema_->query("DROP ROLE " + role);
+}
+
+TEST_F(PgStoreTest, TextPostgresCannotHoldIsStoredEscapedNotRefused) {
+  auto a = open();
+  ASSERT_TRUE(a);
+  NewEvent odd = row("nul-model", 3);
+  odd.model = std::string("gpt\0x", 5);
+  NewEvent bytes = row("latin1-model", 4);
+  bytes.model = "caf\xe9";
+  const auto stored = GOT(a->insert({odd, bytes}));
+  EXPECT_EQ(stored.inserted, 2);
+  const auto rows = schema_->query("SELECT model FROM " + table("events") + " ORDER BY call_id");
+  ASSERT_EQ(rows.rows.size(), 2u);
+  EXPECT_EQ(rows.rows[0][0], "caf\\xe9");
+  EXPECT_EQ(rows.rows[1][0], "gpt\\x00x");
 }
 
 }  // namespace
