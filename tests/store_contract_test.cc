@@ -1098,11 +1098,8 @@ TEST_F(PgStoreTest, AnExpiredLeaseIsTakenOverWithoutRenewal) {
 
   // a stops renewing (a paused process); b takes the lease once it expires on the database clock.
   const auto started = std::chrono::steady_clock::now();
-  const auto deadline = started + std::chrono::seconds(15);
-  bool taken = false;
-  while (!(taken = GOT(b->hold_engine({}))) && std::chrono::steady_clock::now() < deadline) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
+  const bool taken =
+      testing::eventually([&] { return GOT(b->hold_engine({})); }, std::chrono::seconds(15));
   ASSERT_TRUE(taken) << "the lease never expired";
   EXPECT_GE(std::chrono::steady_clock::now() - started, std::chrono::milliseconds(1000))
       << "not before it expired";
