@@ -18,8 +18,11 @@
 #include <utility>
 #include <vector>
 
+#include "model_slug.h"
 #include "pg_conninfo.h"
+#include "price_table.h"
 #include "stripe_billing/http_transport.h"
+#include "token_types.h"
 
 namespace stripe_billing {
 namespace {
@@ -104,6 +107,7 @@ struct SettingField {
 
 constexpr SettingField kSettingFields[] = {
     {"STRIPE_API_KEY", &Config::api_key},
+    {"STRIPE_PRESET", &Config::preset},
     {"STRIPE_BILLING_MODE", &Config::billing_mode},
     {"STRIPE_PRICE_ID", &Config::price_id},
     {"STRIPE_CHARGE_BY", &Config::charge_by},
@@ -116,6 +120,18 @@ constexpr SettingField kSettingFields[] = {
     {"STRIPE_PROMPT_PRICE_ID", &Config::prompt_price_id},
     {"STRIPE_COMPLETION_PRICE_ID", &Config::completion_price_id},
     {"STRIPE_COST_MULTIPLIER", &Config::cost_multiplier},
+    {"STRIPE_TOKEN_TYPES", &Config::token_types},
+    {"STRIPE_TOKEN_TYPE_PRICES", &Config::token_type_prices},
+    {"STRIPE_TOKEN_TYPE_METERS", &Config::token_type_meters},
+    {"STRIPE_CACHE_HIT", &Config::cache_hit},
+    {"STRIPE_SKIP_CALL_TYPES", &Config::skip_call_types},
+    {"STRIPE_MODEL_SLUGS", &Config::model_slugs},
+    {"STRIPE_MODEL_MAP_FILE", &Config::model_map_file},
+    {"STRIPE_PRICE_TABLE", &Config::price_table},
+    {"STRIPE_PRICE_MARKUP", &Config::price_markup},
+    {"STRIPE_UNPRICED_MODEL", &Config::unpriced_model},
+    {"STRIPE_TABLE_RELOAD_S", &Config::table_reload_s},
+    {"STRIPE_V2_API_VERSION", &Config::v2_api_version},
     {"STRIPE_METER_EVENT_NAME", &Config::meter_event_name},
     {"STRIPE_PROMPT_METER_EVENT_NAME", &Config::prompt_meter_event_name},
     {"STRIPE_COMPLETION_METER_EVENT_NAME", &Config::completion_meter_event_name},
@@ -437,6 +453,26 @@ constexpr std::pair<const char*, QuantitySource> kQuantityChoices[] = {
     {"completion_tokens", QuantitySource::kCompletionTokens},
     {"split", QuantitySource::kSplit},
     {"cost", QuantitySource::kCost},
+    {"token_types", QuantitySource::kTokenTypes},
+    {"priced", QuantitySource::kPriced},
+};
+
+constexpr std::pair<const char*, Preset> kPresetChoices[] = {
+    {"none", Preset::kNone},
+    {"token_billing", Preset::kTokenBilling},
+};
+
+constexpr std::pair<const char*, CacheHitPolicy> kCacheHitChoices[] = {
+    {"bill", CacheHitPolicy::kBill},
+    {"skip", CacheHitPolicy::kSkip},
+    {"token_type", CacheHitPolicy::kTokenType},
+};
+
+constexpr std::pair<const char*, bool> kOnOffChoices[] = {{"off", false}, {"on", true}};
+
+constexpr std::pair<const char*, UnpricedPolicy> kUnpricedChoices[] = {
+    {"token_types", UnpricedPolicy::kTokenTypes},
+    {"reject", UnpricedPolicy::kReject},
 };
 
 constexpr std::pair<const char*, BillingMode> kBillingModeChoices[] = {
@@ -444,6 +480,7 @@ constexpr std::pair<const char*, BillingMode> kBillingModeChoices[] = {
     {"meter_events", BillingMode::kMeterEvents},
     {"meter_event_stream", BillingMode::kMeterEventStream},
     {"dual", BillingMode::kDual},
+    {"meter_events_v2", BillingMode::kMeterEventsV2},
 };
 
 // The first is the default: a billing library loses nothing unless told otherwise.
@@ -854,13 +891,259 @@ std::string check_payload_key(Problems& problems, const char* variable,
   return *raw;
 }
 
+// ---------------------------------------------------------------------------------------------
+// Token types and the token-billing preset
+
+// The preset fills what Stripe's token billing expects; a setting given another value is a
+// problem (the preset would no longer be what Stripe's rate card reads).
+void apply_preset(Problems& problems, Config& config, Preset preset) {
+  if (preset != Preset::kTokenBilling) return;
+  const auto require = [&](const char* variable, std::optional<std::string>& field,
+                           const std::string& value, std::vector<std::string> allowed = {}) {
+    if (!value_set(field)) {
+      field = value;
+      return;
+    }
+    if (*field == value) return;
+    for (const std::string& other : allowed) {
+      if (*field == other) return;
+    }
+    std::string choices = value;
+    for (const std::string& other : allowed) choices += " or " + other;
+    problems.add(std::string(variable) + " must be " + choices +
+                 " with STRIPE_PRESET=token_billing (Stripe's token billing reads it); got " +
+                 problems.shown(*field));
+  };
+  require("STRIPE_BILLING_MODE", config.billing_mode, "meter_events_v2", {"meter_event_stream"});
+  require("STRIPE_QUANTITY", config.quantity, "token_types");
+  require("STRIPE_METER_EVENT_NAME", config.meter_event_name, kTokenBillingEventName);
+  require("STRIPE_METER_CUSTOMER_KEY", config.meter_customer_key, kDefaultMeterCustomerKey);
+  require("STRIPE_METER_VALUE_KEY", config.meter_value_key, kDefaultMeterValueKey);
+  require("STRIPE_METER_TOKEN_TYPE_KEY", config.meter_token_type_key, kDefaultMeterTokenTypeKey);
+  require("STRIPE_METER_MODEL_KEY", config.meter_model_key, kTokenBillingModelKey);
+  require("STRIPE_MODEL_SLUGS", config.model_slugs, "on");
+  if (value_set(config.token_type_meters)) {
+    problems.add(
+        "STRIPE_TOKEN_TYPE_METERS cannot be used with STRIPE_PRESET=token_billing: Stripe's "
+        "token billing counts every type on one meter, " +
+        std::string(kTokenBillingEventName));
+  }
+  if (value_set(config.cache_hit) && *config.cache_hit == "token_type") {
+    problems.add(
+        "STRIPE_CACHE_HIT=token_type cannot be used with STRIPE_PRESET=token_billing: Stripe's "
+        "token billing knows only the types input, output, cached_input, cache_read and "
+        "cache_write (use bill or skip)");
+  }
+}
+
+// The names a token-type setting may use: the billable types, and cache_hit.
+std::optional<std::string> token_dimension_name(std::string_view name) {
+  if (token_type_from_string(name)) return std::string(name);
+  if (name == "cache_hit") return std::string(name);
+  return std::nullopt;
+}
+
+std::string token_dimension_names() {
+  std::string names;
+  for (TokenType type : kAllTokenTypes) names += std::string(to_string(type)) + ", ";
+  return names + "cache_hit";
+}
+
+// "input=price_1,output=price_2": type -> target, every entry checked.
+std::map<std::string, std::string> check_type_map(Problems& problems, const char* variable,
+                                                  const std::optional<std::string>& raw,
+                                                  bool prices, BillingMode mode) {
+  std::map<std::string, std::string> map;
+  if (!value_set(raw)) return map;
+  std::string_view rest = *raw;
+  for (int index = 1;; ++index) {
+    const std::size_t comma = rest.find(',');
+    const std::string_view entry = trim(rest.substr(0, comma));
+    const std::size_t equals = entry.find('=');
+    const std::string label = std::string(variable) + " entry " + std::to_string(index);
+    if (equals == std::string_view::npos) {
+      problems.add(label + " " + problems.shown(entry) +
+                   " must be type=" + (prices ? "price_…" : "event_name"));
+    } else {
+      const std::string_view type = trim(entry.substr(0, equals));
+      const std::optional<std::string> target(std::string(trim(entry.substr(equals + 1))));
+      const auto name = token_dimension_name(type);
+      if (!name) {
+        problems.add(label + " names " + problems.shown(type) + ", not a token type (" +
+                     token_dimension_names() + ")");
+      } else if (map.count(*name) != 0) {
+        problems.add(std::string(variable) + " names " + *name + " more than once");
+      } else {
+        const std::string what = std::string(variable) + "[" + *name + "]";
+        const std::string checked =
+            prices ? check_price_id(problems, what.c_str(), target, mode, "")
+                   : check_event_name(problems, what.c_str(), target, mode, "");
+        if (!checked.empty()) map[*name] = checked;
+      }
+    }
+    if (comma == std::string_view::npos) break;
+    rest.remove_prefix(comma + 1);
+  }
+  return map;
+}
+
+// STRIPE_TOKEN_TYPES: the types that have a target; default all five.
+std::vector<std::string> check_token_types(Problems& problems,
+                                           const std::optional<std::string>& raw) {
+  std::vector<std::string> types;
+  if (!value_set(raw)) {
+    for (TokenType type : kAllTokenTypes) types.emplace_back(to_string(type));
+    return types;
+  }
+  std::string_view rest = *raw;
+  for (;;) {
+    const std::size_t comma = rest.find(',');
+    const std::string_view name = trim(rest.substr(0, comma));
+    if (!token_type_from_string(name)) {
+      problems.add("STRIPE_TOKEN_TYPES names " + problems.shown(name) +
+                   ", not a token type (input, output, cached_input, cache_read, cache_write)");
+    } else if (std::find(types.begin(), types.end(), name) == types.end()) {
+      types.emplace_back(name);
+    }
+    if (comma == std::string_view::npos) break;
+    rest.remove_prefix(comma + 1);
+  }
+  for (const char* needed : {"input", "output"}) {
+    if (std::find(types.begin(), types.end(), needed) == types.end()) {
+      problems.add(std::string("STRIPE_TOKEN_TYPES must include ") + needed +
+                   " (every call has it)");
+    }
+  }
+  return types;
+}
+
+// One dimension per token type (and cache_hit when it bills as its own type), each with its
+// price (STRIPE_TOKEN_TYPE_PRICES) or meter (STRIPE_TOKEN_TYPE_METERS, or one
+// STRIPE_METER_EVENT_NAME with the type in STRIPE_METER_TOKEN_TYPE_KEY). `one_meter` is the
+// shared meter ("" when types have meters of their own or the cost uses it).
+std::vector<BilledDimension> token_type_dimensions(Problems& problems, const Config& config,
+                                                   BillingMode mode, bool cache_hit_type,
+                                                   const std::string& one_meter,
+                                                   const std::string& why) {
+  const bool records = mode == BillingMode::kUsageRecords || mode == BillingMode::kDual;
+  const bool meters = mode != BillingMode::kUsageRecords;
+  std::vector<std::string> names = check_token_types(problems, config.token_types);
+  if (cache_hit_type) names.emplace_back("cache_hit");
+  const auto prices =
+      check_type_map(problems, "STRIPE_TOKEN_TYPE_PRICES", config.token_type_prices, true, mode);
+  const auto own_meters =
+      check_type_map(problems, "STRIPE_TOKEN_TYPE_METERS", config.token_type_meters, false, mode);
+  std::vector<BilledDimension> dimensions;
+  std::set<std::string> seen_prices;
+  for (const std::string& name : names) {
+    BilledDimension dimension{name, QuantitySource::kTokenTypes, {}, {}, {}};
+    if (records) {
+      auto it = prices.find(name);
+      if (it == prices.end()) {
+        problems.add_required("STRIPE_TOKEN_TYPE_PRICES has no price for " + name + in_mode(mode) +
+                              " " + why + ": add " + name + "=price_…");
+      } else {
+        dimension.price_id = it->second;
+        if (!seen_prices.insert(it->second).second) {
+          problems.add("STRIPE_TOKEN_TYPE_PRICES bills " + it->second +
+                       " for two types; each type needs its own price (its own subscription "
+                       "item)");
+        }
+      }
+    }
+    if (meters) {
+      auto it = own_meters.find(name);
+      if (it != own_meters.end()) {
+        dimension.meter_event_name = it->second;
+      } else if (own_meters.empty() && !one_meter.empty()) {
+        dimension.meter_event_name = one_meter;
+        dimension.token_type = name;
+      } else {
+        problems.add_required("STRIPE_TOKEN_TYPE_METERS has no meter for " + name + in_mode(mode) +
+                              " " + why + ": add " + name + "=<event_name>" +
+                              (one_meter.empty() && own_meters.empty()
+                                   ? ", or set STRIPE_METER_EVENT_NAME to count every type on "
+                                     "one meter"
+                                   : ""));
+      }
+    }
+    dimensions.push_back(std::move(dimension));
+  }
+  for (const auto* map : {&prices, &own_meters}) {
+    for (const auto& [name, target] : *map) {
+      if (std::find(names.begin(), names.end(), name) == names.end()) {
+        problems.add((map == &prices ? std::string("STRIPE_TOKEN_TYPE_PRICES")
+                                     : std::string("STRIPE_TOKEN_TYPE_METERS")) +
+                     " names " + name +
+                     ", which STRIPE_TOKEN_TYPES (or STRIPE_CACHE_HIT) does "
+                     "not bill");
+      }
+    }
+  }
+  return dimensions;
+}
+
 // What each call bills: one dimension, or prompt and completion for split, each with the price
 // (usage records) and the meter (meters) that bill it.
 std::vector<BilledDimension> check_dimensions(Problems& problems, const Config& config,
-                                              BillingMode mode, QuantitySource quantity) {
+                                              BillingMode mode, QuantitySource quantity,
+                                              CacheHitPolicy cache_hit, UnpricedPolicy unpriced) {
   const bool records = mode == BillingMode::kUsageRecords || mode == BillingMode::kDual;
   const bool meters = mode != BillingMode::kUsageRecords;
   const bool split = quantity == QuantitySource::kSplit;
+  const bool by_type = quantity == QuantitySource::kTokenTypes;
+  const bool priced = quantity == QuantitySource::kPriced;
+  if (cache_hit == CacheHitPolicy::kTokenType && !by_type &&
+      !(priced && unpriced == UnpricedPolicy::kTokenTypes)) {
+    problems.add(
+        "STRIPE_CACHE_HIT=token_type needs STRIPE_QUANTITY=token_types (cache hits then "
+        "bill as the type cache_hit)");
+  }
+  if (!by_type && !priced) {
+    for (const auto& [variable, field] :
+         {std::pair{"STRIPE_TOKEN_TYPES", &config.token_types},
+          std::pair{"STRIPE_TOKEN_TYPE_PRICES", &config.token_type_prices},
+          std::pair{"STRIPE_TOKEN_TYPE_METERS", &config.token_type_meters}}) {
+      if (value_set(*field)) {
+        problems.add(std::string(variable) +
+                     " is set but only STRIPE_QUANTITY=token_types or priced bills token types");
+      }
+    }
+  }
+  if (by_type || priced) {
+    check_price_id(problems, "STRIPE_PROMPT_PRICE_ID", config.prompt_price_id, mode, "");
+    check_price_id(problems, "STRIPE_COMPLETION_PRICE_ID", config.completion_price_id, mode, "");
+    check_event_name(problems, "STRIPE_PROMPT_METER_EVENT_NAME", config.prompt_meter_event_name,
+                     mode, "");
+    check_event_name(problems, "STRIPE_COMPLETION_METER_EVENT_NAME",
+                     config.completion_meter_event_name, mode, "");
+    const std::string price = check_price_id(
+        problems, "STRIPE_PRICE_ID", config.price_id, mode,
+        records && priced ? "to bill the priced amount (STRIPE_QUANTITY=priced)" : "");
+    const std::string meter = check_event_name(
+        problems, "STRIPE_METER_EVENT_NAME", config.meter_event_name, mode,
+        meters && priced ? "to bill the priced amount (STRIPE_QUANTITY=priced)" : "");
+    if (by_type) {
+      return token_type_dimensions(problems, config, mode, cache_hit == CacheHitPolicy::kTokenType,
+                                   meter, "(STRIPE_QUANTITY=token_types)");
+    }
+    std::vector<BilledDimension> dimensions;
+    dimensions.push_back(
+        {"priced", QuantitySource::kPriced, records ? price : "", meters ? meter : "", {}});
+    if (!value_set(config.price_table)) {
+      problems.add_required(
+          "STRIPE_PRICE_TABLE is required with STRIPE_QUANTITY=priced: the file of prices per "
+          "model and token type (docs/token-types.md)");
+    }
+    if (unpriced == UnpricedPolicy::kTokenTypes) {
+      for (BilledDimension& dimension : token_type_dimensions(
+               problems, config, mode, cache_hit == CacheHitPolicy::kTokenType, "",
+               "(a call without a price bills by token type: STRIPE_UNPRICED_MODEL=token_types)")) {
+        dimensions.push_back(std::move(dimension));
+      }
+    }
+    return dimensions;
+  }
   std::vector<BilledDimension> dimensions;
   if (split) {
     dimensions.push_back({"prompt_tokens", QuantitySource::kPromptTokens, {}, {}, {}});
@@ -1001,13 +1284,16 @@ std::map<std::string, StaticTarget> check_customer_map(Problems& problems,
 
 // A subscription item in the map bills one price through usage records; meters need the customer.
 void check_map_targets(Problems& problems, const std::map<std::string, StaticTarget>& map,
-                       BillingMode mode, QuantitySource quantity) {
+                       BillingMode mode, QuantitySource quantity, std::size_t prices) {
   std::string why;
   if (mode != BillingMode::kUsageRecords) {
     why = std::string("STRIPE_BILLING_MODE=") + to_string(mode) +
           " bills meters, which need the customer";
   } else if (quantity == QuantitySource::kSplit) {
     why = "STRIPE_QUANTITY=split bills two subscription items, found from the customer";
+  } else if (prices > 1) {
+    why = std::string("STRIPE_QUANTITY=") + to_string(quantity) +
+          " bills several subscription items, found from the customer";
   }
   if (why.empty()) return;
   for (const auto& [key, target] : map) {
@@ -1016,6 +1302,104 @@ void check_map_targets(Problems& problems, const std::map<std::string, StaticTar
                    target.subscription_item_id + "); " + why + ": map it to its cus_… instead");
     }
   }
+}
+
+constexpr IntegerRule kTableReloadRule{"STRIPE_TABLE_RELOAD_S", "seconds", 10, 0, 3600};
+
+std::vector<std::string> split_list(std::string_view text) {
+  std::vector<std::string> out;
+  for (;;) {
+    const std::size_t comma = text.find(',');
+    const std::string_view item = trim(text.substr(0, comma));
+    if (!item.empty()) out.emplace_back(item);
+    if (comma == std::string_view::npos) break;
+    text.remove_prefix(comma + 1);
+  }
+  return out;
+}
+
+// The settings of token types, model slugs and priced calls that stand on their own. The files
+// are read once here, so that a broken table is refused at start-up with everything else.
+struct TokenSettings {
+  std::vector<std::string> skip_call_types_;
+  bool model_slugs_ = false;
+  std::string model_map_file_;
+  std::string price_table_;
+  std::string price_markup_;
+  std::string cost_multiplier_text_;
+  std::chrono::seconds table_reload_{0};
+  std::string v2_api_version_;
+};
+
+TokenSettings check_token_settings(Problems& problems, const Config& config,
+                                   QuantitySource quantity) {
+  TokenSettings out;
+  out.skip_call_types_ = split_list(
+      config.skip_call_types ? std::string_view(*config.skip_call_types) : kDefaultSkipCallTypes);
+  if (config.skip_call_types && *config.skip_call_types == "none") out.skip_call_types_.clear();
+  for (const std::string& type : out.skip_call_types_) {
+    bool ok = type.size() <= 100;
+    for (char c : type) ok = ok && is_word_char(c);
+    if (!ok) {
+      problems.add(
+          "STRIPE_SKIP_CALL_TYPES entries must be LiteLLM call types (letters, digits, "
+          "'_'), or the whole value none; got " +
+          problems.shown(type));
+    }
+  }
+  out.model_slugs_ =
+      check_choice(problems, "STRIPE_MODEL_SLUGS", config.model_slugs, kOnOffChoices);
+  if (out.model_slugs_ && !value_set(config.meter_model_key)) {
+    problems.add("STRIPE_MODEL_SLUGS=on needs STRIPE_METER_MODEL_KEY: the slug is sent under it");
+  }
+  if (value_set(config.model_map_file)) {
+    out.model_map_file_ = *config.model_map_file;
+    if (auto slugs = ModelSlugs::from_file(out.model_map_file_); !slugs) {
+      problems.add("STRIPE_MODEL_MAP_FILE: " + slugs.error().message);
+    }
+    if (!out.model_slugs_) {
+      problems.add("STRIPE_MODEL_MAP_FILE is set but STRIPE_MODEL_SLUGS is off");
+    }
+  }
+  const bool priced = quantity == QuantitySource::kPriced;
+  if (value_set(config.price_table)) {
+    out.price_table_ = *config.price_table;
+    if (!priced) {
+      problems.add("STRIPE_PRICE_TABLE is set but only STRIPE_QUANTITY=priced uses it");
+    } else if (auto table = PriceTable::from_file(out.price_table_); !table) {
+      problems.add("STRIPE_PRICE_TABLE: " + table.error().message);
+    }
+  }
+  if (value_set(config.price_markup)) {
+    out.price_markup_ = *config.price_markup;
+    const auto markup = Decimal::parse(out.price_markup_);
+    if (!markup || markup->nanos == 0) {
+      problems.add(
+          "STRIPE_PRICE_MARKUP must be a decimal multiplier such as 1.2 (at most 9 "
+          "decimals, more than 0, at most 1000000); got " +
+          problems.shown(out.price_markup_));
+    }
+  }
+  out.cost_multiplier_text_ = value_set(config.cost_multiplier) ? *config.cost_multiplier : "100";
+  if (priced && !Decimal::parse(out.cost_multiplier_text_)) {
+    problems.add(
+        "STRIPE_COST_MULTIPLIER must be an exact decimal with STRIPE_QUANTITY=priced; "
+        "got " +
+        problems.shown(out.cost_multiplier_text_));
+  }
+  if (const auto reload = check_integer(problems, kTableReloadRule, config.table_reload_s)) {
+    out.table_reload_ = std::chrono::seconds(*reload);
+  }
+  out.v2_api_version_ = kDefaultV2ApiVersion;
+  if (value_set(config.v2_api_version)) {
+    if (!is_version_shape(*config.v2_api_version)) {
+      problems.add("STRIPE_V2_API_VERSION must look like YYYY-MM-DD or YYYY-MM-DD.name (e.g. " +
+                   std::string(kDefaultV2ApiVersion) + "); got " +
+                   problems.shown(*config.v2_api_version));
+    }
+    out.v2_api_version_ = *config.v2_api_version;
+  }
+  return out;
 }
 
 void check_distinct_payload_keys(Problems& problems, const FinalizedConfig& config) {
@@ -1027,7 +1411,8 @@ void check_distinct_payload_keys(Problems& problems, const FinalizedConfig& conf
       {"STRIPE_METER_TOKEN_TYPE_KEY", &config.meter_token_type_key()},
       {"STRIPE_METER_MODEL_KEY", &config.meter_model_key()},
   };
-  const bool token_type = config.dimensions().front().token_type.size() > 0;
+  const bool token_type =
+      !config.dimensions().empty() && config.dimensions().front().token_type.size() > 0;
   for (const auto& [variable, key] : keys) {
     if (key->empty()) continue;
     if (!token_type && key == &config.meter_token_type_key()) continue;  // not sent
@@ -1080,6 +1465,10 @@ const char* to_string(QuantitySource value) noexcept {
       return "split";
     case QuantitySource::kCost:
       return "cost";
+    case QuantitySource::kTokenTypes:
+      return "token_types";
+    case QuantitySource::kPriced:
+      return "priced";
   }
   return "unknown";
 }
@@ -1094,6 +1483,24 @@ const char* to_string(BillingMode value) noexcept {
       return "meter_event_stream";
     case BillingMode::kDual:
       return "dual";
+    case BillingMode::kMeterEventsV2:
+      return "meter_events_v2";
+  }
+  return "unknown";
+}
+
+const char* to_string(Preset value) noexcept {
+  return value == Preset::kTokenBilling ? "token_billing" : "none";
+}
+
+const char* to_string(CacheHitPolicy value) noexcept {
+  switch (value) {
+    case CacheHitPolicy::kBill:
+      return "bill";
+    case CacheHitPolicy::kSkip:
+      return "skip";
+    case CacheHitPolicy::kTokenType:
+      return "token_type";
   }
   return "unknown";
 }
@@ -1143,8 +1550,10 @@ Config config_from_env(const EnvLookup& env) {
 
 Expected<FinalizedConfig> finalize_config(const Config& given) {
   Problems problems(given.api_key.value_or(""));
-  const Config config = without_secrets(problems, given);
+  Config config = without_secrets(problems, given);
   FinalizedConfig out;
+  out.preset_ = check_choice(problems, "STRIPE_PRESET", config.preset, kPresetChoices);
+  apply_preset(problems, config, out.preset_);
 
   out.environment_ = value_set(config.environment) ? *config.environment : kDefaultEnvironment;
   // The given ENVIRONMENT, even if it held a secret: a live key needs exactly "production".
@@ -1162,11 +1571,27 @@ Expected<FinalizedConfig> finalize_config(const Config& given) {
   out.api_version_ = check_api_version(problems, config.api_version, out.uses_usage_records());
   out.quantity_source_ =
       check_choice(problems, "STRIPE_QUANTITY", config.quantity, kQuantityChoices);
-  out.dimensions_ = check_dimensions(problems, config, out.billing_mode_, out.quantity_source_);
-  out.price_id_ = out.dimensions_.front().price_id;
+  out.cache_hit_ = check_choice(problems, "STRIPE_CACHE_HIT", config.cache_hit, kCacheHitChoices);
+  out.unpriced_model_ =
+      check_choice(problems, "STRIPE_UNPRICED_MODEL", config.unpriced_model, kUnpricedChoices);
+  out.dimensions_ = check_dimensions(problems, config, out.billing_mode_, out.quantity_source_,
+                                     out.cache_hit_, out.unpriced_model_);
+  out.price_id_ = out.dimensions_.empty() ? std::string() : out.dimensions_.front().price_id;
   out.customer_metadata_key_ = check_metadata_key(problems, config.customer_metadata_key);
   out.customer_map_ = check_customer_map(problems, config.customer_map);
-  check_map_targets(problems, out.customer_map_, out.billing_mode_, out.quantity_source_);
+  check_map_targets(problems, out.customer_map_, out.billing_mode_, out.quantity_source_,
+                    out.dimensions_.size());
+  {
+    TokenSettings token = check_token_settings(problems, config, out.quantity_source_);
+    out.skip_call_types_ = std::move(token.skip_call_types_);
+    out.model_slugs_ = token.model_slugs_;
+    out.model_map_file_ = std::move(token.model_map_file_);
+    out.price_table_ = std::move(token.price_table_);
+    out.price_markup_ = std::move(token.price_markup_);
+    out.cost_multiplier_text_ = std::move(token.cost_multiplier_text_);
+    out.table_reload_ = token.table_reload_;
+    out.v2_api_version_ = std::move(token.v2_api_version_);
+  }
   const auto cost_multiplier =
       check_decimal(problems, kCostMultiplierRule, config.cost_multiplier, 100);
   out.meter_customer_key_ = check_payload_key(problems, "STRIPE_METER_CUSTOMER_KEY",
@@ -1268,9 +1693,14 @@ std::string FinalizedConfig::summary() const {
     if (!dimension.token_type.empty()) text += "[" + dimension.token_type + "]";
     return text;
   };
+  if (preset_ != Preset::kNone) billed += std::string(" preset=") + to_string(preset_);
   if (quantity_source_ != QuantitySource::kTotalTokens) {
     billed += std::string(" quantity=") + to_string(quantity_source_);
   }
+  if (cache_hit_ != CacheHitPolicy::kBill) {
+    billed += std::string(" cache_hit=") + to_string(cache_hit_);
+  }
+  if (model_slugs_) billed += " model_slugs=on";
   // Shown only when a caller's request may choose the customer, so operators notice it.
   const std::string trust =
       trust_request_user_ == RequestUserTrust::kOff

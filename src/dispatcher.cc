@@ -35,12 +35,14 @@ RetryPolicy retry_policy_for(const FinalizedConfig& config) {
 
 Dispatcher::Dispatcher(const FinalizedConfig& config, Outbox& outbox, const StripeClient& client,
                        MeterEventStream& stream, CustomerResolver& resolver, Metrics& metrics,
-                       std::shared_ptr<spdlog::logger> log, std::shared_ptr<Clock> clock)
+                       std::shared_ptr<spdlog::logger> log, std::shared_ptr<Clock> clock,
+                       std::shared_ptr<BillingTables> tables)
     : config_(config),
       outbox_(outbox),
       client_(client),
       resolver_(resolver),
       metrics_(metrics),
+      tables_(tables ? std::move(tables) : BillingTables::load(config)),
       log_(std::move(log)),
       clock_(std::move(clock)),
       retry_policy_(retry_policy_for(config)),
@@ -215,6 +217,12 @@ std::chrono::milliseconds Dispatcher::plan_round(bool full) {
   // A fleet on one store: only the holder of the engine lease plans and sends.
   if (!lead()) return kIdleRound;
   if (paused() && !probe_auth()) return kIdleRound;
+  // The tables are read again here too, so an idle gateway's parked rows (unmapped models) are
+  // released by a changed file without any new call.
+  for (const std::string& problem : tables_->reload_if_due(clock_->steady_now()).refused) {
+    log_->error("stripe_billing refused a changed table, the last good one stays in force: {}",
+                problem);
+  }
   housekeeping(now);
   claim_due(now);
   std::int64_t next_ready_ms = plan_pending(now, full, force);
@@ -387,7 +395,8 @@ void Dispatcher::claim_due(std::int64_t now) {
   for (ClaimedBatch& entry : *claimed) {
     Batch& batch = entry.batch;
     if (batch.kind != BatchKind::kUsageRecord) {
-      auto events = meter_events_for(entry.rows, config_);
+      const auto slugs = tables_->slugs();
+      auto events = meter_events_for(entry.rows, config_, slugs.get());
       // Made under a configuration that metered it: sent once one does again (an empty batch
       // is refused by the sender as "meters_not_in_mode", retried with backoff).
       if (events) batch.meter_events = std::move(*events);
@@ -429,7 +438,9 @@ std::int64_t Dispatcher::plan_pending(std::int64_t now, bool full, bool force) {
   const LookupFn lookup = [this](const std::string& key, const std::string& price) {
     return lookups_.peek(key, price);
   };
-  Plan plan = stripe_billing::plan(std::move(*rows), PlanInput{config_, now, force, busy, lookup});
+  const auto slugs = tables_->slugs();
+  Plan plan = stripe_billing::plan(std::move(*rows),
+                                   PlanInput{config_, now, force, busy, lookup, slugs.get()});
   for (const LookupRequest& request : plan.lookups) lookups_.request(request);
   for (const PlanNotice& notice : plan.notices) {
     metrics_.count_reason(to_string(notice.reason), notice.rows);
@@ -771,10 +782,15 @@ void Dispatcher::pause_for_auth(const std::string& reason) {
 
 bool Dispatcher::probe_auth() {
   metrics_.stripe_requests.fetch_add(1);
+  // Meter modes ask with what sending needs (meter event write): an empty event, which a key
+  // that may write meter events has refused as malformed (400), and one that may not with 403.
   auto response = config_.uses_usage_records()
                       ? client_.get("/v1/prices/" + encode_path_segment(config_.price_id()))
-                      : client_.get("/v1/billing/meters", {{"limit", "1"}});
-  if (classify(RequestKind::kLookup, response).outcome == Outcome::kPause) {
+                      : client_.post_form("/v1/billing/meter_events", {}, "sb-auth-probe");
+  const bool refused =
+      !response && response.error().stripe &&
+      (response.error().stripe->http_status == 401 || response.error().stripe->http_status == 403);
+  if (refused || classify(RequestKind::kLookup, response).outcome == Outcome::kPause) {
     pause_for_auth("probe refused");
     return false;
   }

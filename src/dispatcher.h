@@ -39,6 +39,7 @@
 #include <vector>
 
 #include "batch.h"
+#include "billing_tables.h"
 #include "customer_resolver.h"
 #include "lookups.h"
 #include "meter_event_stream.h"
@@ -63,7 +64,8 @@ class Dispatcher {
 
   Dispatcher(const FinalizedConfig& config, Outbox& outbox, const StripeClient& client,
              MeterEventStream& stream, CustomerResolver& resolver, Metrics& metrics,
-             std::shared_ptr<spdlog::logger> log, std::shared_ptr<Clock> clock);
+             std::shared_ptr<spdlog::logger> log, std::shared_ptr<Clock> clock,
+             std::shared_ptr<BillingTables> tables = nullptr);
   ~Dispatcher();  // stop()
   Dispatcher(const Dispatcher&) = delete;
   Dispatcher& operator=(const Dispatcher&) = delete;
@@ -129,6 +131,7 @@ class Dispatcher {
   const StripeClient& client_;
   CustomerResolver& resolver_;
   Metrics& metrics_;
+  std::shared_ptr<BillingTables> tables_;  // the model slugs meter events carry
   std::shared_ptr<spdlog::logger> log_;
   std::shared_ptr<Clock> clock_;
   const RetryPolicy retry_policy_;

@@ -14,6 +14,7 @@
 #include "customer_resolver.h"
 #include "meter_event.h"
 #include "reasons.h"
+#include "token_types.h"
 #include "usage_record.h"
 
 namespace stripe_billing {
@@ -77,14 +78,17 @@ std::string stable_call_key(const std::string& call_id) {
 
 Intake::Intake(const FinalizedConfig& config, Outbox& outbox, Metrics& metrics,
                std::shared_ptr<spdlog::logger> log, std::shared_ptr<Clock> clock,
-               std::function<void()> on_commit)
+               std::function<void()> on_commit, std::shared_ptr<BillingTables> tables)
     : config_(config),
       outbox_(outbox),
       metrics_(metrics),
+      tables_(tables ? std::move(tables) : BillingTables::load(config)),
       log_(std::move(log)),
       clock_(std::move(clock)),
       on_commit_(std::move(on_commit)),
-      sinks_(sinks_for(config.billing_mode())) {
+      sinks_(sinks_for(config.billing_mode())),
+      by_token_type_(config.quantity_source() == QuantitySource::kTokenTypes ||
+                     config.quantity_source() == QuantitySource::kPriced) {
   recover_journal();
   writer_ = std::thread([this] { run(); });
   if (journal_) ingester_ = std::thread([this] { ingest(); });
@@ -160,7 +164,20 @@ void Intake::submit(const UsageEvent& event) noexcept {
                        false,
                        {event.prompt_tokens, event.completion_tokens, event.total_tokens},
                        event.response_cost,
-                       event.end_time};
+                       event.end_time,
+                       {},
+                       {},
+                       {},
+                       {},
+                       false,
+                       nullptr};
+    if (by_token_type_) {
+      handed.cache_read = event.cache_read_tokens;
+      handed.cache_write = event.cache_write_tokens;
+      handed.provider = event.provider;
+    }
+    handed.cache_hit = event.cache_hit;
+    handed.call_type = event.call_type;
     if (handed.call_id.empty()) {
       // Rare, and it needs the start time, which nothing else does: derived here, not stored.
       if (auto derived = derived_call_id(event, customer.value)) {
@@ -374,6 +391,7 @@ template <typename Sink>
 void Intake::write(EventBuffer& events, Sink sink) {
   // In slices, so the rows being built never take as much memory again as the events do.
   const std::int64_t now_ms = to_ms(clock_->now());
+  reload_tables(tables_->reload_if_due(std::chrono::steady_clock::now()));
   std::vector<NewEvent> rows;
   rows.reserve(std::min(events.size(), kGroupSize) * sinks_.size() * config_.dimensions().size());
   std::size_t handled = 0;
@@ -550,6 +568,7 @@ void Intake::ingest() {
 // One row per billed dimension and sink: total_tokens bills one quantity, split two; dual mode
 // stores each once for usage records and once for meter events.
 void Intake::add_rows(HandedEvent& event, std::int64_t now_ms, std::vector<NewEvent>& rows) {
+  if (!billed_at_all(event)) return;
   const bool cost_refused = event.response_cost && !std::isfinite(*event.response_cost);
   if (cost_refused) {
     // A host's NaN or infinity: no cost at all (dead as invalid_cost in cost mode), never a row
@@ -567,11 +586,27 @@ void Intake::add_rows(HandedEvent& event, std::int64_t now_ms, std::vector<NewEv
   const std::int64_t end_ms = event.end_time ? to_ms(*event.end_time) : now_ms;
   common.event_time = std::min(end_ms, now_ms) / 1000;
   common.accepted_at_ms = now_ms;
-  common.model = bounded(event.model);
+  // Token billing maps the model to a `provider/model` slug when it plans: a model without a
+  // provider prefix keeps the provider the host named, so the slug rules can use it.
+  common.model = bounded(config_.model_slugs() && !event.provider.empty() &&
+                                 event.model.find('/') == std::string::npos
+                             ? event.provider + "/" + event.model
+                             : event.model);
   common.cost = event.response_cost.value_or(0.0);
   common.prompt_tokens = event.tokens.prompt.value_or(0);
   common.completion_tokens = event.tokens.completion.value_or(0);
   common.state = EventState::kPending;
+  // Times Stripe refuses for meter events (usage records have no such window: dual mode's
+  // usage-record row is stored as usual). More than 5 minutes ahead: the host's clock or its
+  // end time is wrong; kept for an operator (`stripe-billing retry` sends it with the time it
+  // is stored under: now). Older than 35 days: Stripe keeps no such events. Never sent under a
+  // time Stripe refuses, never dropped.
+  event.meter_refusal = nullptr;
+  if (end_ms > now_ms + kMeterEventMaxAheadSeconds * 1000) {
+    event.meter_refusal = to_string(Reason::kEventTimeInFuture);
+  } else if (end_ms < now_ms - kMeterEventMaxAgeSeconds * 1000) {
+    event.meter_refusal = to_string(Reason::kMeterTimestampTooOld);
+  }
   if (event.customer_key.empty()) {
     common.state = EventState::kParked;
     // The request named a customer the configuration does not let a caller choose: kept, and
@@ -587,6 +622,7 @@ void Intake::add_rows(HandedEvent& event, std::int64_t now_ms, std::vector<NewEv
   } else {
     common.customer_key = std::move(event.customer_key);
   }
+  if (by_token_type_) return add_token_rows(event, common, rows);
 
   for (const BilledDimension& dimension : config_.dimensions()) {
     const bool cost = dimension.source == QuantitySource::kCost;
@@ -609,6 +645,27 @@ void Intake::add_rows(HandedEvent& event, std::int64_t now_ms, std::vector<NewEv
       row.reason = quantity.reason();
       if (cost && cost_refused) row.reason = to_string(Reason::kInvalidCost);
     }
+    push_row(std::move(row), event, rows);
+  }
+}
+
+void Intake::push_row(NewEvent row, const HandedEvent& event, std::vector<NewEvent>& rows) {
+  if (event.meter_refusal != nullptr && row.state == EventState::kPending &&
+      sinks_.back() == Sink::kMeterEvent) {
+    // Dual mode: the usage record goes as usual; the meter row is parked.
+    if (sinks_.size() > 1) {
+      NewEvent record = row;
+      record.sink = sinks_.front();
+      rows.push_back(std::move(record));
+    }
+    row.state = EventState::kParked;
+    row.reason = event.meter_refusal;
+    metrics_.count_reason(row.reason);
+    rows.push_back(std::move(row));
+    rows.back().sink = Sink::kMeterEvent;
+    return;
+  }
+  {
     if (row.state != EventState::kPending) metrics_.count_reason(row.reason, sinks_.size());
     if (row.state != EventState::kPending && may_warn()) {
       log_->warn("{}",
@@ -619,7 +676,7 @@ void Intake::add_rows(HandedEvent& event, std::int64_t now_ms, std::vector<NewEv
                                                       {"model", log_safe(event.model)},
                                                       {"customer", log_safe(row.customer_key)},
                                                       {"dimension", row.dimension},
-                                                      {"quantity", quantity.value}}));
+                                                      {"quantity", row.quantity}}));
     }
     for (std::size_t i = 0; i < sinks_.size(); ++i) {
       rows.push_back(i + 1 == sinks_.size() ? std::move(row) : row);
@@ -627,6 +684,120 @@ void Intake::add_rows(HandedEvent& event, std::int64_t now_ms, std::vector<NewEv
       rows.back().sink = sinks_[i];
     }
   }
+}
+
+void Intake::reload_tables(const BillingTables::Reload& reload) {
+  for (const std::string& file : reload.loaded) {
+    log_->info("stripe_billing loaded {} anew", log_safe(file));
+  }
+  for (const std::string& problem : reload.refused) {
+    log_->error("stripe_billing refused a changed table, the last good one stays in force: {}",
+                problem);
+  }
+}
+
+bool Intake::billed_at_all(const HandedEvent& event) {
+  if (event.cache_hit && config_.cache_hit() == CacheHitPolicy::kSkip) {
+    metrics_.count_reason(to_string(Reason::kCacheHitNotBilled));
+    return false;
+  }
+  if (!event.call_type.empty()) {
+    const auto& skipped = config_.skip_call_types();
+    if (std::find(skipped.begin(), skipped.end(), event.call_type) != skipped.end()) {
+      metrics_.count_reason(to_string(Reason::kCallTypeNotBilled));
+      return false;
+    }
+  }
+  return true;
+}
+
+// Token types: one row per non-zero type (docs/token-types.md). Priced: one row of the call's
+// exact amount, carried like a cost; a call without a price falls back to its token types, or
+// dies as unpriced_model, as STRIPE_UNPRICED_MODEL says.
+void Intake::add_token_rows(HandedEvent& event, const NewEvent& common,
+                            std::vector<NewEvent>& rows) {
+  const TokenDetails details{event.tokens.prompt, event.tokens.completion, event.tokens.total,
+                             event.cache_read,    event.cache_write,       std::nullopt};
+  const ProviderGuess guess = provider_family(event.provider, event.model);
+  if (!guess.known) metrics_.count_reason(to_string(Reason::kUnknownProvider));
+  const BillableTokens tokens = billable_tokens(details, guess.family);
+  const auto refused = [&](const char* dimension, Reason reason) {
+    NewEvent row = common;
+    row.dimension = dimension;
+    row.state = EventState::kDead;
+    row.reason = to_string(reason);
+    push_row(std::move(row), event, rows);
+  };
+  switch (tokens.verdict) {
+    case BillableTokens::Verdict::kMissingUsage:
+      return refused(to_string(TokenType::kInput), Reason::kMissingUsage);
+    case BillableTokens::Verdict::kNegative:
+      return refused(to_string(TokenType::kInput), Reason::kNegativeQuantity);
+    case BillableTokens::Verdict::kTooLarge:
+      return refused(to_string(TokenType::kInput), Reason::kQuantityTooLarge);
+    case BillableTokens::Verdict::kInconsistent:
+      metrics_.count_reason(to_string(Reason::kInconsistentTokenDetails));
+      break;
+    case BillableTokens::Verdict::kOk:
+      break;
+  }
+  const std::int64_t max_micros = config_.max_quantity() * kMicrosPerUnit;
+  if (config_.quantity_source() == QuantitySource::kPriced) {
+    const auto prices = tables_->prices();
+    const ModelPrices* found = prices ? prices->find(event.model) : nullptr;
+    if (found == nullptr && prices) {
+      if (const auto slug = tables_->slugs()->slug(event.model, event.provider)) {
+        found = prices->find(*slug);
+      }
+    }
+    const std::optional<std::int64_t> amount =
+        found ? priced_amount_micros(tokens, *found, tables_->markup(), tables_->units_per_usd())
+              : std::nullopt;
+    if (amount) {
+      if (*amount == 0) {
+        metrics_.skipped_zero.fetch_add(1);
+        return;
+      }
+      if (*amount > max_micros) return refused("priced", Reason::kQuantityTooLarge);
+      NewEvent row = common;
+      row.dimension = "priced";
+      row.amount_micros = *amount;
+      return push_row(std::move(row), event, rows);
+    }
+    if (config_.unpriced_model() == UnpricedPolicy::kReject) {
+      return refused("priced", Reason::kUnpricedModel);
+    }
+    metrics_.count_reason(to_string(Reason::kUnpricedFallback));
+  }
+  if (event.cache_hit && config_.cache_hit() == CacheHitPolicy::kTokenType) {
+    NewEvent row = common;
+    row.dimension = "cache_hit";
+    row.quantity = tokens.sum();
+    if (row.quantity == 0) {
+      metrics_.skipped_zero.fetch_add(1);
+      return;
+    }
+    if (row.quantity > config_.max_quantity()) {
+      row.state = EventState::kDead;
+      row.reason = to_string(Reason::kQuantityTooLarge);
+    }
+    return push_row(std::move(row), event, rows);
+  }
+  bool any = false;
+  for (TokenType type : kAllTokenTypes) {
+    const std::int64_t count = tokens[type];
+    if (count == 0) continue;
+    any = true;
+    NewEvent row = common;
+    row.dimension = to_string(type);
+    row.quantity = count;
+    if (count > config_.max_quantity()) {
+      row.state = EventState::kDead;
+      row.reason = to_string(Reason::kQuantityTooLarge);
+    }
+    push_row(std::move(row), event, rows);
+  }
+  if (!any) metrics_.skipped_zero.fetch_add(1);
 }
 
 // A flood of bad events must not flood the host's log: at most kWarningsPerSecond lines a
@@ -656,6 +827,7 @@ std::vector<Sink> sinks_for(BillingMode mode) {
   switch (mode) {
     case BillingMode::kUsageRecords:
       return {Sink::kUsageRecord};
+    case BillingMode::kMeterEventsV2:
     case BillingMode::kMeterEvents:
     case BillingMode::kMeterEventStream:
       return {Sink::kMeterEvent};

@@ -25,6 +25,7 @@
 #include <thread>
 #include <vector>
 
+#include "billing_tables.h"
 #include "charge_by.h"
 #include "commit_signal.h"
 #include "journal.h"
@@ -52,6 +53,14 @@ struct HandedEvent {
   TokenCounts tokens;
   std::optional<double> response_cost;
   std::optional<TimePoint> end_time;
+  // Token details, read only when the configuration bills token types or priced calls.
+  std::optional<std::int64_t> cache_read;
+  std::optional<std::int64_t> cache_write;
+  std::string provider;
+  std::string call_type;
+  bool cache_hit = false;
+  // The writer's: why Stripe would refuse this call's meter events (reasons.h), or null.
+  const char* meter_refusal = nullptr;
 };
 
 // The hand-off buffer: events in chunks of kChunk, so a burst takes the memory of what it holds
@@ -93,7 +102,7 @@ class Intake {
 
   Intake(const FinalizedConfig& config, Outbox& outbox, Metrics& metrics,
          std::shared_ptr<spdlog::logger> log, std::shared_ptr<Clock> clock,
-         std::function<void()> on_commit);
+         std::function<void()> on_commit, std::shared_ptr<BillingTables> tables = nullptr);
   ~Intake();  // stop() with a 5 s deadline
   Intake(const Intake&) = delete;
   Intake& operator=(const Intake&) = delete;
@@ -119,16 +128,24 @@ class Intake {
   void recover_journal();
   void count_lost(std::size_t rows, Reason reason, const std::string& why);
   void add_rows(HandedEvent& event, std::int64_t now_ms, std::vector<NewEvent>& rows);
+  // Whether the call bills at all (STRIPE_CACHE_HIT, STRIPE_SKIP_CALL_TYPES); counts it if not.
+  bool billed_at_all(const HandedEvent& event);
+  void reload_tables(const BillingTables::Reload& reload);  // logs what a reload did
+  // The rows of each non-zero token type (and their refusals), or of the priced amount.
+  void add_token_rows(HandedEvent& event, const NewEvent& common, std::vector<NewEvent>& rows);
+  void push_row(NewEvent row, const HandedEvent& event, std::vector<NewEvent>& rows);
   bool abandoned() const;
   bool may_warn();  // writer thread only
 
   const FinalizedConfig& config_;
   Outbox& outbox_;
   Metrics& metrics_;
+  std::shared_ptr<BillingTables> tables_;
   std::shared_ptr<spdlog::logger> log_;
   std::shared_ptr<Clock> clock_;
   std::function<void()> on_commit_;
   const std::vector<Sink> sinks_;     // where each billed quantity goes, by the billing mode
+  const bool by_token_type_;          // STRIPE_QUANTITY=token_types or priced
   std::unique_ptr<Journal> journal_;  // sync mode only (null: the outbox syncs each commit)
 
   mutable std::mutex mutex_;  // the buffer; held by callers only to hand over

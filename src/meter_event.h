@@ -17,6 +17,7 @@ namespace stripe_billing {
 
 // Stripe accepts meter event timestamps within the past 35 days (and at most 5 minutes ahead).
 inline constexpr std::int64_t kMeterEventMaxAgeSeconds = 35LL * 24 * 60 * 60;
+inline constexpr std::int64_t kMeterEventMaxAheadSeconds = 5 * 60;
 // Stripe rejects values with more than 15 significant digits.
 inline constexpr std::int64_t kMaxMeterValue = 999'999'999'999'999;
 inline constexpr std::size_t kMaxStreamEvents = 100;  // per v2 stream request

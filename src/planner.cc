@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <map>
 
+#include "usage_record.h"
+
 namespace stripe_billing {
 namespace {
 
@@ -37,14 +39,27 @@ std::vector<std::int64_t> ids_of(const std::vector<StoredEvent>& rows) {
 }
 
 MeterEvent meter_event(const StoredEvent& row, const BilledDimension& dimension,
-                       const std::string& customer_id) {
+                       const std::string& customer_id, std::string model) {
   return MeterEvent{dimension.meter_event_name,
                     meter_event_identifier(row.call_id, row.dimension),
                     customer_id,
                     row.quantity,
                     row.event_time,
                     dimension.token_type,
-                    row.model};
+                    std::move(model)};
+}
+
+// The model a meter event carries: as stored, or its slug (nullopt: no slug names it).
+std::optional<std::string> sent_model(const StoredEvent& row, const FinalizedConfig& config,
+                                      const ModelSlugs* slugs) {
+  if (!config.model_slugs()) return row.model;
+  if (slugs == nullptr) return std::nullopt;
+  // Stored as `provider/model` when the host named the provider: the mapping may name either.
+  if (auto mapped = slugs->mapped(row.model)) return mapped;
+  if (const std::size_t slash = row.model.find('/'); slash != std::string::npos) {
+    if (auto mapped = slugs->mapped(std::string_view(row.model).substr(slash + 1))) return mapped;
+  }
+  return slugs->slug(row.model, "");
 }
 
 class Planner {
@@ -183,14 +198,22 @@ class Planner {
   void plan_meter_events(Group& group, const BillingTarget& target) {
     const std::int64_t oldest_allowed = in_.now_ms / 1000 - kMeterEventMaxAgeSeconds;
     std::vector<std::int64_t> too_old;
+    std::vector<std::int64_t> unmapped;
     for (StoredEvent& row : group.rows) {
       if (row.event_time < oldest_allowed) {
         // Stripe refuses meter events older than 35 days: kept for an operator, never sent.
         too_old.push_back(row.id);
         continue;
       }
+      std::optional<std::string> model = sent_model(row, in_.config, in_.slugs);
+      if (!model) {
+        // Never sent under a wrong name: kept until a mapping names the model.
+        unmapped.push_back(row.id);
+        continue;
+      }
       if (in_.config.billing_mode() == BillingMode::kMeterEventStream) {
-        MeterEvent event = meter_event(row, *group.dimension, target.customer_id);
+        MeterEvent event =
+            meter_event(row, *group.dimension, target.customer_id, std::move(*model));
         stream_.push_back({std::move(row), std::move(event)});
         continue;
       }
@@ -201,12 +224,18 @@ class Planner {
       planned.batch.customer_key = group.customer_key;
       planned.batch.quantity = row.quantity;
       planned.batch.timestamp = row.event_time;
-      planned.batch.meter_events.push_back(meter_event(row, *group.dimension, target.customer_id));
+      planned.batch.meter_events.push_back(
+          meter_event(row, *group.dimension, target.customer_id, std::move(*model)));
       add_model(planned.batch, row);
       planned.members.push_back({row.id, target.customer_id});
       out_.writes.batches.push_back(std::move(planned));
     }
     if (!too_old.empty()) park(group, Reason::kMeterTimestampTooOld, std::nullopt, too_old);
+    if (!unmapped.empty()) {
+      const auto retry_ms =
+          std::chrono::duration_cast<std::chrono::milliseconds>(in_.config.park_retry()).count();
+      park(group, Reason::kUnmappedModel, in_.now_ms + retry_ms, unmapped);
+    }
   }
 
   void plan_stream() {
@@ -253,7 +282,8 @@ Plan plan(std::vector<StoredEvent> rows, const PlanInput& input) {
 }
 
 Expected<std::vector<MeterEvent>> meter_events_for(const std::vector<StoredEvent>& rows,
-                                                   const FinalizedConfig& config) {
+                                                   const FinalizedConfig& config,
+                                                   const ModelSlugs* slugs) {
   std::vector<MeterEvent> events;
   events.reserve(rows.size());
   for (const StoredEvent& row : rows) {
@@ -263,7 +293,13 @@ Expected<std::vector<MeterEvent>> meter_events_for(const std::vector<StoredEvent
                    "dimension " + row.dimension + " has no meter in this configuration",
                    std::nullopt};
     }
-    events.push_back(meter_event(row, *dimension, row.customer_id));
+    std::optional<std::string> model = sent_model(row, config, slugs);
+    if (!model) {
+      return Error{ErrorCode::kInvalidConfig,
+                   "model " + log_safe(row.model) + " maps to no provider/model slug now",
+                   std::nullopt};
+    }
+    events.push_back(meter_event(row, *dimension, row.customer_id, std::move(*model)));
   }
   return events;
 }

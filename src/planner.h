@@ -12,8 +12,9 @@
 //   a key no Stripe metadata value can equal    -> dead invalid_customer_key
 //   usage records: one batch per item and aggregation window (never two open for one item),
 //                  split by billing period and so no batch sums more than kMaxBatchQuantity
-//   v1 meter events: older than Stripe's 35 days -> parked meter_timestamp_too_old; otherwise
-//                  one batch per row
+//   meter events, model slugs on: a model no slug names -> parked unmapped_model, retried later
+//   v1 and v2 meter events: older than Stripe's 35 days -> parked meter_timestamp_too_old;
+//                  otherwise one batch per row
 //   the v2 stream: rows of every customer, 100 to a batch; a partial batch waits out the window
 // and the next wake-up: when the earliest waiting window or lookup retry is due.
 #pragma once
@@ -26,6 +27,7 @@
 
 #include "batch.h"
 #include "customer_resolver.h"
+#include "model_slug.h"
 #include "outbox.h"
 #include "stripe_billing/config.h"
 
@@ -66,6 +68,9 @@ struct PlanInput {
   bool force = false;                       // a drain: do not wait out aggregation windows
   const std::set<std::string>& busy_items;  // items with an undelivered usage-record batch
   const LookupFn& lookup;
+  // STRIPE_MODEL_SLUGS: the model of each meter event as its `provider/model` slug; a row whose
+  // model maps to nothing is parked unmapped_model (retried every STRIPE_PARK_RETRY_S).
+  const ModelSlugs* slugs = nullptr;
 };
 
 // Rows parked or killed, for the log and the metrics.
@@ -91,6 +96,7 @@ Plan plan(std::vector<StoredEvent> rows, const PlanInput& input);
 // outbox): kInvalidConfig when a row's dimension has no meter in this configuration (it was made
 // under another; it waits for one that meters it).
 Expected<std::vector<MeterEvent>> meter_events_for(const std::vector<StoredEvent>& rows,
-                                                   const FinalizedConfig& config);
+                                                   const FinalizedConfig& config,
+                                                   const ModelSlugs* slugs = nullptr);
 
 }  // namespace stripe_billing

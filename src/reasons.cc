@@ -26,6 +26,12 @@ const std::vector<ReasonInfo>& all_reasons() {
        "a meter row stored under a mode that sent them; this mode does not"},
       {Reason::kDimensionNotConfigured, "dimension_not_configured", K::kParked,
        "a row of a quantity (STRIPE_QUANTITY) this configuration does not bill"},
+      {Reason::kUnmappedModel, "unmapped_model", K::kParked,
+       "token billing: the model maps to no provider/model slug (add it to "
+       "STRIPE_MODEL_MAP_FILE; retried every STRIPE_PARK_RETRY_S)"},
+      {Reason::kEventTimeInFuture, "event_time_in_future", K::kParked,
+       "a meter event whose end time is more than 5 minutes ahead of the clock (Stripe refuses "
+       "it): kept for an operator"},
       {Reason::kNegativeQuantity, "negative_quantity", K::kDead,
        "the host reported a negative count"},
       {Reason::kQuantityTooLarge, "quantity_too_large", K::kDead,
@@ -41,6 +47,9 @@ const std::vector<ReasonInfo>& all_reasons() {
       {Reason::kMaxDeliveryAgeExceeded, "max_delivery_age_exceeded", K::kDead,
        "not delivered within STRIPE_MAX_DELIVERY_AGE_S: Stripe may have forgotten the "
        "idempotency key, so it is not sent again by itself (it may be billed already)"},
+      {Reason::kUnpricedModel, "unpriced_model", K::kDead,
+       "priced calls with STRIPE_UNPRICED_MODEL=reject: the model (or one of its token types) "
+       "has no price in STRIPE_PRICE_TABLE"},
       {Reason::kBelowOneUnitCarried, "below_one_unit_carried", K::kDelivered,
        "cost billing: the call's amount is carried into the next call's rounding"},
       {Reason::kOutboxUnwritable, "outbox_unwritable", K::kCounted,
@@ -62,6 +71,18 @@ const std::vector<ReasonInfo>& all_reasons() {
        "in memory and is stored once the outbox answers (lost only if the process dies first)"},
       {Reason::kOutboxUnreachable, "outbox_unreachable", K::kCounted,
        "PostgreSQL did not take a commit: its rows are held in memory and stored again"},
+      {Reason::kCacheHitNotBilled, "cache_hit_not_billed", K::kCounted,
+       "a call served from the gateway's cache, with STRIPE_CACHE_HIT=skip: nothing billed"},
+      {Reason::kCallTypeNotBilled, "call_type_not_billed", K::kCounted,
+       "a call type in STRIPE_SKIP_CALL_TYPES (a retrieval, not a generation): nothing billed"},
+      {Reason::kInconsistentTokenDetails, "inconsistent_token_details", K::kCounted,
+       "token details that do not fit inside the counts (cached > prompt): billed as plain "
+       "input and output"},
+      {Reason::kUnknownProvider, "unknown_provider", K::kCounted,
+       "token types of a provider no rule knows: derived by the OpenAI rule"},
+      {Reason::kUnpricedFallback, "unpriced_fallback", K::kCounted,
+       "priced calls: the model (or one of its token types) has no price; billed by token type "
+       "(STRIPE_UNPRICED_MODEL=token_types)"},
       {Reason::kOutcomeUnrecorded, "outcome_unrecorded", K::kCounted,
        "Stripe's answer could not be written to the outbox; kept in memory and written again, "
        "the batch is not sent again"},

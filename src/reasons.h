@@ -23,6 +23,8 @@ enum class Reason {
   kUsageRecordsNotInMode,
   kMetersNotInMode,
   kDimensionNotConfigured,
+  kUnmappedModel,
+  kEventTimeInFuture,
   // Dead: Stripe would refuse them, or the host sent something that cannot be billed.
   kNegativeQuantity,
   kQuantityTooLarge,
@@ -31,6 +33,7 @@ enum class Reason {
   kInvalidCustomerKey,
   kMeterValueTooLarge,
   kMaxDeliveryAgeExceeded,
+  kUnpricedModel,
   // Delivered without a request: a cost below one unit, carried into the next call.
   kBelowOneUnitCarried,
   // Counted only: the row was not kept, or the event was stored with a repair.
@@ -43,6 +46,11 @@ enum class Reason {
   kOutcomeUnrecorded,
   kSyncWaitTimeout,
   kOutboxUnreachable,
+  kCacheHitNotBilled,
+  kCallTypeNotBilled,
+  kInconsistentTokenDetails,
+  kUnknownProvider,
+  kUnpricedFallback,
 };
 
 enum class ReasonKind { kParked, kDead, kDelivered, kCounted };

@@ -155,6 +155,7 @@ class Reconciler {
       if (dimension == nullptr || dimension->meter_event_name.empty()) continue;
       const std::string& meter = dimension->meter_event_name;
       ReconciliationRow& row = meters[{total.customer_id, meter}];
+      row.dimension = dimension_of_target(meter, false);
       row.kind = "meter";
       row.customer_key = total.customer_key;
       row.customer_id = total.customer_id;
@@ -206,6 +207,7 @@ class Reconciler {
                             any.customer_key,
                             any.customer_id,
                             item,
+                            dimension_of_target(any.dimension, true),
                             *start,
                             *end,
                             0,
@@ -218,6 +220,19 @@ class Reconciler {
       report.rows.push_back(std::move(row));
     }
     return {};
+  }
+
+  // The one dimension a meter (by event name) or a usage-record row's dimension bills; "" when
+  // several dimensions share the meter.
+  std::string dimension_of_target(const std::string& target, bool records) const {
+    if (records) return target;
+    std::string found;
+    for (const BilledDimension& dimension : config_.dimensions()) {
+      if (dimension.meter_event_name != target) continue;
+      if (!found.empty()) return {};
+      found = dimension.name;
+    }
+    return found;
   }
 
   Expected<void> fill_meter_row(ReconciliationRow& row) {

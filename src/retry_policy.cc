@@ -42,6 +42,11 @@ Throttle throttle_kind(int status, std::string_view code, std::string_view rate_
   return Throttle::kRate;
 }
 
+bool is_permission_error(const StripeError& error) {
+  return error.http_status == 403 &&
+         error.message.find("does not have the required permissions") != std::string::npos;
+}
+
 Classification classify(RequestKind kind, const Expected<StripeResponse>& result) {
   if (result) return {Outcome::kDelivered, "ok"};
   const Error& error = result.error();
@@ -54,6 +59,13 @@ Classification classify(RequestKind kind, const Expected<StripeResponse>& result
   verdict.throttle = throttle_kind(status, stripe.code, stripe.rate_limited_reason);
   if (is_meter(kind) && is_already_recorded(error))
     return {Outcome::kDelivered, "already_recorded"};
+  if (status == 403 && kind == RequestKind::kLookup && is_permission_error(stripe)) {
+    // A restricted key that may write meter events but not read customers: that lookup backs
+    // off (its rows wait, visibly), the rest keeps being billed.
+    verdict.outcome = Outcome::kRetry;
+    verdict.reason = "stripe_permission_denied";
+    return verdict;
+  }
   if (status == 401 || status == 403) {
     // The stream's token is not the secret key: a token refused even after a fresh session is
     // that batch's problem, retried; the key itself is fine (it just minted the session).

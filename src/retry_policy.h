@@ -57,6 +57,10 @@ struct Classification {
   bool attempted = true;
 };
 
+// A restricted key refused for a permission it lacks (403, "does not have the required
+// permissions …"), not a refused key.
+bool is_permission_error(const StripeError& error);
+
 Classification classify(RequestKind kind, const Expected<StripeResponse>& result);
 
 // The kind of a 429 from its error code and Stripe-Rate-Limited-Reason; kNone for other statuses.

@@ -12,6 +12,11 @@ Expected<StripeResponse> Sender::post_meter_event(const Batch& batch) const {
     return Error{ErrorCode::kInvalidConfig, "a meter event batch must hold exactly one event",
                  std::nullopt};
   }
+  if (config_.billing_mode() == BillingMode::kMeterEventsV2) {
+    return client_.post_json(kV2MeterEventsPath,
+                             meter_stream_event(batch.meter_events.front(), config_),
+                             batch.idempotency_key, config_.v2_api_version());
+  }
   return client_.post_form("/v1/billing/meter_events",
                            meter_event_form(batch.meter_events.front(), config_),
                            batch.idempotency_key);

@@ -5,6 +5,8 @@
 //
 //   usage record: POST /v1/subscription_items/<item>/usage_records, the batch's key
 //   v1 meter event: POST /v1/billing/meter_events, the batch's key and the event's identifier
+//   v2 meter event (meter_events_v2): POST /v2/billing/meter_events, one JSON event, the same
+//                  key and identifier, Stripe-Version STRIPE_V2_API_VERSION
 //   the v2 stream: POST the stream with the session token (MeterEventStream), up to 100 events
 //
 // Thread-safe: senders share one Sender.
@@ -27,6 +29,8 @@ struct SendResult {
   std::string detail;      // the error, for the log and the batch's last_error; "" on success
   std::chrono::milliseconds latency{0};
 };
+
+inline constexpr const char* kV2MeterEventsPath = "/v2/billing/meter_events";
 
 class Sender {
  public:

@@ -77,7 +77,9 @@ Endpoint endpoint_of(std::string_view path) noexcept {
   if (ends_with("/usage_record_summaries") || ends_with("/event_summaries")) {
     return Endpoint::kSummaries;
   }
-  if (path == "/v1/billing/meter_events") return Endpoint::kMeterEvents;
+  if (path == "/v1/billing/meter_events" || path == "/v2/billing/meter_events") {
+    return Endpoint::kMeterEvents;
+  }
   if (path == "/v2/billing/meter_event_stream") return Endpoint::kMeterEventStream;
   if (path == "/v2/billing/meter_event_session") return Endpoint::kMeterEventSession;
   if (path == "/v1/customers/search") return Endpoint::kCustomerSearch;
@@ -159,6 +161,20 @@ Expected<StripeResponse> StripeClient::post_json(const std::string& path,
   return send(std::move(request));
 }
 
+Expected<StripeResponse> StripeClient::post_json(const std::string& path,
+                                                 const nlohmann::json& body,
+                                                 const std::string& idempotency_key,
+                                                 const std::string& stripe_version) const {
+  HttpRequest request;
+  request.method = "POST";
+  request.url = options_.api_base + path;
+  request.endpoint = endpoint_of(path);
+  request.body = body.dump();
+  request.headers.emplace_back("Content-Type", "application/json");
+  if (!idempotency_key.empty()) request.headers.emplace_back("Idempotency-Key", idempotency_key);
+  return send(std::move(request), stripe_version);
+}
+
 Expected<StripeResponse> StripeClient::get(const std::string& path, const FormFields& query) const {
   HttpRequest request;
   request.method = "GET";
@@ -169,13 +185,16 @@ Expected<StripeResponse> StripeClient::get(const std::string& path, const FormFi
 }
 
 Expected<StripeResponse> StripeClient::send(HttpRequest request) const {
+  return send(std::move(request), options_.api_version);
+}
+
+Expected<StripeResponse> StripeClient::send(HttpRequest request,
+                                            const std::string& stripe_version) const {
   request.timeout = options_.timeout;
   request.headers.emplace_back("Authorization", "Bearer " + options_.api_key.reveal());
   request.headers.emplace_back("User-Agent", kUserAgent);
   request.headers.emplace_back("Accept", "application/json");
-  if (!options_.api_version.empty()) {
-    request.headers.emplace_back("Stripe-Version", options_.api_version);
-  }
+  if (!stripe_version.empty()) request.headers.emplace_back("Stripe-Version", stripe_version);
   return to_stripe_response(transport_.send(request));
 }
 

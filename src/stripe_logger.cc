@@ -76,8 +76,11 @@ class StripeLogger::Impl {
         resolver_(client_, config_, clock_),
         outbox_(open_outbox(config_, *log_)),
         stream_(*transport_, client_, config_, clock_),
-        dispatcher_(config_, *outbox_, client_, stream_, resolver_, metrics_, log_, clock_),
-        intake_(config_, *outbox_, metrics_, log_, clock_, [this] { dispatcher_.wake(); }) {
+        tables_(BillingTables::load(config_)),
+        dispatcher_(config_, *outbox_, client_, stream_, resolver_, metrics_, log_, clock_,
+                    tables_),
+        intake_(
+            config_, *outbox_, metrics_, log_, clock_, [this] { dispatcher_.wake(); }, tables_) {
     log_->info("stripe_billing {} started: {}", STRIPE_BILLING_VERSION, config_.summary());
   }
 
@@ -168,6 +171,21 @@ class StripeLogger::Impl {
 
   const FinalizedConfig& config() const noexcept { return config_; }
 
+  Expected<bool> reload_tables() {
+    const BillingTables::Reload reload = tables_->reload();
+    for (const std::string& file : reload.loaded) {
+      log_->info("stripe_billing loaded {} anew", log_safe(file));
+    }
+    if (!reload.refused.empty()) {
+      std::string message = "refused, the last good table stays in force:";
+      for (const std::string& problem : reload.refused) message += " " + problem;
+      log_->error("stripe_billing {}", message);
+      return Error{ErrorCode::kInvalidConfig, message, std::nullopt};
+    }
+    if (!reload.loaded.empty()) dispatcher_.wake();
+    return !reload.loaded.empty();
+  }
+
  private:
   const FinalizedConfig config_;
   std::shared_ptr<spdlog::logger> log_;
@@ -180,6 +198,7 @@ class StripeLogger::Impl {
   CustomerResolver resolver_;
   std::unique_ptr<Outbox> outbox_;
   MeterEventStream stream_;  // mints a session only when a stream batch is sent
+  std::shared_ptr<BillingTables> tables_;
   Dispatcher dispatcher_;
   Intake intake_;  // last: the host's entry point exists only once everything behind it does
   std::mutex shutdown_mutex_;
@@ -207,6 +226,8 @@ bool StripeLogger::shutdown(std::chrono::steady_clock::time_point deadline) noex
 StripeLoggerStats StripeLogger::stats() const { return impl_->stats(); }
 
 const FinalizedConfig& StripeLogger::config() const noexcept { return impl_->config(); }
+
+Expected<bool> StripeLogger::reload_tables() { return impl_->reload_tables(); }
 
 Expected<std::unique_ptr<StripeLogger>> make_stripe_logger(const Config& config,
                                                            StripeLoggerOptions options) {

@@ -2,6 +2,8 @@
 
 #include <cmath>
 #include <cstdio>
+#include <fstream>
+#include <sstream>
 
 #include "batch.h"
 #include "reasons.h"
@@ -61,7 +63,9 @@ QuantityCheck billable_quantity(const TokenCounts& tokens, QuantitySource source
       break;
     case QuantitySource::kSplit:
     case QuantitySource::kCost:
-      break;  // not a token count: see BilledDimension, cost_amount
+    case QuantitySource::kTokenTypes:
+    case QuantitySource::kPriced:
+      break;  // not one token count: see BilledDimension, cost_amount, token_types.h
   }
   using Verdict = QuantityCheck::Verdict;
   if (!value) return {Verdict::kMissingUsage, 0};
@@ -165,6 +169,19 @@ bool is_valid_utf8(std::string_view text) {
     i += length;
   }
   return true;
+}
+
+Expected<std::string> read_table_file(const std::string& path, const std::string& what) {
+  constexpr std::size_t kMaxTableFileBytes = 16 * 1024 * 1024;
+  std::ifstream file(path, std::ios::binary);
+  if (!file) return Error{ErrorCode::kInvalidConfig, what + " " + path + ": cannot be read", {}};
+  std::ostringstream buffer;
+  buffer << file.rdbuf();
+  std::string text = buffer.str();
+  if (text.size() > kMaxTableFileBytes) {
+    return Error{ErrorCode::kInvalidConfig, what + " " + path + ": larger than 16 MiB", {}};
+  }
+  return text;
 }
 
 }  // namespace stripe_billing

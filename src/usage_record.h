@@ -74,6 +74,10 @@ std::string hashed_id(std::string_view text);
 std::string log_safe(std::string_view text, std::size_t max = 200);
 
 bool is_valid_utf8(std::string_view text);
+
+// An operator's table file (a model mapping, a price table) read whole: kInvalidConfig naming
+// `what` and the path when it cannot be read or is larger than 16 MiB.
+Expected<std::string> read_table_file(const std::string& path, const std::string& what);
 // Valid UTF-8 without a NUL byte: text every store keeps as it is (PostgreSQL's text cannot hold
 // NUL) and that Stripe takes as a metadata value.
 bool is_storable_text(std::string_view text);

@@ -228,6 +228,43 @@ TEST_F(CliTest, CheckOnlineFindsTheConfiguredMeter) {
   EXPECT_NE(missing.out.find("FAIL  meter no_such_meter"), std::string::npos) << missing.out;
 }
 
+TEST_F(CliTest, CheckOnlineSaysWhichPermissionsARestrictedKeyLacks) {
+  const std::string key = "rk_test_meterwriteonly_0123456789abcdef";
+  emulator_.add_restricted_key(key, {"rak_billing_meter_event_write"});
+  emulator_.create_meter(kTokenBillingEventName);
+  const std::string customer = emulator_.create_customer({});
+  auto environment = this->environment();
+  environment["STRIPE_API_KEY"] = key;
+  environment["STRIPE_PRESET"] = "token_billing";
+  environment.erase("STRIPE_PRICE_ID");
+  environment["STRIPE_CUSTOMER_MAP"] = "alice=" + customer;
+  const CliResult mapped = run({"check", "--online"}, environment);
+  EXPECT_EQ(mapped.status, 0) << mapped.out << mapped.err;
+  EXPECT_NE(mapped.out.find("ok    key may write meter events"), std::string::npos) << mapped.out;
+  EXPECT_NE(mapped.out.find("lacks rak_customer_read (every customer is mapped)"),
+            std::string::npos)
+      << mapped.out;
+  EXPECT_NE(mapped.out.find("meters not checked: the key lacks rak_billing_meter_read"),
+            std::string::npos)
+      << mapped.out;
+  EXPECT_EQ((mapped.out + mapped.err).find(key), std::string::npos) << "the key is never shown";
+
+  environment.erase("STRIPE_CUSTOMER_MAP");
+  const CliResult unmapped = run({"check", "--online"}, environment);
+  EXPECT_EQ(unmapped.status, 1) << unmapped.out;
+  EXPECT_NE(unmapped.out.find("FAIL  key may not read customers"), std::string::npos)
+      << unmapped.out;
+
+  emulator_.add_restricted_key("rk_test_readsonly_0123456789abcdefgh", {"rak_customer_read"});
+  environment["STRIPE_API_KEY"] = "rk_test_readsonly_0123456789abcdefgh";
+  const CliResult reader = run({"check", "--online"}, environment);
+  EXPECT_EQ(reader.status, 1) << reader.out;
+  EXPECT_NE(reader.out.find("FAIL  key may not write meter events: it lacks "
+                            "rak_billing_meter_event_write"),
+            std::string::npos)
+      << reader.out;
+}
+
 TEST_F(CliTest, CheckOnlineWithARefusedKeyFailsWithoutPrintingTheKey) {
   const std::string refused = "sk_test_refused_refused_refused_9876";
   auto environment = this->environment();

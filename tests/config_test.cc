@@ -166,26 +166,29 @@ TEST(ConfigFromEnvTest, ReadsExactlyTheListedVariables) {
   });
   const std::vector<std::string>& names = config_variable_names();
   EXPECT_EQ(asked, std::set<std::string>(names.begin(), names.end()));
-  EXPECT_EQ(names.size(), 45u);
+  EXPECT_EQ(names.size(), 58u);
 }
 
 TEST(ConfigFromEnvTest, ListsVariablesInDocumentationOrder) {
   const std::vector<std::string>& names = config_variable_names();
-  ASSERT_EQ(names.size(), 45u);
+  ASSERT_EQ(names.size(), 58u);
   EXPECT_EQ(names.front(), "STRIPE_API_KEY");
-  EXPECT_EQ(names[1], "STRIPE_BILLING_MODE");
-  EXPECT_EQ(names[2], "STRIPE_PRICE_ID");
-  EXPECT_EQ(names[3], "STRIPE_CHARGE_BY");
-  EXPECT_EQ(names[4], "STRIPE_TRUST_REQUEST_USER");
-  EXPECT_EQ(names[7], "ENVIRONMENT");
-  EXPECT_EQ(names[28], "STRIPE_QUEUE_CAPACITY");
-  EXPECT_EQ(names[43], "STRIPE_AUTH_PROBE_S");
+  EXPECT_EQ(names[1], "STRIPE_PRESET");
+  EXPECT_EQ(names[2], "STRIPE_BILLING_MODE");
+  EXPECT_EQ(names[3], "STRIPE_PRICE_ID");
+  EXPECT_EQ(names[4], "STRIPE_CHARGE_BY");
+  EXPECT_EQ(names[5], "STRIPE_TRUST_REQUEST_USER");
+  EXPECT_EQ(names[8], "ENVIRONMENT");
+  EXPECT_EQ(names[14], "STRIPE_TOKEN_TYPES");
+  EXPECT_EQ(names[25], "STRIPE_V2_API_VERSION");
+  EXPECT_EQ(names[41], "STRIPE_QUEUE_CAPACITY");
+  EXPECT_EQ(names[56], "STRIPE_AUTH_PROBE_S");
   EXPECT_EQ(names.back(), "STRIPE_LOG_FORMAT");
 }
 
 TEST(ConfigFromEnvTest, ListsTheDeliveryEngineVariables) {
   const std::vector<std::string>& names = config_variable_names();
-  EXPECT_EQ(std::vector<std::string>(names.begin() + 29, names.begin() + 44),
+  EXPECT_EQ(std::vector<std::string>(names.begin() + 42, names.begin() + 57),
             (std::vector<std::string>{
                 "STRIPE_OUTBOX_PATH", "STRIPE_OUTBOX_URL", "STRIPE_OUTBOX_SCHEMA",
                 "STRIPE_FLEET_LEASE_S", "STRIPE_DURABILITY", "STRIPE_COMMIT_INTERVAL_MS",
@@ -1456,7 +1459,7 @@ TEST(BillingModeTest, AnUnknownModeIsNamedWithTheChoices) {
   config.billing_mode = "meters";
   EXPECT_EQ(single_problem(config),
             "- STRIPE_BILLING_MODE must be one of usage_records, meter_events, "
-            "meter_event_stream, dual; got \"meters\"");
+            "meter_event_stream, dual, meter_events_v2; got \"meters\"");
 }
 
 TEST(BillingModeTest, AnUnknownModeBringsNoRequirementsOfAnotherMode) {

@@ -293,8 +293,9 @@ stripe_billing:
   price_id: price_1
   chargeby: team_id
 )yaml");
-  EXPECT_THAT(message, HasSubstr("- stripe_billing has unknown key chargeby (line 4); the "
-                                 "settings are api_key, billing_mode, price_id, charge_by,"));
+  EXPECT_THAT(message,
+              HasSubstr("- stripe_billing has unknown key chargeby (line 4); the "
+                        "settings are api_key, preset, billing_mode, price_id, charge_by,"));
 }
 
 TEST(ConfigYamlTest, AllUnknownKeysAreNamedInOneProblem) {

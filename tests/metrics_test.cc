@@ -262,7 +262,7 @@ TEST(CallbackUiDescriptor, DescribesEverySettingTheWayLiteLlmListsCallbacks) {
   EXPECT_EQ(params["STRIPE_API_KEY"]["yaml_key"], "api_key");
   EXPECT_EQ(params["STRIPE_PRICE_ID"]["required"], true);
   EXPECT_EQ(params["STRIPE_METER_EVENT_NAME"]["required"], false);
-  EXPECT_EQ(params["STRIPE_METER_EVENT_NAME"]["required_in"].size(), 3u);
+  EXPECT_EQ(params["STRIPE_METER_EVENT_NAME"]["required_in"].size(), 4u);  // the meter modes
   EXPECT_EQ(params["STRIPE_CHARGE_BY"]["default"], "end_user_id");
   EXPECT_TRUE(params["STRIPE_CUSTOMER_MAP"]["default"].is_null());
   EXPECT_EQ(params["ENVIRONMENT"]["yaml_key"], "environment");

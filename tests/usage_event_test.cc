@@ -149,5 +149,174 @@ TEST(ParseStandardLoggingPayload, SurvivesAHugeString) {
   EXPECT_EQ(event->request_user.size(), big.size());
 }
 
+// LiteLLM's Usage dict as StandardLoggingPayload.metadata.usage_object carries it
+// (litellm/types/utils.py: Usage, PromptTokensDetailsWrapper, CompletionTokensDetailsWrapper).
+TEST(ParseStandardLoggingPayload, ReadsTheUsageObjectDetails) {
+  auto event = parse_standard_logging_payload(R"({
+    "id": "msg_1", "litellm_call_id": "call-1", "model": "claude-sonnet-4-5",
+    "custom_llm_provider": "anthropic", "call_type": "acompletion", "cache_hit": false,
+    "prompt_tokens": 4250, "completion_tokens": 400, "total_tokens": 4650,
+    "metadata": {"usage_object": {
+      "prompt_tokens": 4250, "completion_tokens": 400, "total_tokens": 4650,
+      "prompt_tokens_details": {"cached_tokens": 3000, "cache_creation_tokens": 1200,
+                                "audio_tokens": 7, "image_tokens": 8, "text_tokens": 50},
+      "completion_tokens_details": {"reasoning_tokens": 90, "audio_tokens": 5,
+                                    "image_tokens": 6, "text_tokens": 310},
+      "cache_creation_input_tokens": 1200, "cache_read_input_tokens": 3000}}})");
+  ASSERT_TRUE(event) << event.error().to_string();
+  EXPECT_EQ(event->provider, "anthropic");
+  EXPECT_EQ(event->call_type, "acompletion");
+  EXPECT_FALSE(event->cache_hit);
+  EXPECT_EQ(event->cache_read_tokens, 3000);
+  EXPECT_EQ(event->cache_write_tokens, 1200);
+  EXPECT_EQ(event->reasoning_tokens, 90);
+  EXPECT_EQ(event->audio_input_tokens, 7);
+  EXPECT_EQ(event->image_input_tokens, 8);
+  EXPECT_EQ(event->audio_output_tokens, 5);
+  EXPECT_EQ(event->image_output_tokens, 6);
+  EXPECT_EQ(event->metadata.count("usage_object"), 0u);  // not a string: not metadata
+}
+
+TEST(ParseStandardLoggingPayload, LeavesAbsentDetailsUnset) {
+  auto event = parse_standard_logging_payload(
+      R"({"id":"a","prompt_tokens":3,"metadata":{"usage_object":{"prompt_tokens":3,
+          "prompt_tokens_details":null,"completion_tokens_details":{"reasoning_tokens":null}}}})");
+  ASSERT_TRUE(event) << event.error().to_string();
+  for (const auto* count :
+       {&event->cache_read_tokens, &event->cache_write_tokens, &event->reasoning_tokens,
+        &event->audio_input_tokens, &event->audio_output_tokens, &event->image_input_tokens,
+        &event->image_output_tokens}) {
+    EXPECT_FALSE(count->has_value());
+  }
+  EXPECT_FALSE(event->cache_hit);
+  EXPECT_TRUE(event->provider.empty());
+  EXPECT_TRUE(event->call_type.empty());
+}
+
+TEST(ParseStandardLoggingPayload, TakesTheTopLevelCacheCountsWhenTheDetailsLackThem) {
+  // cached_tokens first (what LiteLLM's cost calculator reads), else cache_read_input_tokens;
+  // cache_creation_input_tokens first, else prompt_tokens_details.cache_creation_tokens.
+  auto top_level = parse_standard_logging_payload(
+      R"({"metadata":{"usage_object":{"cache_read_input_tokens":11,
+          "prompt_tokens_details":{"cache_creation_tokens":12}}}})");
+  ASSERT_TRUE(top_level) << top_level.error().to_string();
+  EXPECT_EQ(top_level->cache_read_tokens, 11);
+  EXPECT_EQ(top_level->cache_write_tokens, 12);
+  auto both = parse_standard_logging_payload(
+      R"({"metadata":{"usage_object":{"cache_read_input_tokens":11,
+          "cache_creation_input_tokens":13,
+          "prompt_tokens_details":{"cached_tokens":21,"cache_creation_tokens":22}}}})");
+  ASSERT_TRUE(both) << both.error().to_string();
+  EXPECT_EQ(both->cache_read_tokens, 21);
+  EXPECT_EQ(both->cache_write_tokens, 13);
+}
+
+TEST(ParseStandardLoggingPayload, FallsBackToTheHiddenParamsUsageObject) {
+  auto event = parse_standard_logging_payload(
+      R"({"metadata":{"user_api_key_user_id":"u"},
+          "hidden_params":{"usage_object":{"prompt_tokens_details":{"cached_tokens":5}}}})");
+  ASSERT_TRUE(event) << event.error().to_string();
+  EXPECT_EQ(event->cache_read_tokens, 5);
+  // metadata's copy wins when it is there.
+  auto both = parse_standard_logging_payload(
+      R"({"metadata":{"usage_object":{"prompt_tokens_details":{"cached_tokens":6}}},
+          "hidden_params":{"usage_object":{"prompt_tokens_details":{"cached_tokens":5}}}})");
+  ASSERT_TRUE(both) << both.error().to_string();
+  EXPECT_EQ(both->cache_read_tokens, 6);
+}
+
+TEST(ParseStandardLoggingPayload, ReadsCacheHit) {
+  for (const auto& [json, hit] :
+       {std::pair{R"({"cache_hit":true})", true}, std::pair{R"({"cache_hit":false})", false},
+        std::pair{R"({"cache_hit":null})", false}, std::pair{R"({})", false}}) {
+    auto event = parse_standard_logging_payload(json);
+    ASSERT_TRUE(event) << json;
+    EXPECT_EQ(event->cache_hit, hit) << json;
+  }
+}
+
+struct IdCase {
+  const char* json;
+  const char* call_id;
+  const char* response_id;
+};
+
+class ChoosesTheCallId : public ::testing::TestWithParam<IdCase> {};
+
+TEST_P(ChoosesTheCallId, CallIdThenLitellmCallIdThenId) {
+  auto event = parse_standard_logging_payload(GetParam().json);
+  ASSERT_TRUE(event) << event.error().to_string();
+  EXPECT_EQ(event->call_id, GetParam().call_id) << GetParam().json;
+  EXPECT_EQ(event->response_id, GetParam().response_id) << GetParam().json;
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Table, ChoosesTheCallId,
+    ::testing::Values(IdCase{R"({"call_id":"uuid-1","litellm_call_id":"uuid-2","id":"chatcmpl-3"})",
+                             "uuid-1", "chatcmpl-3"},
+                      IdCase{R"({"litellm_call_id":"uuid-2","id":"chatcmpl-3"})", "uuid-2",
+                             "chatcmpl-3"},
+                      IdCase{R"({"call_id":"","litellm_call_id":"uuid-2","id":"chatcmpl-3"})",
+                             "uuid-2", "chatcmpl-3"},
+                      IdCase{R"({"call_id":null,"litellm_call_id":"","id":"chatcmpl-3"})",
+                             "chatcmpl-3", "chatcmpl-3"},
+                      IdCase{R"({"call_id":"uuid-1"})", "uuid-1", ""}, IdCase{R"({})", "", ""}));
+
+INSTANTIATE_TEST_SUITE_P(
+    NewFields, RejectsBadPayload,
+    ::testing::Values(
+        BadPayload{R"({"call_id":7})", "field 'call_id'"},
+        BadPayload{R"({"custom_llm_provider":["openai"]})", "field 'custom_llm_provider'"},
+        BadPayload{R"({"call_type":1})", "field 'call_type'"},
+        BadPayload{R"({"cache_hit":"yes"})", "field 'cache_hit'"},
+        BadPayload{R"({"cache_hit":1})", "field 'cache_hit'"},
+        BadPayload{R"({"metadata":{"usage_object":[]}})", "field 'metadata.usage_object'"},
+        BadPayload{R"({"metadata":{"usage_object":{"prompt_tokens_details":5}}})",
+                   "field 'metadata.usage_object.prompt_tokens_details'"},
+        BadPayload{R"({"metadata":{"usage_object":{"completion_tokens_details":"x"}}})",
+                   "field 'metadata.usage_object.completion_tokens_details'"},
+        BadPayload{
+            R"({"metadata":{"usage_object":{"prompt_tokens_details":{"cached_tokens":"3"}}}})",
+            "field 'metadata.usage_object.prompt_tokens_details.cached_tokens'"},
+        BadPayload{
+            R"({"metadata":{"usage_object":{"prompt_tokens_details":{"cached_tokens":1.5}}}})",
+            "field 'metadata.usage_object.prompt_tokens_details.cached_tokens' must be a "
+            "whole number"},
+        BadPayload{
+            R"({"metadata":{"usage_object":{"prompt_tokens_details":{"cache_creation_tokens":true}}}})",
+            "field 'metadata.usage_object.prompt_tokens_details.cache_creation_tokens'"},
+        BadPayload{R"({"metadata":{"usage_object":{"prompt_tokens_details":{"audio_tokens":[]}}}})",
+                   "field 'metadata.usage_object.prompt_tokens_details.audio_tokens'"},
+        BadPayload{R"({"metadata":{"usage_object":{"prompt_tokens_details":{"image_tokens":{}}}}})",
+                   "field 'metadata.usage_object.prompt_tokens_details.image_tokens'"},
+        BadPayload{
+            R"({"metadata":{"usage_object":{"completion_tokens_details":{"reasoning_tokens":"9"}}}})",
+            "field 'metadata.usage_object.completion_tokens_details.reasoning_tokens'"},
+        BadPayload{
+            R"({"metadata":{"usage_object":{"completion_tokens_details":{"audio_tokens":2.5}}}})",
+            "field 'metadata.usage_object.completion_tokens_details.audio_tokens'"},
+        BadPayload{
+            R"({"metadata":{"usage_object":{"completion_tokens_details":{"image_tokens":"1"}}}})",
+            "field 'metadata.usage_object.completion_tokens_details.image_tokens'"},
+        BadPayload{R"({"metadata":{"usage_object":{"cache_read_input_tokens":"1"}}})",
+                   "field 'metadata.usage_object.cache_read_input_tokens'"},
+        BadPayload{R"({"metadata":{"usage_object":{"cache_creation_input_tokens":-0.5}}})",
+                   "field 'metadata.usage_object.cache_creation_input_tokens'"},
+        BadPayload{R"({"hidden_params":[]})", "field 'hidden_params'"},
+        BadPayload{
+            R"({"hidden_params":{"usage_object":{"prompt_tokens_details":{"cached_tokens":"x"}}}})",
+            "field 'hidden_params.usage_object.prompt_tokens_details.cached_tokens'"}));
+
+TEST(ParseStandardLoggingPayload, RefusesDetailCountsAboveTheLargestInt64) {
+  auto event = parse_standard_logging_payload(
+      R"({"metadata":{"usage_object":{"prompt_tokens_details":{"cached_tokens":9223372036854775808}}}})");
+  ASSERT_FALSE(event);
+  EXPECT_NE(
+      event.error().message.find(
+          "field 'metadata.usage_object.prompt_tokens_details.cached_tokens' must be at most"),
+      std::string::npos)
+      << event.error().message;
+}
+
 }  // namespace
 }  // namespace stripe_billing

@@ -11,15 +11,17 @@ namespace stripe_billing::cli {
 namespace {
 
 void print_report(const ReconciliationReport& report) {
-  std::vector<std::vector<std::string>> rows{
-      {"KIND", "CUSTOMER KEY", "CUSTOMER ID", "TARGET", "RANGE", "LOCAL", "STRIPE", "DIFFERENCE"}};
+  std::vector<std::vector<std::string>> rows{{"KIND", "CUSTOMER KEY", "CUSTOMER ID", "TARGET",
+                                              "DIMENSION", "RANGE", "LOCAL", "STRIPE",
+                                              "DIFFERENCE"}};
   for (const ReconciliationRow& row : report.rows) {
     rows.push_back({row.kind, row.customer_key, row.customer_id, row.target,
+                    row.dimension.empty() ? "(all)" : row.dimension,
                     format_time(row.start) + ".." + format_time(row.end),
                     format_quantity(row.local), format_quantity(row.stripe),
                     format_quantity(row.difference())});
   }
-  print_table(std::cout, rows, {5, 6, 7});
+  print_table(std::cout, rows, {6, 7, 8});
 }
 
 }  // namespace

@@ -44,6 +44,17 @@ std::string masked(const std::string& key) {
   return prefix + "****" + (secret_length >= 8 ? key.substr(key.size() - 4) : "");
 }
 
+// Stripe's mask in permission errors: 'rk_test_' then one asterisk per hidden character and the
+// last six; a key too short to hide anything behind six shown characters is all asterisks.
+std::string masked_restricted(const std::string& key) {
+  const auto secret_start = key.rfind('_', std::min<std::size_t>(key.size(), 8));
+  const auto prefix_length = secret_start == std::string::npos ? 0 : secret_start + 1;
+  const auto secret_length = key.size() - prefix_length;
+  const std::size_t shown = secret_length >= 12 ? 6 : 0;
+  return key.substr(0, prefix_length) + std::string(secret_length - shown, '*') +
+         key.substr(key.size() - shown);
+}
+
 // Stripe's body for the fault's status, without its Retry-After.
 ApiError injected_status(const Fault& fault) {
   switch (fault.status) {
@@ -117,6 +128,18 @@ ApiError publishable_api_key() {
                   "This API call cannot be made with a publishable API key. Please use a secret "
                   "API key. You can find a list of your API keys at "
                   "https://dashboard.stripe.com/account/apikeys.",
+                  "",
+                  "",
+                  {}};
+}
+
+ApiError missing_permission(const std::string& key, const std::string& permission) {
+  return ApiError{403,
+                  "invalid_request_error",
+                  "The provided key '" + masked_restricted(key) +
+                      "' does not have the required permissions for this endpoint on account "
+                      "'acct_emulator'. Having the '" +
+                      permission + "' permission would allow this request to continue.",
                   "",
                   "",
                   {}};

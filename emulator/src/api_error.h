@@ -60,6 +60,10 @@ ApiError unrecognized_url(const std::string& method, const std::string& path);
 ApiError missing_api_key();
 ApiError invalid_api_key(const std::string& key);
 ApiError publishable_api_key();
+// A restricted key without the permission the operation needs: Stripe's 403, naming the
+// permission, the key masked as Stripe masks it (prefix, asterisks, its last six characters) and
+// the emulator's account, acct_emulator.
+ApiError missing_permission(const std::string& key, const std::string& permission);
 // Throttling: 429 rate_limit with Stripe-Rate-Limited-Reason: `reason` (none when empty).
 ApiError rate_limited(const std::string& reason = "global-rate");
 // Another request or Stripe process holds the object: lock_timeout, no reason header.

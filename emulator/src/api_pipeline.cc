@@ -45,7 +45,8 @@ Answer replayed(const IdempotencyCache::Stored& stored) {
 
 ApiPipeline::ApiPipeline(std::vector<std::string> api_keys, Store& store, MeterStore& meters,
                          MeterSessions& sessions, const SpecCatalog& catalog, FaultQueue& faults,
-                         HangGate& hangs, RateLimiter& rate_limiter, MeterEventLocks& meter_locks)
+                         HangGate& hangs, RateLimiter& rate_limiter, MeterEventLocks& meter_locks,
+                         const RestrictedKeys& restricted_keys)
     : api_keys_(std::move(api_keys)),
       meters_(meters),
       sessions_(sessions),
@@ -54,6 +55,7 @@ ApiPipeline::ApiPipeline(std::vector<std::string> api_keys, Store& store, MeterS
       hangs_(hangs),
       rate_limiter_(rate_limiter),
       meter_locks_(meter_locks),
+      restricted_keys_(restricted_keys),
       endpoints_(v1_endpoints(store, meters)) {}
 
 Outcome ApiPipeline::handle(const IncomingRequest& request) {
@@ -65,7 +67,7 @@ Outcome ApiPipeline::handle(const IncomingRequest& request) {
   const auto fault = faults_.take(request.path);
   if (fault && fault->kind == FaultKind::kStatus) return refusal(request, errors::injected(*fault));
   if (fault && fault->kind == FaultKind::kCloseConnection) return Outcome{{}, true};
-  if (is_v2(request.path)) return run_v2(request, fault);
+  if (is_v2(request.path)) return run_v2(request, std::get<std::string>(api_key), fault);
   return run(request, std::get<std::string>(api_key), fault);
 }
 
@@ -83,8 +85,11 @@ Expected<std::string> ApiPipeline::authenticate(const IncomingRequest& request) 
     return key;
   }
   if (key.rfind("pk_", 0) == 0) return errors::publishable_api_key();
-  if (std::find(api_keys_.begin(), api_keys_.end(), key) == api_keys_.end()) {
-    return errors::invalid_api_key(key);
+  if (std::find(api_keys_.begin(), api_keys_.end(), key) == api_keys_.end() &&
+      !restricted_keys_.contains(key)) {
+    auto error = errors::invalid_api_key(key);
+    if (is_v2(request.path)) error.code = "invalid_api_key";  // v2 errors always carry a code
+    return error;
   }
   return key;
 }
@@ -95,6 +100,10 @@ Outcome ApiPipeline::run(const IncomingRequest& request, const std::string& api_
   const auto endpoint = route ? endpoints_.find(route->operation->operation_id) : endpoints_.end();
   if (endpoint == endpoints_.end()) {
     return answer(errors::unrecognized_url(request.method, request.path));
+  }
+  const auto permission = required_permission_for_operation(route->operation->operation_id);
+  if (!restricted_keys_.allows(api_key, permission)) {
+    return answer(errors::missing_permission(api_key, permission));
   }
   const auto params = parse_form(request.query() + '&' + request.body);
   if (const auto* error = std::get_if<ApiError>(&params)) return answer(*error);
@@ -139,7 +148,12 @@ Expected<std::optional<MeterEventLocks::Lock>> ApiPipeline::lock_meter_event(
   return lock;
 }
 
-Outcome ApiPipeline::run_v2(const IncomingRequest& request, const std::optional<Fault>& fault) {
+Outcome ApiPipeline::run_v2(const IncomingRequest& request, const std::string& api_key,
+                            const std::optional<Fault>& fault) {
+  const auto permission = required_permission_for_v2_path(request.method, request.path);
+  if (request.path != kMeterEventStreamPath && !restricted_keys_.allows(api_key, permission)) {
+    return refusal(request, errors::missing_permission(api_key, permission));
+  }
   if (fault && fault->kind == FaultKind::kHang) hangs_.hold(fault->hang);
   auto result = serve_v2(request, meters_, sessions_);
   return Outcome{std::move(result), fault && fault->kind == FaultKind::kCloseAfterCommit};

@@ -3,10 +3,15 @@
 #include <chrono>
 #include <cstdint>
 #include <optional>
+#include <set>
+#include <sstream>
 #include <stdexcept>
 #include <string>
 #include <utility>
 #include <vector>
+
+#include "form_parser.h"
+#include "form_values.h"
 
 namespace stripe_emulator {
 namespace {
@@ -120,6 +125,39 @@ Answer requests(const Emulator& emulator) {
   return ok({{"requests", log}});
 }
 
+std::vector<std::string> comma_separated(const std::string& text) {
+  std::vector<std::string> items;
+  std::stringstream stream(text);
+  std::string item;
+  while (std::getline(stream, item, ',')) {
+    if (!item.empty()) items.push_back(item);
+  }
+  return items;
+}
+
+Answer meter_dimensions(const Emulator& emulator, const IncomingRequest& request) {
+  const auto parsed = parse_form(request.query());
+  if (const auto* error = std::get_if<ApiError>(&parsed)) return failure(400, error->message);
+  const auto& query = std::get<json>(parsed);
+  const auto event_name = text(query, "event_name");
+  if (event_name.empty()) return failure(400, "event_name is required");
+  const auto keys = comma_separated(text(query, "keys"));
+  json totals = json::array();
+  for (const auto& [group, value] :
+       emulator.meter_totals_by_dimension(event_name, text(query, "customer"), keys)) {
+    json dimensions = json::object();
+    for (std::size_t i = 0; i < keys.size(); ++i) dimensions[keys[i]] = group.at(i + 1);
+    totals.push_back({{"customer", group.at(0)}, {"dimensions", dimensions}, {"value", value}});
+  }
+  return ok({{"totals", totals}});
+}
+
+Answer add_restricted_key(Emulator& emulator, const json& body) {
+  emulator.add_restricted_key(body.at("key").get<std::string>(),
+                              body.value("permissions", std::set<std::string>{}));
+  return ok();
+}
+
 Answer route(Emulator& emulator, const std::string& what, const std::string& method,
              const json& body) {
   if (what == "totals" && method == "GET") return totals(emulator);
@@ -139,6 +177,7 @@ Answer route(Emulator& emulator, const std::string& what, const std::string& met
   }
   if (what == "requests" && method == "GET") return requests(emulator);
   if (what == "answers" && method == "GET") return answers(emulator);
+  if (what == "restricted_keys" && method == "POST") return add_restricted_key(emulator, body);
   return failure(404, "No control endpoint " + method + " " + kControlPrefix + what);
 }
 
@@ -153,7 +192,11 @@ Answer handle_control(Emulator& emulator, const IncomingRequest& request) {
   if (body.is_discarded() || !body.is_object())
     return failure(400, "The body must be a JSON object");
   try {
-    return route(emulator, request.path.substr(sizeof(kControlPrefix) - 1), request.method, body);
+    const auto what = request.path.substr(sizeof(kControlPrefix) - 1);
+    if (what == "meter_dimensions" && request.method == "GET") {
+      return meter_dimensions(emulator, request);
+    }
+    return route(emulator, what, request.method, body);
   } catch (const json::exception& error) {
     return failure(400, error.what());
   } catch (const std::invalid_argument& error) {

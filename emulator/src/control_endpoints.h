@@ -17,6 +17,13 @@
 //   GET    /_emulator/requests        the request log, oldest first
 //   GET    /_emulator/answers {"by_status":{"200":N},"too_many_requests":{"lock_timeout":N},
 //                                      "concurrent_meter_event_refusals":N}  (see AnswerCounts)
+//   GET    /_emulator/meter_dimensions?event_name=E&keys=token_type,model[&customer=cus_…]
+//          {"totals":[{"customer":"cus_…","dimensions":{"token_type":"input","model":"m"},
+//                      "value":N},…]}  (Emulator::meter_totals_by_dimension, ordered by customer
+//                      then the values in `keys` order; keys empty: one entry per customer;
+//                      400 without event_name)
+//   POST   /_emulator/restricted_keys {"key":"rk_test_…","permissions":["rak_customer_read",…]}
+//                                      (Emulator::add_restricted_key; 400 for unknown names)
 #pragma once
 
 #include "exchange.h"

@@ -11,6 +11,7 @@
 #include "meter_event_locks.h"
 #include "meter_sessions.h"
 #include "meter_store.h"
+#include "permissions.h"
 #include "rate_limiter.h"
 #include "request_log.h"
 #include "spec_catalog.h"
@@ -34,8 +35,9 @@ class Emulator::Impl {
         store(options.clock ? options.clock : system_clock_seconds),
         meters(store),
         sessions([this] { return store.now(); }),
+        restricted_keys(options.restricted_keys),
         pipeline(options.api_keys, store, meters, sessions, SpecCatalog::embedded(), faults, hangs,
-                 rate_limiter, meter_locks) {}
+                 rate_limiter, meter_locks, restricted_keys) {}
 
   // Started only once the Emulator is whole, since control requests call back into it.
   void start(Emulator& emulator, int port) {
@@ -60,6 +62,7 @@ class Emulator::Impl {
   HangGate hangs;
   RateLimiter rate_limiter;
   MeterEventLocks meter_locks;
+  RestrictedKeys restricted_keys;
   RequestLog log;
   ApiPipeline pipeline;
   std::unique_ptr<HttpServer> server;  // last: stops before everything it serves from
@@ -127,8 +130,8 @@ void Emulator::delete_subscription_item(const std::string& item_id) {
 
 std::string Emulator::create_meter(const std::string& event_name,
                                    const std::string& customer_payload_key,
-                                   const std::string& value_payload_key,
-                                   const std::string& formula) {
+                                   const std::string& value_payload_key, const std::string& formula,
+                                   const std::vector<std::string>& dimension_payload_keys) {
   if (formula != "sum" && formula != "count" && formula != "last") {
     throw std::invalid_argument("A meter's formula is sum, count or last, not " + formula);
   }
@@ -138,10 +141,16 @@ std::string Emulator::create_meter(const std::string& event_name,
   meter.customer_key = customer_payload_key;
   meter.value_key = value_payload_key;
   meter.formula = formula;
+  meter.dimension_keys = dimension_payload_keys;
   auto created = impl_->meters.add_meter(std::move(meter));
   if (const auto* error = std::get_if<ApiError>(&created))
     throw std::invalid_argument(error->message);
   return std::get<Meter>(created).id;
+}
+
+void Emulator::add_restricted_key(const std::string& key,
+                                  const std::set<std::string>& permissions) {
+  impl_->restricted_keys.add(key, permissions);
 }
 
 void Emulator::inject(const Fault& fault, int count) { impl_->faults.push(fault, count); }
@@ -200,6 +209,12 @@ std::map<std::string, double> Emulator::meter_totals_by_customer(
     const std::string& event_name, const std::string& group_key,
     const std::string& group_value) const {
   return impl_->meters.totals_by_customer(event_name, group_key, group_value);
+}
+
+std::map<std::vector<std::string>, double> Emulator::meter_totals_by_dimension(
+    const std::string& event_name, const std::string& customer_id,
+    const std::vector<std::string>& keys) const {
+  return impl_->meters.totals_by_dimension(event_name, customer_id, keys);
 }
 
 std::size_t Emulator::concurrent_meter_event_refusals() const {

@@ -26,6 +26,9 @@ Answer create_meter(MeterStore& meters, const ApiCall& call) {
   if (call.params.contains("value_settings")) {
     meter.value_key = text(call.params["value_settings"], "event_payload_key");
   }
+  for (const auto& key : array(call.params, "dimension_payload_keys")) {
+    if (key.is_string()) meter.dimension_keys.push_back(key);
+  }
   return answer(meters.add_meter(std::move(meter)));
 }
 

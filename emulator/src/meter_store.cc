@@ -67,26 +67,25 @@ double aggregate(const Meter& meter, const std::vector<const MeterEvent*>& event
   return sum;
 }
 
-std::optional<ApiError> timestamp_error(std::int64_t timestamp, std::int64_t now) {
-  if (timestamp < now - kOldestAge) {
-    return errors::invalid_request(
-        "The timestamp must be within the past 35 calendar days and at most 5 minutes in the "
-        "future; it is more than 35 days old.",
-        "timestamp");
-  }
-  if (timestamp > now + kFurthestAhead) {
-    return errors::invalid_request(
-        "The timestamp must be within the past 35 calendar days and at most 5 minutes in the "
-        "future; it is more than 5 minutes in the future.",
-        "timestamp");
-  }
-  return std::nullopt;
+// The first half of the sentence is the v1 refusal's, which clients match on.
+ApiError duplicate_identifier(const std::string& identifier, const std::string& code) {
+  auto error = errors::invalid_request(
+      "An event already exists with identifier " + identifier + "." +
+      (code.empty() ? ""
+                    : " A meter event with a duplicate identifier has already been submitted "
+                      "within the past 24 hours."));
+  error.code = code;
+  error.headers.emplace_back("Stripe-Should-Retry", "false");
+  return error;
 }
 
-ApiError duplicate_identifier(const std::string& identifier) {
-  auto error =
-      errors::invalid_request("An event already exists with identifier " + identifier + ".");
-  error.headers.emplace_back("Stripe-Should-Retry", "false");
+ApiError timestamp_refusal(const std::string& why, const std::string& v2_code, bool v2) {
+  auto error = errors::invalid_request(
+      "The timestamp must be within the past 35 calendar days and at most 5 minutes in the "
+      "future; it is " +
+          why + ".",
+      v2 ? "" : "timestamp");
+  if (v2) error.code = v2_code;
   return error;
 }
 
@@ -130,21 +129,42 @@ std::string MeterStore::customer_key(const std::string& event_name) const {
 
 Expected<MeterEvent> MeterStore::record_v1(NewMeterEvent event) {
   const auto now = store_.now();
-  if (auto error = timestamp_error(event.timestamp.value_or(now), now)) return *error;
   std::lock_guard lock(mutex_);
+  if (auto error = synchronous_error(event, now, Api::kV1)) return *error;
+  return keep(std::move(event), "v1", now);
+}
+
+Expected<MeterEvent> MeterStore::record_v2_event(NewMeterEvent event) {
+  const auto now = store_.now();
+  std::lock_guard lock(mutex_);
+  if (auto error = synchronous_error(event, now, Api::kV2)) return *error;
+  return keep(std::move(event), "v2_event", now);
+}
+
+std::optional<ApiError> MeterStore::synchronous_error(const NewMeterEvent& event, std::int64_t now,
+                                                      Api api) const {
+  const bool v2 = api == Api::kV2;
+  const auto timestamp = event.timestamp.value_or(now);
+  if (timestamp < now - kOldestAge) {
+    return timestamp_refusal("more than 35 days old", "timestamp_too_far_in_past", v2);
+  }
+  if (timestamp > now + kFurthestAhead) {
+    return timestamp_refusal("more than 5 minutes in the future", "timestamp_in_future", v2);
+  }
   if (const auto* meter = active_meter(event.event_name)) {
     const auto value = event.payload.find(meter->value_key);
     if (value != event.payload.end() && !is_meter_value(value->second)) {
-      return errors::invalid_request(
-          "The meter event value must be a number with at most 15 "
-          "significant digits.",
-          "payload[" + meter->value_key + "]");
+      auto error = errors::invalid_request(
+          "The meter event value must be a number with at most 15 significant digits.",
+          v2 ? "" : "payload[" + meter->value_key + "]");
+      if (v2) error.code = "payload_invalid_value";
+      return error;
     }
   }
   if (!event.identifier.empty() && seen_recently(event.identifier, now)) {
-    return duplicate_identifier(event.identifier);
+    return duplicate_identifier(event.identifier, v2 ? "duplicate_meter_event" : "");
   }
-  return keep(std::move(event), "v1", now);
+  return std::nullopt;
 }
 
 void MeterStore::record_v2(NewMeterEvent event) {
@@ -225,6 +245,27 @@ std::map<std::string, double> MeterStore::totals_by_customer(const std::string& 
   return totals;
 }
 
+std::map<std::vector<std::string>, double> MeterStore::totals_by_dimension(
+    const std::string& event_name, const std::string& customer_id,
+    const std::vector<std::string>& keys) const {
+  std::lock_guard lock(mutex_);
+  std::map<std::vector<std::string>, double> totals;
+  const auto* meter = active_meter(event_name);
+  if (meter == nullptr) return totals;
+  std::map<std::vector<std::string>, std::vector<const MeterEvent*>> groups;
+  for (const auto* event : counted(*meter, customer_id)) {
+    const auto& payload = event->record.payload;
+    std::vector<std::string> group = {payload.at(meter->customer_key)};
+    for (const auto& key : keys) {
+      const auto found = payload.find(key);
+      group.push_back(found == payload.end() ? "" : found->second);
+    }
+    groups[std::move(group)].push_back(event);
+  }
+  for (const auto& [group, events] : groups) totals[group] = aggregate(*meter, events);
+  return totals;
+}
+
 const Meter* MeterStore::active_meter(const std::string& event_name) const {
   for (const auto& [id, meter] : meters_) {
     if (meter.event_name == event_name && meter.status == "active") return &meter;
@@ -263,6 +304,9 @@ std::string MeterStore::error_report_code(const MeterEventRecord& record, std::i
   if (meter->formula != "count" &&
       (value == record.payload.end() || !is_meter_value(value->second))) {
     return "meter_event_invalid_value";
+  }
+  for (const auto& key : meter->dimension_keys) {
+    if (record.payload.count(key) == 0) return "missing_dimension_payload_keys";
   }
   return "";
 }

@@ -1,12 +1,15 @@
-// Stripe's billing meters and the meter events sent to them, over v1 and the v2 stream, and what
-// Stripe counts of them. It enforces what Stripe enforces:
-//   - synchronously, on v1 only (400): a timestamp within the past 35 days and at most 5 minutes
-//     ahead, a numeric value of at most 15 significant digits, an identifier not used within the
-//     past 24 hours (answered with Stripe-Should-Retry: false);
-//   - asynchronously, on both: an event whose name has no active meter, whose payload lacks the
-//     meter's customer key, names an unknown customer or lacks a numeric value (and, on v2, whose
-//     timestamp is out of that window) is accepted but not counted; it keeps the code of Stripe's
-//     meter error report. A v2 event whose identifier was used within 24 hours is ignored.
+// Stripe's billing meters and the meter events sent to them, over v1, the v2 stream and v2 meter
+// events, and what Stripe counts of them. It enforces what Stripe enforces:
+//   - synchronously, on v1 and v2 meter events (400): a timestamp within the past 35 days and at
+//     most 5 minutes ahead, a numeric value of at most 15 significant digits, an identifier not
+//     used within the past 24 hours (answered with Stripe-Should-Retry: false). v1 errors name
+//     the parameter; v2 ones carry a code instead (timestamp_too_far_in_past,
+//     timestamp_in_future, payload_invalid_value, duplicate_meter_event);
+//   - asynchronously, on all three: an event whose name has no active meter, whose payload lacks
+//     the meter's customer key, names an unknown customer, lacks a numeric value or lacks one of
+//     the meter's dimension payload keys (and, on the stream, whose timestamp is out of that
+//     window) is accepted but not counted; it keeps the code of Stripe's meter error report. A
+//     stream event whose identifier was used within 24 hours is ignored.
 // Customers are looked up in the Store, which also gives the clock.
 // Thread-safe: one mutex, every method is atomic; answers are copies.
 #pragma once
@@ -35,6 +38,7 @@ struct Meter {
   std::string value_key = "value";
   std::string formula = "sum";  // sum | count | last
   std::string status = "active";
+  std::vector<std::string> dimension_keys;  // dimension_payload_keys: every event must carry them
 };
 
 struct MeterEvent {
@@ -69,7 +73,9 @@ class MeterStore {
   std::string customer_key(const std::string& event_name) const;
 
   Expected<MeterEvent> record_v1(NewMeterEvent event);
-  void record_v2(NewMeterEvent event);
+  // POST /v2/billing/meter_events: v1's synchronous checks, answered with v2 error codes.
+  Expected<MeterEvent> record_v2_event(NewMeterEvent event);
+  void record_v2(NewMeterEvent event);  // the stream
   // Cancels the event so that it is no longer counted; errors name cancel[identifier].
   Expected<MeterEvent> cancel(const std::string& event_name, const std::string& identifier);
 
@@ -83,8 +89,16 @@ class MeterStore {
   std::map<std::string, double> totals_by_customer(const std::string& event_name,
                                                    const std::string& group_key,
                                                    const std::string& group_value) const;
+  // {customer, value of keys[0], …} -> the meter's aggregate (see Emulator).
+  std::map<std::vector<std::string>, double> totals_by_dimension(
+      const std::string& event_name, const std::string& customer_id,
+      const std::vector<std::string>& keys) const;
 
  private:
+  enum class Api { kV1, kV2 };
+  // The synchronous refusal of `event`, worded for `api`; the caller holds the mutex.
+  std::optional<ApiError> synchronous_error(const NewMeterEvent& event, std::int64_t now,
+                                            Api api) const;
   const Meter* active_meter(const std::string& event_name) const;
   bool seen_recently(const std::string& identifier, std::int64_t now) const;
   MeterEvent& keep(NewMeterEvent event, const std::string& source, std::int64_t now);

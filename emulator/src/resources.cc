@@ -146,6 +146,8 @@ void to_json(json& out, const Meter& meter) {
          {"status_transitions", {{"deactivated_at", nullptr}}},
          {"updated", meter.created},
          {"value_settings", {{"event_payload_key", meter.value_key}}}};
+  // Only on meters that have dimensions, so other meters keep the shape of Stripe's public object.
+  if (!meter.dimension_keys.empty()) out["dimension_payload_keys"] = meter.dimension_keys;
 }
 
 void to_json(json& out, const MeterEvent& event) {

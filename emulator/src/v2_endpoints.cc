@@ -14,6 +14,7 @@ namespace {
 using nlohmann::json;
 
 constexpr std::size_t kMaxEventsPerRequest = 100;
+constexpr std::size_t kMaxNameLength = 100;  // event_name and identifier
 
 ApiError invalid_body(const std::string& message) {
   return ApiError{400, "invalid_request_error", message, "", "invalid_fields", {}};
@@ -34,46 +35,60 @@ std::optional<ApiError> unknown_field(const json& object, const std::set<std::st
   return std::nullopt;
 }
 
-Expected<NewMeterEvent> meter_event(const json& event, const std::string& where) {
-  if (!event.is_object()) return invalid_body(where + " must be an object.");
+// `where` is the event's place in the body ("events[3]."), empty for a body that is the event.
+// With `limit_lengths`, event_name and identifier may hold at most 100 characters.
+Expected<NewMeterEvent> meter_event(const json& event, const std::string& where,
+                                    bool limit_lengths) {
+  if (!event.is_object())
+    return invalid_body(where.substr(0, where.size() - 1) + " must be an object.");
   if (auto error =
-          unknown_field(event, {"event_name", "identifier", "payload", "timestamp"}, where + ".")) {
+          unknown_field(event, {"event_name", "identifier", "payload", "timestamp"}, where)) {
     return *error;
   }
   NewMeterEvent parsed;
   if (!event.contains("event_name") || !event["event_name"].is_string()) {
-    return invalid_body(where + ".event_name is required and must be a string.");
+    return invalid_body(where + "event_name is required and must be a string.");
   }
   parsed.event_name = event["event_name"];
   if (event.contains("identifier")) {
     if (!event["identifier"].is_string())
-      return invalid_body(where + ".identifier must be a string.");
+      return invalid_body(where + "identifier must be a string.");
     parsed.identifier = event["identifier"];
   }
+  if (limit_lengths) {
+    if (parsed.event_name.empty() || parsed.event_name.size() > kMaxNameLength) {
+      return invalid_body(where + "event_name must hold 1 to 100 characters.");
+    }
+    if (parsed.identifier.size() > kMaxNameLength) {
+      return invalid_body(where + "identifier must hold at most 100 characters.");
+    }
+  }
   if (!event.contains("payload") || !event["payload"].is_object()) {
-    return invalid_body(where + ".payload is required and must be an object.");
+    return invalid_body(where + "payload is required and must be an object.");
   }
   for (const auto& [key, value] : event["payload"].items()) {
-    if (!value.is_string()) return invalid_body(where + ".payload." + key + " must be a string.");
+    if (!value.is_string()) return invalid_body(where + "payload." + key + " must be a string.");
     parsed.payload[key] = value;
   }
   if (event.contains("timestamp")) {
     const auto timestamp =
         event["timestamp"].is_string() ? from_rfc3339(event["timestamp"]) : std::nullopt;
     if (!timestamp) {
-      return invalid_body(where + ".timestamp must be an RFC 3339 date-time.");
+      return invalid_body(where + "timestamp must be an RFC 3339 date-time.");
     }
     parsed.timestamp = timestamp;
   }
   return parsed;
 }
 
+ApiError not_json() {
+  return ApiError{400, "invalid_request_error", "The request body must be a JSON object.",
+                  "",  "invalid_json",          {}};
+}
+
 Expected<std::vector<NewMeterEvent>> meter_events(const std::string& body) {
   const auto request = parse_object(body);
-  if (!request) {
-    return ApiError{400, "invalid_request_error", "The request body must be a JSON object.",
-                    "",  "invalid_json",          {}};
-  }
+  if (!request) return not_json();
   if (auto error = unknown_field(*request, {"events"}, "")) return *error;
   if (!request->contains("events") || !(*request)["events"].is_array()) {
     return invalid_body("events is required and must be an array.");
@@ -85,7 +100,7 @@ Expected<std::vector<NewMeterEvent>> meter_events(const std::string& body) {
   }
   std::vector<NewMeterEvent> parsed;
   for (std::size_t i = 0; i < events.size(); ++i) {
-    auto event = meter_event(events[i], "events[" + std::to_string(i) + "]");
+    auto event = meter_event(events[i], "events[" + std::to_string(i) + "].", false);
     if (const auto* error = std::get_if<ApiError>(&event)) return *error;
     parsed.push_back(std::move(std::get<NewMeterEvent>(event)));
   }
@@ -115,6 +130,26 @@ Answer stream(const IncomingRequest& request, MeterStore& meters) {
   return ok(json::object());
 }
 
+json v2_meter_event(const MeterEvent& event) {
+  return {{"object", "v2.billing.meter_event"},
+          {"created", to_rfc3339(event.created)},
+          {"event_name", event.record.event_name},
+          {"identifier", event.record.identifier},
+          {"livemode", false},
+          {"payload", event.record.payload},
+          {"timestamp", to_rfc3339(event.record.timestamp)}};
+}
+
+Answer create_meter_event(const IncomingRequest& request, MeterStore& meters) {
+  const auto body = parse_object(request.body);
+  if (!body) return to_v2_answer(not_json());
+  auto event = meter_event(*body, "", true);
+  if (const auto* error = std::get_if<ApiError>(&event)) return to_v2_answer(*error);
+  const auto recorded = meters.record_v2_event(std::move(std::get<NewMeterEvent>(event)));
+  if (const auto* error = std::get_if<ApiError>(&recorded)) return to_v2_answer(*error);
+  return ok(v2_meter_event(std::get<MeterEvent>(recorded)));
+}
+
 }  // namespace
 
 Answer serve_v2(const IncomingRequest& request, MeterStore& meters, MeterSessions& sessions) {
@@ -123,6 +158,9 @@ Answer serve_v2(const IncomingRequest& request, MeterStore& meters, MeterSession
   }
   if (request.method == "POST" && request.path == kMeterEventStreamPath) {
     return stream(request, meters);
+  }
+  if (request.method == "POST" && request.path == kMeterEventsPath) {
+    return create_meter_event(request, meters);
   }
   return to_v2_answer(errors::unrecognized_url(request.method, request.path));
 }

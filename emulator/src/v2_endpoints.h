@@ -1,7 +1,14 @@
 // The v2 billing operations the emulator serves, JSON in and JSON out:
 //   POST /v2/billing/meter_event_session  (secret key; empty body) -> a session and its token
 //   POST /v2/billing/meter_event_stream   (session token) {"events":[…≤100]} -> {}
-// A malformed body is a 400; the events themselves are validated asynchronously (MeterStore).
+//   POST /v2/billing/meter_events         (secret or restricted key, not a session token)
+//        {"event_name" (≤100), "payload":{"k":"string",…}, "identifier"? (≤100),
+//         "timestamp"? (RFC 3339)} -> {"object":"v2.billing.meter_event","created",
+//         "event_name","identifier","livemode":false,"payload","timestamp"} (times in RFC 3339)
+// A malformed body is a 400 (invalid_json, invalid_fields). Stream events are validated
+// asynchronously; a meter event synchronously as v1 (400 timestamp_too_far_in_past,
+// timestamp_in_future, payload_invalid_value, duplicate_meter_event), the rest asynchronously
+// (MeterStore).
 // Errors are in the v2 shape (to_v2_answer). Authentication, rate limits and faults happen
 // before, in the pipeline. Thread-safe, as MeterStore and MeterSessions are.
 #pragma once
@@ -16,6 +23,7 @@ namespace stripe_emulator {
 
 inline constexpr std::string_view kV2Prefix = "/v2/";
 inline constexpr std::string_view kMeterEventStreamPath = "/v2/billing/meter_event_stream";
+inline constexpr std::string_view kMeterEventsPath = "/v2/billing/meter_events";
 
 Answer serve_v2(const IncomingRequest& request, MeterStore& meters, MeterSessions& sessions);
 

@@ -1,6 +1,10 @@
 // stripe-emulator: serves the Stripe emulator until SIGINT or SIGTERM.
-//   stripe-emulator [--host 127.0.0.1] [--port 0] [--api-key KEY]... [--seed FILE.json]
+//   stripe-emulator [--host 127.0.0.1] [--port 0] [--api-key KEY]...
+//                   [--restricted-key rk_test_…=PERMISSION,PERMISSION…]... [--seed FILE.json]
 //                   [--state-file PATH]
+// Restricted key permissions are Stripe-style names (rak_customer_read,
+// rak_billing_meter_event_write, …; the rak_ prefix may be left out): see
+// emulator/src/permissions.h.
 // Once listening it prints the state (see seed.h) as one JSON line on stdout and, with
 // --state-file, writes the same JSON there atomically (temporary file, then rename).
 #include <signal.h>
@@ -9,7 +13,11 @@
 #include <cstdio>
 #include <fstream>
 #include <iostream>
+#include <map>
 #include <nlohmann/json.hpp>
+#include <set>
+#include <sstream>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -22,6 +30,7 @@ struct Arguments {
   std::string host = "127.0.0.1";
   int port = 0;
   std::vector<std::string> api_keys = {"sk_test_emulator_0000000000000000"};
+  std::vector<std::string> restricted_keys;  // rk_test_…=perm,perm
   std::string seed_file;
   std::string state_file;
 };
@@ -54,6 +63,26 @@ sigset_t stop_signals() {
   return signals;
 }
 
+// "rk_test_x=perm1,perm2" as a key and its permissions; throws std::invalid_argument without '='.
+std::map<std::string, std::set<std::string>> restricted_keys(
+    const std::vector<std::string>& specs) {
+  std::map<std::string, std::set<std::string>> keys;
+  for (const auto& spec : specs) {
+    const auto equals = spec.find('=');
+    if (equals == std::string::npos || equals == 0) {
+      throw std::invalid_argument("--restricted-key takes KEY=PERMISSION[,PERMISSION…], not " +
+                                  spec.substr(0, spec.find('=')));
+    }
+    auto& permissions = keys[spec.substr(0, equals)];
+    std::stringstream list(spec.substr(equals + 1));
+    std::string permission;
+    while (std::getline(list, permission, ',')) {
+      if (!permission.empty()) permissions.insert(permission);
+    }
+  }
+  return keys;
+}
+
 int serve(const Arguments& arguments) {
   const auto signals = stop_signals();
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
@@ -64,6 +93,7 @@ int serve(const Arguments& arguments) {
   options.host = arguments.host;
   options.port = arguments.port;
   options.api_keys = arguments.api_keys;
+  options.restricted_keys = restricted_keys(arguments.restricted_keys);
   stripe_emulator::Emulator emulator(options);
   const auto state = stripe_emulator::apply_seed(emulator, seed).dump();
   if (!arguments.state_file.empty()) write_atomically(arguments.state_file, state);
@@ -85,6 +115,9 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--api-key", arguments.api_keys, "Secret key to accept (repeatable)")
       ->capture_default_str();
+  app.add_option("--restricted-key", arguments.restricted_keys,
+                 "Restricted key to accept, with its permissions: rk_test_...=rak_customer_read,"
+                 "rak_billing_meter_event_write (repeatable)");
   app.add_option("--seed", arguments.seed_file, "Seed JSON: a metered price, customers and meters")
       ->check(CLI::ExistingFile);
   app.add_option("--state-file", arguments.state_file,

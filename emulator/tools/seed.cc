@@ -2,6 +2,8 @@
 
 #include <map>
 #include <string>
+#include <utility>
+#include <vector>
 
 namespace stripe_emulator {
 namespace {
@@ -13,11 +15,15 @@ nlohmann::json seed_meters(Emulator& emulator, const nlohmann::json& seed) {
     const auto customer_key = meter.value("customer_payload_key", "stripe_customer_id");
     const auto value_key = meter.value("value_payload_key", "value");
     const auto formula = meter.value("formula", "sum");
-    meters.push_back({{"id", emulator.create_meter(event_name, customer_key, value_key, formula)},
-                      {"event_name", event_name},
-                      {"customer_payload_key", customer_key},
-                      {"value_payload_key", value_key},
-                      {"formula", formula}});
+    const auto dimension_keys = meter.value("dimension_payload_keys", std::vector<std::string>{});
+    nlohmann::json created = {
+        {"id", emulator.create_meter(event_name, customer_key, value_key, formula, dimension_keys)},
+        {"event_name", event_name},
+        {"customer_payload_key", customer_key},
+        {"value_payload_key", value_key},
+        {"formula", formula}};
+    if (!dimension_keys.empty()) created["dimension_payload_keys"] = dimension_keys;
+    meters.push_back(std::move(created));
   }
   return meters;
 }

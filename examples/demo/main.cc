@@ -1,15 +1,24 @@
 // stripe-billing-demo: the whole path on one machine. It starts the Stripe emulator with three
-// seeded customers and a billing meter, starts stripe-gateway billing to it in dual mode (legacy
-// usage records and meter events for every call, as while migrating), sends each user's key a
-// few chat completions, stops the gateway (which flushes its billing), and compares what each
-// user was served with what Stripe recorded on both sides. Exit code 0 only when every user
-// matches on both.
+// seeded customers and Stripe's token-billing meter (event name token-billing-tokens, dimensions
+// token_type and model), starts stripe-gateway with STRIPE_PRESET=token_billing (one
+// POST /v2/billing/meter_events per non-zero token type of a call, the model as a provider/model
+// slug), and has each user hold a growing conversation, its last turn sent twice, with an
+// OpenAI-style echo model (gpt-echo) and an Anthropic-style one (claude-echo), whose prompt caches
+// report cached, cache-read and cache-write tokens. It stops the gateway (which flushes its
+// billing) and prints, per user and token type (input, cached_input, cache_read, cache_write,
+// output), the tokens served, derived from the usage of every response the way
+// docs/token-types.md derives them, next to what Stripe's meter counted (the emulator's totals by
+// customer and dimension), then the model slugs Stripe received. Exit code 0 only when every user
+// and type matches, each user's types add up to the prompt plus completion tokens served, and
+// every model was billed under its expected slug.
 //
 // With --fleet N it runs N gateway replicas on one PostgreSQL outbox (--outbox-url, a fresh
-// schema for the run, a 3 s engine lease) instead: it sends the same users' calls round-robin
-// through all of them, SIGKILLs one (the replica running the delivery engine, told from its log)
-// a third of the way through, goes on through the survivors, waits until Stripe has billed what
-// was served (at most --settle-s), stops the survivors and compares as above.
+// schema for the run, a 3 s engine lease) in dual mode (legacy usage records and v1 meter events
+// for every call, as while migrating) instead: it sends the users' calls round-robin through all
+// of them, SIGKILLs one (the replica running the delivery engine, told from its log) a third of
+// the way through, goes on through the survivors, waits until Stripe has billed what was served
+// (at most --settle-s), stops the survivors and compares each user's total tokens served with
+// what Stripe recorded on both sides.
 //
 //   stripe-billing-demo [--emulator PATH] [--gateway PATH]
 //   stripe-billing-demo --fleet 3 --outbox-url postgresql://... [--rounds 3] [--pace-ms 100]
@@ -19,6 +28,7 @@
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
@@ -31,11 +41,13 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <set>
 #include <sstream>
 #include <stdexcept>
 #include <string>
 #include <string_view>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "child_process.h"
@@ -49,30 +61,33 @@ using nlohmann::json;
 using SteadyTime = std::chrono::steady_clock::time_point;
 
 constexpr const char* kStripeApiKey = "sk_test_emulator_0000000000000000";
-constexpr const char* kModel = "demo-echo";
-constexpr const char* kMeter = "llm_tokens";
+
+// Token billing (the default run): Stripe's meter, and the two echo models with the slug each
+// must reach Stripe as (docs/token-types.md, "Model slugs").
+constexpr const char* kTokenMeter = "token-billing-tokens";
+struct DemoModel {
+  const char* name;  // the model_name clients send
+  const char* slug;  // what Stripe must receive as the payload's model
+};
+constexpr std::array<DemoModel, 2> kModels = {
+    {{"gpt-echo", "openai/gpt-echo"}, {"claude-echo", "anthropic/claude-echo"}}};
+constexpr std::array<const char*, 5> kTokenTypes = {"input", "cached_input", "cache_read",
+                                                    "cache_write", "output"};
+// Dual mode (--fleet): the model, and the v1 meter beside the usage records.
+constexpr const char* kDualModel = "demo-echo";
+constexpr const char* kDualMeter = "llm_tokens";
 
 // What stripe_billing logs when a replica of a fleet takes the engine lease, and when it loses it.
 constexpr const char* kRunsEngine = "this replica runs the delivery engine now";
 constexpr const char* kStandsBy = "another replica runs the delivery engine; this one stands by";
 constexpr const char* kLostLease = "cannot renew the engine lease";
 
-// Words per prompt of each request a user sends.
+// Words per prompt of each request a user sends: in token billing, the user's turns of one
+// conversation with each model.
 const std::vector<std::pair<std::string, std::vector<int>>> kPlan = {
     {"alice", {8, 60, 250}},
     {"bob", {3, 40}},
     {"carol", {15, 120, 30, 500}},
-};
-
-struct UserRow {
-  std::string user;
-  std::string customer;
-  std::int64_t tokens_served = 0;
-  std::int64_t usage_recorded = 0;
-  std::int64_t metered = 0;
-  bool matches() const { return tokens_served == usage_recorded && tokens_served == metered; }
-  // Stripe has more than was served: no later delivery can mend that.
-  bool overbilled() const { return usage_recorded > tokens_served || metered > tokens_served; }
 };
 
 Deadline in_seconds(int seconds) {
@@ -130,7 +145,9 @@ std::string read_log(const fs::path& path) {
   return fs::file_size(path, error) > 0 && !error ? read_file(path) : std::string();
 }
 
-json seed() {
+// The three customers, found by metadata.litellm_customer_id, with the meter `meter` (plus the
+// legacy metered price every customer subscribes to, which only dual mode bills).
+json seed(const json& meter) {
   json customers = json::array();
   for (const auto& [user, prompts] : kPlan) {
     customers.push_back(
@@ -138,14 +155,17 @@ json seed() {
   }
   return {{"price", {{"product_name", "LLM tokens"}, {"unit_amount", 1}, {"currency", "usd"}}},
           {"customers", customers},
-          {"meters", {{{"event_name", kMeter}}}}};
+          {"meters", json::array({meter})}};
 }
 
-std::string gateway_yaml() {
-  std::string yaml =
-      "model_list:\n"
-      "  - model_name: demo-echo\n"
-      "    litellm_params: {model: echo}\n"
+// The gateway's config: `models` (all echo), a key per user, and `billing` (the stripe_billing
+// section's mode-specific lines).
+std::string gateway_yaml(const std::vector<std::string>& models, const std::string& billing) {
+  std::string yaml = "model_list:\n";
+  for (const auto& model : models) {
+    yaml += "  - model_name: " + model + "\n    litellm_params: {model: echo}\n";
+  }
+  yaml +=
       "litellm_settings:\n"
       "  success_callback: [\"stripe\"]\n"
       "general_settings:\n"
@@ -157,35 +177,32 @@ std::string gateway_yaml() {
   return yaml +
          "stripe_billing:\n"
          "  api_key: os.environ/STRIPE_API_KEY\n"
-         "  price_id: os.environ/STRIPE_PRICE_ID\n"
          "  api_base: os.environ/STRIPE_API_BASE\n"
-         "  billing_mode: dual\n"
-         "  meter_event_name: " +
-         std::string(kMeter) +
-         "\n"
-         "  charge_by: user_id\n";
+         "  charge_by: user_id\n" +
+         billing;
 }
 
-std::string prompt_of(int words) {
+// `words` words of text; `offset` picks where in the word list it starts (users differ by it).
+std::string prompt_of(int words, std::size_t offset = 0) {
   static const std::vector<std::string> kWords = {
       "please", "summarise", "the", "quarterly", "token", "usage", "of", "our", "gateway"};
   std::string prompt;
-  for (int i = 0; i < words; ++i) prompt += (i ? " " : "") + kWords[i % kWords.size()];
+  for (int i = 0; i < words; ++i) {
+    prompt += (i ? " " : "") + kWords[(offset + static_cast<std::size_t>(i)) % kWords.size()];
+  }
   return prompt;
 }
 
 struct ChatResult {
-  std::optional<std::int64_t> total_tokens;  // set when the gateway answered 200
-  bool unreachable = false;                  // no answer at all: refused, reset, timed out
-  std::string error;                         // what went wrong otherwise
+  std::optional<json> completion;  // set when the gateway answered 200
+  bool unreachable = false;        // no answer at all: refused, reset, timed out
+  std::string error;               // what went wrong otherwise
 };
 
-// Sends one chat completion with `user`'s key.
-ChatResult try_chat(httplib::Client& gateway, const std::string& user, int words) {
-  const json request = {{"model", kModel},
-                        {"messages",
-                         {{{"role", "system"}, {"content", "You are a helpful assistant."}},
-                          {{"role", "user"}, {"content", prompt_of(words)}}}}};
+// Sends one chat completion of `messages` to `model` with `user`'s key.
+ChatResult try_chat(httplib::Client& gateway, const std::string& user, const std::string& model,
+                    const json& messages) {
+  const json request = {{"model", model}, {"messages", messages}};
   const auto response =
       gateway.Post("/v1/chat/completions", {{"Authorization", "Bearer sk-gw-" + user}},
                    request.dump(), "application/json");
@@ -196,25 +213,25 @@ ChatResult try_chat(httplib::Client& gateway, const std::string& user, int words
                             : httplib::to_string(response.error());
     return result;
   }
-  result.total_tokens =
-      json::parse(response->body).at("usage").at("total_tokens").get<std::int64_t>();
+  result.completion = json::parse(response->body);
   return result;
 }
 
-// Sends one chat completion with `user`'s key; returns the total_tokens the gateway reported.
-std::int64_t chat(httplib::Client& gateway, const std::string& user, int words) {
-  auto result = try_chat(gateway, user, words);
-  if (!result.total_tokens) {
-    throw std::runtime_error("chat completion for " + user + " failed: " + result.error);
-  }
-  return *result.total_tokens;
+// The one-question request dual mode sends: a system prompt and `words` words.
+json one_question(int words) {
+  return {{{"role", "system"}, {"content", "You are a helpful assistant."}},
+          {{"role", "user"}, {"content", prompt_of(words)}}};
 }
 
-json emulator_totals(const std::string& base_url) {
+json emulator_get(const std::string& base_url, const std::string& path,
+                  const httplib::Params& params = {}) {
   httplib::Client emulator(base_url);
-  const auto response = emulator.Get("/_emulator/totals");
+  const auto response = emulator.Get(path, params, httplib::Headers{});
   if (!response || response->status != 200) {
-    throw std::runtime_error("GET " + base_url + "/_emulator/totals failed");
+    throw std::runtime_error("GET " + base_url + path + " failed" +
+                             (response
+                                  ? ": " + std::to_string(response->status) + " " + response->body
+                                  : std::string()));
   }
   return json::parse(response->body);
 }
@@ -227,8 +244,8 @@ struct Emulator {
   std::string price_id;
 };
 
-Emulator start_emulator(const fs::path& emulator_path, const fs::path& work) {
-  write_file(work / "seed.json", seed().dump(2));
+Emulator start_emulator(const fs::path& emulator_path, const fs::path& work, const json& meter) {
+  write_file(work / "seed.json", seed(meter).dump(2));
   Emulator emulator;
   emulator.process = std::make_unique<ChildProcess>(
       "stripe-emulator",
@@ -240,9 +257,6 @@ Emulator start_emulator(const fs::path& emulator_path, const fs::path& work) {
   emulator.state = json::parse(read_file(work / "emulator-state.json"));
   emulator.base_url = emulator.state.at("base_url");
   emulator.price_id = emulator.state.at("price_id");
-  std::printf("emulator  %s  price %s, %zu customers with a subscription on it, meter %s\n",
-              emulator.base_url.c_str(), emulator.price_id.c_str(),
-              emulator.state.at("customers").size(), kMeter);
   return emulator;
 }
 
@@ -250,6 +264,14 @@ void stop_emulator(Emulator& emulator) {
   emulator.process->terminate();
   if (emulator.process->wait(in_seconds(10)) != 0)
     std::fprintf(stderr, "stripe-emulator did not stop cleanly\n");
+}
+
+// The Stripe customer whose metadata.litellm_customer_id is `user`.
+std::string customer_of(const Emulator& emulator, const std::string& user) {
+  for (const auto& customer : emulator.state.at("customers")) {
+    if (customer.at("metadata").value("litellm_customer_id", "") == user) return customer.at("id");
+  }
+  throw std::runtime_error("the emulator has no customer for " + user);
 }
 
 // One stripe-gateway with the demo's config (work/gateway.yaml, written by the caller), billing to
@@ -263,7 +285,6 @@ struct Gateway {
 Gateway launch_gateway(const fs::path& gateway_path, const fs::path& work, const std::string& name,
                        const Emulator& emulator, std::map<std::string, std::string> environment) {
   environment["STRIPE_API_KEY"] = kStripeApiKey;
-  environment["STRIPE_PRICE_ID"] = emulator.price_id;
   environment["STRIPE_API_BASE"] = emulator.base_url;
   Gateway gateway{name, nullptr, 0};
   gateway.process = std::make_unique<ChildProcess>(
@@ -291,6 +312,313 @@ std::optional<std::string> stop_gateway(Gateway& gateway) {
          (status ? std::to_string(*status) : "running") + ")";
 }
 
+const char* check_mark(bool ok) { return ok ? "✓" : "✗"; }
+
+void print_verdict(bool matched, const std::string& success) {
+  std::printf("\n%s\n", matched ? success.c_str()
+                                : "MISMATCH: Stripe's usage differs from the tokens served");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Token billing (the default run)
+
+using TypeCounts = std::map<std::string, std::int64_t>;  // token type -> tokens
+
+std::int64_t count_at(const json& object, const char* key) {
+  const auto it = object.find(key);
+  return it != object.end() && it->is_number_integer() ? it->get<std::int64_t>() : 0;
+}
+
+// The billable token types of one response's usage, by docs/token-types.md's derivation. The
+// usage's shape tells the family: Anthropic's cache_read_input_tokens /
+// cache_creation_input_tokens (prompt = input + read + write), else OpenAI's
+// prompt_tokens_details (cached_tokens, and cache_creation_tokens, parts of the prompt).
+TypeCounts billable_types(const json& usage) {
+  const std::int64_t prompt = count_at(usage, "prompt_tokens");
+  const std::int64_t completion = count_at(usage, "completion_tokens");
+  const bool anthropic =
+      usage.contains("cache_read_input_tokens") || usage.contains("cache_creation_input_tokens");
+  const json details = usage.value("prompt_tokens_details", json::object());
+  const std::int64_t read =
+      anthropic ? count_at(usage, "cache_read_input_tokens") : count_at(details, "cached_tokens");
+  const std::int64_t write = anthropic ? count_at(usage, "cache_creation_input_tokens")
+                                       : count_at(details, "cache_creation_tokens");
+  TypeCounts types;
+  for (const char* type : kTokenTypes) types[type] = 0;
+  types["output"] = completion;
+  if (read + write > prompt) {  // inconsistent details: plain input and output
+    types["input"] = prompt;
+    return types;
+  }
+  types["input"] = prompt - read - write;
+  types[anthropic ? "cache_read" : "cached_input"] = read;
+  types["cache_write"] = write;
+  return types;
+}
+
+std::int64_t sum_of(const TypeCounts& counts) {
+  std::int64_t sum = 0;
+  for (const auto& [type, tokens] : counts) sum += tokens;
+  return sum;
+}
+
+// What the gateway served one user (from the usage of its responses) and what Stripe counted.
+struct UserTokens {
+  std::string user;
+  std::string customer;
+  TypeCounts served;
+  TypeCounts billed;
+  std::int64_t prompt_tokens = 0;      // served
+  std::int64_t completion_tokens = 0;  // served
+
+  std::int64_t served_of(const std::string& type) const {
+    const auto it = served.find(type);
+    return it == served.end() ? 0 : it->second;
+  }
+  std::int64_t billed_of(const std::string& type) const {
+    const auto it = billed.find(type);
+    return it == billed.end() ? 0 : it->second;
+  }
+  // Every type Stripe counted or the gateway served, the known ones first, in order.
+  std::vector<std::string> types() const {
+    std::vector<std::string> all(kTokenTypes.begin(), kTokenTypes.end());
+    for (const auto* counts : {&served, &billed}) {
+      for (const auto& [type, tokens] : *counts) {
+        if (std::find(all.begin(), all.end(), type) == all.end()) all.push_back(type);
+      }
+    }
+    return all;
+  }
+  bool adds_up() const {
+    return sum_of(served) == prompt_tokens + completion_tokens &&
+           sum_of(billed) == prompt_tokens + completion_tokens;
+  }
+  bool matches() const {
+    for (const auto& type : types()) {
+      if (served_of(type) != billed_of(type)) return false;
+    }
+    return adds_up();
+  }
+};
+
+// Tokens per model and type: served (by model_name) and billed (by the slug Stripe received).
+struct ModelTokens {
+  std::map<std::string, TypeCounts> served;  // model_name -> token type -> tokens
+  std::map<std::string, TypeCounts> billed;  // slug -> token type -> tokens
+  int nonzero_types = 0;                     // served: the non-zero types of every call
+};
+
+// Each user's conversations: with each model, the user asks its questions one after the other,
+// every request carrying the conversation so far (the echo's replies included), and sends the
+// last request once more (the same prompt again). The system prompt is the same for everyone.
+int converse(httplib::Client& client, std::vector<UserTokens>& users, ModelTokens& models) {
+  int requests = 0;
+  for (std::size_t u = 0; u < kPlan.size(); ++u) {
+    const auto& [user, questions] = kPlan[u];
+    UserTokens& row = users.at(u);
+    for (const DemoModel& model : kModels) {
+      json messages = json::array(
+          {{{"role", "system"},
+            {"content", "You are a helpful assistant for the finance team; answer briefly."}}});
+      json last;
+      const auto send = [&](const json& request) {
+        const ChatResult result = try_chat(client, user, model.name, request);
+        if (!result.completion) {
+          throw std::runtime_error("chat completion for " + user + " to " + model.name +
+                                   " failed: " + result.error);
+        }
+        const json& usage = result.completion->at("usage");
+        for (const auto& [type, tokens] : billable_types(usage)) {
+          row.served[type] += tokens;
+          models.served[model.name][type] += tokens;
+          if (tokens != 0) ++models.nonzero_types;
+        }
+        row.prompt_tokens += count_at(usage, "prompt_tokens");
+        row.completion_tokens += count_at(usage, "completion_tokens");
+        ++requests;
+        return result.completion->at("choices").at(0).at("message").at("content");
+      };
+      for (int words : questions) {
+        messages.push_back({{"role", "user"}, {"content", prompt_of(words, u * 2)}});
+        last = messages;
+        messages.push_back({{"role", "assistant"}, {"content", send(messages)}});
+      }
+      send(last);
+    }
+  }
+  return requests;
+}
+
+// What Stripe's token-billing meter counted, per customer, token type and model slug.
+void read_token_billing(const Emulator& emulator, std::vector<UserTokens>& users,
+                        ModelTokens& models) {
+  const json answer = emulator_get(emulator.base_url, "/_emulator/meter_dimensions",
+                                   {{"event_name", kTokenMeter}, {"keys", "token_type,model"}});
+  for (auto& row : users) row.billed.clear();
+  models.billed.clear();
+  for (const auto& total : answer.at("totals")) {
+    const std::string customer = total.at("customer");
+    const std::string type = total.at("dimensions").at("token_type");
+    const std::string slug = total.at("dimensions").at("model");
+    const auto tokens = static_cast<std::int64_t>(total.at("value").get<double>());
+    models.billed[slug][type] += tokens;
+    for (auto& row : users) {
+      if (row.customer == customer) row.billed[type] += tokens;
+    }
+  }
+}
+
+void print_token_table(const std::vector<UserTokens>& users) {
+  std::printf("\n%-7s %-24s %-13s %13s %13s  %s\n", "user", "Stripe customer", "token type",
+              "tokens served", "Stripe billed", "match");
+  for (const auto& row : users) {
+    bool first = true;
+    for (const auto& type : row.types()) {
+      const std::int64_t served = row.served_of(type);
+      const std::int64_t billed = row.billed_of(type);
+      std::printf("%-7s %-24s %-13s %13lld %13lld  %s\n", first ? row.user.c_str() : "",
+                  first ? row.customer.c_str() : "", type.c_str(), static_cast<long long>(served),
+                  static_cast<long long>(billed), check_mark(served == billed));
+      first = false;
+    }
+    std::printf("%-7s %-24s %-13s %13lld %13lld  %s  (prompt %lld + completion %lld served)\n\n",
+                "", "", "all types", static_cast<long long>(sum_of(row.served)),
+                static_cast<long long>(sum_of(row.billed)), check_mark(row.adds_up()),
+                static_cast<long long>(row.prompt_tokens),
+                static_cast<long long>(row.completion_tokens));
+  }
+}
+
+// Each model's tokens served next to what Stripe billed under the slug it expects, matched type by
+// type; a slug no model should have been billed under is a mismatch. Returns whether everything
+// matched.
+bool print_model_table(const ModelTokens& models) {
+  std::printf("%-12s %-24s %13s %13s  %-6s %s\n", "model sent", "model slug Stripe got",
+              "tokens served", "Stripe billed", "match", "by token type");
+  bool matched = true;
+  std::set<std::string> expected;
+  const auto print = [&](const std::string& name, const std::string& slug) {
+    const auto served_it = models.served.find(name);
+    const TypeCounts served = served_it == models.served.end() ? TypeCounts{} : served_it->second;
+    const auto it = models.billed.find(slug);
+    const TypeCounts billed = it == models.billed.end() ? TypeCounts{} : it->second;
+    const auto nonzero = [](const TypeCounts& counts) {
+      TypeCounts kept;
+      for (const auto& [type, tokens] : counts) {
+        if (tokens != 0) kept.emplace(type, tokens);
+      }
+      return kept;
+    };
+    std::string by_type;
+    const auto add = [&](const std::string& type, std::int64_t tokens) {
+      by_type += (by_type.empty() ? "" : ", ") + type + " " + std::to_string(tokens);
+    };
+    for (const char* type : kTokenTypes) {
+      if (billed.count(type) != 0) add(type, billed.at(type));
+    }
+    for (const auto& [type, tokens] : billed) {
+      if (std::find(kTokenTypes.begin(), kTokenTypes.end(), type) == kTokenTypes.end()) {
+        add(type, tokens);
+      }
+    }
+    const bool ok = nonzero(served) == nonzero(billed);
+    matched = matched && ok;
+    std::printf("%-12s %-24s %13lld %13lld  %-6s %s\n", name.c_str(),
+                (slug.empty() ? "(none)" : slug).c_str(), static_cast<long long>(sum_of(served)),
+                static_cast<long long>(sum_of(billed)), check_mark(ok),
+                by_type.empty() ? "-" : by_type.c_str());
+  };
+  for (const DemoModel& model : kModels) {
+    expected.insert(model.slug);
+    print(model.name, model.slug);
+  }
+  for (const auto& [slug, billed] : models.billed) {
+    if (expected.count(slug) == 0) print("?", slug);
+  }
+  return matched;
+}
+
+int run(const fs::path& emulator_path, const fs::path& gateway_path, const fs::path& work) {
+  Emulator emulator = start_emulator(
+      emulator_path, work,
+      {{"event_name", kTokenMeter}, {"dimension_payload_keys", {"token_type", "model"}}});
+  std::printf(
+      "emulator  %s  %zu customers (found by metadata.litellm_customer_id), meter %s with "
+      "dimensions token_type, model\n",
+      emulator.base_url.c_str(), emulator.state.at("customers").size(), kTokenMeter);
+
+  std::vector<std::string> model_names;
+  for (const DemoModel& model : kModels) model_names.emplace_back(model.name);
+  write_file(work / "gateway.yaml", gateway_yaml(model_names, ""));
+  Gateway gateway = launch_gateway(
+      gateway_path, work, "gateway", emulator,
+      {{"STRIPE_PRESET", "token_billing"}, {"STRIPE_OUTBOX_PATH", (work / "outbox.db").string()}});
+  wait_until_listening(gateway, work);
+  std::printf(
+      "gateway   http://127.0.0.1:%d  STRIPE_PRESET=token_billing, charge_by: user_id (each bearer "
+      "key's user_id is the customer's metadata.litellm_customer_id)\n",
+      gateway.port);
+
+  httplib::Client client("127.0.0.1", gateway.port);
+  client.set_read_timeout(std::chrono::seconds(30));
+  std::vector<UserTokens> users;
+  for (const auto& [user, questions] : kPlan) {
+    users.push_back(UserTokens{user, customer_of(emulator, user), {}, {}, 0, 0});
+  }
+  ModelTokens models;
+  const int requests = converse(client, users, models);
+  std::printf(
+      "sent      %d chat completions: per user, a conversation with %s (OpenAI-style usage) and "
+      "one with %s (Anthropic-style), each last turn sent twice\n",
+      requests, kModels[0].name, kModels[1].name);
+
+  if (const auto problem = stop_gateway(gateway)) throw std::runtime_error(*problem);
+  std::printf("stopped   stripe-gateway (SIGTERM, exit 0): its billing is flushed\n");
+
+  int v2_events = 0;
+  int v1_requests = 0;
+  const json log = emulator_get(emulator.base_url, "/_emulator/requests");
+  for (const auto& request : log.at("requests")) {
+    const std::string path = request.at("path");
+    if (request.at("method") != "POST") continue;
+    if (path == "/v2/billing/meter_events") ++v2_events;
+    if (path.rfind("/v1/billing/meter_events", 0) == 0 ||
+        path.find("/usage_records") != std::string::npos) {
+      ++v1_requests;
+    }
+  }
+  std::printf(
+      "Stripe    got %d POST /v2/billing/meter_events to %s, one per non-zero token type of a call "
+      "(%d), and %d v1 meter event or usage record requests\n",
+      v2_events, kTokenMeter, models.nonzero_types, v1_requests);
+
+  read_token_billing(emulator, users, models);
+  print_token_table(users);
+  const bool models_matched = print_model_table(models);
+  stop_emulator(emulator);
+  const bool matched =
+      models_matched &&
+      std::all_of(users.begin(), users.end(), [](const UserTokens& row) { return row.matches(); });
+  print_verdict(matched,
+                "every user was billed exactly the tokens served, per token type, each model "
+                "under its provider/model slug");
+  return matched ? 0 : 1;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fleet mode (dual billing: usage records and v1 meter events)
+
+struct UserRow {
+  std::string user;
+  std::string customer;
+  std::int64_t tokens_served = 0;
+  std::int64_t usage_recorded = 0;
+  std::int64_t metered = 0;
+  bool matches() const { return tokens_served == usage_recorded && tokens_served == metered; }
+  // Stripe has more than was served: no later delivery can mend that.
+  bool overbilled() const { return usage_recorded > tokens_served || metered > tokens_served; }
+};
+
 std::vector<UserRow> rows_of_plan() {
   std::vector<UserRow> rows;
   for (const auto& [user, prompts] : kPlan) rows.push_back(UserRow{user, "", 0, 0, 0});
@@ -306,15 +634,11 @@ UserRow& row_of(std::vector<UserRow>& rows, const std::string& user) {
 
 // Fills each row's customer and what Stripe recorded for it, on both sides.
 void read_billing(const Emulator& emulator, std::vector<UserRow>& rows) {
-  const json all_totals = emulator_totals(emulator.base_url);
+  const json all_totals = emulator_get(emulator.base_url, "/_emulator/totals");
   const json& totals = all_totals.at("customers");
-  const json meter_totals = all_totals.at("meters").value(kMeter, json::object());
+  const json meter_totals = all_totals.at("meters").value(kDualMeter, json::object());
   for (auto& row : rows) {
-    for (const auto& customer : emulator.state.at("customers")) {
-      if (customer.at("metadata").value("litellm_customer_id", "") == row.user) {
-        row.customer = customer.at("id");
-      }
-    }
+    row.customer = customer_of(emulator, row.user);
     row.usage_recorded = totals.value(row.customer, std::int64_t{0});
     row.metered = static_cast<std::int64_t>(meter_totals.value(row.customer, 0.0));
   }
@@ -331,50 +655,9 @@ void print_table(const std::vector<UserRow>& rows) {
     std::printf("%-7s %-24s %14lld %15lld %15lld  %s\n", row.user.c_str(), row.customer.c_str(),
                 static_cast<long long>(row.tokens_served),
                 static_cast<long long>(row.usage_recorded), static_cast<long long>(row.metered),
-                row.matches() ? "✓" : "✗");
+                check_mark(row.matches()));
   }
 }
-
-void print_verdict(bool matched, const std::string& success) {
-  std::printf("\n%s\n", matched ? success.c_str()
-                                : "MISMATCH: Stripe's usage differs from the tokens served");
-}
-
-int run(const fs::path& emulator_path, const fs::path& gateway_path, const fs::path& work) {
-  Emulator emulator = start_emulator(emulator_path, work);
-
-  write_file(work / "gateway.yaml", gateway_yaml());
-  Gateway gateway = launch_gateway(gateway_path, work, "gateway", emulator,
-                                   {{"STRIPE_OUTBOX_PATH", (work / "outbox.db").string()}});
-  wait_until_listening(gateway, work);
-  std::printf(
-      "gateway   http://127.0.0.1:%d  billing_mode: dual, charge_by: user_id (each bearer "
-      "key's user_id is the customer's metadata.litellm_customer_id)\n",
-      gateway.port);
-
-  httplib::Client client("127.0.0.1", gateway.port);
-  client.set_read_timeout(std::chrono::seconds(30));
-  std::vector<UserRow> rows = rows_of_plan();
-  int requests = 0;
-  for (const auto& [user, prompts] : kPlan) {
-    for (int words : prompts) row_of(rows, user).tokens_served += chat(client, user, words);
-    requests += static_cast<int>(prompts.size());
-  }
-  std::printf("sent      %d chat completions to %s\n", requests, kModel);
-
-  if (const auto problem = stop_gateway(gateway)) throw std::runtime_error(*problem);
-  std::printf("stopped   stripe-gateway (SIGTERM, exit 0): its billing is flushed\n");
-
-  read_billing(emulator, rows);
-  print_table(rows);
-  stop_emulator(emulator);
-  const bool matched = all_match(rows);
-  print_verdict(matched, "every user was billed exactly the tokens served, on both sides");
-  return matched ? 0 : 1;
-}
-
-// ---------------------------------------------------------------------------------------------
-// Fleet mode
 
 struct FleetOptions {
   int replicas = 3;
@@ -433,7 +716,8 @@ std::vector<Replica> start_replicas(const fs::path& gateway_path, const fs::path
       {"STRIPE_OUTBOX_URL", options.outbox_url},
       {"STRIPE_OUTBOX_SCHEMA", schema},
       {"STRIPE_FLEET_LEASE_S", std::to_string(options.lease_s)},
-      {"STRIPE_DURABILITY", "sync"}};
+      {"STRIPE_DURABILITY", "sync"},
+      {"STRIPE_PRICE_ID", emulator.price_id}};
   std::vector<Replica> replicas;
   for (int i = 1; i <= options.replicas; ++i) {
     replicas.push_back(Replica{
@@ -533,9 +817,10 @@ int send_round_robin(std::vector<Replica>& replicas, std::size_t& cursor, std::s
     }
     if (!next) throw std::runtime_error("no gateway replica left to send calls to");
     Replica& replica = replicas[*next];
-    const ChatResult result = try_chat(*replica.client, user, words);
-    if (result.total_tokens) {
-      row_of(rows, user).tokens_served += *result.total_tokens;
+    const ChatResult result = try_chat(*replica.client, user, kDualModel, one_question(words));
+    if (result.completion) {
+      row_of(rows, user).tokens_served +=
+          result.completion->at("usage").at("total_tokens").get<std::int64_t>();
       ++replica.served;
       return failed;
     }
@@ -610,8 +895,15 @@ void print_kill(const std::vector<Replica>& replicas, const Kill& kill, std::siz
 
 int run_fleet(const fs::path& emulator_path, const fs::path& gateway_path, const fs::path& work,
               const FleetOptions& options) {
-  Emulator emulator = start_emulator(emulator_path, work);
-  write_file(work / "gateway.yaml", gateway_yaml());
+  Emulator emulator = start_emulator(emulator_path, work, {{"event_name", kDualMeter}});
+  std::printf("emulator  %s  price %s, %zu customers with a subscription on it, meter %s\n",
+              emulator.base_url.c_str(), emulator.price_id.c_str(),
+              emulator.state.at("customers").size(), kDualMeter);
+  write_file(work / "gateway.yaml", gateway_yaml({kDualModel},
+                                                 "  price_id: os.environ/STRIPE_PRICE_ID\n"
+                                                 "  billing_mode: dual\n"
+                                                 "  meter_event_name: " +
+                                                     std::string(kDualMeter) + "\n"));
   std::vector<Replica> replicas = start_replicas(gateway_path, work, emulator, options);
   wait_for_engine(replicas, options.lease_s);
 
@@ -642,7 +934,7 @@ int run_fleet(const fs::path& emulator_path, const fs::path& gateway_path, const
   }
   std::printf(
       "sent      %zu chat completions to %s in %.1f s, round-robin (%s answered), %d failed\n",
-      calls.size(), kModel, seconds_between(started, last_call), spread.c_str(), failed);
+      calls.size(), kDualModel, seconds_between(started, last_call), spread.c_str(), failed);
 
   const auto caught_up = wait_for_billing(emulator, rows, replicas, kill, options.settle_s);
   if (caught_up) {

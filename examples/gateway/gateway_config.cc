@@ -26,7 +26,8 @@ std::string text(const YAML::Node& node, const char* key) {
 
 stripe_billing::Expected<ModelRoute> parse_route(const std::string& name, const YAML::Node& params,
                                                  const stripe_billing::EnvLookup& env) {
-  ModelRoute route{text(params, "upstream"), text(params, "model"), text(params, "api_key")};
+  ModelRoute route{text(params, "upstream"), text(params, "model"), text(params, "api_key"),
+                   text(params, "custom_llm_provider")};
   const std::string from_env = "os.environ/";
   if (route.upstream_api_key.rfind(from_env, 0) == 0) {
     const std::string variable = route.upstream_api_key.substr(from_env.size());

@@ -24,6 +24,9 @@ struct ModelRoute {
   std::string upstream;          // http://127.0.0.1:PORT, loopback only
   std::string upstream_model;    // the model name sent upstream (litellm_params.model)
   std::string upstream_api_key;  // sent upstream as a bearer token when set
+  // The upstream's provider for billing (litellm_params.custom_llm_provider: openai, anthropic,
+  // ...). Empty: stripe_billing guesses it from the model name. Echo routes ignore it.
+  std::string provider;
 };
 
 struct GatewayConfig {

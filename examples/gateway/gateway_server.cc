@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <deque>
 
 #include "gateway/echo_model.h"
 #include "gateway/random_id.h"
@@ -46,6 +47,17 @@ std::optional<std::string> problem_with(const json& request) {
     }
   }
   if (request.contains("user") && !request["user"].is_string()) return "`user` must be a string.";
+  if (request.contains("stream") && !request["stream"].is_boolean() &&
+      !request["stream"].is_null()) {
+    return "`stream` must be a boolean.";
+  }
+  if (request.contains("stream_options") && !request["stream_options"].is_null()) {
+    const json& options = request["stream_options"];
+    if (!options.is_object()) return "`stream_options` must be an object.";
+    if (options.contains("include_usage") && !options["include_usage"].is_boolean()) {
+      return "`stream_options.include_usage` must be a boolean.";
+    }
+  }
   return std::nullopt;
 }
 
@@ -55,16 +67,43 @@ std::optional<std::int64_t> integer(const json& object, const char* key) {
   return value->get<std::int64_t>();
 }
 
-stripe_billing::UsageEvent usage_event(const json& request, const json& completion,
-                                       const KeyIdentity& identity, TimePoint start_time) {
-  stripe_billing::UsageEvent event;
-  event.call_id = random_id("");
-  event.response_id = completion.value("id", "");
-  event.model = request["model"].get<std::string>();
-  const json usage = completion.value("usage", json::object());
+json object_field(const json& object, const char* key) {
+  const auto value = object.find(key);
+  return value != object.end() && value->is_object() ? *value : json::object();
+}
+
+// `usage` as OpenAI reports it, with LiteLLM's Anthropic fields (cache_read_input_tokens,
+// cache_creation_input_tokens) preferred where both are given; counts it does not have stay unset.
+void fill_usage(stripe_billing::UsageEvent& event, const json& usage) {
   event.prompt_tokens = integer(usage, "prompt_tokens");
   event.completion_tokens = integer(usage, "completion_tokens");
   event.total_tokens = integer(usage, "total_tokens");
+  const json prompt_details = object_field(usage, "prompt_tokens_details");
+  const json completion_details = object_field(usage, "completion_tokens_details");
+  event.cache_read_tokens = integer(usage, "cache_read_input_tokens");
+  if (!event.cache_read_tokens) event.cache_read_tokens = integer(prompt_details, "cached_tokens");
+  event.cache_write_tokens = integer(usage, "cache_creation_input_tokens");
+  if (!event.cache_write_tokens) {
+    event.cache_write_tokens = integer(prompt_details, "cache_creation_tokens");
+  }
+  event.reasoning_tokens = integer(completion_details, "reasoning_tokens");
+  event.audio_input_tokens = integer(prompt_details, "audio_tokens");
+  event.audio_output_tokens = integer(completion_details, "audio_tokens");
+  event.image_input_tokens = integer(prompt_details, "image_tokens");
+  event.image_output_tokens = integer(completion_details, "image_tokens");
+}
+
+stripe_billing::UsageEvent usage_event(const json& request, const std::string& response_id,
+                                       const json& usage, const std::string& provider,
+                                       const KeyIdentity& identity, TimePoint start_time) {
+  stripe_billing::UsageEvent event;
+  event.call_id = random_id("");
+  event.response_id = response_id;
+  event.model = request["model"].get<std::string>();
+  event.provider = provider;
+  fill_usage(event, usage);
+  event.cache_hit = false;  // the gateway has no response cache of its own
+  event.call_type = "acompletion";
   if (event.total_tokens) {
     event.response_cost = static_cast<double>(*event.total_tokens) * kUsdPerToken;
   }
@@ -78,7 +117,50 @@ stripe_billing::UsageEvent usage_event(const json& request, const json& completi
   return event;
 }
 
+std::string provider_of(const ModelRoute& route, const std::string& model) {
+  return route.upstream.empty() ? echo_provider(echo_style(model)) : route.provider;
+}
+
+bool wants_usage(const json& request) {
+  const auto options = request.find("stream_options");
+  if (options == request.end() || !options->is_object()) return false;
+  const auto include = options->find("include_usage");
+  return include != options->end() && include->is_boolean() && include->get<bool>();
+}
+
+std::string counter(const char* name, const char* help, std::uint64_t value) {
+  return std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " counter\n" + name +
+         " " + std::to_string(value) + "\n";
+}
+
 }  // namespace
+
+// One streamed call: its source (the upstream's stream, or the echo model's events) and relay.
+struct StreamCall {
+  StreamCall(json request, KeyIdentity identity, TimePoint start_time)
+      : request(std::move(request)),
+        identity(std::move(identity)),
+        start_time(start_time),
+        relay(wants_usage(this->request)) {}
+
+  std::optional<std::string> next() {
+    if (upstream) return upstream->next();
+    if (echo_events.empty()) return std::nullopt;
+    std::string event = std::move(echo_events.front());
+    echo_events.pop_front();
+    return event;
+  }
+  bool complete() const { return !upstream || upstream->complete(); }
+
+  const json request;
+  const KeyIdentity identity;
+  const TimePoint start_time;
+  std::string provider;
+  SseRelay relay;
+  std::unique_ptr<UpstreamStream> upstream;  // null: the echo model answers
+  std::deque<std::string> echo_events;
+  bool relayed = false;
+};
 
 GatewayServer::GatewayServer(GatewayConfig config,
                              std::vector<stripe_billing::CustomLogger*> callbacks,
@@ -93,7 +175,16 @@ GatewayServer::GatewayServer(GatewayConfig config,
   });
   // Prometheus text exposition of every callback that has metrics (the "stripe" one does).
   server_.Get("/metrics", [this](const httplib::Request&, httplib::Response& response) {
-    std::string text;
+    const GatewayStats gateway = stats();
+    std::string text =
+        counter("gateway_streams_billed_total", "Streamed calls billed from their usage chunk.",
+                gateway.streams_billed) +
+        counter("gateway_streams_without_usage_total",
+                "Streamed calls that ended without a usage chunk, not billed.",
+                gateway.streams_without_usage) +
+        counter("gateway_stream_client_disconnects_total",
+                "Streamed calls whose client went away before the end.",
+                gateway.client_disconnects);
     for (auto* callback : callbacks_) {
       if (const auto* stripe = dynamic_cast<const stripe_billing::StripeLogger*>(callback)) {
         text += stripe_billing::to_prometheus(stripe->stats());
@@ -129,6 +220,10 @@ void GatewayServer::stop() {
   listener_.join();  // httplib joins its workers before listen_after_bind() returns
 }
 
+GatewayStats GatewayServer::stats() const {
+  return {streams_billed_.load(), streams_without_usage_.load(), client_disconnects_.load()};
+}
+
 void GatewayServer::handle_chat(const httplib::Request& http_request, httplib::Response& response) {
   const TimePoint start_time = std::chrono::system_clock::now();
   const KeyIdentity* identity = authenticate(http_request);
@@ -146,14 +241,102 @@ void GatewayServer::handle_chat(const httplib::Request& http_request, httplib::R
     return reply_error(response, 404, "The model `" + model + "` does not exist.",
                        "invalid_request_error", "model_not_found");
   }
+  if (request.value("stream", json(false)) == json(true)) {
+    return stream_chat(route->second, request, *identity, start_time, response);
+  }
   const auto completion = complete(route->second, request, response);
   if (!completion) return;
   response.set_content(completion->dump(), "application/json");
 
-  const auto event = usage_event(request, *completion, *identity, start_time);
-  logger_->info("call {} model={} user_id={} total_tokens={}", event.call_id, event.model,
-                event.user_id, event.total_tokens.value_or(0));
+  bill(usage_event(request, completion->value("id", ""), completion->value("usage", json::object()),
+                   provider_of(route->second, model), *identity, start_time),
+       /*streamed=*/false);
+}
+
+void GatewayServer::bill(const stripe_billing::UsageEvent& event, bool streamed) {
+  logger_->info("call {} model={} user_id={} total_tokens={}{}", event.call_id, event.model,
+                event.user_id, event.total_tokens.value_or(0), streamed ? " (streamed)" : "");
   for (auto* callback : callbacks_) callback->log_success_event(event);
+}
+
+void GatewayServer::stream_chat(const ModelRoute& route, const json& request,
+                                const KeyIdentity& identity, TimePoint start_time,
+                                httplib::Response& response) {
+  auto call = std::make_shared<StreamCall>(request, identity, start_time);
+  const std::string model = request["model"].get<std::string>();
+  call->provider = provider_of(route, model);
+  if (route.upstream.empty()) {
+    const EchoStyle style = echo_style(model);
+    const json completion =
+        echo_completion(request, style, echo_cache_.use(model, request["messages"], style));
+    for (const json& chunk : completion_chunks(completion)) {
+      call->echo_events.push_back(sse_event(chunk.dump()));
+    }
+    call->echo_events.push_back(sse_event("[DONE]"));
+  } else {
+    json forwarded = request;
+    if (!forwarded["stream_options"].is_object()) forwarded["stream_options"] = json::object();
+    forwarded["stream_options"]["include_usage"] = true;  // always: it is what we bill from
+    call->upstream = UpstreamStream::open(route, std::move(forwarded));
+    const int status = call->upstream->status();
+    if (status == 0) {
+      return reply_error(response, 502, "The upstream model server did not answer.", "api_error",
+                         "upstream_unreachable");
+    }
+    if (status != 200) {  // relayed as it is, and not billed
+      response.status = status;
+      response.set_content(call->upstream->rest(), "application/json");
+      return;
+    }
+  }
+  response.set_header("Cache-Control", "no-cache");
+  response.set_chunked_content_provider(
+      "text/event-stream",
+      [this, call](std::size_t, httplib::DataSink& sink) {
+        relay_stream(*call, &sink);
+        sink.done();
+        return true;
+      },
+      // Also when httplib never asked for the content (the client went away first).
+      [this, call](bool) {
+        if (!call->relayed) relay_stream(*call, nullptr);
+      });
+}
+
+void GatewayServer::relay_stream(StreamCall& call, httplib::DataSink* sink) {
+  call.relayed = true;
+  bool client_here = sink != nullptr;
+  const auto send = [&](const std::string& bytes) {
+    if (!client_here || bytes.empty()) return;
+    if (!sink->write(bytes.data(), bytes.size())) client_here = false;
+  };
+  while (auto bytes = call.next()) send(call.relay.feed(*bytes));
+  const std::string model = call.request["model"].get<std::string>();
+  if (!call.relay.done() && !call.complete()) {
+    logger_->warn("streamed call model={} user_id={}: the upstream's stream broke off", model,
+                  call.identity.user_id);
+    send(sse_event(json{{"error",
+                         {{"message", "The upstream model server's stream broke off."},
+                          {"type", "api_error"},
+                          {"param", nullptr},
+                          {"code", "upstream_stream_broken"}}}}
+                       .dump()));
+  }
+  if (!client_here) {
+    ++client_disconnects_;
+    logger_->warn("streamed call model={} user_id={}: the client went away before the end", model,
+                  call.identity.user_id);
+  }
+  if (!call.relay.usage()) {
+    ++streams_without_usage_;
+    logger_->warn("streamed call model={} user_id={}: the stream ended without usage; not billed",
+                  model, call.identity.user_id);
+    return;
+  }
+  ++streams_billed_;
+  bill(usage_event(call.request, call.relay.response_id(), *call.relay.usage(), call.provider,
+                   call.identity, call.start_time),
+       /*streamed=*/true);
 }
 
 const KeyIdentity* GatewayServer::authenticate(const httplib::Request& request) const {
@@ -165,8 +348,12 @@ const KeyIdentity* GatewayServer::authenticate(const httplib::Request& request) 
 }
 
 std::optional<nlohmann::json> GatewayServer::complete(const ModelRoute& route, const json& request,
-                                                      httplib::Response& response) const {
-  if (route.upstream.empty()) return echo_completion(request);
+                                                      httplib::Response& response) {
+  if (route.upstream.empty()) {
+    const std::string model = request["model"].get<std::string>();
+    const EchoStyle style = echo_style(model);
+    return echo_completion(request, style, echo_cache_.use(model, request["messages"], style));
+  }
   const UpstreamAnswer answer = forward_completion(route, request);
   if (answer.status == 0) {
     reply_error(response, 502, "The upstream model server did not answer.", "api_error",

@@ -22,8 +22,10 @@ namespace stripe_billing {
 // the STRIPE_ prefix (api_key, price_id, ...) in the `stripe_billing` section.
 struct Config {
   std::optional<std::string> api_key;  // STRIPE_API_KEY (required)
+  std::optional<std::string> preset;   // STRIPE_PRESET = none|token_billing
   std::optional<std::string>
-      billing_mode;  // STRIPE_BILLING_MODE = usage_records|meter_events|meter_event_stream|dual
+      billing_mode;  // STRIPE_BILLING_MODE = usage_records|meter_events|meter_events_v2|
+                     //                       meter_event_stream|dual
   std::optional<std::string> price_id;   // STRIPE_PRICE_ID (usage records)
   std::optional<std::string> charge_by;  // STRIPE_CHARGE_BY = end_user_id|user_id|team_id
   std::optional<std::string>
@@ -32,13 +34,27 @@ struct Config {
   std::optional<std::string> api_version;  // STRIPE_API_VERSION
   std::optional<std::string> environment;  // ENVIRONMENT
   std::optional<std::string>
-      quantity;  // STRIPE_QUANTITY = total_tokens|prompt_tokens|completion_tokens|split|cost
+      quantity;  // STRIPE_QUANTITY = total_tokens|prompt_tokens|completion_tokens|split|cost|
+                 //                   token_types|priced
   std::optional<std::string> max_quantity;     // STRIPE_MAX_QUANTITY
   std::optional<std::string> prompt_price_id;  // STRIPE_PROMPT_PRICE_ID (usage records, split)
   std::optional<std::string>
       completion_price_id;  // STRIPE_COMPLETION_PRICE_ID (usage records, split)
   std::optional<std::string>
       cost_multiplier;  // STRIPE_COST_MULTIPLIER (cost: units per 1.0 of response_cost)
+  // Token types (STRIPE_QUANTITY=token_types, priced).
+  std::optional<std::string> token_types;        // STRIPE_TOKEN_TYPES = "input,output,..."
+  std::optional<std::string> token_type_prices;  // STRIPE_TOKEN_TYPE_PRICES = "input=price_1,..."
+  std::optional<std::string> token_type_meters;  // STRIPE_TOKEN_TYPE_METERS = "input=ev_in,..."
+  std::optional<std::string> cache_hit;          // STRIPE_CACHE_HIT = bill|skip|token_type
+  std::optional<std::string> skip_call_types;    // STRIPE_SKIP_CALL_TYPES = "aretrieve_batch,..."
+  std::optional<std::string> model_slugs;        // STRIPE_MODEL_SLUGS = off|on
+  std::optional<std::string> model_map_file;     // STRIPE_MODEL_MAP_FILE
+  std::optional<std::string> price_table;        // STRIPE_PRICE_TABLE (priced: a file)
+  std::optional<std::string> price_markup;       // STRIPE_PRICE_MARKUP (priced)
+  std::optional<std::string> unpriced_model;     // STRIPE_UNPRICED_MODEL = token_types|reject
+  std::optional<std::string> table_reload_s;     // STRIPE_TABLE_RELOAD_S
+  std::optional<std::string> v2_api_version;     // STRIPE_V2_API_VERSION (meter_events_v2)
   // Billing meters.
   std::optional<std::string> meter_event_name;         // STRIPE_METER_EVENT_NAME
   std::optional<std::string> prompt_meter_event_name;  // STRIPE_PROMPT_METER_EVENT_NAME (split)
@@ -124,10 +140,29 @@ enum class RequestUserTrust { kOff, kLookup, kCustomerId };
 // usage_records: legacy usage records on a subscription item. meter_events: v1 billing meter
 // events, one request per event. meter_event_stream: the v2 stream, up to 100 events a request.
 // dual: usage records and v1 meter events for every event, side by side (for migrating).
-enum class BillingMode { kUsageRecords, kMeterEvents, kMeterEventStream, kDual };
+// meter_events_v2: POST /v2/billing/meter_events, one JSON event per request (token billing).
+enum class BillingMode { kUsageRecords, kMeterEvents, kMeterEventStream, kDual, kMeterEventsV2 };
 // split bills prompt and completion tokens as two quantities; cost bills response_cost in the
 // currency's smallest unit (STRIPE_COST_MULTIPLIER, 100 for cents).
-enum class QuantitySource { kTotalTokens, kPromptTokens, kCompletionTokens, kSplit, kCost };
+// token_types bills each non-zero token type (input, output, cached_input, cache_read,
+// cache_write: docs/token-types.md) as its own dimension. priced bills the call's amount computed
+// from STRIPE_PRICE_TABLE, in the currency's smallest unit.
+enum class QuantitySource {
+  kTotalTokens,
+  kPromptTokens,
+  kCompletionTokens,
+  kSplit,
+  kCost,
+  kTokenTypes,
+  kPriced
+};
+enum class Preset { kNone, kTokenBilling };
+// bill: a call served from the gateway's cache bills like any other. skip: it bills nothing
+// (counted as cache_hit_not_billed). token_type: its tokens bill as one type, cache_hit.
+enum class CacheHitPolicy { kBill, kSkip, kTokenType };
+// A priced call whose model (or one of its token types) has no price: token_types bills its
+// tokens by type instead (counted unpriced_model); reject keeps it dead with reason unpriced_model.
+enum class UnpricedPolicy { kTokenTypes, kReject };
 // async: log_success_event returns once the event is in memory; the writer commits it within
 // the commit interval. sync: it returns once the event is committed to the outbox.
 enum class Durability { kAsync, kSync };
@@ -139,6 +174,8 @@ const char* to_string(RequestUserTrust value) noexcept;
 const char* to_string(BillingMode value) noexcept;
 const char* to_string(QuantitySource value) noexcept;
 const char* to_string(Durability value) noexcept;
+const char* to_string(Preset value) noexcept;
+const char* to_string(CacheHitPolicy value) noexcept;
 
 // A static mapping target: either a customer (`cus_…`) or a subscription item (`si_…`).
 struct StaticTarget {
@@ -148,11 +185,13 @@ struct StaticTarget {
 
 // One quantity a call bills (split bills two). Everything a sender needs to bill it.
 struct BilledDimension {
-  std::string name;  // total_tokens, prompt_tokens, completion_tokens or cost
+  // total_tokens, prompt_tokens, completion_tokens, cost, a token type (input, output,
+  // cached_input, cache_read, cache_write, cache_hit) or priced
+  std::string name;
   QuantitySource source = QuantitySource::kTotalTokens;  // never kSplit
   std::string price_id;          // usage records: the price whose subscription item is billed
   std::string meter_event_name;  // meters: the meter's event name
-  std::string token_type;        // meters, split on one meter: "input" or "output"; else ""
+  std::string token_type;        // meters, several dimensions on one meter: "input", ...; else ""
 };
 
 // The checked configuration. Only finalize_config() makes one.
@@ -165,6 +204,7 @@ class FinalizedConfig {
     return billing_mode_ == BillingMode::kUsageRecords || billing_mode_ == BillingMode::kDual;
   }
   bool uses_meters() const noexcept { return billing_mode_ != BillingMode::kUsageRecords; }
+  Preset preset() const noexcept { return preset_; }
   // The price the usage-record path checks the key against (STRIPE_PRICE_ID, or the prompt
   // price when split); "" in the meter modes.
   const std::string& price_id() const noexcept { return price_id_; }
@@ -172,6 +212,20 @@ class FinalizedConfig {
   const std::vector<BilledDimension>& dimensions() const noexcept { return dimensions_; }
   const BilledDimension* dimension(const std::string& name) const noexcept;
   double cost_multiplier() const noexcept { return cost_multiplier_; }
+  // STRIPE_COST_MULTIPLIER as written (a decimal): priced mode computes with it exactly.
+  const std::string& cost_multiplier_text() const noexcept { return cost_multiplier_text_; }
+  CacheHitPolicy cache_hit() const noexcept { return cache_hit_; }
+  // Call types that bill nothing (retrievals, not generations); counted call_type_not_billed.
+  const std::vector<std::string>& skip_call_types() const noexcept { return skip_call_types_; }
+  // Meter events carry the model as a `provider/model` slug (model_slug.h); a model that maps
+  // to nothing is parked (unmapped_model).
+  bool model_slugs() const noexcept { return model_slugs_; }
+  const std::string& model_map_file() const noexcept { return model_map_file_; }  // "": none
+  const std::string& price_table() const noexcept { return price_table_; }        // "": none
+  const std::string& price_markup() const noexcept { return price_markup_; }      // "": the file's
+  UnpricedPolicy unpriced_model() const noexcept { return unpriced_model_; }
+  std::chrono::seconds table_reload() const noexcept { return table_reload_; }
+  const std::string& v2_api_version() const noexcept { return v2_api_version_; }
   const std::string& meter_customer_key() const noexcept { return meter_customer_key_; }
   const std::string& meter_value_key() const noexcept { return meter_value_key_; }
   const std::string& meter_token_type_key() const noexcept { return meter_token_type_key_; }
@@ -223,6 +277,17 @@ class FinalizedConfig {
 
   Secret api_key_;
   bool live_mode_ = false;
+  Preset preset_ = Preset::kNone;
+  std::string cost_multiplier_text_ = "100";
+  CacheHitPolicy cache_hit_ = CacheHitPolicy::kBill;
+  std::vector<std::string> skip_call_types_;
+  bool model_slugs_ = false;
+  std::string model_map_file_;
+  std::string price_table_;
+  std::string price_markup_;
+  UnpricedPolicy unpriced_model_ = UnpricedPolicy::kTokenTypes;
+  std::chrono::seconds table_reload_{0};
+  std::string v2_api_version_;
   BillingMode billing_mode_ = BillingMode::kUsageRecords;
   std::string price_id_;
   std::vector<BilledDimension> dimensions_;
@@ -280,6 +345,19 @@ inline constexpr const char* kDefaultMeterStreamBase = "https://meter-events.str
 inline constexpr const char* kDefaultMeterCustomerKey = "stripe_customer_id";
 inline constexpr const char* kDefaultMeterValueKey = "value";
 inline constexpr const char* kDefaultMeterTokenTypeKey = "token_type";
+// Stripe's token billing ("Billing for LLM tokens"): its meter and the model payload key.
+inline constexpr const char* kTokenBillingEventName = "token-billing-tokens";
+inline constexpr const char* kTokenBillingModelKey = "model";
+// The Stripe-Version sent to POST /v2/billing/meter_events (STRIPE_V2_API_VERSION).
+inline constexpr const char* kDefaultV2ApiVersion = "2025-10-29.preview";
+// Call types LiteLLM logs that retrieve what was billed already, rather than generate.
+inline constexpr const char* kDefaultSkipCallTypes =
+    "aretrieve_batch,retrieve_batch,alist_batches,list_batches,aget_responses,get_responses,"
+    "alist_input_items,list_input_items,aretrieve_fine_tuning_job,retrieve_fine_tuning_job,"
+    "alist_fine_tuning_jobs,list_fine_tuning_jobs,afile_retrieve,file_retrieve,afile_content,"
+    "file_content,afile_list,file_list,aget_assistants,get_assistants,aget_thread,get_thread,"
+    "aget_messages,get_messages,aretrieve_container,retrieve_container,alist_containers,"
+    "list_containers,aget_vector_store,get_vector_store";
 
 // Checks everything and reports every problem in one kInvalidConfig error, one problem per line
 // after a first line "invalid Stripe billing configuration (N problems):".

@@ -2,8 +2,10 @@
 // what Stripe reports, per customer, for a time range. Usage records are compared per
 // subscription item and billing period (Stripe's usage_record_summaries cover whole periods);
 // meters per customer and meter over the range, rounded out to whole minutes as Stripe's
-// event_summaries require. Stripe's meter summaries are eventually consistent: a difference
-// that vanishes on a second run minutes later was Stripe still counting.
+// event_summaries require. Token types compare per type where each type has its own price or
+// meter; types sharing one meter compare as their sum (Stripe's summaries are per meter). Stripe's
+// meter summaries are eventually consistent: a difference that vanishes on a second run minutes
+// later was Stripe still counting.
 //
 // Only what the configuration bills is compared (usage records in modes that send them, meters
 // in modes that meter). Blocking: it reads the outbox file (read-only; it must exist) and calls
@@ -26,7 +28,10 @@ struct ReconciliationRow {
   std::string customer_key;  // the charge-by value
   std::string customer_id;   // cus_…
   std::string target;        // si_… or the meter's event name
-  std::int64_t start = 0;    // the compared range, unix seconds [start, end)
+  // What the row compares when its price or meter bills one quantity ("input" of token types,
+  // "total_tokens", ...); "" when several share it (token types on one meter: their sum).
+  std::string dimension;
+  std::int64_t start = 0;  // the compared range, unix seconds [start, end)
   std::int64_t end = 0;
   double local = 0;   // delivered according to the ledger
   double stripe = 0;  // what Stripe reports

@@ -50,6 +50,11 @@ class StripeClient {
                                      const std::string& idempotency_key) const;
   // POST a JSON body (the v2 API) with the secret key; no Idempotency-Key.
   Expected<StripeResponse> post_json(const std::string& path, const nlohmann::json& body) const;
+  // POST a JSON body to a v2 endpoint with the secret key, an Idempotency-Key and its own
+  // Stripe-Version (v2 endpoints take preview versions the v1 calls must not).
+  Expected<StripeResponse> post_json(const std::string& path, const nlohmann::json& body,
+                                     const std::string& idempotency_key,
+                                     const std::string& stripe_version) const;
   // GET with query fields (encoded like a form).
   Expected<StripeResponse> get(const std::string& path, const FormFields& query = {}) const;
 
@@ -57,6 +62,7 @@ class StripeClient {
 
  private:
   Expected<StripeResponse> send(HttpRequest request) const;
+  Expected<StripeResponse> send(HttpRequest request, const std::string& stripe_version) const;
 
   HttpTransport& transport_;
   StripeClientOptions options_;

@@ -128,6 +128,10 @@ class StripeLogger final : public CustomLogger {
 
   StripeLoggerStats stats() const;
   const FinalizedConfig& config() const noexcept;
+  // Reads STRIPE_MODEL_MAP_FILE and STRIPE_PRICE_TABLE again if they changed (as the library
+  // does by itself every STRIPE_TABLE_RELOAD_S), for hosts that reload on a signal. A broken
+  // file is refused (kInvalidConfig, every problem named) and the last good table stays.
+  Expected<bool> reload_tables();  // true: a table was taken anew
 
  private:
   class Impl;

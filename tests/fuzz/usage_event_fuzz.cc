@@ -76,8 +76,13 @@ void check_accepted(std::string_view input, const UsageEvent& event) {
     FUZZ_CHECK(valid_utf8(*text), *text);
   }
   FUZZ_CHECK(event.response_id == string_field(payload, "id"), event.response_id);
-  const std::string call_id = string_field(payload, "litellm_call_id");
-  FUZZ_CHECK(event.call_id == (call_id.empty() ? event.response_id : call_id), event.call_id);
+  // The anchor's order: call_id (x-litellm-call-id), then litellm_call_id, then id.
+  const std::string call_id = string_field(payload, "call_id");
+  const std::string litellm_call_id = string_field(payload, "litellm_call_id");
+  const std::string expected_id = !call_id.empty()           ? call_id
+                                  : !litellm_call_id.empty() ? litellm_call_id
+                                                             : event.response_id;
+  FUZZ_CHECK(event.call_id == expected_id, event.call_id);
   FUZZ_CHECK(event.model == string_field(payload, "model"), event.model);
   FUZZ_CHECK(event.request_user == string_field(payload, "end_user"), event.request_user);
 

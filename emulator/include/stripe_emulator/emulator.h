@@ -1,8 +1,10 @@
 // A Stripe-compatible HTTP server on 127.0.0.1 for tests and the demo. It accepts exactly the
 // parameters Stripe's published request schemas accept (emulator/spec/*.json) and answers errors
 // with Stripe's bodies and headers. It also serves billing meters: v1 meter events and, on the
-// same port, the v2 meter event session and stream (JSON). Test code seeds it and reads its
-// totals directly; the `stripe-emulator` binary exposes the same controls over HTTP under
+// same port, the v2 meter events (one event, validated synchronously), meter event session and
+// stream (JSON). Secret keys may do everything; restricted keys (rk_test_…) only what their
+// permissions allow (see emulator/src/permissions.h for the names). Test code seeds it and reads
+// its totals directly; the `stripe-emulator` binary exposes the same controls over HTTP under
 // /_emulator/.
 //
 // Thread-safe: every public method may be called while requests are being served.
@@ -15,6 +17,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
@@ -26,6 +29,12 @@ struct EmulatorOptions {
   int port = 0;  // 0: any free port
   // Secret keys the emulator accepts as Bearer tokens. Anything else gets Stripe's 401.
   std::vector<std::string> api_keys = {"sk_test_emulator_0000000000000000"};
+  // Restricted keys (rk_test_…) the emulator accepts, each with its permissions, named as Stripe
+  // names them (rak_customer_read, rak_billing_meter_event_write, …; the rak_ prefix may be left
+  // out; a _write permission implies its _read one). A request whose operation needs a permission
+  // the key lacks gets Stripe's 403. The constructor throws std::invalid_argument for a key not
+  // starting with rk_ or an unknown permission name.
+  std::map<std::string, std::set<std::string>> restricted_keys;
   // Seconds since the epoch; injectable so tests can move time. Default: the system clock.
   std::function<std::int64_t()> clock;
 };
@@ -84,13 +93,15 @@ struct UsageRecord {
   std::string action;  // increment | set
 };
 
-// One billing meter event as the emulator received it, over v1 or the v2 stream.
+// One billing meter event as the emulator received it, over v1, the v2 stream or v2 meter events.
 struct MeterEventRecord {
   std::string event_name;
   std::string identifier;
   std::map<std::string, std::string> payload;
   std::int64_t timestamp = 0;  // unix seconds
-  std::string source;          // "v1" or "v2"
+  // "v1" (POST /v1/billing/meter_events), "v2" (the v2 stream) or "v2_event"
+  // (POST /v2/billing/meter_events)
+  std::string source;
   bool cancelled = false;
   std::string error_code;  // empty: counted; otherwise the asynchronous error report's code
 };
@@ -129,10 +140,17 @@ class Emulator {
   void delete_subscription_item(const std::string& item_id);  // later calls get 404
   // A meter on `event_name` (formula sum|count|last); returns its id (mtr_…). Throws
   // std::invalid_argument when an active meter already has that event name.
+  // `dimension_payload_keys` (Stripe's meter dimensions): payload keys every event must carry; an
+  // event lacking one is accepted but not counted (error code missing_dimension_payload_keys), and
+  // the meter's totals can be split by them (meter_totals_by_dimension).
   std::string create_meter(const std::string& event_name,
                            const std::string& customer_payload_key = "stripe_customer_id",
                            const std::string& value_payload_key = "value",
-                           const std::string& formula = "sum");
+                           const std::string& formula = "sum",
+                           const std::vector<std::string>& dimension_payload_keys = {});
+  // Adds (or replaces) a restricted key while the emulator runs; throws std::invalid_argument as
+  // EmulatorOptions::restricted_keys says.
+  void add_restricted_key(const std::string& key, const std::set<std::string>& permissions);
 
   // Faults: the next `count` matching API requests get `fault`. Faults queue in order.
   void inject(const Fault& fault, int count = 1);
@@ -175,6 +193,14 @@ class Emulator {
   std::map<std::string, double> meter_totals_by_customer(const std::string& event_name,
                                                          const std::string& group_key = "",
                                                          const std::string& group_value = "") const;
+  // The meter's aggregated value over the counted, non-cancelled events, split by customer and by
+  // the values of the payload keys `keys` (usually the meter's dimension_payload_keys; any keys
+  // may be asked for, a missing one reads as ""). Each entry's key is {customer id, value of
+  // keys[0], value of keys[1], …}. Only `customer_id`'s events unless it is empty. Aggregated with
+  // the meter's formula (sum, count, last) within each group; nothing when no meter is active.
+  std::map<std::vector<std::string>, double> meter_totals_by_dimension(
+      const std::string& event_name, const std::string& customer_id,
+      const std::vector<std::string>& keys) const;
   // Stripe allows one v1 meter event request at a time per customer and meter: one that arrives
   // while another for the same event_name and customer payload value is being processed gets 429
   // (rate_limit, Stripe-Rate-Limited-Reason: resource-specific). The number of those refusals
