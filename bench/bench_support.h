@@ -16,6 +16,7 @@
 #include <filesystem>
 #include <fstream>
 #include <future>
+#include <map>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -157,6 +158,47 @@ inline UsageEvent sample_event(const std::string& customer) {
   return event;
 }
 
+// The same with every token detail a call can report, as LiteLLM reports an Anthropic call with
+// prompt caching and extended thinking (docs/token-types.md): prompt 4,250 = input 50 + cache
+// read 3,000 + cache write 1,200, completion 400 holding 100 reasoning tokens, and audio and image
+// counts inside them (billed within input and output). The token-billing preset bills it as four
+// types: input 50, cache_read 3,000, cache_write 1,200, output 400.
+inline UsageEvent token_details_event(const std::string& customer) {
+  UsageEvent event = sample_event(customer);
+  event.response_id = "msg_01XFDUDYJgAACzvnptvVoYEL";
+  event.model = "claude-sonnet-4-5-20250929";
+  event.provider = "anthropic";
+  event.call_type = "acompletion";
+  event.cache_hit = false;
+  event.prompt_tokens = 4250;
+  event.cache_read_tokens = 3000;
+  event.cache_write_tokens = 1200;
+  event.completion_tokens = 400;
+  event.reasoning_tokens = 100;
+  event.audio_input_tokens = 20;
+  event.image_input_tokens = 10;
+  event.audio_output_tokens = 5;
+  event.image_output_tokens = 2;
+  event.total_tokens = 4650;
+  event.response_cost = 0.0206;
+  return event;
+}
+// What token_details_event bills, by token type.
+inline const std::map<std::string, std::int64_t>& token_details_billed() {
+  static const std::map<std::string, std::int64_t> billed = {
+      {"input", 50}, {"cache_read", 3000}, {"cache_write", 1200}, {"output", 400}};
+  return billed;
+}
+
+// STRIPE_PRESET=token_billing on `config`: Stripe's token-billing meter (the preset names it),
+// one event per non-zero token type, in `mode` (meter_events_v2 or meter_event_stream).
+inline void use_token_billing(Config& config, const std::string& mode = "meter_events_v2") {
+  config.preset = "token_billing";
+  config.billing_mode = mode;
+  config.price_id.reset();
+  config.meter_event_name.reset();
+}
+
 // Writes "<prefix>-<a>-<b>" into `out` without allocating once its capacity suffices.
 inline void set_call_id(std::string& out, const char* prefix, std::uint64_t a, std::uint64_t b) {
   char buffer[64];
@@ -196,8 +238,10 @@ inline long proc_status_kb(const std::string& field) {
 // duplicate, zero). The public flush() also waits for delivery, which never finishes while
 // Stripe is down, so the intake's completion is read from the counters instead. stats() counts
 // the outbox with SQL, so it is polled sparingly. Returns the number of stats() calls made.
+// `rows_per_call`: the outbox rows each call stores (accepted counts rows, received and lost
+// count calls): 4 for token_details_event in the token-billing preset.
 inline int wait_for_intake(const StripeLogger& logger, std::uint64_t expected,
-                           SteadyClock::time_point deadline) {
+                           SteadyClock::time_point deadline, std::uint64_t rows_per_call = 1) {
   int polls = 0;
   while (SteadyClock::now() < deadline) {
     const auto before = SteadyClock::now();
@@ -206,8 +250,8 @@ inline int wait_for_intake(const StripeLogger& logger, std::uint64_t expected,
     ++polls;
     // Rows stored parked or dead count as accepted too (the writer counts every inserted row).
     const std::uint64_t done = stats.accepted + stats.deduplicated + stats.skipped_zero +
-                               stats.lost + stats.dropped_shutdown;
-    if (done >= expected) return polls;
+                               rows_per_call * (stats.lost + stats.dropped_shutdown);
+    if (done >= expected * rows_per_call) return polls;
     // stats() holds the outbox while it counts: poll at most a fifth of the time.
     std::this_thread::sleep_for(
         std::max<SteadyClock::duration>(std::chrono::milliseconds(2), 4 * cost));

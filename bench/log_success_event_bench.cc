@@ -1,6 +1,9 @@
 // Google Benchmark: the cost of StripeLogger::log_success_event on the host's thread (async
 // durability, Stripe unreachable so delivery does not compete), against the naive design of one
 // synchronous libcurl POST per event on the caller's thread (to the in-process emulator).
+// BM_LogSuccessEventAsyncTokenDetails is the same hand-off in the token-billing preset, with an
+// event carrying every token detail (cache read and write, reasoning, audio, image, provider,
+// call type): the writer thread derives the token types, the host's thread only copies.
 //
 // Google Benchmark reports means; each benchmark also times every call with steady_clock and
 // adds its own percentiles as counters: p50_us, p99_us (for several threads: the mean of the
@@ -38,6 +41,7 @@ struct LibraryFixture {
   RefusingPort stripe_down;
   std::unique_ptr<StripeLogger> logger;
   std::uint64_t run = run_id();
+  std::uint64_t rows_per_call = 1;
 };
 LibraryFixture* g_library = nullptr;
 
@@ -47,18 +51,26 @@ void library_setup(const benchmark::State&) {
       base_config(g_library->stripe_down.base_url(), g_library->dir.file("outbox.db")));
 }
 
+void token_billing_setup(const benchmark::State&) {
+  g_library = new LibraryFixture;
+  Config config = base_config(g_library->stripe_down.base_url(), g_library->dir.file("outbox.db"));
+  use_token_billing(config);
+  g_library->logger = make_logger_or_die(config);
+  g_library->rows_per_call = token_details_billed().size();
+}
+
 void library_teardown(const benchmark::State&) {
   // Let the writer commit what is buffered so the next run starts from an idle machine; delivery
   // cannot finish (Stripe is down), so shutdown only waits out a short deadline.
-  wait_for_intake(*g_library->logger, g_library->logger->stats().received, in_ms(60'000));
+  wait_for_intake(*g_library->logger, g_library->logger->stats().received, in_ms(60'000),
+                  g_library->rows_per_call);
   shutdown_bounded(std::move(g_library->logger), g_library->dir, 200);
   delete g_library;
   g_library = nullptr;
 }
 
-void BM_LogSuccessEventAsync(benchmark::State& state) {
+void time_log_success_event(benchmark::State& state, UsageEvent event) {
   StripeLogger& logger = *g_library->logger;
-  UsageEvent event = sample_event("cust-" + std::to_string(state.thread_index() % 1000));
   std::vector<std::int64_t> samples;
   samples.reserve(1 << 20);
   const std::uint64_t thread = static_cast<std::uint64_t>(state.thread_index());
@@ -79,8 +91,27 @@ void BM_LogSuccessEventAsync(benchmark::State& state) {
   }
   state.SetItemsProcessed(state.iterations());
 }
+
+void BM_LogSuccessEventAsync(benchmark::State& state) {
+  time_log_success_event(state,
+                         sample_event("cust-" + std::to_string(state.thread_index() % 1000)));
+}
 BENCHMARK(BM_LogSuccessEventAsync)
     ->Setup(library_setup)
+    ->Teardown(library_teardown)
+    ->Iterations(200'000)
+    ->Repetitions(3)
+    ->ReportAggregatesOnly(true)
+    ->UseRealTime()
+    ->Threads(1)
+    ->Threads(2);
+
+void BM_LogSuccessEventAsyncTokenDetails(benchmark::State& state) {
+  time_log_success_event(
+      state, token_details_event("cust-" + std::to_string(state.thread_index() % 1000)));
+}
+BENCHMARK(BM_LogSuccessEventAsyncTokenDetails)
+    ->Setup(token_billing_setup)
     ->Teardown(library_teardown)
     ->Iterations(200'000)
     ->Repetitions(3)

@@ -5,6 +5,9 @@
 #
 #   bench/run-all.sh [path/to/stripe-billing-throughput]
 #   RUNS=5 LOG=/tmp/bench.log bench/run-all.sh build-bench/bench/stripe-billing-throughput
+#   ONLY='lat1p|lat1pt|e2etok' bench/run-all.sh   # only the measurements whose name matches
+#                                                 # (an extended regex, anchored); the others
+#                                                 # show as n/a
 #
 # Every invocation is its own process (the RSS one in particular, so earlier phases do not
 # inflate its peak) and is killed after 150 s; the longest normally takes under a minute.
@@ -37,6 +40,10 @@ MEASUREMENTS=(
   "e2emeter|end-to-end --customers 1000 --events 50000 --window-ms 1000 --mode meter_events"
   "e2estream|end-to-end --customers 1000 --events 50000 --window-ms 1000 --mode meter_event_stream"
   "e2edual|end-to-end --customers 1000 --events 50000 --window-ms 1000 --mode dual"
+  "lat1pt|latency --threads 1 --events 100000 --rate 10000 --preset token_billing"
+  "lat2pt|latency --threads 2 --events 100000 --rate 10000 --preset token_billing"
+  "e2etok|end-to-end --customers 1000 --events 20000 --window-ms 1000 --preset token_billing"
+  "e2etokstream|end-to-end --customers 1000 --events 50000 --window-ms 1000 --preset token_billing --mode meter_event_stream"
   "thrmeter|throttle --mode meter_events --rate 25 --seconds 60 --warmup 10 --throttle-permille 50"
   "thrdual|throttle --mode dual --rate 25 --seconds 60 --warmup 10 --throttle-permille 50"
   "limit|throttle --mode meter_events --rate 100 --seconds 60 --warmup 15 --throttle-permille 0 --true-limit 50"
@@ -52,6 +59,7 @@ for run in $(seq 1 "$RUNS"); do
   for entry in "${MEASUREMENTS[@]}"; do
     name="${entry%%|*}"
     args="${entry#*|}"
+    if [ -n "${ONLY:-}" ] && ! [[ "$name" =~ ^(${ONLY})$ ]]; then continue; fi
     echo "# run $run/$RUNS: $name: $(basename "$BIN") $args" >&2
     # shellcheck disable=SC2086
     if ! output="$(timeout 150 "$BIN" $args)"; then
@@ -125,6 +133,19 @@ echo "| Mode | Calls/s (median) | Runs | Requests per 1,000 calls: all / usage r
 echo "|---|---|---|---|---|"
 for m in e2e e2emeter e2estream e2edual; do
   echo "| $(median $m mode) | $(median $m events_per_s) | $(every $m events_per_s) | $(median $m requests_per_1k) / $(median $m usage_posts_per_1k) / $(median $m meter_posts_per_1k) / $(median $m stream_posts_per_1k) / $(median $m lookups_per_1k) | $(every $m usage_correct) |"
+done
+echo
+echo "Token-billing preset (STRIPE_PRESET=token_billing; every call carries every token detail and bills four token types: input, cache_read, cache_write, output):"
+echo
+echo "| Measurement | Target | Result (median) | Runs | Met? |"
+echo "|---|---|---|---|---|"
+echo "| \`log_success_event\` p99, async, token details, 1 thread, 10,000 calls/s | p99 ≤ 5 µs | $(median lat1pt p50_us) / $(median lat1pt p99_us) µs (p50 / p99); plain event: $lat1p_p50 / $lat1p_p99 µs | p99: $(every lat1pt p99_us) | $(met "$(median lat1pt p99_us)" "<=" 5) |"
+echo "| \`log_success_event\` p99, async, token details, 2 threads, 10,000 calls/s each | p99 ≤ 5 µs | $(median lat2pt p50_us) / $(median lat2pt p99_us) µs; plain event: $lat2p_p50 / $lat2p_p99 µs | p99: $(every lat2pt p99_us) | $(met "$(median lat2pt p99_us)" "<=" 5) |"
+echo
+echo "| Mode (token-billing preset) | Calls/s (median) | Rows (meter events) delivered/s | Runs (calls/s) | Requests per 1,000 calls: all / v2 meter events / v2 stream / lookups and sessions | Billed correctly |"
+echo "|---|---|---|---|---|---|"
+for m in e2etok e2etokstream; do
+  echo "| $(median $m mode) ($(median $m events) calls) | $(median $m events_per_s) | $(median $m delivered_per_s) | $(every $m events_per_s) | $(median $m requests_per_1k) / $(median $m v2_event_posts_per_1k) / $(median $m stream_posts_per_1k) / $(median $m lookups_per_1k) | $(every $m usage_correct) |"
 done
 echo
 echo "| Baseline: one synchronous POST per event on the caller's thread | Value |"

@@ -1,11 +1,16 @@
 // stripe-billing-throughput: the numbers of docs/performance.md, one measurement per invocation,
 // each printing one line "RESULT <name> key=value ..." (bench/run-all.sh parses those).
 //
-//   latency    --threads N --events N            per-call latency of log_success_event (async)
+//   latency    --threads N --events N [--preset token_billing]
+//                                                per-call latency of log_success_event (async)
 //   intake     --durability async|sync --threads N --events N
 //                                                events accepted into the outbox per second
 //   end-to-end --customers 1000 --events N [--window-ms 1000] [--static-map] [--mode M]
-//                                                delivered events/s and requests per 1,000 events
+//              [--preset token_billing]          delivered events/s and requests per 1,000 events
+//
+// --preset token_billing: STRIPE_PRESET=token_billing (mode meter_events_v2 unless --mode
+// meter_event_stream), and every call carries every token detail (bench_support.h,
+// token_details_event): four non-zero token types, so four outbox rows and four meter events.
 //   rss        --events 1000000 [--rate N|--chunk N]  peak RSS with that many events pending
 //   naive      --events N [--threads N]          one synchronous libcurl POST per event
 //   throttle   --mode M --rate R [--throttle-permille N] [--true-limit N]
@@ -134,9 +139,12 @@ int cmd_latency(const Args& args) {
   // it can. Unpaced, one thread already offers more than the writer commits on this machine, so
   // the intake runs overloaded (its buffer grows, then sheds events as `lost`).
   const std::int64_t rate = int_arg(args, "rate", 0);
+  const std::string preset = string_arg(args, "preset", "none");
+  const bool token_billing = preset == "token_billing";
   TempDir dir;
   RefusingPort stripe_down;
   Config config = base_config(stripe_down.base_url(), dir.file("outbox.db"));
+  if (token_billing) use_token_billing(config);
   auto logger = make_logger_or_die(config);
   const std::uint64_t run = run_id();
 
@@ -147,7 +155,8 @@ int cmd_latency(const Args& args) {
   std::atomic<long> minor_faults{0}, preemptions{0}, blocked{0};
   const auto start = SteadyClock::now();
   run_together(threads, [&](int t) {
-    UsageEvent event = sample_event("cust-" + std::to_string(t));
+    const std::string customer = "cust-" + std::to_string(t);
+    UsageEvent event = token_billing ? token_details_event(customer) : sample_event(customer);
     std::vector<std::int64_t>& samples = per_thread[t];
     samples.resize(static_cast<std::size_t>(events));
     std::uint64_t i = 0;
@@ -179,7 +188,8 @@ int cmd_latency(const Args& args) {
     blocked.fetch_add(after_usage.ru_nvcsw - before_usage.ru_nvcsw);
   });
   const auto produced = SteadyClock::now();
-  wait_for_intake(*logger, logger->stats().received, in_ms(90'000));
+  wait_for_intake(*logger, logger->stats().received, in_ms(90'000),
+                  token_billing ? token_details_billed().size() : 1);
   const StripeLoggerStats stats = logger->stats();
 
   std::vector<std::int64_t> all, after_pause, others;
@@ -196,13 +206,14 @@ int cmd_latency(const Args& args) {
   const double calls_per_s =
       static_cast<double>(threads * (events + warmup)) / seconds_between(start, produced);
   std::printf(
-      "RESULT latency mode=async threads=%d rate_per_thread=%lld events=%lld "
+      "RESULT latency mode=async preset=%s threads=%d rate_per_thread=%lld events=%lld "
       "p50_us=%.3f p90_us=%.3f p99_us=%.3f p999_us=%.3f max_us=%.1f mean_us=%.3f "
       "calls_per_s=%.0f clock_overhead_ns=%lld minor_faults=%ld preemptions=%ld "
       "voluntary_switches=%ld after_pause_p50_us=%.3f after_pause_p99_us=%.3f others_p99_us=%.3f",
-      threads, static_cast<long long>(rate), static_cast<long long>(events * threads), p.p50, p.p90,
-      p.p99, p.p999, p.max, p.mean, calls_per_s, static_cast<long long>(clock_overhead_ns()),
-      minor_faults.load(), preemptions.load(), blocked.load(), first.p50, first.p99, rest.p99);
+      preset.c_str(), threads, static_cast<long long>(rate),
+      static_cast<long long>(events * threads), p.p50, p.p90, p.p99, p.p999, p.max, p.mean,
+      calls_per_s, static_cast<long long>(clock_overhead_ns()), minor_faults.load(),
+      preemptions.load(), blocked.load(), first.p50, first.p99, rest.p99);
   print_stats_tail(stats);
   std::printf("\n");
   shutdown_bounded(std::move(logger), dir, 200);
@@ -276,7 +287,10 @@ int cmd_end_to_end(const Args& args) {
   const std::int64_t window_ms = int_arg(args, "window-ms", 1000);
   const int threads = static_cast<int>(int_arg(args, "threads", 1));
   const bool static_map = args.count("static-map") != 0;
-  const std::string mode = string_arg(args, "mode", "usage_records");
+  const std::string preset = string_arg(args, "preset", "none");
+  const bool token_billing = preset == "token_billing";
+  const std::string mode =
+      string_arg(args, "mode", token_billing ? "meter_events_v2" : "usage_records");
   const bool records = mode == "usage_records" || mode == "dual";
   const bool meters = mode != "usage_records";
   TempDir dir;
@@ -286,6 +300,12 @@ int cmd_end_to_end(const Args& args) {
   if (meters) {
     config.meter_event_name = kBenchMeter;
     config.meter_stream_base = stripe.emulator.base_url();
+  }
+  if (token_billing) {
+    // Stripe's token-billing meter, with its dimensions (an event without them is not counted).
+    stripe.emulator.create_meter(kTokenBillingEventName, "stripe_customer_id", "value", "sum",
+                                 {"token_type", "model"});
+    use_token_billing(config, mode);
   }
   config.aggregation_window_ms = std::to_string(window_ms);
   if (static_map) {
@@ -309,11 +329,15 @@ int cmd_end_to_end(const Args& args) {
     replicas.push_back(make_logger_or_die(own));
   }
   const std::uint64_t run = run_id();
-  const std::uint64_t rows = static_cast<std::uint64_t>(events) * (records && meters ? 2 : 1);
+  const UsageEvent call = token_billing ? token_details_event("") : sample_event("");
+  const std::uint64_t rows =
+      static_cast<std::uint64_t>(events) * (token_billing       ? token_details_billed().size()
+                                            : records && meters ? 2
+                                                                : 1);
 
   const auto start = SteadyClock::now();
   run_together(threads, [&](int t) {
-    UsageEvent event = sample_event("");
+    UsageEvent event = call;
     for (std::int64_t n = t; n < events; n += threads) {
       event.end_user_id = stripe.keys[static_cast<std::size_t>(n % customers)];
       set_call_id(event.call_id, "e2e", run, static_cast<std::uint64_t>(n));
@@ -363,7 +387,8 @@ int cmd_end_to_end(const Args& args) {
   const auto delivered_at = SteadyClock::now();
   const bool drained = stats.pending == 0;
 
-  std::size_t all_requests = 0, usage_posts = 0, meter_posts = 0, stream_posts = 0, lookups = 0;
+  std::size_t all_requests = 0, usage_posts = 0, meter_posts = 0, stream_posts = 0, lookups = 0,
+              v2_event_posts = 0;
   std::size_t peak_per_s = 0;  // requests in the busiest 1 s window: the account sees this
   std::deque<SteadyClock::time_point> window;
   for (const auto& request : stripe.emulator.requests()) {
@@ -378,6 +403,8 @@ int cmd_end_to_end(const Args& args) {
       ++meter_posts;
     } else if (request.path == "/v2/billing/meter_event_stream") {
       ++stream_posts;
+    } else if (request.path == "/v2/billing/meter_events") {
+      ++v2_event_posts;
     } else {
       ++lookups;  // customer search, subscriptions, the v2 session
     }
@@ -389,24 +416,39 @@ int cmd_end_to_end(const Args& args) {
   for (const auto& [customer, total] : stripe.emulator.meter_totals_by_customer(kBenchMeter)) {
     billed_meter += total;
   }
-  const bool correct = (!records || billed_records == expected_quantity) &&
-                       (!meters || billed_meter == static_cast<double>(expected_quantity));
+  bool correct = (!records || billed_records == expected_quantity) &&
+                 (!meters || billed_meter == static_cast<double>(expected_quantity));
+  if (token_billing) {
+    // Stripe's totals by token type, over every customer, against what the calls billed.
+    std::map<std::string, double> by_type;
+    for (const auto& [group, total] :
+         stripe.emulator.meter_totals_by_dimension(kTokenBillingEventName, "", {"token_type"})) {
+      by_type[group.at(1)] += total;
+    }
+    std::map<std::string, double> wanted;
+    for (const auto& [type, tokens] : token_details_billed()) {
+      wanted[type] = static_cast<double>(events * tokens);
+    }
+    correct = by_type == wanted;
+  }
   const double seconds = seconds_between(start, delivered_at);
   const double per_k = 1000.0 / static_cast<double>(events);
   std::printf(
-      "RESULT end-to-end mode=%s store=%s replicas=%d rate=%s peak_requests_per_s=%zu "
+      "RESULT end-to-end mode=%s preset=%s store=%s replicas=%d rate=%s peak_requests_per_s=%zu "
       "customers=%d events=%lld window_ms=%lld static_map=%d "
       "seconds=%.3f delivered_per_s=%.0f events_per_s=%.0f requests_per_1k=%.2f "
       "usage_posts_per_1k=%.2f meter_posts_per_1k=%.2f stream_posts_per_1k=%.2f "
-      "lookups_per_1k=%.2f delivered=%llu delivered_requests=%llu stripe_requests=%llu "
+      "v2_event_posts_per_1k=%.2f lookups_per_1k=%.2f rows=%llu delivered=%llu "
+      "delivered_requests=%llu stripe_requests=%llu "
       "emulator_requests=%zu retries=%llu usage_correct=%d drained=%d produce_s=%.3f "
       "stats_polls=%d",
-      mode.c_str(), config.outbox_url ? "postgres" : "sqlite", replica_count,
+      mode.c_str(), preset.c_str(), config.outbox_url ? "postgres" : "sqlite", replica_count,
       config.rate_limit->c_str(), peak_per_s, customers, static_cast<long long>(events),
       static_cast<long long>(window_ms), static_map ? 1 : 0, seconds,
       static_cast<double>(stats.delivered) / seconds, static_cast<double>(events) / seconds,
       all_requests * per_k, usage_posts * per_k, meter_posts * per_k, stream_posts * per_k,
-      lookups * per_k, static_cast<unsigned long long>(stats.delivered),
+      v2_event_posts * per_k, lookups * per_k, static_cast<unsigned long long>(rows),
+      static_cast<unsigned long long>(stats.delivered),
       static_cast<unsigned long long>(stats.delivered_requests),
       static_cast<unsigned long long>(stats.stripe_requests), all_requests,
       static_cast<unsigned long long>(stats.retries), correct ? 1 : 0, drained ? 1 : 0,
@@ -750,13 +792,15 @@ int usage() {
   std::fprintf(stderr,
                "usage: stripe-billing-throughput <command> [--option value ...]\n"
                "  latency    [--threads 1] [--events 200000] [--warmup 20000] [--rate R]\n"
+               "             [--preset token_billing]\n"
                "             (events, warm-up calls and rate are per thread)\n"
                "  intake     [--durability async|sync] [--threads 1] [--events 1000000]\n"
                "             [--queue-capacity N] [--outbox-url postgresql://…]\n"
                "  end-to-end [--customers 1000] [--events 50000] [--window-ms 1000]\n"
                "             [--threads 1] [--static-map] [--rate 10000] [--replicas 1]\n"
                "             [--outbox-url postgresql://…]\n"
-               "             [--mode usage_records|meter_events|meter_event_stream|dual]\n"
+               "             [--mode usage_records|meter_events|meter_event_stream|dual|\n"
+               "                     meter_events_v2] [--preset token_billing]\n"
                "  rss        [--events 1000000] [--rate N | --chunk N] [--queue-capacity N]\n"
                "  naive      [--events 5000] [--threads 1] [--customers 1000]\n"
                "  throttle   [--mode meter_events|dual|...] [--rate 25] [--seconds 60]\n"

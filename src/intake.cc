@@ -169,11 +169,13 @@ void Intake::submit(const UsageEvent& event) noexcept {
                        {},
                        {},
                        {},
+                       {},
                        false,
                        nullptr};
     if (by_token_type_) {
       handed.cache_read = event.cache_read_tokens;
       handed.cache_write = event.cache_write_tokens;
+      handed.reasoning = event.reasoning_tokens;
       handed.provider = event.provider;
     }
     handed.cache_hit = event.cache_hit;
@@ -717,7 +719,7 @@ bool Intake::billed_at_all(const HandedEvent& event) {
 void Intake::add_token_rows(HandedEvent& event, const NewEvent& common,
                             std::vector<NewEvent>& rows) {
   const TokenDetails details{event.tokens.prompt, event.tokens.completion, event.tokens.total,
-                             event.cache_read,    event.cache_write,       std::nullopt};
+                             event.cache_read,    event.cache_write,       event.reasoning};
   const ProviderGuess guess = provider_family(event.provider, event.model);
   if (!guess.known) metrics_.count_reason(to_string(Reason::kUnknownProvider));
   const BillableTokens tokens = billable_tokens(details, guess.family);

@@ -56,6 +56,7 @@ struct HandedEvent {
   // Token details, read only when the configuration bills token types or priced calls.
   std::optional<std::int64_t> cache_read;
   std::optional<std::int64_t> cache_write;
+  std::optional<std::int64_t> reasoning;  // never billed on its own: checked (not negative)
   std::string provider;
   std::string call_type;
   bool cache_hit = false;

@@ -2,17 +2,68 @@
 // environment (STRIPE_*), printing "submit <call> <customer> <quantity>" before each call and
 // "accepted <call>" once log_success_event returned, one line each, flushed. The parent kills it
 // at random moments. With --drain it feeds nothing and exits 0 once the outbox is empty.
+//
+// --shape tokens: calls with token details, as LiteLLM reports them (every other one Anthropic,
+// the rest OpenAI; docs/token-types.md), for STRIPE_PRESET=token_billing. Each call is printed as
+// one "submit <call>:<token type> <customer> <tokens>" line per non-zero billable type, before
+// the call. The feeder draws the billable counts first and builds the reported counts from them
+// (Anthropic: prompt = input + cache read + cache write; OpenAI: prompt = input + cached,
+// completion holding the reasoning), so what it prints does not come from the library's own
+// derivation.
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <random>
 #include <string>
 #include <thread>
+#include <utility>
+#include <vector>
 
 #include "stripe_billing/config.h"
 #include "stripe_billing/stripe_logger.h"
 
 using namespace stripe_billing;
+
+namespace {
+
+// Fills `event` with call `i`'s tokens as its provider reports them and returns what each
+// billable token type should count (0: nothing billed of that type).
+std::vector<std::pair<const char*, std::int64_t>> token_call(UsageEvent& event, int i,
+                                                             std::mt19937& random) {
+  const auto draw = [&random](std::int64_t low, std::int64_t high) {
+    return std::uniform_int_distribution<std::int64_t>(low, high)(random);
+  };
+  event.call_type = "acompletion";
+  const std::int64_t input = draw(1, 500);
+  const std::int64_t output = draw(1, 800);
+  event.completion_tokens = output;
+  if (i % 2 == 0) {
+    // Anthropic, as LiteLLM reports it: prompt = input + cache read + cache write. Every fourth
+    // one wrote nothing to the cache (no cache_creation_input_tokens: no cache_write event).
+    const std::int64_t read = draw(1, 3000);
+    const std::int64_t write = i % 8 == 0 ? 0 : draw(1, 1200);
+    event.provider = "anthropic";
+    event.model = "claude-sonnet-4-5-20250929";
+    event.cache_read_tokens = read;
+    if (write > 0) event.cache_write_tokens = write;
+    event.prompt_tokens = input + read + write;
+    event.total_tokens = *event.prompt_tokens + output;
+    return {{"input", input}, {"cache_read", read}, {"cache_write", write}, {"output", output}};
+  }
+  // OpenAI: prompt holds the cached tokens, completion the reasoning ones. Every fifth one had
+  // no cache hit (no cached_tokens: only input and output).
+  const std::int64_t cached = i % 10 == 1 ? 0 : draw(1, 2000);
+  event.provider = "openai";
+  event.model = "gpt-4o-2024-08-06";
+  if (cached > 0) event.cache_read_tokens = cached;
+  event.reasoning_tokens = draw(0, output);
+  event.prompt_tokens = input + cached;
+  event.total_tokens = *event.prompt_tokens + output;
+  return {{"input", input}, {"cached_input", cached}, {"output", output}};
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   std::string run = "0";
@@ -21,6 +72,7 @@ int main(int argc, char** argv) {
   bool drain = false;
   int rate = 0;  // events per second; 0: as fast as the library takes them
   int drain_seconds = 60;
+  bool token_shape = false;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
     if (arg == "--run" && i + 1 < argc) run = argv[++i];
@@ -29,6 +81,7 @@ int main(int argc, char** argv) {
     if (arg == "--drain") drain = true;
     if (arg == "--rate" && i + 1 < argc) rate = std::atoi(argv[++i]);
     if (arg == "--drain-seconds" && i + 1 < argc) drain_seconds = std::atoi(argv[++i]);
+    if (arg == "--shape" && i + 1 < argc) token_shape = std::string(argv[++i]) == "tokens";
   }
   auto logger = make_stripe_logger(config_from_env());
   if (!logger) {
@@ -62,12 +115,22 @@ int main(int argc, char** argv) {
       std::this_thread::sleep_until(started + std::chrono::microseconds(1'000'000LL * i / rate));
     UsageEvent event;
     event.call_id = "r" + run + "-" + std::to_string(i);
-    event.model = "crash-model";
-    event.total_tokens = tokens(random);
     event.user_id = "cust-" + std::to_string(i % customers);
     event.end_time = std::chrono::system_clock::now();
-    std::printf("submit %s %s %lld\n", event.call_id.c_str(), event.user_id.c_str(),
-                static_cast<long long>(*event.total_tokens));
+    if (token_shape) {
+      const std::vector<std::pair<const char*, std::int64_t>> billable =
+          token_call(event, i, random);
+      for (const auto& [type, count] : billable) {
+        if (count == 0) continue;
+        std::printf("submit %s:%s %s %lld\n", event.call_id.c_str(), type, event.user_id.c_str(),
+                    static_cast<long long>(count));
+      }
+    } else {
+      event.model = "crash-model";
+      event.total_tokens = tokens(random);
+      std::printf("submit %s %s %lld\n", event.call_id.c_str(), event.user_id.c_str(),
+                  static_cast<long long>(*event.total_tokens));
+    }
     std::fflush(stdout);
     (*logger)->log_success_event(event);
     std::printf("accepted %s\n", event.call_id.c_str());

@@ -4,16 +4,23 @@
 // the outbox within kDrainBound once the faults stop. Then Stripe's totals must equal, per
 // customer and sink, the sum of the rows the outbox delivered — nothing twice — and every event
 // the library accepted must be among them — nothing lost (sync mode), or lost only within the
-// documented commit window before a kill (async mode). Every billing mode runs.
+// documented commit window before a kill (async mode). Every billing mode runs, and the
+// token-billing preset (STRIPE_PRESET=token_billing over POST /v2/billing/meter_events): there the
+// feeder sends Anthropic- and OpenAI-shaped calls with token details, one outbox row and one
+// meter event per non-zero token type, and Stripe's totals must equal, per customer and token
+// type, what the feeder submitted of the rows the outbox holds.
 #include <gtest/gtest.h>
 #include <sqlite3.h>
 
 #include <map>
 #include <random>
 #include <set>
+#include <tuple>
+#include <vector>
 
 #include "feeder_process.h"
 #include "test_support.h"
+#include "token_types.h"
 
 namespace stripe_billing {
 namespace {
@@ -32,6 +39,10 @@ constexpr int kDrainBoundSeconds = 30;
 struct CrashCase {
   const char* durability;
   const char* billing_mode;
+  const char* preset = "none";  // token_billing: calls with token details, billed by type
+  int kills = kKills;
+  // The feeder's calls per second; 0: flat out in sync mode, 5,000 in async mode.
+  int rate = 0;
 };
 
 constexpr const char* kMeter = "llm_tokens";
@@ -45,7 +56,14 @@ class CrashTest : public testing::EmulatorTest, public ::testing::WithParamInter
       customers_["cust-" + std::to_string(i)] = customer;
     }
     emulator_.create_meter(kMeter);
+    // Stripe's token-billing meter: an event without its dimensions is not counted.
+    if (token_billing()) {
+      emulator_.create_meter(kTokenBillingEventName, "stripe_customer_id", "value", "sum",
+                             {"token_type", "model"});
+    }
   }
+
+  bool token_billing() const { return std::string(GetParam().preset) == "token_billing"; }
 
   bool records() const {
     const std::string mode = GetParam().billing_mode;
@@ -63,7 +81,7 @@ class CrashTest : public testing::EmulatorTest, public ::testing::WithParamInter
 
   std::vector<std::string> child_environment() const {
     std::vector<std::string> env = testing::environment_without_stripe();
-    const std::map<std::string, std::string> settings = {
+    std::map<std::string, std::string> settings = {
         {"STRIPE_API_KEY", testing::kEmulatorKey},
         {"STRIPE_PRICE_ID", price_},
         {"STRIPE_API_BASE", emulator_.base_url()},
@@ -80,6 +98,12 @@ class CrashTest : public testing::EmulatorTest, public ::testing::WithParamInter
         {"STRIPE_MAX_BACKOFF_S", "1"},
         {"STRIPE_RATE_LIMIT", "2000"},
     };
+    if (token_billing()) {
+      // The preset names the meter (token-billing-tokens) and bills no price.
+      settings.erase("STRIPE_PRICE_ID");
+      settings.erase("STRIPE_METER_EVENT_NAME");
+      settings["STRIPE_PRESET"] = "token_billing";
+    }
     for (const auto& [name, value] : settings) env.push_back(name + "=" + value);
     return env;
   }
@@ -94,18 +118,23 @@ class CrashTest : public testing::EmulatorTest, public ::testing::WithParamInter
     int state = 0;
   };
 
-  // The outbox's rows by "<call id>/<sink>" (dual mode stores one of each per call).
+  // The outbox's rows by "<call id>/<sink>" (dual mode stores one of each per call), in the
+  // token-billing preset by "<call id>:<token type>/<sink>" (one row per non-zero type), the keys
+  // the feeder's submit lines use.
   std::map<std::string, LedgerRow> ledger() const {
     std::map<std::string, LedgerRow> rows;
     sqlite3* db = nullptr;
     sqlite3_open_v2(outbox_path().c_str(), &db, SQLITE_OPEN_READONLY, nullptr);
     sqlite3_stmt* statement = nullptr;
-    sqlite3_prepare_v2(db, "SELECT call_id, customer_key, quantity, state, sink FROM events", -1,
-                       &statement, nullptr);
+    sqlite3_prepare_v2(db,
+                       "SELECT call_id, customer_key, quantity, state, sink, dimension FROM events",
+                       -1, &statement, nullptr);
     while (sqlite3_step(statement) == SQLITE_ROW) {
-      const std::string key =
-          std::string(reinterpret_cast<const char*>(sqlite3_column_text(statement, 0))) + "/" +
-          std::to_string(sqlite3_column_int(statement, 4));
+      std::string key = reinterpret_cast<const char*>(sqlite3_column_text(statement, 0));
+      if (token_billing()) {
+        key += ":" + std::string(reinterpret_cast<const char*>(sqlite3_column_text(statement, 5)));
+      }
+      key += "/" + std::to_string(sqlite3_column_int(statement, 4));
       rows[key] = {reinterpret_cast<const char*>(sqlite3_column_text(statement, 1)),
                    sqlite3_column_int64(statement, 2), sqlite3_column_int(statement, 3)};
     }
@@ -133,16 +162,19 @@ TEST_P(CrashTest, NothingIsLostAndNothingIsBilledTwiceAcrossKills) {
   std::mt19937 random(7);
   std::uniform_int_distribution<int> lifetime_ms(150, 600);
   std::vector<ChildRun> runs;
-  for (int kill_number = 0; kill_number < kKills; ++kill_number) {
+  const int kills = GetParam().kills;
+  for (int kill_number = 0; kill_number < kills; ++kill_number) {
     // Every fourth kill counts from the start, so some land in start-up (journal replay, schema
     // check, the first lookups); the others from the first accepted event.
     const KillPlan kill_plan{std::chrono::milliseconds(lifetime_ms(random)), kill_number % 4 != 0};
-    // Sync mode runs flat out; async mode at a busy gateway's pace (the loss window is defined
-    // for a writer that keeps up; see docs/operations.md).
-    runs.push_back(
-        run_child({"--run", std::to_string(kill_number), "--events", "100000", "--customers",
-                   std::to_string(kCustomers), "--rate", sync ? "0" : "5000"},
-                  kill_plan));
+    // Sync mode runs flat out unless the case says; async mode at a busy gateway's pace (the
+    // loss window is defined for a writer that keeps up; see docs/operations.md).
+    const int rate = GetParam().rate != 0 ? GetParam().rate : sync ? 0 : 5000;
+    std::vector<std::string> args = {
+        "--run",       std::to_string(kill_number), "--events", "100000",
+        "--customers", std::to_string(kCustomers),  "--rate",   std::to_string(rate)};
+    if (token_billing()) args.insert(args.end(), {"--shape", "tokens"});
+    runs.push_back(run_child(args, kill_plan));
     ASSERT_EQ(runs.back().exit_status, -SIGKILL) << "run " << kill_number << " ended by itself";
   }
   emulator_.set_random_faults({}, 0);
@@ -155,22 +187,36 @@ TEST_P(CrashTest, NothingIsLostAndNothingIsBilledTwiceAcrossKills) {
                                   << " s";
 
   const auto rows = ledger();
-  std::map<std::pair<std::string, int>, std::int64_t> delivered;  // (customer, sink)
+  // (customer, sink, token type: "" unless token billing)
+  using Total = std::tuple<std::string, int, std::string>;
+  std::map<Total, std::int64_t> delivered;
   std::size_t accepted = 0, lost = 0;
   for (const auto& [key, row] : rows) {
     EXPECT_EQ(row.state, 2) << key << " is not delivered (state " << row.state << ")";
     const int sink = key.back() - '0';
-    if (row.state == 2) delivered[{row.customer, sink}] += row.quantity;
+    const std::string type =
+        token_billing() ? key.substr(key.find(':') + 1, key.rfind('/') - key.find(':') - 1) : "";
+    if (row.state == 2) delivered[{row.customer, sink, type}] += row.quantity;
   }
   std::vector<int> sinks;
   if (records()) sinks.push_back(0);
   if (meters()) sinks.push_back(1);
+  // What each call's rows are keyed by (before "/<sink>"): the call id, or in the token-billing
+  // preset one "<call id>:<token type>" per type the feeder submitted.
+  std::map<std::string, std::vector<std::string>> row_keys;
+  for (const ChildRun& run : runs) {
+    for (const auto& [key, submitted] : run.submitted) {
+      row_keys[token_billing() ? key.substr(0, key.find(':')) : key].push_back(key);
+    }
+  }
   for (const ChildRun& run : runs) {
     for (const auto& [call, when] : run.accepted) {
       ++accepted;
       bool kept = true;
-      for (int sink : sinks) kept = kept && rows.count(call + "/" + std::to_string(sink)) != 0;
-      if (kept) continue;
+      for (const std::string& key : row_keys[call]) {
+        for (int sink : sinks) kept = kept && rows.count(key + "/" + std::to_string(sink)) != 0;
+      }
+      if (kept && !row_keys[call].empty()) continue;
       ++lost;
       if (sync) {
         ADD_FAILURE() << "accepted in sync mode but lost: " << call;
@@ -182,35 +228,84 @@ TEST_P(CrashTest, NothingIsLostAndNothingIsBilledTwiceAcrossKills) {
             << call;
       }
     }
-    for (const auto& [call, submitted] : run.submitted) {
+  }
+  // What the feeder submitted of the rows the outbox holds, per (customer, sink, token type):
+  // what Stripe must have counted. A row the feeder never submitted is billed wrongly.
+  std::map<Total, std::int64_t> expected;
+  std::set<std::string> submitted_keys;
+  for (const ChildRun& run : runs) {
+    for (const auto& [key, submitted] : run.submitted) {
+      submitted_keys.insert(key);
+      const std::string type = token_billing() ? key.substr(key.find(':') + 1) : "";
       for (int sink : sinks) {
-        auto row = rows.find(call + "/" + std::to_string(sink));
+        auto row = rows.find(key + "/" + std::to_string(sink));
         if (row == rows.end()) continue;
-        EXPECT_EQ(row->second.quantity, submitted.quantity) << call;
-        EXPECT_EQ(row->second.customer, submitted.customer) << call;
+        EXPECT_EQ(row->second.quantity, submitted.quantity) << key;
+        EXPECT_EQ(row->second.customer, submitted.customer) << key;
+        expected[{submitted.customer, sink, type}] += submitted.quantity;
       }
     }
   }
+  for (const auto& [key, row] : rows) {
+    EXPECT_EQ(submitted_keys.count(key.substr(0, key.rfind('/'))), 1u)
+        << key << ": a row nobody submitted";
+  }
   ASSERT_GT(accepted, 500u) << "the runs fed too little to prove anything";
-  for (const auto& [customer, item] : items_) {
-    for (int sink : sinks) {
-      EXPECT_EQ(billed(customer, sink), (delivered[{customer, sink}])) << customer << " " << sink;
+  if (token_billing()) {
+    // Stripe's totals by customer and token type, against what was submitted and delivered.
+    const auto counted =
+        emulator_.meter_totals_by_dimension(kTokenBillingEventName, "", {"token_type"});
+    std::map<std::pair<std::string, std::string>, std::int64_t> billed_by_type;
+    for (const auto& [group, total] : counted) {
+      billed_by_type[{group.at(0), group.at(1)}] = static_cast<std::int64_t>(total);
+    }
+    std::set<std::string> types_seen;
+    for (const auto& [customer, stripe_customer] : customers_) {
+      for (TokenType type : kAllTokenTypes) {
+        const std::string name = to_string(type);
+        const Total total(customer, 1, name);
+        const std::int64_t want = expected[total];
+        const std::int64_t counted_here = billed_by_type[std::make_pair(stripe_customer, name)];
+        EXPECT_EQ(counted_here, want) << customer << " " << name;
+        EXPECT_EQ(delivered[total], want) << customer << " " << name;
+        if (want > 0) types_seen.insert(name);
+        billed_by_type.erase({stripe_customer, name});
+      }
+    }
+    for (const auto& [group, total] : billed_by_type) {
+      ADD_FAILURE() << "counted for no submitted customer and type: " << group.first << " "
+                    << group.second << " " << total;
+    }
+    EXPECT_EQ(types_seen.size(), kTokenTypeCount) << "every token type was billed";
+  } else {
+    for (const auto& [customer, item] : items_) {
+      for (int sink : sinks) {
+        const Total total(customer, sink, "");
+        EXPECT_EQ(billed(customer, sink), delivered[total]) << customer << " " << sink;
+        EXPECT_EQ(billed(customer, sink), expected[total]) << customer << " " << sink;
+      }
     }
   }
   std::printf(
-      "[ crash ] %s %s: %d kills, %zu events accepted, %zu lost within the window, %zu "
+      "[ crash ] %s %s%s: %d kills, %zu events accepted, %zu lost within the window, %zu "
       "rows in the ledger, drained in %.1f s (bound %d s)\n",
-      GetParam().billing_mode, GetParam().durability, kKills, accepted, lost, rows.size(),
-      drain_seconds, kDrainBoundSeconds);
+      GetParam().billing_mode, GetParam().durability, token_billing() ? " token_billing" : "",
+      kills, accepted, lost, rows.size(), drain_seconds, kDrainBoundSeconds);
 }
 
 INSTANTIATE_TEST_SUITE_P(
     Modes, CrashTest,
     ::testing::Values(CrashCase{"sync", "usage_records"}, CrashCase{"async", "usage_records"},
                       CrashCase{"sync", "meter_events"}, CrashCase{"sync", "meter_event_stream"},
-                      CrashCase{"sync", "dual"}),
+                      CrashCase{"sync", "dual"},
+                      // Each call is two to four v2 meter events, one request each: paced, so
+                      // that the backlog the drain delivers once the faults stop is no larger
+                      // than the meter_events case's.
+                      CrashCase{"sync", "meter_events_v2", "token_billing", kKills, 200}),
     [](const auto& info) {
-      return std::string(info.param.billing_mode) + "_" + info.param.durability;
+      const std::string preset = info.param.preset;
+      return std::string(info.param.billing_mode) + "_" + info.param.durability +
+             (preset == "none" ? "" : "_" + preset);
     });
 
 }  // namespace

@@ -348,6 +348,16 @@ TEST_F(TokenBillingTest, AKeyThatMayNotWriteMeterEventsStaysPausedItsProbeAsksTh
   EXPECT_EQ(counted(alice_, "output"), 0);
 }
 
+TEST_F(TokenBillingTest, ANegativeReasoningCountIsRefusedLikeAnyNegativeCount) {
+  auto logger = make_logger(preset_config());
+  UsageEvent call = anthropic_call("call-17");
+  call.reasoning_tokens = -5;
+  logger->log_success_event(call);
+  ASSERT_TRUE(logger->flush(in_seconds(20)));
+  EXPECT_EQ(rejected(*logger, "negative_quantity"), 1u);
+  EXPECT_EQ(count_requests("POST", "/v2/billing/meter_events"), 0u);
+}
+
 TEST_F(TokenBillingTest, ThePresetNamesEverySettingThatContradictsIt) {
   Config config = preset_config();
   config.billing_mode = "usage_records";
