@@ -9,7 +9,7 @@ namespace {
 
 Config base() {
   Config config;
-  config.api_key = "sk_test_0123456789abcdefghijklmn";
+  config.api_key = "sk_test_emulator_0000000000000000";
   return config;
 }
 
@@ -201,7 +201,7 @@ TEST(TokenTypeConfig, TheV2VersionIsCheckedAndSent) {
 TEST(TokenTypeConfig, TheYamlSectionTakesTheNewSettings) {
   auto settings = config_from_yaml_string(
       "stripe_billing:\n"
-      "  api_key: sk_test_0123456789abcdefghijklmn\n"
+      "  api_key: sk_test_emulator_0000000000000000\n"
       "  preset: token_billing\n"
       "  cache_hit: skip\n"
       "  skip_call_types: aretrieve_batch\n"
