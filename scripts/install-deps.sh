@@ -8,7 +8,7 @@ packages=(
   libcurl4-openssl-dev nlohmann-json3-dev libspdlog-dev
   libgtest-dev libgmock-dev
   libsqlite3-dev libyaml-cpp-dev libcpp-httplib-dev libcli11-dev libbenchmark-dev
-  postgresql libpq-dev
+  postgresql libpq-dev libssl-dev
 )
 missing=()
 for p in "${packages[@]}"; do

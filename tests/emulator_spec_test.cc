@@ -269,6 +269,7 @@ class SpecConformanceTest : public ::testing::Test {
     subscription_ = ids.subscription_id;
     item_ = ids.item_id;
     meter_ = emulator_.create_meter(kMeterEvent);
+    grant_ = emulator_.create_credit_grant(customer_, 100);
     record_cancellable_event();
     for (const auto* file : {"openapi-subset-2022.json", "emulator-extensions.json"}) {
       for (auto& operation : operations_in(kSpecDirectory + file)) {
@@ -308,6 +309,8 @@ class SpecConformanceTest : public ::testing::Test {
          {{"event_name", kMeterEvent},
           {"type", "cancel"},
           {"cancel", {{"identifier", kCancellableEvent}}}}},
+        {"GetBillingCreditBalanceSummary",
+         {{"customer", customer_}, {"filter", {{"type", "applicability_scope"}}}}},
         {"GetBillingMetersIdEventSummaries",
          {{"customer", customer_},
           {"start_time", std::to_string(today() - kDay)},
@@ -348,11 +351,14 @@ class SpecConformanceTest : public ::testing::Test {
   std::string path_of(const Operation& operation) const {
     auto path = operation.path_template;
     const bool meter = path.rfind("/v1/billing/meters/", 0) == 0;
+    const bool grant = path.rfind("/v1/billing/credit_grants/", 0) == 0;
     for (const auto& [placeholder, id] :
          std::map<std::string, std::string>{{"{subscription_item}", item_},
                                             {"{price}", price_},
                                             {"{customer}", customer_},
-                                            {"{id}", meter ? meter_ : product_}}) {
+                                            {"{id}", meter   ? meter_
+                                                     : grant ? grant_
+                                                             : product_}}) {
       const auto at = path.find(placeholder);
       if (at != std::string::npos) path.replace(at, placeholder.size(), id);
     }
@@ -379,7 +385,7 @@ class SpecConformanceTest : public ::testing::Test {
   }
 
   Emulator emulator_;
-  std::string customer_, product_, price_, subscription_, item_, meter_;
+  std::string customer_, product_, price_, subscription_, item_, meter_, grant_;
   std::vector<Operation> operations_;
   int custom_ids_ = 0;
 };
@@ -410,6 +416,8 @@ TEST_F(SpecConformanceTest, ServesEveryOperationOfTheSubsetAndTheExtensions) {
   std::set<std::string> served;
   for (const auto& operation : served_operations()) served.insert(operation.operation_id);
   EXPECT_EQ(served, (std::set<std::string>{
+                        "GetBillingCreditBalanceSummary",
+                        "GetBillingCreditGrantsId",
                         "GetBillingMeters",
                         "GetBillingMetersId",
                         "GetBillingMetersIdEventSummaries",

@@ -85,6 +85,12 @@ ApiError invalid_request(std::string message, std::string param) {
   return ApiError{400, "invalid_request_error", std::move(message), std::move(param), "", {}};
 }
 
+ApiError parameter_missing(const std::string& param) {
+  auto error = invalid_request("Missing required param: " + param + ".", param);
+  error.code = "parameter_missing";
+  return error;
+}
+
 ApiError resource_missing(const std::string& object, const std::string& id, std::string param) {
   return ApiError{404,
                   "invalid_request_error",

@@ -55,6 +55,8 @@ std::string dump(const nlohmann::json& value);
 namespace errors {
 
 ApiError invalid_request(std::string message, std::string param = "");
+// "Missing required param: <param>.", code parameter_missing, as Stripe answers it.
+ApiError parameter_missing(const std::string& param);
 ApiError resource_missing(const std::string& object, const std::string& id, std::string param);
 ApiError unrecognized_url(const std::string& method, const std::string& path);
 ApiError missing_api_key();

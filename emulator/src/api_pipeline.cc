@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cctype>
 
+#include "credit_endpoints.h"
 #include "form_parser.h"
 #include "form_values.h"
 #include "meter_endpoints.h"
@@ -20,9 +21,11 @@ Outcome refusal(const IncomingRequest& request, const ApiError& error) {
   return Outcome{is_v2(request.path) ? to_v2_answer(error) : to_answer(error), false};
 }
 
-std::map<std::string, Endpoint> v1_endpoints(Store& store, MeterStore& meters) {
+std::map<std::string, Endpoint> v1_endpoints(Store& store, MeterStore& meters,
+                                             const CreditStore& credits) {
   auto endpoints = make_endpoints(store);
   endpoints.merge(make_meter_endpoints(meters, store));
+  endpoints.merge(make_credit_endpoints(credits, store));
   return endpoints;
 }
 
@@ -44,11 +47,13 @@ Answer replayed(const IdempotencyCache::Stored& stored) {
 }  // namespace
 
 ApiPipeline::ApiPipeline(std::vector<std::string> api_keys, Store& store, MeterStore& meters,
+                         const CreditStore& credits, const EventLog& events,
                          MeterSessions& sessions, const SpecCatalog& catalog, FaultQueue& faults,
                          HangGate& hangs, RateLimiter& rate_limiter, MeterEventLocks& meter_locks,
                          const RestrictedKeys& restricted_keys)
     : api_keys_(std::move(api_keys)),
       meters_(meters),
+      events_(events),
       sessions_(sessions),
       catalog_(catalog),
       faults_(faults),
@@ -56,7 +61,7 @@ ApiPipeline::ApiPipeline(std::vector<std::string> api_keys, Store& store, MeterS
       rate_limiter_(rate_limiter),
       meter_locks_(meter_locks),
       restricted_keys_(restricted_keys),
-      endpoints_(v1_endpoints(store, meters)) {}
+      endpoints_(v1_endpoints(store, meters, credits)) {}
 
 Outcome ApiPipeline::handle(const IncomingRequest& request) {
   const auto api_key = authenticate(request);
@@ -155,7 +160,7 @@ Outcome ApiPipeline::run_v2(const IncomingRequest& request, const std::string& a
     return refusal(request, errors::missing_permission(api_key, permission));
   }
   if (fault && fault->kind == FaultKind::kHang) hangs_.hold(fault->hang);
-  auto result = serve_v2(request, meters_, sessions_);
+  auto result = serve_v2(request, meters_, sessions_, events_);
   return Outcome{std::move(result), fault && fault->kind == FaultKind::kCloseAfterCommit};
 }
 

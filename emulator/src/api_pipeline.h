@@ -21,7 +21,9 @@
 #include <string>
 #include <vector>
 
+#include "credit_store.h"
 #include "endpoints.h"
+#include "event_log.h"
 #include "exchange.h"
 #include "fault_queue.h"
 #include "hang_gate.h"
@@ -39,8 +41,9 @@ namespace stripe_emulator {
 class ApiPipeline {
  public:
   ApiPipeline(std::vector<std::string> api_keys, Store& store, MeterStore& meters,
-              MeterSessions& sessions, const SpecCatalog& catalog, FaultQueue& faults,
-              HangGate& hangs, RateLimiter& rate_limiter, MeterEventLocks& meter_locks,
+              const CreditStore& credits, const EventLog& events, MeterSessions& sessions,
+              const SpecCatalog& catalog, FaultQueue& faults, HangGate& hangs,
+              RateLimiter& rate_limiter, MeterEventLocks& meter_locks,
               const RestrictedKeys& restricted_keys);
 
   Outcome handle(const IncomingRequest& request);
@@ -58,6 +61,7 @@ class ApiPipeline {
 
   std::vector<std::string> api_keys_;
   MeterStore& meters_;
+  const EventLog& events_;
   MeterSessions& sessions_;
   const SpecCatalog& catalog_;
   FaultQueue& faults_;

@@ -158,8 +158,72 @@ Answer add_restricted_key(Emulator& emulator, const json& body) {
   return ok();
 }
 
+std::string field(const json& body, const char* name) { return body.at(name).get<std::string>(); }
+
+Answer deliver(Emulator& emulator, const json& body) {
+  const auto event_id = field(body, "event_id");
+  const auto kind = field(body, "kind");
+  if (kind == "redelivery") {
+    emulator.redeliver_event(event_id);
+  } else if (kind == "forged") {
+    emulator.deliver_forged(event_id);
+  } else if (kind == "stale") {
+    emulator.deliver_stale(event_id,
+                           std::chrono::seconds(body.value("age_seconds", std::int64_t{600})));
+  } else {
+    throw std::invalid_argument("kind must be one of redelivery, forged, stale");
+  }
+  return ok();
+}
+
+Answer webhook_deliveries(const Emulator& emulator) {
+  json deliveries = json::array();
+  for (const auto& delivery : emulator.webhook_deliveries()) {
+    deliveries.push_back({{"event_id", delivery.event_id},
+                          {"type", delivery.type},
+                          {"url", delivery.url},
+                          {"kind", delivery.kind},
+                          {"attempt", delivery.attempt},
+                          {"status", delivery.status},
+                          {"signature_header", delivery.signature_header},
+                          {"body", delivery.body}});
+  }
+  return ok({{"deliveries", deliveries}});
+}
+
+// The controls of credits, meter error reports and webhooks; nothing when `what` is none of them.
+std::optional<Answer> route_events(Emulator& emulator, const std::string& what,
+                                   const std::string& method, const json& body) {
+  if (what == "webhook_deliveries" && method == "GET") return webhook_deliveries(emulator);
+  if (method != "POST") return std::nullopt;
+  if (what == "credit_grants") {
+    return ok({{"id", emulator.create_credit_grant(field(body, "customer"),
+                                                   body.at("amount").get<std::int64_t>(),
+                                                   body.value("currency", "usd"))}});
+  }
+  if (what == "consume_credits") {
+    emulator.consume_credits(field(body, "customer"), body.at("amount").get<std::int64_t>());
+    return ok();
+  }
+  if (what == "reject_meter_event") {
+    emulator.reject_meter_event_async(field(body, "identifier"), field(body, "code"));
+    return ok();
+  }
+  if (what == "meter_error_report") {
+    return ok({{"event_id", emulator.trigger_meter_error_report(field(body, "event_name"))}});
+  }
+  if (what == "no_meter_found") return ok({{"event_id", emulator.trigger_no_meter_found()}});
+  if (what == "webhook_endpoints") {
+    emulator.add_webhook_endpoint(field(body, "url"), field(body, "secret"));
+    return ok();
+  }
+  if (what == "deliver") return deliver(emulator, body);
+  return std::nullopt;
+}
+
 Answer route(Emulator& emulator, const std::string& what, const std::string& method,
              const json& body) {
+  if (auto answer = route_events(emulator, what, method, body)) return std::move(*answer);
   if (what == "totals" && method == "GET") return totals(emulator);
   if (what == "faults" && method == "POST") return inject(emulator, body);
   if (what == "faults" && method == "DELETE") {

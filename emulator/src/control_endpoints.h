@@ -24,6 +24,19 @@
 //                      400 without event_name)
 //   POST   /_emulator/restricted_keys {"key":"rk_test_…","permissions":["rak_customer_read",…]}
 //                                      (Emulator::add_restricted_key; 400 for unknown names)
+// Credits, meter error reports and webhooks (the Emulator methods of the same names; 400 for what
+// they throw std::invalid_argument for):
+//   POST   /_emulator/credit_grants   {"customer":"cus_…","amount":N,"currency":"usd"} -> {"id"}
+//                                      (currency optional, usd)
+//   POST   /_emulator/consume_credits {"customer":"cus_…","amount":N}
+//   POST   /_emulator/reject_meter_event {"identifier":"…","code":"meter_event_invalid_value"}
+//   POST   /_emulator/meter_error_report {"event_name":"…"} -> {"event_id"}  ("" if nothing)
+//   POST   /_emulator/no_meter_found  -> {"event_id"}  ("" if nothing)
+//   POST   /_emulator/webhook_endpoints {"url":"http://127.0.0.1:PORT/path","secret":"whsec_…"}
+//   POST   /_emulator/deliver         {"event_id":"evt_…","kind":"redelivery|forged|stale",
+//                                      "age_seconds":N}  (age: stale only, default 600)
+//   GET    /_emulator/webhook_deliveries {"deliveries":[{"event_id","type","url","kind",
+//                                      "attempt","status","signature_header","body"},…]}
 #pragma once
 
 #include "exchange.h"

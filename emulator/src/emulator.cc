@@ -1,21 +1,27 @@
 #include "stripe_emulator/emulator.h"
 
+#include <algorithm>
 #include <stdexcept>
 #include <thread>
 
 #include "api_pipeline.h"
 #include "control_endpoints.h"
+#include "credit_store.h"
+#include "event_log.h"
 #include "fault_queue.h"
 #include "hang_gate.h"
 #include "http_server.h"
+#include "meter_error_reports.h"
 #include "meter_event_locks.h"
 #include "meter_sessions.h"
 #include "meter_store.h"
 #include "permissions.h"
 #include "rate_limiter.h"
 #include "request_log.h"
+#include "resources.h"
 #include "spec_catalog.h"
 #include "store.h"
+#include "webhook_sender.h"
 
 namespace stripe_emulator {
 namespace {
@@ -26,6 +32,12 @@ std::int64_t system_clock_seconds() {
       .count();
 }
 
+template <typename T>
+T or_throw(Expected<T> result) {
+  if (auto* error = std::get_if<ApiError>(&result)) throw std::invalid_argument(error->message);
+  return std::move(std::get<T>(result));
+}
+
 }  // namespace
 
 class Emulator::Impl {
@@ -34,10 +46,15 @@ class Emulator::Impl {
       : host(options.host),
         store(options.clock ? options.clock : system_clock_seconds),
         meters(store),
+        credits(store),
+        events([this] { return store.now(); }),
+        webhooks([this] { return store.now(); }, options.webhook_retry_delays),
+        error_report_samples(options.error_report_samples),
         sessions([this] { return store.now(); }),
         restricted_keys(options.restricted_keys),
-        pipeline(options.api_keys, store, meters, sessions, SpecCatalog::embedded(), faults, hangs,
-                 rate_limiter, meter_locks, restricted_keys) {}
+        pipeline(options.api_keys, store, meters, credits, events, sessions,
+                 SpecCatalog::embedded(), faults, hangs, rate_limiter, meter_locks,
+                 restricted_keys) {}
 
   // Started only once the Emulator is whole, since control requests call back into it.
   void start(Emulator& emulator, int port) {
@@ -52,11 +69,39 @@ class Emulator::Impl {
   void stop() {
     hangs.shut();
     if (server) server->stop();
+    webhooks.stop();
+  }
+
+  // Delivers a new snapshot event of `object` to every endpoint.
+  void emit_snapshot(const std::string& type, const nlohmann::json& object) {
+    webhooks.send(events.add_snapshot(type, object, webhooks.endpoint_count()),
+                  WebhookSender::Kind::kNormal);
+  }
+
+  // A thin meter error report over the failed events; "" when there are none.
+  std::string emit_error_report(const std::string& type, const nlohmann::json& related_object,
+                                const std::vector<MeterEvent>& failed) {
+    if (failed.empty()) return "";
+    const auto event = events.add_thin(
+        type, related_object, error_report_data(failed, error_report_samples, store.now()));
+    webhooks.send(event, WebhookSender::Kind::kNormal);
+    return event.id;
+  }
+
+  void resend(const std::string& event_id, WebhookSender::Kind kind,
+              std::chrono::seconds age = {}) {
+    const auto event = events.find(event_id);
+    if (!event) throw std::invalid_argument("No such event: " + event_id);
+    webhooks.send(*event, kind, age);
   }
 
   std::string host;
   Store store;
   MeterStore meters;
+  CreditStore credits;
+  EventLog events;
+  WebhookSender webhooks;
+  std::size_t error_report_samples;
   MeterSessions sessions;
   FaultQueue faults;
   HangGate hangs;
@@ -146,6 +191,75 @@ std::string Emulator::create_meter(const std::string& event_name,
   if (const auto* error = std::get_if<ApiError>(&created))
     throw std::invalid_argument(error->message);
   return std::get<Meter>(created).id;
+}
+
+std::string Emulator::create_credit_grant(const std::string& customer_id, std::int64_t amount,
+                                          const std::string& currency) {
+  const auto grant = or_throw(impl_->credits.add_grant(customer_id, amount, currency));
+  impl_->emit_snapshot("billing.credit_grant.created", grant);
+  return grant.id;
+}
+
+void Emulator::consume_credits(const std::string& customer_id, std::int64_t amount) {
+  for (const auto& transaction : or_throw(impl_->credits.apply(customer_id, amount))) {
+    impl_->emit_snapshot("billing.credit_balance_transaction.created", transaction);
+  }
+}
+
+std::int64_t Emulator::credit_balance(const std::string& customer_id) const {
+  return impl_->credits.balance(customer_id);
+}
+
+void Emulator::add_webhook_endpoint(const std::string& url, const std::string& secret) {
+  impl_->webhooks.add_endpoint(url, secret);
+}
+
+void Emulator::redeliver_event(const std::string& event_id) {
+  impl_->resend(event_id, WebhookSender::Kind::kRedelivery);
+}
+
+void Emulator::deliver_forged(const std::string& event_id) {
+  impl_->resend(event_id, WebhookSender::Kind::kForged);
+}
+
+void Emulator::deliver_stale(const std::string& event_id, std::chrono::seconds age) {
+  impl_->resend(event_id, WebhookSender::Kind::kStale, age);
+}
+
+std::vector<WebhookDelivery> Emulator::webhook_deliveries() const {
+  return impl_->webhooks.deliveries();
+}
+
+bool Emulator::wait_for_webhook_deliveries(std::size_t count,
+                                           std::chrono::milliseconds timeout) const {
+  return impl_->webhooks.wait_for(count, timeout);
+}
+
+void Emulator::reject_meter_event_async(const std::string& identifier, const std::string& code) {
+  if (code.empty()) throw std::invalid_argument("An error report code is needed");
+  if (!impl_->meters.reject(identifier, code)) {
+    throw std::invalid_argument("No counted meter event has identifier " + identifier);
+  }
+}
+
+std::string Emulator::trigger_meter_error_report(const std::string& event_name) {
+  const auto meters = impl_->meters.meters();
+  const auto meter = std::find_if(meters.begin(), meters.end(), [&](const Meter& candidate) {
+    return candidate.event_name == event_name && candidate.status == "active";
+  });
+  if (meter == meters.end()) throw std::invalid_argument("No active meter on " + event_name);
+  const auto failed = impl_->meters.take_unreported([&](const MeterEventRecord& record) {
+    return record.event_name == event_name && record.error_code != "no_meter";
+  });
+  const nlohmann::json related = {
+      {"id", meter->id}, {"type", "billing.meter"}, {"url", "/v1/billing/meters/" + meter->id}};
+  return impl_->emit_error_report("v1.billing.meter.error_report_triggered", related, failed);
+}
+
+std::string Emulator::trigger_no_meter_found() {
+  const auto failed = impl_->meters.take_unreported(
+      [](const MeterEventRecord& record) { return record.error_code == "no_meter"; });
+  return impl_->emit_error_report("v1.billing.meter.no_meter_found", nullptr, failed);
 }
 
 void Emulator::add_restricted_key(const std::string& key,

@@ -62,8 +62,7 @@ Answer record_meter_event(MeterStore& meters, const ApiCall& call) {
 Answer cancel_meter_event(MeterStore& meters, const ApiCall& call) {
   const auto cancel = call.params.value("cancel", json::object());
   if (!cancel.contains("identifier")) {
-    return to_answer(errors::invalid_request("Missing required param: cancel[identifier].",
-                                             "cancel[identifier]"));
+    return to_answer(errors::parameter_missing("cancel[identifier]"));
   }
   const auto event_name = text(call.params, "event_name");
   const auto cancelled = meters.cancel(event_name, text(cancel, "identifier"));

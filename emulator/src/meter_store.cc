@@ -219,6 +219,31 @@ std::vector<MeterSummary> MeterStore::summaries(const Meter& meter, const std::s
   return newest_first;
 }
 
+bool MeterStore::reject(const std::string& identifier, const std::string& code) {
+  std::lock_guard lock(mutex_);
+  for (auto event = events_.rbegin(); event != events_.rend(); ++event) {
+    auto& record = event->record;
+    if (record.identifier != identifier || record.cancelled || !record.error_code.empty()) {
+      continue;
+    }
+    record.error_code = code;
+    return true;
+  }
+  return false;
+}
+
+std::vector<MeterEvent> MeterStore::take_unreported(
+    const std::function<bool(const MeterEventRecord&)>& wanted) {
+  std::lock_guard lock(mutex_);
+  std::vector<MeterEvent> taken;
+  for (auto& event : events_) {
+    if (event.reported || event.record.error_code.empty() || !wanted(event.record)) continue;
+    event.reported = true;
+    taken.push_back(event);
+  }
+  return taken;
+}
+
 std::vector<MeterEventRecord> MeterStore::events() const {
   std::lock_guard lock(mutex_);
   std::vector<MeterEventRecord> records;

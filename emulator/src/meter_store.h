@@ -9,13 +9,16 @@
 //     the meter's customer key, names an unknown customer, lacks a numeric value or lacks one of
 //     the meter's dimension payload keys (and, on the stream, whose timestamp is out of that
 //     window) is accepted but not counted; it keeps the code of Stripe's meter error report. A
-//     stream event whose identifier was used within 24 hours is ignored.
+//     stream event whose identifier was used within 24 hours is ignored. A test may also fail an
+//     accepted event later (reject), as Stripe's asynchronous validation can. Failed events await
+//     an error report until take_unreported hands them out.
 // Customers are looked up in the Store, which also gives the clock.
 // Thread-safe: one mutex, every method is atomic; answers are copies.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -44,6 +47,7 @@ struct Meter {
 struct MeterEvent {
   MeterEventRecord record;
   std::int64_t created = 0;  // when the emulator received it
+  bool reported = false;     // failed, and already in an error report
 };
 
 struct NewMeterEvent {
@@ -84,6 +88,14 @@ class MeterStore {
   std::vector<MeterSummary> summaries(const Meter& meter, const std::string& customer_id,
                                       std::int64_t start_time, std::int64_t end_time,
                                       std::optional<std::int64_t> window) const;
+
+  // Fails the counted (not cancelled, not failed) event `identifier` with `code`: it stops
+  // counting. False when there is no such event.
+  bool reject(const std::string& identifier, const std::string& code);
+  // The failed events `wanted` picks that were in no report yet, oldest first, now marked
+  // reported.
+  std::vector<MeterEvent> take_unreported(
+      const std::function<bool(const MeterEventRecord&)>& wanted);
 
   std::vector<MeterEventRecord> events() const;  // oldest first
   std::map<std::string, double> totals_by_customer(const std::string& event_name,

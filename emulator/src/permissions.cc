@@ -37,6 +37,8 @@ const std::map<std::string, std::string>& operation_permissions() {
       {"PostBillingMeters", "rak_billing_meter_write"},
       {"PostBillingMeterEvents", "rak_billing_meter_event_write"},
       {"PostBillingMeterEventAdjustments", "rak_billing_meter_event_adjustment_write"},
+      {"GetBillingCreditBalanceSummary", "rak_billing_credit_read"},
+      {"GetBillingCreditGrantsId", "rak_billing_credit_read"},
   };
   return permissions;
 }
@@ -53,6 +55,8 @@ const std::vector<std::string>& permission_names() {
       }
     }
     unique.insert("rak_billing_meter_event_session_write");
+    unique.insert("rak_billing_credit_write");  // the credit grants' writes are test controls
+    unique.insert("rak_event_read");
     // A write permission implies its read one, but Stripe's event resources have no reads here.
     unique.erase("rak_billing_meter_event_read");
     unique.erase("rak_billing_meter_event_adjustment_read");
@@ -75,6 +79,7 @@ std::string required_permission_for_operation(const std::string& operation_id) {
 }
 
 std::string required_permission_for_v2_path(const std::string& method, const std::string& path) {
+  if (method == "GET" && path.rfind("/v2/core/events/", 0) == 0) return "rak_event_read";
   if (method != "POST") return "";
   if (path == "/v2/billing/meter_events") return "rak_billing_meter_event_write";
   if (path == "/v2/billing/meter_event_session") return "rak_billing_meter_event_session_write";

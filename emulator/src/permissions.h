@@ -13,6 +13,10 @@
 //                                                   POST /v2/billing/meter_events
 //   rak_billing_meter_event_adjustment_write        POST /v1/billing/meter_event_adjustments
 //   rak_billing_meter_event_session_write           POST /v2/billing/meter_event_session
+//   rak_billing_credit_read / _write                GET /v1/billing/credit_balance_summary,
+//                                                   GET /v1/billing/credit_grants/{id} (no
+//                                                   operation needs the write one yet)
+//   rak_event_read                                  GET /v2/core/events/{id}
 // The stream (/v2/billing/meter_event_stream) takes a session token, never a key: no permission.
 // Thread-safe: keys may be added while requests are served.
 #pragma once

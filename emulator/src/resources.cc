@@ -7,6 +7,11 @@ using nlohmann::json;
 
 json or_null(const std::string& text) { return text.empty() ? json(nullptr) : json(text); }
 
+// Stripe's billing.credit_amount.
+json monetary(const std::string& currency, std::int64_t value) {
+  return {{"monetary", {{"currency", currency}, {"value", value}}}, {"type", "monetary"}};
+}
+
 }  // namespace
 
 void to_json(json& out, const Customer& customer) {
@@ -158,6 +163,58 @@ void to_json(json& out, const MeterEvent& event) {
          {"livemode", false},
          {"payload", event.record.payload},
          {"timestamp", event.record.timestamp}};
+}
+
+void to_json(json& out, const CreditGrant& grant) {
+  out = {{"id", grant.id},
+         {"object", "billing.credit_grant"},
+         {"amount", monetary(grant.currency, grant.amount)},
+         {"applicability_config", {{"scope", {{"price_type", "metered"}}}}},
+         {"category", "paid"},
+         {"created", grant.created},
+         {"customer", grant.customer},
+         {"effective_at", grant.created},
+         {"expires_at", nullptr},
+         {"livemode", false},
+         {"metadata", json::object()},
+         {"name", nullptr},
+         {"priority", 50},
+         {"test_clock", nullptr},
+         {"updated", grant.created},
+         {"voided_at", nullptr}};
+}
+
+void to_json(json& out, const CreditBalanceTransaction& transaction) {
+  out = {
+      {"id", transaction.id},
+      {"object", "billing.credit_balance_transaction"},
+      {"created", transaction.created},
+      {"credit", nullptr},
+      {"credit_grant", transaction.credit_grant},
+      {"debit",
+       {{"amount", monetary(transaction.currency, transaction.amount)},
+        {"credits_applied",
+         {{"invoice", transaction.invoice}, {"invoice_line_item", transaction.invoice_line_item}}},
+        {"type", "credits_applied"}}},
+      {"effective_at", transaction.created},
+      {"livemode", false},
+      {"test_clock", nullptr},
+      {"type", "debit"}};
+}
+
+json credit_balance_summary(const std::string& customer_id,
+                            const std::vector<CreditGrant>& grants) {
+  json balances = json::array();
+  if (!grants.empty()) {
+    std::int64_t remaining = 0;
+    for (const auto& grant : grants) remaining += grant.remaining;
+    const auto balance = monetary(grants.front().currency, remaining);
+    balances.push_back({{"available_balance", balance}, {"ledger_balance", balance}});
+  }
+  return {{"object", "billing.credit_balance_summary"},
+          {"balances", balances},
+          {"customer", customer_id},
+          {"livemode", false}};
 }
 
 // Stripe's summary ids are opaque; these are stable for the same meter, customer and window, so

@@ -1,12 +1,13 @@
 // The JSON shapes Stripe answers for the emulator's objects (API version 2020-08-27 era, the
-// version of the request schemas; billing meters as Stripe answers them today), and Stripe's list
-// and search_result envelopes.
+// version of the request schemas; billing meters and credits as Stripe answers them today), and
+// Stripe's list and search_result envelopes.
 #pragma once
 
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
+#include "credit_store.h"
 #include "meter_store.h"
 #include "store.h"
 
@@ -20,6 +21,13 @@ void to_json(nlohmann::json& out, const Subscription& subscription);
 void to_json(nlohmann::json& out, const UsageRecord& record);
 void to_json(nlohmann::json& out, const Meter& meter);
 void to_json(nlohmann::json& out, const MeterEvent& event);
+void to_json(nlohmann::json& out, const CreditGrant& grant);
+// Stripe's object has no customer: a consumer learns it from the grant (credit_grant).
+void to_json(nlohmann::json& out, const CreditBalanceTransaction& transaction);
+
+// The balance over `grants` (all of one currency; none: "balances" is empty).
+nlohmann::json credit_balance_summary(const std::string& customer_id,
+                                      const std::vector<CreditGrant>& grants);
 
 nlohmann::json usage_record_summary(const SubscriptionItem& item, const Period& period,
                                     std::int64_t total_usage);

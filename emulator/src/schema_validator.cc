@@ -106,8 +106,7 @@ Violation check_object(const json& value, const json& schema, const std::string&
   for (const auto& required : schema.value("required", json::array())) {
     const auto key = required.get<std::string>();
     if (!value.contains(key)) {
-      return invalid("Missing required param: " + child_param(param, key) + ".",
-                     child_param(param, key));
+      return errors::parameter_missing(child_param(param, key));
     }
   }
   return std::nullopt;

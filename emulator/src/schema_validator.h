@@ -4,7 +4,8 @@
 //   Missing required param: quantity.               Invalid action: must be one of increment or set
 //   Invalid string: aaaa…; must be at most 22 characters
 // Every message starts with "Received unknown parameter", "Invalid " or "Missing required param",
-// and `param` names the offending parameter in bracket form.
+// and `param` names the offending parameter in bracket form; a missing one also has Stripe's code
+// parameter_missing.
 // Supported keywords: type (object, array, string, integer, number, boolean), properties,
 // additionalProperties, required, items, enum, anyOf, maxLength, format (decimal, unix-time).
 // A hash is closed unless additionalProperties gives a schema for its values: Stripe rejects

@@ -116,9 +116,7 @@ Expected<Subscription> Store::add_subscription(const std::string& customer_id,
   if (customers_.count(customer_id) == 0) {
     return errors::resource_missing("customer", customer_id, "customer");
   }
-  if (items.empty()) {
-    return errors::invalid_request("Missing required param: items.", "items");
-  }
+  if (items.empty()) return errors::parameter_missing("items");
   Subscription subscription{new_id("sub_", 24), customer_id,         created, 0, 0,
                             "active",           std::move(metadata), {}};
   for (std::size_t i = 0; i < items.size(); ++i) {

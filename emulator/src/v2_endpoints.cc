@@ -1,5 +1,6 @@
 #include "v2_endpoints.h"
 
+#include <algorithm>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <set>
@@ -150,9 +151,19 @@ Answer create_meter_event(const IncomingRequest& request, MeterStore& meters) {
   return ok(v2_meter_event(std::get<MeterEvent>(recorded)));
 }
 
+Answer retrieve_event(const std::string& id, const EventLog& events) {
+  const auto event = events.find(id);
+  if (!event || event->v2_event.is_null()) {
+    return to_v2_answer(
+        ApiError{404, "invalid_request_error", "No such event: '" + id + "'", "", "not_found", {}});
+  }
+  return ok(event->v2_event);
+}
+
 }  // namespace
 
-Answer serve_v2(const IncomingRequest& request, MeterStore& meters, MeterSessions& sessions) {
+Answer serve_v2(const IncomingRequest& request, MeterStore& meters, MeterSessions& sessions,
+                const EventLog& events) {
   if (request.method == "POST" && request.path == "/v2/billing/meter_event_session") {
     return create_session(request, sessions);
   }
@@ -161,6 +172,12 @@ Answer serve_v2(const IncomingRequest& request, MeterStore& meters, MeterSession
   }
   if (request.method == "POST" && request.path == kMeterEventsPath) {
     return create_meter_event(request, meters);
+  }
+  const auto event_id =
+      request.path.substr(std::min(request.path.size(), kCoreEventsPrefix.size()));
+  if (request.method == "GET" && request.path.rfind(kCoreEventsPrefix, 0) == 0 &&
+      !event_id.empty() && event_id.find('/') == std::string::npos) {
+    return retrieve_event(event_id, events);
   }
   return to_v2_answer(errors::unrecognized_url(request.method, request.path));
 }

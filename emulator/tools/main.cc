@@ -1,10 +1,11 @@
 // stripe-emulator: serves the Stripe emulator until SIGINT or SIGTERM.
 //   stripe-emulator [--host 127.0.0.1] [--port 0] [--api-key KEY]...
 //                   [--restricted-key rk_test_…=PERMISSION,PERMISSION…]... [--seed FILE.json]
-//                   [--state-file PATH]
+//                   [--state-file PATH] [--webhook http://127.0.0.1:PORT/path=whsec_…]...
 // Restricted key permissions are Stripe-style names (rak_customer_read,
 // rak_billing_meter_event_write, …; the rak_ prefix may be left out): see
-// emulator/src/permissions.h.
+// emulator/src/permissions.h. Each --webhook endpoint receives every event the emulator emits,
+// signed with its secret (the text after the last '=').
 // Once listening it prints the state (see seed.h) as one JSON line on stdout and, with
 // --state-file, writes the same JSON there atomically (temporary file, then rename).
 #include <signal.h>
@@ -31,6 +32,7 @@ struct Arguments {
   int port = 0;
   std::vector<std::string> api_keys = {"sk_test_emulator_0000000000000000"};
   std::vector<std::string> restricted_keys;  // rk_test_…=perm,perm
+  std::vector<std::string> webhooks;         // URL=SECRET
   std::string seed_file;
   std::string state_file;
 };
@@ -83,6 +85,17 @@ std::map<std::string, std::set<std::string>> restricted_keys(
   return keys;
 }
 
+// Adds each "URL=SECRET" as a webhook endpoint; throws std::invalid_argument without '='.
+void add_webhooks(stripe_emulator::Emulator& emulator, const std::vector<std::string>& specs) {
+  for (const auto& spec : specs) {
+    const auto equals = spec.rfind('=');
+    if (equals == std::string::npos || equals == 0) {
+      throw std::invalid_argument("--webhook takes URL=SECRET, not " + spec);
+    }
+    emulator.add_webhook_endpoint(spec.substr(0, equals), spec.substr(equals + 1));
+  }
+}
+
 int serve(const Arguments& arguments) {
   const auto signals = stop_signals();
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
@@ -95,6 +108,7 @@ int serve(const Arguments& arguments) {
   options.api_keys = arguments.api_keys;
   options.restricted_keys = restricted_keys(arguments.restricted_keys);
   stripe_emulator::Emulator emulator(options);
+  add_webhooks(emulator, arguments.webhooks);
   const auto state = stripe_emulator::apply_seed(emulator, seed).dump();
   if (!arguments.state_file.empty()) write_atomically(arguments.state_file, state);
   std::cout << state << std::endl;
@@ -118,6 +132,9 @@ int main(int argc, char** argv) {
   app.add_option("--restricted-key", arguments.restricted_keys,
                  "Restricted key to accept, with its permissions: rk_test_...=rak_customer_read,"
                  "rak_billing_meter_event_write (repeatable)");
+  app.add_option("--webhook", arguments.webhooks,
+                 "Webhook endpoint and its signing secret: http://127.0.0.1:PORT/path=whsec_... "
+                 "(repeatable)");
   app.add_option("--seed", arguments.seed_file, "Seed JSON: a metered price, customers and meters")
       ->check(CLI::ExistingFile);
   app.add_option("--state-file", arguments.state_file,

@@ -3,9 +3,11 @@
 // with Stripe's bodies and headers. It also serves billing meters: v1 meter events and, on the
 // same port, the v2 meter events (one event, validated synchronously), meter event session and
 // stream (JSON). Secret keys may do everything; restricted keys (rk_test_…) only what their
-// permissions allow (see emulator/src/permissions.h for the names). Test code seeds it and reads
-// its totals directly; the `stripe-emulator` binary exposes the same controls over HTTP under
-// /_emulator/.
+// permissions allow (see emulator/src/permissions.h for the names). It also keeps customers'
+// billing credit grants and balances, and sends webhook events signed as Stripe signs them:
+// snapshot (v1) events for credits, thin (v2) events for meter error reports, the full v2 event at
+// GET /v2/core/events/{id}. Test code seeds it and reads its totals directly; the
+// `stripe-emulator` binary exposes the same controls over HTTP under /_emulator/.
 //
 // Thread-safe: every public method may be called while requests are being served.
 #pragma once
@@ -36,7 +38,17 @@ struct EmulatorOptions {
   // starting with rk_ or an unknown permission name.
   std::map<std::string, std::set<std::string>> restricted_keys;
   // Seconds since the epoch; injectable so tests can move time. Default: the system clock.
+  // Webhook signatures (t=) and event times use it too.
   std::function<std::int64_t()> clock;
+  // A webhook delivery answered with anything but 2xx (or not answered within 2 s) is tried again
+  // after each of these delays in turn, then given up. Stripe retries for days; tests want it fast.
+  std::vector<std::chrono::milliseconds> webhook_retry_delays = {std::chrono::milliseconds(100),
+                                                                 std::chrono::milliseconds(200),
+                                                                 std::chrono::milliseconds(400)};
+  // A meter error report (v1.billing.meter.error_report_triggered, v1.billing.meter.no_meter_found)
+  // carries at most this many sample_errors per error code, as Stripe only samples; each code's
+  // error_count stays the true count.
+  std::size_t error_report_samples = 5;
 };
 
 enum class FaultKind {
@@ -106,6 +118,20 @@ struct MeterEventRecord {
   std::string error_code;  // empty: counted; otherwise the asynchronous error report's code
 };
 
+// One POST of an event to a webhook endpoint, once answered or failed.
+struct WebhookDelivery {
+  std::string event_id;
+  std::string type;  // the event's type, e.g. billing.credit_grant.created
+  std::string url;
+  // "normal" (the first try), "retry" (a normal delivery tried again), "redelivery",
+  // "forged" (signed with a wrong secret) or "stale" (signed with an old timestamp)
+  std::string kind;
+  int attempt = 1;  // 1 for the first try of a delivery, then 2, 3, ... for its retries
+  int status = 0;   // the endpoint's answer; 0: no answer (refused, timed out)
+  std::string signature_header;  // Stripe-Signature as sent: t=<unix seconds>,v1=<hex>
+  std::string body;              // the raw JSON body as sent
+};
+
 struct SubscriptionIds {
   std::string subscription_id;
   std::string item_id;
@@ -121,8 +147,9 @@ class Emulator {
 
   int port() const;
   std::string base_url() const;  // http://127.0.0.1:<port>
-  // Releases hangs, stops listening and waits for the request threads; idempotent. A client
-  // holding an idle keep-alive connection can delay it by up to one second.
+  // Releases hangs, stops listening and waits for the request threads, and stops the webhook
+  // delivery thread (deliveries not yet made are dropped); idempotent. A client holding an idle
+  // keep-alive connection can delay it by up to one second.
   void stop();
 
   // Seeding, without HTTP. Ids look like Stripe's (cus_…, prod_…, price_…, sub_…, si_…).
@@ -148,6 +175,56 @@ class Emulator {
                            const std::string& value_payload_key = "value",
                            const std::string& formula = "sum",
                            const std::vector<std::string>& dimension_payload_keys = {});
+  // Billing credits (Stripe's credit grants, applied to metered prices). A grant of `amount` in the
+  // smallest currency unit raises the customer's available balance; returns its id
+  // (credgr_test_…) and emits billing.credit_grant.created. Throws std::invalid_argument for an
+  // unknown customer, an amount that is not positive or a currency other than the one of the
+  // customer's earlier grants (a customer is billed in one currency).
+  std::string create_credit_grant(const std::string& customer_id, std::int64_t amount,
+                                  const std::string& currency = "usd");
+  // An invoice applying up to `amount` of the customer's credits: the balance drops, never below
+  // 0, drawing on the oldest grants first; one credit balance transaction (cbtxn_test_…, a debit)
+  // per grant drawn on, each emitting billing.credit_balance_transaction.created. Nothing happens
+  // when the balance is 0. Throws std::invalid_argument for an unknown customer or an amount that
+  // is not positive.
+  void consume_credits(const std::string& customer_id, std::int64_t amount);
+  // The customer's available credit balance (0 without grants).
+  std::int64_t credit_balance(const std::string& customer_id) const;
+
+  // Webhooks. Every event emitted from now on is POSTed to `url` (http://host:port/path) with
+  // Stripe-Signature computed with `secret` (whsec_…), on the emulator's delivery thread, retried
+  // as EmulatorOptions::webhook_retry_delays says. Throws std::invalid_argument for a URL that is
+  // not http:// or https://, or an empty secret.
+  void add_webhook_endpoint(const std::string& url, const std::string& secret);
+  // The emitted event again, to every endpoint, with the same body and a fresh, correct signature
+  // (a duplicate, as Stripe may send), kind "redelivery"; not retried. Throws std::invalid_argument
+  // for an unknown event id (also the two below).
+  void redeliver_event(const std::string& event_id);
+  // The event signed with a wrong secret (kind "forged"; not retried).
+  void deliver_forged(const std::string& event_id);
+  // The event signed correctly but with t = now - age by the emulator clock (kind "stale"; not
+  // retried).
+  void deliver_stale(const std::string& event_id, std::chrono::seconds age);
+  // Every delivery answered or failed so far, in the order they finished.
+  std::vector<WebhookDelivery> webhook_deliveries() const;
+  // True once at least `count` deliveries have been answered or failed; false when `timeout`
+  // passes first.
+  bool wait_for_webhook_deliveries(std::size_t count, std::chrono::milliseconds timeout) const;
+
+  // Meter error reports. Makes the counted meter event `identifier` (v1, stream or v2) fail
+  // Stripe's asynchronous validation with `code` (e.g. meter_event_customer_not_found): it stops
+  // counting and awaits the next error report. Throws std::invalid_argument when no counted event
+  // has that identifier, or `code` is empty.
+  void reject_meter_event_async(const std::string& identifier, const std::string& code);
+  // Emits v1.billing.meter.error_report_triggered (a thin v2 event about the meter) for the events
+  // of `event_name`'s active meter that failed validation and were in no report yet, and returns
+  // its id (evt_test_…); "" when there is nothing to report. Throws std::invalid_argument when no
+  // meter is active on `event_name`.
+  std::string trigger_meter_error_report(const std::string& event_name);
+  // Emits v1.billing.meter.no_meter_found (thin, no related object) for the events, of any name,
+  // that had no active meter (code no_meter) and were in no report yet; "" when there are none.
+  std::string trigger_no_meter_found();
+
   // Adds (or replaces) a restricted key while the emulator runs; throws std::invalid_argument as
   // EmulatorOptions::restricted_keys says.
   void add_restricted_key(const std::string& key, const std::set<std::string>& permissions);
