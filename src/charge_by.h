@@ -39,6 +39,16 @@ struct CustomerKey {
   RequestUserRefusal refused = RequestUserRefusal::kNone;
 };
 
+// The fields a customer key is picked from, as views (admit() has no UsageEvent).
+struct KeyFields {
+  std::string_view end_user_id;
+  std::string_view user_id;
+  std::string_view team_id;
+  std::string_view request_user;
+};
+CustomerKey charge_by_value(const KeyFields& fields, ChargeBy charge_by,
+                            RequestUserTrust trust) noexcept;
+
 // off: the request's user is never used. lookup: it is used untrusted, and one that starts with
 // "cus_" is refused outright (so no resolver can take it as an id). customer_id: it is used
 // trusted, as before this setting existed.

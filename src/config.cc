@@ -23,6 +23,7 @@
 #include "price_table.h"
 #include "stripe_billing/http_transport.h"
 #include "token_types.h"
+#include "usage_record.h"
 
 namespace stripe_billing {
 namespace {
@@ -91,6 +92,19 @@ constexpr IntegerRule kSenderThreadsRule{"STRIPE_SENDER_THREADS", "", 4, 1, 64};
 constexpr IntegerRule kParkRetryRule{"STRIPE_PARK_RETRY_S", "seconds", 60, 1, kDaySeconds};
 constexpr IntegerRule kLedgerRetentionRule{"STRIPE_LEDGER_RETENTION_DAYS", "days", 90, 1, 3'650};
 constexpr IntegerRule kAuthProbeRule{"STRIPE_AUTH_PROBE_S", "seconds", 30, 1, 3'600};
+
+// Admission.
+constexpr IntegerRule kAdmissionMaxOutputRule{"STRIPE_ADMISSION_MAX_OUTPUT", "tokens", 4'096, 1,
+                                              10'000'000};
+constexpr IntegerRule kAdmissionReserveRule{"STRIPE_ADMISSION_RESERVE", "billed units", 0, 0,
+                                            kLargestMaxQuantity};
+constexpr IntegerRule kAdmissionWaitRule{"STRIPE_ADMISSION_WAIT_MS", "milliseconds", 250, 0,
+                                         5'000};
+constexpr IntegerRule kHoldTtlRule{"STRIPE_HOLD_TTL_S", "seconds", 600, 5, kDaySeconds};
+constexpr IntegerRule kCreditBalanceTtlRule{"STRIPE_CREDIT_BALANCE_TTL_S", "seconds", 60, 1,
+                                            kDaySeconds};
+constexpr IntegerRule kWebhookToleranceRule{"STRIPE_WEBHOOK_TOLERANCE_S", "seconds", 300, 1,
+                                            3'600};
 
 constexpr double kDefaultTestRateLimit = 25;          // Stripe's test-mode limit is 25 requests/s
 constexpr double kDefaultLiveRateLimit = 100;         // and live mode's 100
@@ -164,6 +178,19 @@ constexpr SettingField kSettingFields[] = {
     {"STRIPE_LEDGER_RETENTION_DAYS", &Config::ledger_retention_days},
     {"STRIPE_AUTH_PROBE_S", &Config::auth_probe_s},
     {"STRIPE_LOG_FORMAT", &Config::log_format},
+    {"STRIPE_ADMISSION", &Config::admission},
+    {"STRIPE_BUDGETS", &Config::budgets},
+    {"STRIPE_BUDGET_PERIOD", &Config::budget_period},
+    {"STRIPE_ADMISSION_MAX_OUTPUT", &Config::admission_max_output},
+    {"STRIPE_ADMISSION_UNESTIMABLE", &Config::admission_unestimable},
+    {"STRIPE_ADMISSION_RESERVE", &Config::admission_reserve},
+    {"STRIPE_ADMISSION_FAIL", &Config::admission_fail},
+    {"STRIPE_ADMISSION_WAIT_MS", &Config::admission_wait_ms},
+    {"STRIPE_HOLD_TTL_S", &Config::hold_ttl_s},
+    {"STRIPE_OVERAGE", &Config::overage},
+    {"STRIPE_CREDIT_BALANCE_TTL_S", &Config::credit_balance_ttl_s},
+    {"STRIPE_WEBHOOK_SECRET", &Config::webhook_secret},
+    {"STRIPE_WEBHOOK_TOLERANCE_S", &Config::webhook_tolerance_s},
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -399,7 +426,11 @@ Config without_secrets(Problems& problems, const Config& config) {
   const std::string api_key = config.api_key.value_or("");
   for (const SettingField& setting : kSettingFields) {
     std::optional<std::string>& value = out.*setting.field;
-    if (setting.field == &Config::api_key || !value_set(value)) continue;
+    // The webhook secret is a secret by design, handled like the key (checked below).
+    if (setting.field == &Config::api_key || setting.field == &Config::webhook_secret ||
+        !value_set(value)) {
+      continue;
+    }
     std::string redacted;
     if (contains_configured_key(*value, api_key)) {
       redacted = Secret::redact_key(api_key);
@@ -493,6 +524,23 @@ constexpr std::pair<const char*, LogFormat> kLogFormatChoices[] = {
     {"text", LogFormat::kText},
     {"json", LogFormat::kJson},
 };
+
+constexpr std::pair<const char*, AdmissionMode> kAdmissionChoices[] = {
+    {"off", AdmissionMode::kOff},
+    {"static", AdmissionMode::kStatic},
+    {"credits", AdmissionMode::kCredits},
+};
+constexpr std::pair<const char*, BudgetPeriod> kBudgetPeriodChoices[] = {
+    {"month", BudgetPeriod::kMonth},
+    {"day", BudgetPeriod::kDay},
+};
+constexpr std::pair<const char*, UnestimablePolicy> kUnestimableChoices[] = {
+    {"reject", UnestimablePolicy::kReject},
+    {"allow", UnestimablePolicy::kAllow},
+    {"reserve", UnestimablePolicy::kReserve},
+};
+constexpr std::pair<const char*, bool> kFailChoices[] = {{"closed", false}, {"open", true}};
+constexpr std::pair<const char*, bool> kOverageChoices[] = {{"refuse", false}, {"allow", true}};
 
 // ---------------------------------------------------------------------------------------------
 // Numbers
@@ -1512,6 +1560,18 @@ const BilledDimension* FinalizedConfig::dimension(const std::string& name) const
   return nullptr;
 }
 
+const char* to_string(AdmissionMode value) noexcept {
+  switch (value) {
+    case AdmissionMode::kOff:
+      return "off";
+    case AdmissionMode::kStatic:
+      return "static";
+    case AdmissionMode::kCredits:
+      return "credits";
+  }
+  return "off";
+}
+
 const char* to_string(Durability value) noexcept {
   switch (value) {
     case Durability::kAsync:
@@ -1546,6 +1606,89 @@ Config config_from_env(const EnvLookup& env) {
     if (value && !value->empty()) config.*setting.field = std::move(value);
   }
   return config;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Admission and webhooks
+
+// "pro=1000000, cus_A=5000, *=100": a budget per customer key or plan, `*` for the rest. Keys
+// are stored text (no control bytes, valid UTF-8, at most 256 bytes); amounts are whole units.
+std::map<std::string, std::int64_t> check_budgets(Problems& problems,
+                                                  const std::optional<std::string>& raw) {
+  std::map<std::string, std::int64_t> out;
+  if (!value_set(raw)) return out;
+  for (const std::string& item : split_list(*raw)) {
+    const std::size_t equals = item.rfind('=');
+    const std::string key =
+        equals == std::string::npos ? std::string() : std::string(trim(item.substr(0, equals)));
+    const std::string amount =
+        equals == std::string::npos ? std::string() : std::string(trim(item.substr(equals + 1)));
+    if (key.empty() || amount.empty() || key.size() > 256 || !is_storable_text(key)) {
+      problems.add("STRIPE_BUDGETS entries must be key=amount (a customer key, a plan or *, then "
+                   "whole billed units); got " +
+                   problems.shown(item));
+      continue;
+    }
+    const IntegerRule rule{"STRIPE_BUDGETS", "billed units per period", 0, 0,
+                           kLargestMaxQuantity};
+    const auto value = check_integer(problems, rule, amount);
+    if (!value) continue;
+    if (!out.emplace(key, *value).second) {
+      problems.add("STRIPE_BUDGETS names " + problems.shown(key) + " twice");
+    }
+  }
+  return out;
+}
+
+AdmissionSettings check_admission(Problems& problems, const Config& config,
+                                  QuantitySource quantity) {
+  AdmissionSettings out;
+  out.mode = check_choice(problems, "STRIPE_ADMISSION", config.admission, kAdmissionChoices);
+  out.budgets = check_budgets(problems, config.budgets);
+  out.period =
+      check_choice(problems, "STRIPE_BUDGET_PERIOD", config.budget_period, kBudgetPeriodChoices);
+  out.unestimable = check_choice(problems, "STRIPE_ADMISSION_UNESTIMABLE",
+                                 config.admission_unestimable, kUnestimableChoices);
+  out.fail_open = check_choice(problems, "STRIPE_ADMISSION_FAIL", config.admission_fail, kFailChoices);
+  out.overage_allowed = check_choice(problems, "STRIPE_OVERAGE", config.overage, kOverageChoices);
+  const auto max_output =
+      check_integer(problems, kAdmissionMaxOutputRule, config.admission_max_output);
+  const auto reserve = check_integer(problems, kAdmissionReserveRule, config.admission_reserve);
+  const auto wait = check_integer(problems, kAdmissionWaitRule, config.admission_wait_ms);
+  const auto hold_ttl = check_integer(problems, kHoldTtlRule, config.hold_ttl_s);
+  const auto balance_ttl =
+      check_integer(problems, kCreditBalanceTtlRule, config.credit_balance_ttl_s);
+  const auto tolerance =
+      check_integer(problems, kWebhookToleranceRule, config.webhook_tolerance_s);
+  if (max_output) out.max_output = *max_output;
+  if (reserve) out.fixed_reserve = *reserve;
+  if (wait) out.wait = std::chrono::milliseconds(*wait);
+  if (hold_ttl) out.hold_ttl = std::chrono::seconds(*hold_ttl);
+  if (balance_ttl) out.credit_balance_ttl = std::chrono::seconds(*balance_ttl);
+  if (tolerance) out.webhook_tolerance = std::chrono::seconds(*tolerance);
+  if (out.mode == AdmissionMode::kStatic && out.budgets.empty()) {
+    problems.add("STRIPE_ADMISSION=static needs STRIPE_BUDGETS (key=amount per customer key, "
+                 "plan or *)");
+  }
+  if (out.mode == AdmissionMode::kCredits && quantity != QuantitySource::kCost &&
+      quantity != QuantitySource::kPriced) {
+    problems.add("STRIPE_ADMISSION=credits needs STRIPE_QUANTITY=cost or priced: Stripe's credit "
+                 "balance is money, and tokens cannot be compared with it");
+  }
+  if (out.unestimable == UnestimablePolicy::kReserve && out.fixed_reserve <= 0) {
+    problems.add("STRIPE_ADMISSION_UNESTIMABLE=reserve needs STRIPE_ADMISSION_RESERVE (the units "
+                 "a call that cannot be estimated holds), more than 0");
+  }
+  if (value_set(config.webhook_secret)) {
+    const std::string& secret = *config.webhook_secret;
+    if (secret.rfind("whsec_", 0) != 0 || secret.size() < 14 || !all_word_chars(secret)) {
+      problems.add("STRIPE_WEBHOOK_SECRET must be an endpoint's signing secret (whsec_…, as the "
+                   "Dashboard or `stripe listen` shows it); the value given is not one (not shown)");
+    } else {
+      out.webhook_secret = Secret(secret);
+    }
+  }
+  return out;
 }
 
 Expected<FinalizedConfig> finalize_config(const Config& given) {
@@ -1647,6 +1790,8 @@ Expected<FinalizedConfig> finalize_config(const Config& given) {
       check_integer(problems, kLedgerRetentionRule, config.ledger_retention_days);
   const auto auth_probe = check_integer(problems, kAuthProbeRule, config.auth_probe_s);
 
+  out.admission_ = check_admission(problems, config, out.quantity_source_);
+
   if (cache_ttl && miss_ttl && *miss_ttl > *cache_ttl) {
     problems.add("STRIPE_LOOKUP_MISS_TTL (" + std::to_string(*miss_ttl) +
                  " s) must not exceed STRIPE_LOOKUP_CACHE_TTL (" + std::to_string(*cache_ttl) +
@@ -1717,7 +1862,11 @@ std::string FinalizedConfig::summary() const {
       trust + " api_base=" + api_base_ + " api_version=" + api_version_ +
       " durability=" + to_string(durability_) + " outbox=" +
       (uses_postgres() ? outbox_url_redacted_ + " schema=" + outbox_schema_ : outbox_path_) +
-      " window=" + std::to_string(aggregation_window_.count()) + "ms rate=" + rate.str() + "/s");
+      " window=" + std::to_string(aggregation_window_.count()) + "ms rate=" + rate.str() + "/s" +
+      (admission_.mode == AdmissionMode::kOff
+           ? std::string()
+           : std::string(" admission=") + to_string(admission_.mode)) +
+      (admission_.webhook_secret.empty() ? "" : " webhooks=on"));
 }
 
 }  // namespace stripe_billing

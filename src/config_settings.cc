@@ -134,6 +134,43 @@ const std::vector<SettingInfo>& config_settings() {
       {"STRIPE_AUTH_PROBE_S", "While the key is refused, how often it is probed, seconds.", "30",
        ""},
       {"STRIPE_LOG_FORMAT", "Activity lines as text (key=value) or json.", "text", ""},
+      {"STRIPE_ADMISSION",
+       "Admission before the upstream call: off, static (STRIPE_BUDGETS) or credits (the "
+       "customer's Stripe billing-credit balance).",
+       "off", ""},
+      {"STRIPE_BUDGETS",
+       "static: budgets per period, key=amount by customer key, plan or * (billed units: tokens, "
+       "or the currency's smallest unit in the cost and priced modes).",
+       "", ""},
+      {"STRIPE_BUDGET_PERIOD", "The budget's period: month or day (calendar, UTC).", "month", ""},
+      {"STRIPE_ADMISSION_MAX_OUTPUT",
+       "The output tokens one call reserves at most (its max_tokens, capped by this).", "4096", ""},
+      {"STRIPE_ADMISSION_UNESTIMABLE",
+       "A call whose cost cannot be estimated: reject, allow (holding nothing) or reserve "
+       "(STRIPE_ADMISSION_RESERVE).",
+       "reject", ""},
+      {"STRIPE_ADMISSION_RESERVE", "reserve: the billed units such a call holds.", "0", ""},
+      {"STRIPE_ADMISSION_FAIL",
+       "When the balance is unknown (Stripe or the store unreachable): closed (refuse, 429) or "
+       "open (allow, counted).",
+       "closed", ""},
+      {"STRIPE_ADMISSION_WAIT_MS",
+       "How long admit() may wait for a customer's first state, milliseconds (0: never waits).",
+       "250", ""},
+      {"STRIPE_HOLD_TTL_S", "A hold never settled nor released expires after this, seconds.",
+       "600", ""},
+      {"STRIPE_OVERAGE",
+       "Once usage passed the budget: refuse the next calls, or allow them (billed as overage).",
+       "refuse", ""},
+      {"STRIPE_CREDIT_BALANCE_TTL_S",
+       "credits: how long a fetched credit balance is used before it is fetched again, seconds.",
+       "60", ""},
+      {"STRIPE_WEBHOOK_SECRET",
+       "The webhook endpoint's signing secret (whsec_…) for handle_stripe_webhook().", "", "",
+       true},
+      {"STRIPE_WEBHOOK_TOLERANCE_S",
+       "Webhooks: a signature older (or newer) than this is refused as a replay, seconds.", "300",
+       ""},
   };
   return settings;
 }

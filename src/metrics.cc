@@ -188,6 +188,20 @@ std::string to_json(const StripeLoggerStats& stats) {
         {"decreases", stats.rate_limit_decreases},
         {"waits", stats.rate_limited_waits}}},
       {"queued_batches", stats.queued_batches},
+      {"admission",
+       {{"allowed", stats.admissions},
+        {"fail_open", stats.admissions_fail_open},
+        {"denied", stats.admission_denials},
+        {"holds_open", stats.holds_open},
+        {"holds_settled", stats.holds_settled},
+        {"holds_released", stats.holds_released},
+        {"holds_expired", stats.holds_expired},
+        {"settled_without_hold", stats.settled_without_hold},
+        {"overage", stats.overage},
+        {"store_errors", stats.admission_store_errors},
+        {"credit_balance_fetches", stats.credit_balance_fetches},
+        {"credit_balance_failures", stats.credit_balance_failures}}},
+      {"webhooks", stats.webhooks},
   };
   return json.dump();
 }
@@ -283,6 +297,47 @@ std::string to_prometheus(const StripeLoggerStats& stats) {
   out.gauge("stripe_billing_outbox_oldest_pending_age_seconds",
             "Age of the oldest row waiting to be delivered; 0 when none waits.",
             static_cast<double>(stats.oldest_pending_age_ms) / 1000.0);
+  out.family("stripe_billing_admissions_total", "counter",
+             "admit() answers that let a call go: within a budget, or fail-open.");
+  out.sample("stripe_billing_admissions_total", {{"result", "allowed"}},
+             static_cast<double>(stats.admissions));
+  out.sample("stripe_billing_admissions_total", {{"result", "fail_open"}},
+             static_cast<double>(stats.admissions_fail_open));
+  out.family("stripe_billing_admission_denials_total", "counter", "admit() refusals, by reason.");
+  for (const auto& [reason, count] : stats.admission_denials) {
+    out.sample("stripe_billing_admission_denials_total", {{"reason", reason}},
+               static_cast<double>(count));
+  }
+  out.gauge("stripe_billing_admission_holds_open",
+            "Reservations of admitted calls not settled, released or expired yet.",
+            static_cast<double>(stats.holds_open));
+  out.family("stripe_billing_admission_holds_closed_total", "counter",
+             "Holds that ended, by how: settled, released, expired, or usage without a hold.");
+  out.sample("stripe_billing_admission_holds_closed_total", {{"how", "settled"}},
+             static_cast<double>(stats.holds_settled));
+  out.sample("stripe_billing_admission_holds_closed_total", {{"how", "released"}},
+             static_cast<double>(stats.holds_released));
+  out.sample("stripe_billing_admission_holds_closed_total", {{"how", "expired"}},
+             static_cast<double>(stats.holds_expired));
+  out.sample("stripe_billing_admission_holds_closed_total", {{"how", "without_hold"}},
+             static_cast<double>(stats.settled_without_hold));
+  out.counter("stripe_billing_admission_overage_total",
+              "Billed units used past a customer's budget (estimates too low): billed, recorded.",
+              stats.overage);
+  out.counter("stripe_billing_admission_store_errors_total",
+              "Admission store operations that failed (grants, reports).",
+              stats.admission_store_errors);
+  out.family("stripe_billing_credit_balance_fetches_total", "counter",
+             "Credit balance reads from Stripe, by result.");
+  out.sample("stripe_billing_credit_balance_fetches_total", {{"result", "all"}},
+             static_cast<double>(stats.credit_balance_fetches));
+  out.sample("stripe_billing_credit_balance_fetches_total", {{"result", "failed"}},
+             static_cast<double>(stats.credit_balance_failures));
+  out.family("stripe_billing_webhooks_total", "counter", "Stripe webhook events, by outcome.");
+  for (const auto& [outcome, count] : stats.webhooks) {
+    out.sample("stripe_billing_webhooks_total", {{"outcome", outcome}},
+               static_cast<double>(count));
+  }
   return out.text();
 }
 

@@ -266,6 +266,12 @@ class Outbox {
   virtual Expected<std::int64_t> apply_requeue_requests(std::int64_t now_ms) = 0;
 
   // Reports for operators (the stripe-billing CLI); read-only.
+  // Stripe's asynchronous validation refused meter events it had accepted (a webhook's error
+  // report): their delivered meter rows, named by (call id, dimension), become dead with
+  // `reason`. Returns how many rows moved; rows not delivered (or unknown) are left alone.
+  virtual Expected<std::int64_t> reject_delivered(
+      const std::vector<std::pair<std::string, std::string>>& call_dimensions,
+      const std::string& reason, std::int64_t now_ms) = 0;
   virtual Expected<std::vector<ReasonCount>> reason_counts() = 0;
   virtual Expected<std::optional<BatchFailure>> latest_batch_failure() = 0;
   // Delivered rows whose event time lies in [since, until) (unix seconds), summed / by event time.

@@ -862,6 +862,30 @@ Expected<void> PgOutbox::shift_schedule(std::int64_t delta_ms) {
   return {};
 }
 
+Expected<std::int64_t> PgOutbox::reject_delivered(
+    const std::vector<std::pair<std::string, std::string>>& call_dimensions,
+    const std::string& reason, std::int64_t now_ms) {
+  std::lock_guard lock(engine_->mutex);
+  PgConnection& db = *engine_;
+  return db.transaction<std::int64_t>(
+      [&]() -> Expected<std::int64_t> {
+        std::int64_t moved = 0;
+        for (const auto& [call_id, dimension] : call_dimensions) {
+          auto killed = db.exec_prepared(
+              "reject_delivered",
+              "UPDATE " + table("events") +
+                  " SET state=$1, reason=$2, updated_ms=$3 WHERE call_id=$4 AND dimension=$5 AND "
+                  "sink=$6 AND state=$7",
+              {p(stored(EventState::kDead)), p(reason), p(now_ms), p(call_id), p(dimension),
+               p(static_cast<int>(Sink::kMeterEvent)), p(stored(EventState::kDelivered))});
+          if (!killed) return killed.error();
+          moved += killed->affected();
+        }
+        return moved;
+      },
+      "cannot mark rejected events");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Reports
 

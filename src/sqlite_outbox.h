@@ -55,6 +55,9 @@ class SqliteOutbox final : public Outbox {
   Expected<RequeueResult> requeue(const std::string& reason, const std::string& customer_key,
                                   std::chrono::milliseconds wait) override;
   Expected<std::int64_t> apply_requeue_requests(std::int64_t now_ms) override;
+  Expected<std::int64_t> reject_delivered(
+      const std::vector<std::pair<std::string, std::string>>& call_dimensions,
+      const std::string& reason, std::int64_t now_ms) override;
   Expected<std::vector<ReasonCount>> reason_counts() override;
   Expected<std::optional<BatchFailure>> latest_batch_failure() override;
   Expected<std::vector<LedgerTotal>> ledger_totals(std::int64_t since, std::int64_t until) override;

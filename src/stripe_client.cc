@@ -176,12 +176,17 @@ Expected<StripeResponse> StripeClient::post_json(const std::string& path,
 }
 
 Expected<StripeResponse> StripeClient::get(const std::string& path, const FormFields& query) const {
+  return get(path, query, options_.api_version);
+}
+
+Expected<StripeResponse> StripeClient::get(const std::string& path, const FormFields& query,
+                                           const std::string& stripe_version) const {
   HttpRequest request;
   request.method = "GET";
   request.url = options_.api_base + path;
   request.endpoint = endpoint_of(path);
   if (!query.empty()) request.url += "?" + encode_form(query);
-  return send(std::move(request));
+  return send(std::move(request), stripe_version);
 }
 
 Expected<StripeResponse> StripeClient::send(HttpRequest request) const {

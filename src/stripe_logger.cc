@@ -3,6 +3,8 @@
 #include <spdlog/logger.h>
 #include <spdlog/sinks/null_sink.h>
 
+#include "admission.h"
+#include "admission_store.h"
 #include "customer_resolver.h"
 #include "dispatcher.h"
 #include "intake.h"
@@ -14,6 +16,7 @@
 #include "stripe_billing/http_transport.h"
 #include "stripe_billing/stripe_client.h"
 #include "stripe_billing/version.h"
+#include "webhooks.h"
 
 namespace stripe_billing {
 namespace {
@@ -42,6 +45,22 @@ std::unique_ptr<Outbox> open_outbox(const FinalizedConfig& config, spdlog::logge
       outbox.error().message);
   auto memory = Outbox::open(":memory:", false);
   return memory ? std::move(memory.value()) : nullptr;
+}
+
+// The admission store when admission or webhooks are on; a store that cannot be opened falls
+// back to memory (logged): admission then holds for this process only, until a restart.
+std::shared_ptr<AdmissionStore> open_store(const FinalizedConfig& config, spdlog::logger& log) {
+  const AdmissionSettings& settings = config.admission();
+  if (settings.mode == AdmissionMode::kOff && settings.webhook_secret.empty()) return nullptr;
+  const std::int64_t dead_after_ms =
+      std::chrono::duration_cast<std::chrono::milliseconds>(settings.hold_ttl).count();
+  auto store = open_admission_store(config, admission_owner_name(), dead_after_ms);
+  if (store) return std::move(store.value());
+  log.error(
+      "stripe_billing cannot open the admission store ({}); budgets and webhook de-duplication "
+      "are kept in memory only",
+      store.error().message);
+  return open_memory_admission_store(admission_owner_name(), dead_after_ms);
 }
 
 RateLimitPolicy rate_policy(double rate) {
@@ -79,6 +98,15 @@ class StripeLogger::Impl {
         tables_(BillingTables::load(config_)),
         dispatcher_(config_, *outbox_, client_, stream_, resolver_, metrics_, log_, clock_,
                     tables_),
+        admission_store_(open_store(config_, *log_)),
+        admission_(config_.admission().mode == AdmissionMode::kOff
+                       ? nullptr
+                       : std::make_unique<Admission>(config_, tables_, client_, resolver_,
+                                                     admission_store_, log_, clock_)),
+        webhooks_(config_.admission().webhook_secret.empty()
+                      ? nullptr
+                      : std::make_unique<Webhooks>(config_, client_, admission_store_, *outbox_,
+                                                   metrics_, admission_.get(), log_, clock_)),
         intake_(
             config_, *outbox_, metrics_, log_, clock_, [this] { dispatcher_.wake(); }, tables_) {
     log_->info("stripe_billing {} started: {}", STRIPE_BILLING_VERSION, config_.summary());
@@ -86,12 +114,32 @@ class StripeLogger::Impl {
 
   ~Impl() { shutdown(std::chrono::steady_clock::now() + std::chrono::seconds(5)); }
 
-  void submit(const UsageEvent& event) noexcept { intake_.submit(event); }
-  void count_failure_event() noexcept { metrics_.failure_events.fetch_add(1); }
+  void submit(const UsageEvent& event) noexcept {
+    if (admission_) admission_->settle(event);
+    intake_.submit(event);
+  }
+  void count_failure_event(const UsageEvent& event) noexcept {
+    metrics_.failure_events.fetch_add(1);
+    if (admission_) admission_->release(event);
+  }
+
+  AdmissionDecision admit(const AdmissionRequest& request) noexcept {
+    if (admission_) return admission_->admit(request);
+    AdmissionDecision decision;
+    decision.verdict = AdmissionVerdict::kAllow;
+    decision.reason = "admission_off";
+    return decision;
+  }
+
+  WebhookResponse webhook(std::string_view body, std::string_view signature) noexcept {
+    if (webhooks_) return webhooks_->handle(body, signature);
+    return {404, R"json({"error":"webhooks are not configured (STRIPE_WEBHOOK_SECRET)"})json"};
+  }
 
   bool flush(SteadyTime deadline) noexcept {
     try {
-      return intake_.flush(deadline) && dispatcher_.drain(deadline);
+      const bool webhooks_done = !webhooks_ || webhooks_->drain(deadline);
+      return intake_.flush(deadline) && dispatcher_.drain(deadline) && webhooks_done;
     } catch (...) {
       return false;
     }
@@ -102,6 +150,8 @@ class StripeLogger::Impl {
     if (stopped_) return drained_;
     stopped_ = true;
     try {
+      if (webhooks_) webhooks_->stop();
+      if (admission_) admission_->stop();
       intake_.stop(deadline);
       drained_ = dispatcher_.drain(deadline);
       transport_->abort_in_flight();
@@ -154,6 +204,22 @@ class StripeLogger::Impl {
     stats.paused = dispatcher_.paused();
     stats.queued_batches = dispatcher_.queued();
     stats.rejected = metrics_.reasons();
+    if (admission_) {
+      const AdmissionCounters admission = admission_->counters();
+      stats.admissions = admission.allowed;
+      stats.admissions_fail_open = admission.fail_open;
+      stats.admission_denials = admission.denied;
+      stats.holds_open = admission.holds_open;
+      stats.holds_settled = admission.holds_settled;
+      stats.holds_released = admission.holds_released;
+      stats.holds_expired = admission.holds_expired;
+      stats.settled_without_hold = admission.settled_without_hold;
+      stats.overage = admission.overage_units;
+      stats.admission_store_errors = admission.store_errors;
+      stats.credit_balance_fetches = admission.balance_fetches;
+      stats.credit_balance_failures = admission.balance_failures;
+    }
+    if (webhooks_) stats.webhooks = webhooks_->counters();
     if (auto counts = outbox_->counts()) {
       stats.pending =
           static_cast<std::uint64_t>(counts->pending + counts->batched) + intake_.buffered();
@@ -200,6 +266,9 @@ class StripeLogger::Impl {
   MeterEventStream stream_;  // mints a session only when a stream batch is sent
   std::shared_ptr<BillingTables> tables_;
   Dispatcher dispatcher_;
+  std::shared_ptr<AdmissionStore> admission_store_;  // null: neither admission nor webhooks
+  std::unique_ptr<Admission> admission_;             // null: STRIPE_ADMISSION=off
+  std::unique_ptr<Webhooks> webhooks_;               // null: no STRIPE_WEBHOOK_SECRET
   Intake intake_;  // last: the host's entry point exists only once everything behind it does
   std::mutex shutdown_mutex_;
   bool stopped_ = false;
@@ -213,7 +282,18 @@ StripeLogger::~StripeLogger() = default;
 
 void StripeLogger::log_success_event(const UsageEvent& event) noexcept { impl_->submit(event); }
 
-void StripeLogger::log_failure_event(const UsageEvent&) noexcept { impl_->count_failure_event(); }
+void StripeLogger::log_failure_event(const UsageEvent& event) noexcept {
+  impl_->count_failure_event(event);
+}
+
+AdmissionDecision StripeLogger::admit(const AdmissionRequest& request) noexcept {
+  return impl_->admit(request);
+}
+
+WebhookResponse StripeLogger::handle_stripe_webhook(std::string_view body,
+                                                    std::string_view stripe_signature) noexcept {
+  return impl_->webhook(body, stripe_signature);
+}
 
 bool StripeLogger::flush(std::chrono::steady_clock::time_point deadline) noexcept {
   return impl_->flush(deadline);

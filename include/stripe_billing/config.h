@@ -91,6 +91,21 @@ struct Config {
   std::optional<std::string> ledger_retention_days;  // STRIPE_LEDGER_RETENTION_DAYS
   std::optional<std::string> auth_probe_s;           // STRIPE_AUTH_PROBE_S
   std::optional<std::string> log_format;             // STRIPE_LOG_FORMAT = text|json
+  // Admission (docs/admission.md) and Stripe's webhooks.
+  std::optional<std::string> admission;            // STRIPE_ADMISSION = off|static|credits
+  std::optional<std::string> budgets;              // STRIPE_BUDGETS = "pro=1000000,*=50000"
+  std::optional<std::string> budget_period;        // STRIPE_BUDGET_PERIOD = month|day
+  std::optional<std::string> admission_max_output;  // STRIPE_ADMISSION_MAX_OUTPUT (tokens)
+  std::optional<std::string>
+      admission_unestimable;                       // STRIPE_ADMISSION_UNESTIMABLE = reject|allow|reserve
+  std::optional<std::string> admission_reserve;    // STRIPE_ADMISSION_RESERVE (reserve: units)
+  std::optional<std::string> admission_fail;       // STRIPE_ADMISSION_FAIL = closed|open
+  std::optional<std::string> admission_wait_ms;    // STRIPE_ADMISSION_WAIT_MS
+  std::optional<std::string> hold_ttl_s;           // STRIPE_HOLD_TTL_S
+  std::optional<std::string> overage;              // STRIPE_OVERAGE = refuse|allow
+  std::optional<std::string> credit_balance_ttl_s;  // STRIPE_CREDIT_BALANCE_TTL_S
+  std::optional<std::string> webhook_secret;       // STRIPE_WEBHOOK_SECRET (whsec_…; secret)
+  std::optional<std::string> webhook_tolerance_s;  // STRIPE_WEBHOOK_TOLERANCE_S
 };
 
 // Reads a variable of the environment; returns nullopt when unset. Injected so tests and hosts
@@ -168,6 +183,13 @@ enum class UnpricedPolicy { kTokenTypes, kReject };
 enum class Durability { kAsync, kSync };
 // text: key=value activity lines; json: one JSON object per activity line.
 enum class LogFormat { kText, kJson };
+// off: admit() allows everything and holds nothing. static: budgets from STRIPE_BUDGETS.
+// credits: the customer's Stripe billing-credit balance is the budget.
+enum class AdmissionMode { kOff, kStatic, kCredits };
+enum class BudgetPeriod { kMonth, kDay };  // calendar periods, UTC
+// A call admit() cannot estimate (cost mode, an unpriced model): refused, allowed holding
+// nothing, or holding STRIPE_ADMISSION_RESERVE.
+enum class UnestimablePolicy { kReject, kAllow, kReserve };
 
 const char* to_string(ChargeBy value) noexcept;
 const char* to_string(RequestUserTrust value) noexcept;
@@ -176,6 +198,7 @@ const char* to_string(QuantitySource value) noexcept;
 const char* to_string(Durability value) noexcept;
 const char* to_string(Preset value) noexcept;
 const char* to_string(CacheHitPolicy value) noexcept;
+const char* to_string(AdmissionMode value) noexcept;
 
 // A static mapping target: either a customer (`cus_…`) or a subscription item (`si_…`).
 struct StaticTarget {
@@ -192,6 +215,24 @@ struct BilledDimension {
   std::string price_id;          // usage records: the price whose subscription item is billed
   std::string meter_event_name;  // meters: the meter's event name
   std::string token_type;        // meters, several dimensions on one meter: "input", ...; else ""
+};
+
+// Admission's settings, checked. Budgets and reserves are in the billed units: tokens, or the
+// currency's smallest unit in the cost and priced modes.
+struct AdmissionSettings {
+  AdmissionMode mode = AdmissionMode::kOff;
+  std::map<std::string, std::int64_t> budgets;  // customer key or plan (or "*") -> per period
+  BudgetPeriod period = BudgetPeriod::kMonth;
+  std::int64_t max_output = 4096;  // the output tokens a call may reserve, at most
+  UnestimablePolicy unestimable = UnestimablePolicy::kReject;
+  std::int64_t fixed_reserve = 0;  // kReserve
+  bool fail_open = false;          // STRIPE_ADMISSION_FAIL=open
+  std::chrono::milliseconds wait{250};
+  std::chrono::seconds hold_ttl{600};
+  bool overage_allowed = false;  // STRIPE_OVERAGE=allow: past the budget, calls still go
+  std::chrono::seconds credit_balance_ttl{60};
+  Secret webhook_secret;  // "" : no webhook route
+  std::chrono::seconds webhook_tolerance{300};
 };
 
 // The checked configuration. Only finalize_config() makes one.
@@ -267,6 +308,7 @@ class FinalizedConfig {
   std::chrono::hours ledger_retention() const noexcept { return ledger_retention_; }
   std::chrono::seconds auth_probe_interval() const noexcept { return auth_probe_interval_; }
   LogFormat log_format() const noexcept { return log_format_; }
+  const AdmissionSettings& admission() const noexcept { return admission_; }
 
   // One line for start-up logs: mode, redacted key, test/live, price, charge-by, API base.
   std::string summary() const;
@@ -329,6 +371,7 @@ class FinalizedConfig {
   std::chrono::hours ledger_retention_{0};
   std::chrono::seconds auth_probe_interval_{0};
   LogFormat log_format_ = LogFormat::kText;
+  AdmissionSettings admission_;
 };
 
 // Defaults, documented in docs/configuration.md.

@@ -57,6 +57,9 @@ class StripeClient {
                                      const std::string& stripe_version) const;
   // GET with query fields (encoded like a form).
   Expected<StripeResponse> get(const std::string& path, const FormFields& query = {}) const;
+  // The same with its own Stripe-Version (a v2 endpoint: GET /v2/core/events/{id}).
+  Expected<StripeResponse> get(const std::string& path, const FormFields& query,
+                               const std::string& stripe_version) const;
 
   const StripeClientOptions& options() const noexcept { return options_; }
 

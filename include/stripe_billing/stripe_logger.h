@@ -12,8 +12,10 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
+#include "stripe_billing/admission.h"
 #include "stripe_billing/callback.h"
 #include "stripe_billing/config.h"
 #include "stripe_billing/error.h"
@@ -112,6 +114,25 @@ struct StripeLoggerStats {
   LatencyHistogram request_latency;    // every request sent, network time only
   // Quantity Stripe recorded, by the model of the calls (at most 100 models; the rest "other").
   std::map<std::string, std::uint64_t> quantity_by_model;
+
+  // Admission (STRIPE_ADMISSION, docs/admission.md).
+  std::uint64_t admissions = 0;            // admit() allowed within a budget
+  std::uint64_t admissions_fail_open = 0;  // allowed because the balance was unknown
+  // Refused, by reason: budget_exhausted, credits_exhausted, held_by_open_calls, budget_refilling,
+  // balance_unavailable, not_estimable, missing_customer, no_budget.
+  std::map<std::string, std::uint64_t> admission_denials;
+  std::uint64_t holds_open = 0;
+  std::uint64_t holds_settled = 0;         // settled by log_success_event
+  std::uint64_t holds_released = 0;        // released by log_failure_event
+  std::uint64_t holds_expired = 0;         // neither within STRIPE_HOLD_TTL_S
+  std::uint64_t settled_without_hold = 0;  // a success with no admitted hold: counted as used
+  std::uint64_t overage = 0;  // billed units used past a budget (recorded and billed, not forgiven)
+  std::uint64_t admission_store_errors = 0;
+  std::uint64_t credit_balance_fetches = 0;
+  std::uint64_t credit_balance_failures = 0;
+  // Stripe's webhooks by outcome: received, duplicate, bad_signature, stale_timestamp,
+  // malformed_signature, invalid_event, unhandled, meter_error_report, meter_rows_rejected, ...
+  std::map<std::string, std::uint64_t> webhooks;
 };
 
 class StripeLogger final : public CustomLogger {
@@ -123,6 +144,16 @@ class StripeLogger final : public CustomLogger {
 
   void log_success_event(const UsageEvent& event) noexcept override;
   void log_failure_event(const UsageEvent& event) noexcept override;
+
+  // Before the upstream call: may this customer spend? Decided from memory (the first call for a
+  // customer may wait STRIPE_ADMISSION_WAIT_MS for its state); never throws, never on the
+  // network. An allowed call holds its estimate until log_success_event or log_failure_event
+  // for the same call id, or STRIPE_HOLD_TTL_S. With STRIPE_ADMISSION=off: always allowed.
+  AdmissionDecision admit(const AdmissionRequest& request) noexcept;
+  // For the host's webhook route: the raw body and the Stripe-Signature header. Verified,
+  // stored and answered at once; processed in the background (admission.h: WebhookResponse).
+  WebhookResponse handle_stripe_webhook(std::string_view body,
+                                        std::string_view stripe_signature) noexcept;
   bool flush(std::chrono::steady_clock::time_point deadline) noexcept override;
   bool shutdown(std::chrono::steady_clock::time_point deadline) noexcept override;
 
