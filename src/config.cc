@@ -1623,7 +1623,9 @@ std::map<std::string, std::int64_t> check_budgets(Problems& problems,
         equals == std::string::npos ? std::string() : std::string(trim(item.substr(0, equals)));
     const std::string amount =
         equals == std::string::npos ? std::string() : std::string(trim(item.substr(equals + 1)));
-    if (key.empty() || amount.empty() || key.size() > 256 || !is_storable_text(key)) {
+    const bool control = std::any_of(key.begin(), key.end(),
+                                     [](char c) { return static_cast<unsigned char>(c) < 0x20; });
+    if (key.empty() || amount.empty() || key.size() > 256 || control || !is_storable_text(key)) {
       problems.add("STRIPE_BUDGETS entries must be key=amount (a customer key, a plan or *, then "
                    "whole billed units); got " +
                    problems.shown(item));

@@ -268,7 +268,9 @@ TEST(CallbackUiDescriptor, DescribesEverySettingTheWayLiteLlmListsCallbacks) {
   EXPECT_EQ(params["ENVIRONMENT"]["yaml_key"], "environment");
   for (const auto& [name, param] : params) {
     EXPECT_FALSE(param["description"].get<std::string>().empty()) << name;
-    EXPECT_EQ(param["secret"], name == "STRIPE_API_KEY" || name == "STRIPE_OUTBOX_URL") << name;
+    EXPECT_EQ(param["secret"], name == "STRIPE_API_KEY" || name == "STRIPE_OUTBOX_URL" ||
+                                   name == "STRIPE_WEBHOOK_SECRET")
+        << name;
   }
 }
 
