@@ -1,5 +1,6 @@
 #include "admission.h"
 
+#include <pthread.h>
 #include <spdlog/logger.h>
 
 #include <algorithm>
@@ -409,6 +410,7 @@ AdmissionCounters Admission::counters() const {
 // The background thread
 
 void Admission::run() {
+  pthread_setname_np(pthread_self(), "sb-admission");
   auto next_report = Steady::now();
   auto next_sweep = Steady::now();
   for (;;) {

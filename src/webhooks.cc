@@ -2,6 +2,7 @@
 
 #include <openssl/crypto.h>
 #include <openssl/hmac.h>
+#include <pthread.h>
 #include <spdlog/logger.h>
 
 #include <nlohmann/json.hpp>
@@ -218,6 +219,7 @@ void Webhooks::stop() {
 }
 
 void Webhooks::run() {
+  pthread_setname_np(pthread_self(), "sb-webhooks");
   for (;;) {
     StoredWebhook event;
     {
