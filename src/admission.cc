@@ -35,6 +35,13 @@ std::int64_t unscaled_up(std::int64_t internal, std::int64_t scale) {
   return internal / scale + (internal % scale != 0 ? 1 : 0);
 }
 
+// What a hold is keyed by: the call id as it is, or a hash of one that is long or not text (a
+// hostile id costs one hash, never a copy of megabytes kept for the hold's life).
+std::string hold_key(std::string_view call_id) {
+  if (call_id.size() <= 200 && is_storable_text(call_id)) return std::string(call_id);
+  return "hash:" + hashed_id(call_id);
+}
+
 bool money(QuantitySource source) {
   return source == QuantitySource::kCost || source == QuantitySource::kPriced;
 }
@@ -159,8 +166,8 @@ std::optional<std::int64_t> Admission::actual(const UsageEvent& event) const {
       return checked(cost_amount(event.response_cost, config_.cost_multiplier(), max));
     case QuantitySource::kTokenTypes:
     case QuantitySource::kPriced: {
-      const BillableTokens tokens =
-          billable_tokens(token_details(event), provider_family(event.provider, event.model).family);
+      const BillableTokens tokens = billable_tokens(
+          token_details(event), provider_family(event.provider, event.model).family);
       if (tokens.verdict != BillableTokens::Verdict::kOk &&
           tokens.verdict != BillableTokens::Verdict::kInconsistent) {
         return std::nullopt;
@@ -199,9 +206,8 @@ Admission::Account& Admission::account_locked(const std::string& key, std::strin
 
 void Admission::roll_period_locked(Account& account) {
   const TimePoint now = clock_->now();
-  const std::int64_t now_s = std::chrono::duration_cast<std::chrono::seconds>(
-                                 now.time_since_epoch())
-                                 .count();
+  const std::int64_t now_s =
+      std::chrono::duration_cast<std::chrono::seconds>(now.time_since_epoch()).count();
   if (!account.period.empty() && now_s < account.period_end_s) return;
   const BudgetPeriodSpan span = budget_period_of(now, settings_.period);
   if (!account.period.empty()) {
@@ -256,6 +262,7 @@ AdmissionDecision Admission::admit(const AdmissionRequest& request) noexcept {
     const CustomerKey key = charge_by_value(
         KeyFields{request.end_user_id, request.user_id, request.team_id, request.request_user},
         config_.charge_by(), config_.trust_request_user());
+    std::string call = request.call_id.empty() ? std::string() : hold_key(request.call_id);
     std::unique_lock lock(mutex_);
     if (key.value.empty() || !is_storable_text(key.value) || key.value.size() > 500) {
       return deny("missing_customer", std::chrono::seconds(0));
@@ -276,17 +283,15 @@ AdmissionDecision Admission::admit(const AdmissionRequest& request) noexcept {
       case State::kReady:
         break;
     }
-    return decide_locked(account, request, estimated.amount, lock);
+    return decide_locked(account, std::move(call), estimated.amount, lock);
   } catch (...) {
-    return AdmissionDecision{settings_.fail_open ? AdmissionVerdict::kAllowUnavailable
-                                                 : AdmissionVerdict::kDeny,
-                             settings_.fail_open ? "fail_open" : "balance_unavailable",
-                             kRetryUnavailable, 0, 0};
+    return AdmissionDecision{
+        settings_.fail_open ? AdmissionVerdict::kAllowUnavailable : AdmissionVerdict::kDeny,
+        settings_.fail_open ? "fail_open" : "balance_unavailable", kRetryUnavailable, 0, 0};
   }
 }
 
-AdmissionDecision Admission::decide_locked(Account& account, const AdmissionRequest& request,
-                                           std::int64_t amount,
+AdmissionDecision Admission::decide_locked(Account& account, std::string call, std::int64_t amount,
                                            std::unique_lock<std::mutex>& lock) {
   const auto now = clock_->steady_now();
   account.active = now;
@@ -312,9 +317,9 @@ AdmissionDecision Admission::decide_locked(Account& account, const AdmissionRequ
       if (settings_.mode == AdmissionMode::kCredits) {
         return deny("credits_exhausted", std::chrono::seconds(0));
       }
-      const std::int64_t now_s = std::chrono::duration_cast<std::chrono::seconds>(
-                                     clock_->now().time_since_epoch())
-                                     .count();
+      const std::int64_t now_s =
+          std::chrono::duration_cast<std::chrono::seconds>(clock_->now().time_since_epoch())
+              .count();
       return deny("budget_exhausted",
                   std::chrono::seconds(std::max<std::int64_t>(1, account.period_end_s - now_s)));
     }
@@ -323,9 +328,9 @@ AdmissionDecision Admission::decide_locked(Account& account, const AdmissionRequ
     return deny("held_by_open_calls", std::chrono::seconds(1));
   }
   account.held += amount;
-  if (!request.call_id.empty() && amount > 0) {
+  if (!call.empty() && amount > 0) {
     Hold hold{&account, amount, now + settings_.hold_ttl};
-    auto [at, inserted] = holds_.try_emplace(std::string(request.call_id), hold);
+    auto [at, inserted] = holds_.try_emplace(std::move(call), hold);
     if (!inserted) {  // admitted twice under one call id: the newer hold replaces the older
       at->second.account->held -= at->second.amount;
       at->second = hold;
@@ -348,23 +353,24 @@ void Admission::settle(const UsageEvent& event) noexcept {
     if (settings_.mode == AdmissionMode::kOff) return;
     const std::int64_t amount = actual(event).value_or(0);
     const CustomerKey key = charge_by_value(event, config_);
+    const std::string call = hold_key(event.call_id);
     std::lock_guard lock(mutex_);
     Account* account = nullptr;
-    const auto hold = holds_.find(event.call_id);
+    const auto hold = holds_.find(call);
     if (hold != holds_.end()) {
       account = hold->second.account;
       account->held -= hold->second.amount;
       holds_.erase(hold);
       ++counters_.holds_settled;
     } else {
-      if (recent_.count(event.call_id) != 0) return;  // settled already
+      if (recent_.count(call) != 0) return;  // settled already
       if (key.value.empty() || !is_storable_text(key.value) || key.value.size() > 500) return;
       account = &account_locked(std::string(key.value), "");
       ++counters_.settled_without_hold;
     }
     if (!event.call_id.empty()) {
-      recent_.insert(event.call_id);
-      recent_order_.push_back(event.call_id);
+      recent_.insert(call);
+      recent_order_.push_back(call);
       if (recent_order_.size() > kRecentCallIds) {
         recent_.erase(recent_order_.front());
         recent_order_.pop_front();
@@ -382,8 +388,9 @@ void Admission::settle(const UsageEvent& event) noexcept {
 void Admission::release(const UsageEvent& event) noexcept {
   try {
     if (settings_.mode == AdmissionMode::kOff) return;
+    const std::string call = hold_key(event.call_id);
     std::lock_guard lock(mutex_);
-    const auto hold = holds_.find(event.call_id);
+    const auto hold = holds_.find(call);
     if (hold == holds_.end()) return;
     hold->second.account->held -= hold->second.amount;
     holds_.erase(hold);
@@ -418,9 +425,8 @@ void Admission::run() {
     std::vector<std::string> changes;
     {
       std::unique_lock lock(mutex_);
-      work_.wait_for(lock, std::chrono::milliseconds(50), [&] {
-        return stopping_ || !queue_.empty() || !balance_changes_.empty();
-      });
+      work_.wait_for(lock, std::chrono::milliseconds(50),
+                     [&] { return stopping_ || !queue_.empty() || !balance_changes_.empty(); });
       if (stopping_) break;
       keys.swap(queue_);
       changes.swap(balance_changes_);
@@ -461,11 +467,10 @@ std::optional<std::int64_t> Admission::fetch_balance(const std::string& key,
     }
     customer_id = target->customer_id;
   }
-  auto summary =
-      client_.get("/v1/billing/credit_balance_summary",
-                  {{"customer", customer_id},
-                   {"filter[type]", "applicability_scope"},
-                   {"filter[applicability_scope][price_type]", "metered"}});
+  auto summary = client_.get("/v1/billing/credit_balance_summary",
+                             {{"customer", customer_id},
+                              {"filter[type]", "applicability_scope"},
+                              {"filter[applicability_scope][price_type]", "metered"}});
   if (!summary) {
     log_->warn("stripe_billing admission: cannot read the credit balance of {}: {}",
                log_safe(customer_id), summary.error().message);
@@ -475,8 +480,8 @@ std::optional<std::int64_t> Admission::fetch_balance(const std::string& key,
   const auto& balances = summary->body.find("balances");
   if (balances == summary->body.end() || !balances->is_array()) return std::nullopt;
   for (const auto& balance : *balances) {
-    const auto value = balance.value("/available_balance/monetary/value"_json_pointer,
-                                     nlohmann::json());
+    const auto value =
+        balance.value("/available_balance/monetary/value"_json_pointer, nlohmann::json());
     if (value.is_number_integer()) cents += value.get<std::int64_t>();
   }
   return cents;

@@ -40,8 +40,8 @@ class CustomerResolver;
 
 // Counters for stats() (StripeLoggerStats' admission fields).
 struct AdmissionCounters {
-  std::uint64_t allowed = 0;    // within the budget
-  std::uint64_t fail_open = 0;  // allowed because the balance was unknown
+  std::uint64_t allowed = 0;                    // within the budget
+  std::uint64_t fail_open = 0;                  // allowed because the balance was unknown
   std::map<std::string, std::uint64_t> denied;  // by reason
   std::uint64_t holds_open = 0;
   std::uint64_t holds_settled = 0;
@@ -97,8 +97,8 @@ class Admission {
     std::int64_t largest = 0;  // the largest reservation seen: sizes the next grant
     bool exhausted = false;
     bool crossing = false;
-    bool wanted = false;  // queued for the background thread
-    bool dirty = false;   // used or grant changed since the last report
+    bool wanted = false;      // queued for the background thread
+    bool dirty = false;       // used or grant changed since the last report
     std::string customer_id;  // credits: the Stripe customer
     std::chrono::steady_clock::time_point balance_at{};
     std::chrono::steady_clock::time_point active{};
@@ -118,8 +118,8 @@ class Admission {
   Account& account_locked(const std::string& key, std::string_view plan);
   void roll_period_locked(Account& account);
   void want_locked(Account& account);
-  AdmissionDecision decide_locked(Account& account, const AdmissionRequest& request,
-                                  std::int64_t amount, std::unique_lock<std::mutex>& lock);
+  AdmissionDecision decide_locked(Account& account, std::string call, std::int64_t amount,
+                                  std::unique_lock<std::mutex>& lock);
   AdmissionDecision deny(std::string_view reason, std::chrono::seconds retry_after);
   AdmissionDecision unavailable();
   void run();

@@ -132,7 +132,8 @@ class MemoryAdmissionStore final : public AdmissionStore {
   };
   bool alive(const std::string& owner, std::int64_t now_ms) const {
     const auto beat = heartbeats_.find(owner);
-    return owner == owner_ || (beat != heartbeats_.end() && beat->second >= now_ms - dead_after_ms_);
+    return owner == owner_ ||
+           (beat != heartbeats_.end() && beat->second >= now_ms - dead_after_ms_);
   }
 
   std::mutex mutex_;
@@ -153,7 +154,8 @@ std::unique_ptr<AdmissionStore> open_memory_admission_store(std::string owner,
 Expected<std::unique_ptr<AdmissionStore>> open_admission_store(const FinalizedConfig& config,
                                                                std::string owner,
                                                                std::int64_t dead_after_ms) {
-  if (config.uses_postgres()) return open_pg_admission_store(config, std::move(owner), dead_after_ms);
+  if (config.uses_postgres())
+    return open_pg_admission_store(config, std::move(owner), dead_after_ms);
   if (config.outbox_path() == ":memory:") {
     return open_memory_admission_store(std::move(owner), dead_after_ms);
   }

@@ -24,7 +24,7 @@
 namespace stripe_billing {
 
 struct GrantTaken {
-  std::int64_t granted = 0;     // added to this owner's grant now
+  std::int64_t granted = 0;      // added to this owner's grant now
   std::int64_t fleet_total = 0;  // what every owner holds as granted (or used, if dead), after
   std::int64_t fleet_used = 0;   // what every owner reported as used
   // Nothing is left to grant: the fleet's grants reach the budget.

@@ -57,15 +57,15 @@ class PgAdmissionStore final : public AdmissionStore {
   Expected<void> ready_locked() {
     if (created_) return {};
     auto made = db_.transaction<bool>(
-                  [&]() -> Expected<bool> {
-                    auto locked = db_.exec("SELECT pg_advisory_xact_lock(hashtext($1))",
-                                           {p(schema_ + ".admission")});
-                    if (!locked) return locked.error();
-                    auto made = db_.exec(in_schema(kAdmissionSchema, schema_));
-                    if (!made) return made.error();
-                    return true;
-                  },
-                  "cannot create the admission tables");
+        [&]() -> Expected<bool> {
+          auto locked =
+              db_.exec("SELECT pg_advisory_xact_lock(hashtext($1))", {p(schema_ + ".admission")});
+          if (!locked) return locked.error();
+          auto made = db_.exec(in_schema(kAdmissionSchema, schema_));
+          if (!made) return made.error();
+          return true;
+        },
+        "cannot create the admission tables");
     if (!made) return made.error();
     created_ = true;
     return {};
@@ -95,10 +95,10 @@ class PgAdmissionStore final : public AdmissionStore {
           const std::string holder = row->null(0, 0) ? std::string() : row->text(0, 0);
           in.mine_crossing = holder == owner_;
           if (!holder.empty() && !in.mine_crossing) {
-            auto beat = db_.exec_prepared("adm_holder_beat",
-                                          "SELECT heartbeat_ms FROM " + table("admission_owners") +
-                                              " WHERE owner=$1",
-                                          {p(holder)});
+            auto beat = db_.exec_prepared(
+                "adm_holder_beat",
+                "SELECT heartbeat_ms FROM " + table("admission_owners") + " WHERE owner=$1",
+                {p(holder)});
             if (!beat) return beat.error();
             in.crossing_free = beat->rows() == 0 || beat->integer(0, 0) < alive_since;
           }
@@ -116,15 +116,17 @@ class PgAdmissionStore final : public AdmissionStore {
           auto grant = db_.exec_prepared(
               "adm_grant",
               "INSERT INTO " + table("admission_grants") +
-                  " AS g(customer, period, owner, granted) VALUES($1,$2,$3,$4) ON CONFLICT(customer, "
+                  " AS g(customer, period, owner, granted) VALUES($1,$2,$3,$4) ON "
+                  "CONFLICT(customer, "
                   "period, owner) DO UPDATE SET granted=g.granted+EXCLUDED.granted",
               {p(customer), p(period), p(owner_), p(out.taken.granted)});
           if (!grant) return grant.error();
           if (out.set_crossing) {
-            auto mark = db_.exec_prepared("adm_crossing",
-                                          "UPDATE " + table("admission_budgets") +
-                                              " SET crossing_owner=$3 WHERE customer=$1 AND period=$2",
-                                          {p(customer), p(period), p(owner_)});
+            auto mark =
+                db_.exec_prepared("adm_crossing",
+                                  "UPDATE " + table("admission_budgets") +
+                                      " SET crossing_owner=$3 WHERE customer=$1 AND period=$2",
+                                  {p(customer), p(period), p(owner_)});
             if (!mark) return mark.error();
           }
           return out.taken;
@@ -136,21 +138,21 @@ class PgAdmissionStore final : public AdmissionStore {
     std::lock_guard lock(db_.mutex);
     if (auto ready = ready_locked(); !ready) return ready.error();
     auto reported = db_.transaction<bool>(
-                  [&]() -> Expected<bool> {
-                    if (auto beat = beat_locked(now_ms); !beat) return beat.error();
-                    for (const GrantReport& row : rows) {
-                      auto write = db_.exec_prepared(
-                          "adm_report",
-                          "INSERT INTO " + table("admission_grants") +
-                              "(customer, period, owner, granted, used) VALUES($1,$2,$3,$4,$5) ON "
-                              "CONFLICT(customer, period, owner) DO UPDATE SET "
-                              "granted=EXCLUDED.granted, used=EXCLUDED.used",
-                          {p(row.customer), p(row.period), p(owner_), p(row.granted), p(row.used)});
-                      if (!write) return write.error();
-                    }
-                    return true;
-                  },
-                  "cannot report admission usage");
+        [&]() -> Expected<bool> {
+          if (auto beat = beat_locked(now_ms); !beat) return beat.error();
+          for (const GrantReport& row : rows) {
+            auto write = db_.exec_prepared(
+                "adm_report",
+                "INSERT INTO " + table("admission_grants") +
+                    "(customer, period, owner, granted, used) VALUES($1,$2,$3,$4,$5) ON "
+                    "CONFLICT(customer, period, owner) DO UPDATE SET "
+                    "granted=EXCLUDED.granted, used=EXCLUDED.used",
+                {p(row.customer), p(row.period), p(owner_), p(row.granted), p(row.used)});
+            if (!write) return write.error();
+          }
+          return true;
+        },
+        "cannot report admission usage");
     if (!reported) return reported.error();
     return {};
   }
@@ -176,9 +178,10 @@ class PgAdmissionStore final : public AdmissionStore {
   Expected<void> webhook_processed(const std::string& id, std::int64_t now_ms) override {
     std::lock_guard lock(db_.mutex);
     if (auto ready = ready_locked(); !ready) return ready.error();
-    auto update = db_.exec_prepared(
-        "adm_webhook_done",
-        "UPDATE " + table("webhook_events") + " SET processed_ms=$2 WHERE id=$1", {p(id), p(now_ms)});
+    auto update =
+        db_.exec_prepared("adm_webhook_done",
+                          "UPDATE " + table("webhook_events") + " SET processed_ms=$2 WHERE id=$1",
+                          {p(id), p(now_ms)});
     if (!update) return update.error();
     return {};
   }

@@ -73,10 +73,11 @@ class SqliteAdmissionStore final : public AdmissionStore {
     if (sums.step() != SQLITE_ROW) return storage_error(db_, "cannot take an admission grant");
     in.fleet_total = sums.integer(0);
     in.fleet_used = sums.integer(1);
-    Statement crossing(db_,
-                       "SELECT b.crossing_owner, COALESCE(o.heartbeat_ms, 0) FROM admission_budgets "
-                       "b LEFT JOIN admission_owners o ON o.owner=b.crossing_owner "
-                       "WHERE b.customer=? AND b.period=?");
+    Statement crossing(
+        db_,
+        "SELECT b.crossing_owner, COALESCE(o.heartbeat_ms, 0) FROM admission_budgets "
+        "b LEFT JOIN admission_owners o ON o.owner=b.crossing_owner "
+        "WHERE b.customer=? AND b.period=?");
     if (!crossing.ok()) return storage_error(db_, "cannot take an admission grant");
     crossing.bind(1, customer).bind(2, period);
     if (crossing.step() == SQLITE_ROW && !crossing.null(0)) {
@@ -84,14 +85,16 @@ class SqliteAdmissionStore final : public AdmissionStore {
       in.crossing_free = !in.mine_crossing && crossing.integer(1) < alive_since;
     }
     const TakeOutcome out = decide_take(in);
-    Statement grant(db_,
-                    "INSERT INTO admission_grants(customer, period, owner, granted) VALUES(?,?,?,?) "
-                    "ON CONFLICT(customer, period, owner) DO UPDATE SET granted=granted+excluded.granted");
-    Statement budget_row(db_,
-                         "INSERT INTO admission_budgets(customer, period, budget, crossing_owner) "
-                         "VALUES(?1,?2,?3,CASE WHEN ?4 THEN ?5 END) ON CONFLICT(customer, period) "
-                         "DO UPDATE SET budget=excluded.budget, crossing_owner=CASE WHEN ?4 THEN ?5 "
-                         "ELSE crossing_owner END");
+    Statement grant(
+        db_,
+        "INSERT INTO admission_grants(customer, period, owner, granted) VALUES(?,?,?,?) "
+        "ON CONFLICT(customer, period, owner) DO UPDATE SET granted=granted+excluded.granted");
+    Statement budget_row(
+        db_,
+        "INSERT INTO admission_budgets(customer, period, budget, crossing_owner) "
+        "VALUES(?1,?2,?3,CASE WHEN ?4 THEN ?5 END) ON CONFLICT(customer, period) "
+        "DO UPDATE SET budget=excluded.budget, crossing_owner=CASE WHEN ?4 THEN ?5 "
+        "ELSE crossing_owner END");
     if (!grant.ok() || !budget_row.ok() ||
         !grant.bind(1, customer).bind(2, period).bind(3, owner_).bind(4, out.taken.granted).run() ||
         !budget_row.bind(1, customer)
@@ -141,8 +144,11 @@ class SqliteAdmissionStore final : public AdmissionStore {
     Statement insert(db_,
                      "INSERT INTO webhook_events(id, type, payload, received_ms) VALUES(?,?,?,?) "
                      "ON CONFLICT(id) DO NOTHING");
-    if (!insert.ok() ||
-        !insert.bind(1, event.id).bind(2, event.type).bind(3, event.payload).bind(4, now_ms).run()) {
+    if (!insert.ok() || !insert.bind(1, event.id)
+                             .bind(2, event.type)
+                             .bind(3, event.payload)
+                             .bind(4, now_ms)
+                             .run()) {
       return storage_error(db_, "cannot store a webhook event");
     }
     return sqlite3_changes(db_) == 1;
@@ -191,7 +197,8 @@ Expected<std::unique_ptr<AdmissionStore>> open_sqlite_admission_store(const std:
                                                                       std::string owner,
                                                                       std::int64_t dead_after_ms) {
   sqlite3* db = nullptr;
-  if (sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+  if (sqlite3_open_v2(path.c_str(), &db,
+                      SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
                       nullptr) != SQLITE_OK) {
     Error error = storage_error(db, "cannot open the admission store in " + path);
     sqlite3_close(db);
@@ -200,7 +207,9 @@ Expected<std::unique_ptr<AdmissionStore>> open_sqlite_admission_store(const std:
   sqlite3_busy_handler(db, admission_busy_wait, nullptr);
   char* message = nullptr;
   const int rc = sqlite3_exec(
-      db, (std::string("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;") + kAdmissionSchema).c_str(),
+      db,
+      (std::string("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;") + kAdmissionSchema)
+          .c_str(),
       nullptr, nullptr, &message);
   if (rc != SQLITE_OK) {
     Error error{ErrorCode::kStorage,

@@ -98,13 +98,11 @@ constexpr IntegerRule kAdmissionMaxOutputRule{"STRIPE_ADMISSION_MAX_OUTPUT", "to
                                               10'000'000};
 constexpr IntegerRule kAdmissionReserveRule{"STRIPE_ADMISSION_RESERVE", "billed units", 0, 0,
                                             kLargestMaxQuantity};
-constexpr IntegerRule kAdmissionWaitRule{"STRIPE_ADMISSION_WAIT_MS", "milliseconds", 250, 0,
-                                         5'000};
+constexpr IntegerRule kAdmissionWaitRule{"STRIPE_ADMISSION_WAIT_MS", "milliseconds", 250, 0, 5'000};
 constexpr IntegerRule kHoldTtlRule{"STRIPE_HOLD_TTL_S", "seconds", 600, 5, kDaySeconds};
 constexpr IntegerRule kCreditBalanceTtlRule{"STRIPE_CREDIT_BALANCE_TTL_S", "seconds", 60, 1,
                                             kDaySeconds};
-constexpr IntegerRule kWebhookToleranceRule{"STRIPE_WEBHOOK_TOLERANCE_S", "seconds", 300, 1,
-                                            3'600};
+constexpr IntegerRule kWebhookToleranceRule{"STRIPE_WEBHOOK_TOLERANCE_S", "seconds", 300, 1, 3'600};
 
 constexpr double kDefaultTestRateLimit = 25;          // Stripe's test-mode limit is 25 requests/s
 constexpr double kDefaultLiveRateLimit = 100;         // and live mode's 100
@@ -1626,13 +1624,13 @@ std::map<std::string, std::int64_t> check_budgets(Problems& problems,
     const bool control = std::any_of(key.begin(), key.end(),
                                      [](char c) { return static_cast<unsigned char>(c) < 0x20; });
     if (key.empty() || amount.empty() || key.size() > 256 || control || !is_storable_text(key)) {
-      problems.add("STRIPE_BUDGETS entries must be key=amount (a customer key, a plan or *, then "
-                   "whole billed units); got " +
-                   problems.shown(item));
+      problems.add(
+          "STRIPE_BUDGETS entries must be key=amount (a customer key, a plan or *, then "
+          "whole billed units); got " +
+          problems.shown(item));
       continue;
     }
-    const IntegerRule rule{"STRIPE_BUDGETS", "billed units per period", 0, 0,
-                           kLargestMaxQuantity};
+    const IntegerRule rule{"STRIPE_BUDGETS", "billed units per period", 0, 0, kLargestMaxQuantity};
     const auto value = check_integer(problems, rule, amount);
     if (!value) continue;
     if (!out.emplace(key, *value).second) {
@@ -1651,7 +1649,8 @@ AdmissionSettings check_admission(Problems& problems, const Config& config,
       check_choice(problems, "STRIPE_BUDGET_PERIOD", config.budget_period, kBudgetPeriodChoices);
   out.unestimable = check_choice(problems, "STRIPE_ADMISSION_UNESTIMABLE",
                                  config.admission_unestimable, kUnestimableChoices);
-  out.fail_open = check_choice(problems, "STRIPE_ADMISSION_FAIL", config.admission_fail, kFailChoices);
+  out.fail_open =
+      check_choice(problems, "STRIPE_ADMISSION_FAIL", config.admission_fail, kFailChoices);
   out.overage_allowed = check_choice(problems, "STRIPE_OVERAGE", config.overage, kOverageChoices);
   const auto max_output =
       check_integer(problems, kAdmissionMaxOutputRule, config.admission_max_output);
@@ -1660,8 +1659,7 @@ AdmissionSettings check_admission(Problems& problems, const Config& config,
   const auto hold_ttl = check_integer(problems, kHoldTtlRule, config.hold_ttl_s);
   const auto balance_ttl =
       check_integer(problems, kCreditBalanceTtlRule, config.credit_balance_ttl_s);
-  const auto tolerance =
-      check_integer(problems, kWebhookToleranceRule, config.webhook_tolerance_s);
+  const auto tolerance = check_integer(problems, kWebhookToleranceRule, config.webhook_tolerance_s);
   if (max_output) out.max_output = *max_output;
   if (reserve) out.fixed_reserve = *reserve;
   if (wait) out.wait = std::chrono::milliseconds(*wait);
@@ -1669,23 +1667,27 @@ AdmissionSettings check_admission(Problems& problems, const Config& config,
   if (balance_ttl) out.credit_balance_ttl = std::chrono::seconds(*balance_ttl);
   if (tolerance) out.webhook_tolerance = std::chrono::seconds(*tolerance);
   if (out.mode == AdmissionMode::kStatic && out.budgets.empty()) {
-    problems.add("STRIPE_ADMISSION=static needs STRIPE_BUDGETS (key=amount per customer key, "
-                 "plan or *)");
+    problems.add(
+        "STRIPE_ADMISSION=static needs STRIPE_BUDGETS (key=amount per customer key, "
+        "plan or *)");
   }
   if (out.mode == AdmissionMode::kCredits && quantity != QuantitySource::kCost &&
       quantity != QuantitySource::kPriced) {
-    problems.add("STRIPE_ADMISSION=credits needs STRIPE_QUANTITY=cost or priced: Stripe's credit "
-                 "balance is money, and tokens cannot be compared with it");
+    problems.add(
+        "STRIPE_ADMISSION=credits needs STRIPE_QUANTITY=cost or priced: Stripe's credit "
+        "balance is money, and tokens cannot be compared with it");
   }
   if (out.unestimable == UnestimablePolicy::kReserve && out.fixed_reserve <= 0) {
-    problems.add("STRIPE_ADMISSION_UNESTIMABLE=reserve needs STRIPE_ADMISSION_RESERVE (the units "
-                 "a call that cannot be estimated holds), more than 0");
+    problems.add(
+        "STRIPE_ADMISSION_UNESTIMABLE=reserve needs STRIPE_ADMISSION_RESERVE (the units "
+        "a call that cannot be estimated holds), more than 0");
   }
   if (value_set(config.webhook_secret)) {
     const std::string& secret = *config.webhook_secret;
     if (secret.rfind("whsec_", 0) != 0 || secret.size() < 14 || !all_word_chars(secret)) {
-      problems.add("STRIPE_WEBHOOK_SECRET must be an endpoint's signing secret (whsec_…, as the "
-                   "Dashboard or `stripe listen` shows it); the value given is not one (not shown)");
+      problems.add(
+          "STRIPE_WEBHOOK_SECRET must be an endpoint's signing secret (whsec_…, as the "
+          "Dashboard or `stripe listen` shows it); the value given is not one (not shown)");
     } else {
       out.webhook_secret = Secret(secret);
     }

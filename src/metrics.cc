@@ -335,8 +335,7 @@ std::string to_prometheus(const StripeLoggerStats& stats) {
              static_cast<double>(stats.credit_balance_failures));
   out.family("stripe_billing_webhooks_total", "counter", "Stripe webhook events, by outcome.");
   for (const auto& [outcome, count] : stats.webhooks) {
-    out.sample("stripe_billing_webhooks_total", {{"outcome", outcome}},
-               static_cast<double>(count));
+    out.sample("stripe_billing_webhooks_total", {{"outcome", outcome}}, static_cast<double>(count));
   }
   return out.text();
 }

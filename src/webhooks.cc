@@ -37,8 +37,8 @@ std::string hex_hmac_sha256(const std::string& key, std::string_view message) {
 }
 
 WebhookResponse answer(int status, const std::string& error) {
-  nlohmann::json body = error.empty() ? nlohmann::json{{"received", true}}
-                                      : nlohmann::json{{"error", error}};
+  nlohmann::json body =
+      error.empty() ? nlohmann::json{{"received", true}} : nlohmann::json{{"error", error}};
   return {status, body.dump()};
 }
 
@@ -299,8 +299,8 @@ void Webhooks::error_report(const StoredWebhook& event, const nlohmann::json& th
     }
     if (rows.empty()) continue;
     const std::string reason =
-        "stripe_" + (code.empty() || !is_storable_text(code) || code.size() > 64 ? "meter_error"
-                                                                                 : code);
+        "stripe_" +
+        (code.empty() || !is_storable_text(code) || code.size() > 64 ? "meter_error" : code);
     auto moved = outbox_.reject_delivered(rows, reason, now_ms());
     if (!moved) {
       log_->warn("stripe_billing webhook {}: {}", log_safe(event.id), moved.error().message);

@@ -92,20 +92,20 @@ struct Config {
   std::optional<std::string> auth_probe_s;           // STRIPE_AUTH_PROBE_S
   std::optional<std::string> log_format;             // STRIPE_LOG_FORMAT = text|json
   // Admission (docs/admission.md) and Stripe's webhooks.
-  std::optional<std::string> admission;            // STRIPE_ADMISSION = off|static|credits
-  std::optional<std::string> budgets;              // STRIPE_BUDGETS = "pro=1000000,*=50000"
-  std::optional<std::string> budget_period;        // STRIPE_BUDGET_PERIOD = month|day
+  std::optional<std::string> admission;             // STRIPE_ADMISSION = off|static|credits
+  std::optional<std::string> budgets;               // STRIPE_BUDGETS = "pro=1000000,*=50000"
+  std::optional<std::string> budget_period;         // STRIPE_BUDGET_PERIOD = month|day
   std::optional<std::string> admission_max_output;  // STRIPE_ADMISSION_MAX_OUTPUT (tokens)
   std::optional<std::string>
-      admission_unestimable;                       // STRIPE_ADMISSION_UNESTIMABLE = reject|allow|reserve
-  std::optional<std::string> admission_reserve;    // STRIPE_ADMISSION_RESERVE (reserve: units)
-  std::optional<std::string> admission_fail;       // STRIPE_ADMISSION_FAIL = closed|open
-  std::optional<std::string> admission_wait_ms;    // STRIPE_ADMISSION_WAIT_MS
-  std::optional<std::string> hold_ttl_s;           // STRIPE_HOLD_TTL_S
-  std::optional<std::string> overage;              // STRIPE_OVERAGE = refuse|allow
+      admission_unestimable;  // STRIPE_ADMISSION_UNESTIMABLE = reject|allow|reserve
+  std::optional<std::string> admission_reserve;     // STRIPE_ADMISSION_RESERVE (reserve: units)
+  std::optional<std::string> admission_fail;        // STRIPE_ADMISSION_FAIL = closed|open
+  std::optional<std::string> admission_wait_ms;     // STRIPE_ADMISSION_WAIT_MS
+  std::optional<std::string> hold_ttl_s;            // STRIPE_HOLD_TTL_S
+  std::optional<std::string> overage;               // STRIPE_OVERAGE = refuse|allow
   std::optional<std::string> credit_balance_ttl_s;  // STRIPE_CREDIT_BALANCE_TTL_S
-  std::optional<std::string> webhook_secret;       // STRIPE_WEBHOOK_SECRET (whsec_…; secret)
-  std::optional<std::string> webhook_tolerance_s;  // STRIPE_WEBHOOK_TOLERANCE_S
+  std::optional<std::string> webhook_secret;        // STRIPE_WEBHOOK_SECRET (whsec_…; secret)
+  std::optional<std::string> webhook_tolerance_s;   // STRIPE_WEBHOOK_TOLERANCE_S
 };
 
 // Reads a variable of the environment; returns nullopt when unset. Injected so tests and hosts
