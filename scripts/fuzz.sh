@@ -18,7 +18,7 @@ while [ $# -gt 0 ]; do
   esac
 done
 case "$seconds" in '' | *[!0-9]*) echo "fuzz: --seconds wants a whole number, got '$seconds'" >&2; exit 2 ;; esac
-targets=(usage_event config_yaml config_env stripe_response request_builders)
+targets=(usage_event config_yaml config_env stripe_response request_builders webhook)
 if [ -n "$only" ]; then
   case " ${targets[*]} " in *" $only "*) targets=("$only") ;;
     *) echo "fuzz: unknown target '$only'; the targets are ${targets[*]}" >&2; exit 2 ;; esac

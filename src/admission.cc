@@ -214,7 +214,8 @@ void Admission::roll_period_locked(Account& account) {
     // A new period: nothing granted or used yet; open holds move along with the calls.
     account.grant = 0;
     account.used = 0;
-    account.fleet_used = 0;
+    account.others_used = 0;
+    account.reported_used = 0;
     account.exhausted = false;
     account.crossing = false;
     if (account.state == State::kReady) account.state = State::kUnknown;
@@ -270,6 +271,7 @@ AdmissionDecision Admission::admit(const AdmissionRequest& request) noexcept {
     const Estimate estimated = estimate(request);
     if (!estimated.estimable) return deny("not_estimable", std::chrono::seconds(0));
     Account& account = account_locked(std::string(key.value), request.plan);
+    account.active = clock_->steady_now();  // also while unavailable: it is tried again
     if (account.state == State::kUnknown && settings_.wait.count() > 0) {
       changed_.wait_for(lock, settings_.wait,
                         [&] { return stopping_ || account.state != State::kUnknown; });
@@ -313,7 +315,7 @@ AdmissionDecision Admission::decide_locked(Account& account, std::string call, s
   }
   if (!fits()) {
     if (!account.exhausted) return deny("budget_refilling", std::chrono::seconds(1));
-    if (std::max(account.fleet_used, account.used) >= account.budget) {
+    if (account.others_used + account.used >= account.budget) {
       if (settings_.mode == AdmissionMode::kCredits) {
         return deny("credits_exhausted", std::chrono::seconds(0));
       }
@@ -328,15 +330,18 @@ AdmissionDecision Admission::decide_locked(Account& account, std::string call, s
     return deny("held_by_open_calls", std::chrono::seconds(1));
   }
   account.held += amount;
-  if (!call.empty() && amount > 0) {
+  if (call.empty() && amount > 0) {
+    // No call id: nothing can settle the hold, so it is held until it expires (a success of the
+    // call counts its usage besides, until then: the gate errs on the customer's side of none).
+    call = std::string("\0anonymous-", 11) + std::to_string(++anonymous_holds_);
+  }
+  if (amount > 0) {
     Hold hold{&account, amount, now + settings_.hold_ttl};
     auto [at, inserted] = holds_.try_emplace(std::move(call), hold);
     if (!inserted) {  // admitted twice under one call id: the newer hold replaces the older
       at->second.account->held -= at->second.amount;
       at->second = hold;
     }
-  } else if (amount > 0) {
-    account.held -= amount;  // nothing could ever settle it: checked, not held
   }
   const std::int64_t low_water = std::max(account.largest * 4, account.grant / 4);
   if (!account.exhausted && left() < low_water) want_locked(account);
@@ -403,7 +408,15 @@ void Admission::release(const UsageEvent& event) noexcept {
 void Admission::balance_changed(const std::string& customer_id) {
   std::lock_guard lock(mutex_);
   balance_changes_.push_back(customer_id);
+  ++balance_requested_;
   work_.notify_one();
+}
+
+bool Admission::wait_for_balances(std::chrono::steady_clock::time_point deadline) {
+  std::unique_lock lock(mutex_);
+  const std::uint64_t wanted = balance_requested_;
+  return changed_.wait_until(lock, deadline,
+                             [&] { return stopping_ || balance_served_ >= wanted; });
 }
 
 AdmissionCounters Admission::counters() const {
@@ -423,6 +436,7 @@ void Admission::run() {
   for (;;) {
     std::deque<std::string> keys;
     std::vector<std::string> changes;
+    std::uint64_t served = 0;
     {
       std::unique_lock lock(mutex_);
       work_.wait_for(lock, std::chrono::milliseconds(50),
@@ -430,6 +444,7 @@ void Admission::run() {
       if (stopping_) break;
       keys.swap(queue_);
       changes.swap(balance_changes_);
+      served = balance_requested_;
       for (const std::string& customer : changes) {
         for (auto& [name, account] : accounts_) {
           if (account->customer_id != customer) continue;
@@ -442,6 +457,11 @@ void Admission::run() {
       }
     }
     for (const std::string& key : keys) serve(key);
+    if (!changes.empty()) {
+      std::lock_guard lock(mutex_);
+      balance_served_ = std::max(balance_served_, served);
+      changed_.notify_all();
+    }
     const auto now = Steady::now();
     if (now >= next_sweep) {
       sweep();
@@ -547,6 +567,7 @@ void Admission::serve(const std::string& key) {
                    std::max(snapshot.largest * 4, snapshot.grant / 4);
   GrantTaken taken;
   std::int64_t forced = 0;
+  bool got_fresh = false;  // taken is what the store says now
   if (snapshot.state != State::kReady || need > 0 || budget_moved || low) {
     auto got = store_->take(key, snapshot.period, chunk, *budget, false, now_ms());
     if (!got) {
@@ -559,6 +580,7 @@ void Admission::serve(const std::string& key) {
       return;
     }
     taken = *got;
+    got_fresh = true;
     // Settled usage beyond everything the budget had left (estimates that were too low): taken
     // as this owner's grant all the same, so the fleet sees it, and counted. Never forgiven.
     const std::int64_t over = snapshot.used - (snapshot.grant + taken.granted);
@@ -573,7 +595,6 @@ void Admission::serve(const std::string& key) {
   } else {
     taken.exhausted = snapshot.exhausted;
     taken.crossing = snapshot.crossing;
-    taken.fleet_used = snapshot.fleet_used;
   }
   std::lock_guard lock(mutex_);
   Account& account = *accounts_.at(key);
@@ -581,9 +602,24 @@ void Admission::serve(const std::string& key) {
   account.balance_at = snapshot.balance_at;
   if (account.period == snapshot.period) {
     account.grant += taken.granted + forced;
+    // A budget that went down (credits spent elsewhere, an invoice applied): this owner's grant
+    // shrinks to what is left beside the other owners' grants, never below what it holds and
+    // used. The store hears of it at the next report.
+    const std::int64_t others_granted =
+        taken.fleet_total - (snapshot.grant + taken.granted + forced);
+    const std::int64_t cap = *budget - std::max<std::int64_t>(0, others_granted);
+    if (got_fresh && account.grant > cap) {
+      account.grant = std::max(account.held + account.used, cap);
+      account.exhausted = true;
+      account.dirty = true;
+    }
     account.exhausted = taken.exhausted;
     account.crossing = taken.crossing;
-    account.fleet_used = taken.fleet_used;
+    // What the other owners had used at the take (the store holds this owner's last report).
+    if (taken.granted > 0 || forced > 0 || snapshot.state != State::kReady || need > 0 ||
+        budget_moved || low) {
+      account.others_used = std::max<std::int64_t>(0, taken.fleet_used - snapshot.reported_used);
+    }
     account.budget = *budget;
     account.state = State::kReady;
     if (forced > 0) {
@@ -641,6 +677,7 @@ void Admission::report(bool give_back_idle, bool give_back_all) {
       }
       if (!account->dirty) continue;
       account->dirty = false;
+      account->reported_used = account->used;
       rows.push_back({key, account->period, account->grant, account->used});
     }
   }

@@ -76,6 +76,8 @@ class Admission {
   void release(const UsageEvent& event) noexcept;  // log_failure_event
   // A Stripe customer's credit balance changed (a webhook): fetched again in the background.
   void balance_changed(const std::string& customer_id);
+  // Waits until every balance_changed() so far has been fetched and is in force.
+  bool wait_for_balances(std::chrono::steady_clock::time_point deadline);
   // Reports what is used, gives back what is not needed and stops the thread. Open holds stay
   // counted in the store (as this owner's grant) until STRIPE_HOLD_TTL_S after the last report.
   void stop();
@@ -93,8 +95,9 @@ class Admission {
     std::int64_t grant = 0;
     std::int64_t held = 0;
     std::int64_t used = 0;
-    std::int64_t fleet_used = 0;
-    std::int64_t largest = 0;  // the largest reservation seen: sizes the next grant
+    std::int64_t others_used = 0;    // what the other owners had used at the last take
+    std::int64_t reported_used = 0;  // this owner's use as the store last heard it
+    std::int64_t largest = 0;        // the largest reservation seen: sizes the next grant
     bool exhausted = false;
     bool crossing = false;
     bool wanted = false;      // queued for the background thread
@@ -152,6 +155,9 @@ class Admission {
   std::deque<std::string> queue_;  // account keys for the background thread
   std::vector<std::string> balance_changes_;
   AdmissionCounters counters_;
+  std::uint64_t anonymous_holds_ = 0;
+  std::uint64_t balance_requested_ = 0;
+  std::uint64_t balance_served_ = 0;
   bool stopping_ = false;
   std::thread thread_;
 };

@@ -175,13 +175,16 @@ void Dispatcher::plan_loop() {
   SteadyTime last_end = next_full;
   auto gap = kCommitRoundGap;
   while (!stopping_) {
-    planner_wake_.wait_until(lock, next_full,
-                             [this] { return stopping_ || full_round_ || committed_; });
+    // Durations on the library's clock, waited for on the real one: an injected clock that jumps
+    // ahead never makes the planner sleep for the jump.
+    planner_wake_.wait_for(lock, next_full - clock_->steady_now(),
+                           [this] { return stopping_ || full_round_ || committed_; });
     if (stopping_) break;
     if (full_round_ || committed_) {
       // A burst of wake-ups (commits, answers, deliveries) makes one round, and rounds never
       // take more than about half of the planner's time.
-      planner_wake_.wait_until(lock, last_end + gap, [this] { return stopping_; });
+      planner_wake_.wait_for(lock, last_end + gap - clock_->steady_now(),
+                             [this] { return stopping_; });
       if (stopping_) break;
     }
     const SteadyTime started = clock_->steady_now();

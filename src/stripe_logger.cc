@@ -133,13 +133,17 @@ class StripeLogger::Impl {
 
   WebhookResponse webhook(std::string_view body, std::string_view signature) noexcept {
     if (webhooks_) return webhooks_->handle(body, signature);
+    webhooks_not_configured_.fetch_add(1);
     return {404, R"json({"error":"webhooks are not configured (STRIPE_WEBHOOK_SECRET)"})json"};
   }
 
   bool flush(SteadyTime deadline) noexcept {
     try {
+      // Webhooks first: what they changed (a credit balance) is in force when flush returns.
       const bool webhooks_done = !webhooks_ || webhooks_->drain(deadline);
-      return intake_.flush(deadline) && dispatcher_.drain(deadline) && webhooks_done;
+      const bool balances_done = !admission_ || admission_->wait_for_balances(deadline);
+      return intake_.flush(deadline) && dispatcher_.drain(deadline) && webhooks_done &&
+             balances_done;
     } catch (...) {
       return false;
     }
@@ -220,6 +224,9 @@ class StripeLogger::Impl {
       stats.credit_balance_failures = admission.balance_failures;
     }
     if (webhooks_) stats.webhooks = webhooks_->counters();
+    if (const auto refused = webhooks_not_configured_.load(); refused > 0) {
+      stats.webhooks["not_configured"] += refused;
+    }
     if (auto counts = outbox_->counts()) {
       stats.pending =
           static_cast<std::uint64_t>(counts->pending + counts->batched) + intake_.buffered();
@@ -269,6 +276,7 @@ class StripeLogger::Impl {
   std::shared_ptr<AdmissionStore> admission_store_;  // null: neither admission nor webhooks
   std::unique_ptr<Admission> admission_;             // null: STRIPE_ADMISSION=off
   std::unique_ptr<Webhooks> webhooks_;               // null: no STRIPE_WEBHOOK_SECRET
+  std::atomic<std::uint64_t> webhooks_not_configured_{0};
   Intake intake_;  // last: the host's entry point exists only once everything behind it does
   std::mutex shutdown_mutex_;
   bool stopped_ = false;

@@ -226,7 +226,18 @@ void Webhooks::run() {
       std::unique_lock lock(mutex_);
       busy_ = false;
       if (queue_.empty()) idle_.notify_all();
-      work_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
+      // Every 30 s with nothing to do, events stored but not processed (a thin event whose fetch
+      // failed) are tried again.
+      if (!work_.wait_for(lock, std::chrono::seconds(30),
+                          [&] { return stopping_ || !queue_.empty(); })) {
+        lock.unlock();
+        auto left = store_->unprocessed_webhooks(100);
+        lock.lock();
+        if (left && queue_.empty()) {
+          for (StoredWebhook& stored : *left) queue_.push_back(std::move(stored));
+        }
+        continue;
+      }
       if (stopping_) return;  // what is left is processed at the next start
       event = std::move(queue_.front());
       queue_.pop_front();
