@@ -18,8 +18,8 @@ namespace stripe_billing {
 // What the gateway knows before the upstream call. The views need only live during admit().
 struct AdmissionRequest {
   // The id log_success_event / log_failure_event will carry for this call (UsageEvent::call_id):
-  // the hold is settled by it. Empty: the call is admitted or refused but holds nothing by id
-  // (it expires after STRIPE_HOLD_TTL_S).
+  // the hold is settled by it. Empty: nothing can settle the hold, so it is held until it expires
+  // (STRIPE_HOLD_TTL_S), and the call's usage counts besides until then.
   std::string_view call_id;
   std::string_view model;
   // The same fields as UsageEvent's: the customer is picked by STRIPE_CHARGE_BY exactly as when
