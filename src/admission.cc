@@ -94,6 +94,8 @@ Admission::Admission(const FinalizedConfig& config, std::shared_ptr<BillingTable
       clock_(std::move(clock)),
       scale_(money(config.quantity_source()) ? kMicrosPerUnit : 1),
       shared_(config.uses_postgres()) {
+  recent_ring_.assign(kRecentCallIds, 0);
+  recent_.reserve(kRecentCallIds * 2);
   thread_ = std::thread([this] { run(); });
 }
 
@@ -337,6 +339,7 @@ AdmissionDecision Admission::decide_locked(Account& account, std::string call, s
   }
   if (amount > 0) {
     Hold hold{&account, amount, now + settings_.hold_ttl};
+    earliest_expiry_ = std::min(earliest_expiry_, hold.expires);
     auto [at, inserted] = holds_.try_emplace(std::move(call), hold);
     if (!inserted) {  // admitted twice under one call id: the newer hold replaces the older
       at->second.account->held -= at->second.amount;
@@ -359,6 +362,7 @@ void Admission::settle(const UsageEvent& event) noexcept {
     const std::int64_t amount = actual(event).value_or(0);
     const CustomerKey key = charge_by_value(event, config_);
     const std::string call = hold_key(event.call_id);
+    const std::uint64_t recent_id = std::hash<std::string>{}(call) | 1;  // never 0: a free slot
     std::lock_guard lock(mutex_);
     Account* account = nullptr;
     const auto hold = holds_.find(call);
@@ -368,18 +372,16 @@ void Admission::settle(const UsageEvent& event) noexcept {
       holds_.erase(hold);
       ++counters_.holds_settled;
     } else {
-      if (recent_.count(call) != 0) return;  // settled already
+      if (recent_.count(recent_id) != 0) return;  // settled already
       if (key.value.empty() || !is_storable_text(key.value) || key.value.size() > 500) return;
       account = &account_locked(std::string(key.value), "");
       ++counters_.settled_without_hold;
     }
-    if (!event.call_id.empty()) {
-      recent_.insert(call);
-      recent_order_.push_back(call);
-      if (recent_order_.size() > kRecentCallIds) {
-        recent_.erase(recent_order_.front());
-        recent_order_.pop_front();
-      }
+    if (!event.call_id.empty() && recent_.insert(recent_id).second) {
+      // A ring of the last kRecentCallIds ids (as 64-bit hashes: no string is copied).
+      std::uint64_t& slot = recent_ring_[recent_next_++ % recent_ring_.size()];
+      if (slot != 0) recent_.erase(slot);
+      slot = recent_id;
     }
     roll_period_locked(*account);
     account->used = std::min(kMaxInternal, account->used + amount);
@@ -632,15 +634,20 @@ void Admission::serve(const std::string& key) {
 }
 
 void Admission::expire_locked(Steady::time_point now) {
+  // Only when the earliest hold may have expired: a storm of refusals never rescans the holds.
+  if (holds_.empty() || now < earliest_expiry_) return;
+  Steady::time_point earliest = Steady::time_point::max();
   for (auto hold = holds_.begin(); hold != holds_.end();) {
     if (hold->second.expires <= now) {
       hold->second.account->held -= hold->second.amount;
       ++counters_.holds_expired;
       hold = holds_.erase(hold);
     } else {
+      earliest = std::min(earliest, hold->second.expires);
       ++hold;
     }
   }
+  earliest_expiry_ = earliest;
 }
 
 void Admission::sweep() {

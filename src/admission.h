@@ -150,8 +150,11 @@ class Admission {
   std::condition_variable work_;     // the background thread has something to do
   std::unordered_map<std::string, std::unique_ptr<Account>> accounts_;
   std::unordered_map<std::string, Hold> holds_;
-  std::unordered_set<std::string> recent_;  // call ids settled without a hold lately
-  std::deque<std::string> recent_order_;
+  std::unordered_set<std::uint64_t> recent_;  // hashes of the call ids settled lately
+  std::vector<std::uint64_t> recent_ring_;    // the same, oldest overwritten first
+  std::size_t recent_next_ = 0;
+  std::chrono::steady_clock::time_point earliest_expiry_ =
+      std::chrono::steady_clock::time_point::max();
   std::deque<std::string> queue_;  // account keys for the background thread
   std::vector<std::string> balance_changes_;
   AdmissionCounters counters_;
