@@ -4,6 +4,8 @@
 # markdown table with the targets. Raw result lines go to stderr and to $LOG.
 #
 #   bench/run-all.sh [path/to/stripe-billing-throughput]
+#   (the gateway's measurements, gw*, run stripe-billing-gateway-bench from beside it, or $GATEWAY_BIN;
+#   without it they show as n/a)
 #   RUNS=5 LOG=/tmp/bench.log bench/run-all.sh build-bench/bench/stripe-billing-throughput
 #   ONLY='lat1p|lat1pt|e2etok' bench/run-all.sh   # only the measurements whose name matches
 #                                                 # (an extended regex, anchored); the others
@@ -18,6 +20,7 @@ BIN="${1:-$here/../build-bench/bench/stripe-billing-throughput}"
 RUNS="${RUNS:-3}"
 LOG="${LOG:-$(mktemp -t stripe-billing-bench.XXXXXX.log)}"
 [ -x "$BIN" ] || { echo "no executable at $BIN (build target stripe-billing-throughput)" >&2; exit 2; }
+GATEWAY_BIN="${GATEWAY_BIN:-$(dirname "$BIN")/stripe-billing-gateway-bench}"
 : > "$LOG"
 # The outbox files go to a directory of this script's own, removed at the end even when a run
 # is killed by the timeout (the program removes its own directory when it ends normally).
@@ -52,6 +55,10 @@ MEASUREMENTS=(
   "rssburst|rss --events 1000000"
   "naive1|naive --threads 1 --events 5000"
   "naive8|naive --threads 8 --events 10000"
+  # The example gateway over HTTP, admission off and on (GATEWAY_BIN; docs/performance.md,
+  # "Admission").
+  "gwoff|gateway: --admission off --clients 4 --requests 20000"
+  "gwstatic|gateway: --admission static --clients 4 --requests 20000"
 )
 
 failures=0
@@ -60,9 +67,18 @@ for run in $(seq 1 "$RUNS"); do
     name="${entry%%|*}"
     args="${entry#*|}"
     if [ -n "${ONLY:-}" ] && ! [[ "$name" =~ ^(${ONLY})$ ]]; then continue; fi
-    echo "# run $run/$RUNS: $name: $(basename "$BIN") $args" >&2
+    bin="$BIN"
+    if [[ "$args" == "gateway: "* ]]; then
+      bin="$GATEWAY_BIN"
+      args="${args#gateway: }"
+      if [ ! -x "$bin" ]; then
+        echo "# skipped $name: no executable at $bin (build target stripe-billing-gateway-bench)" >&2
+        continue
+      fi
+    fi
+    echo "# run $run/$RUNS: $name: $(basename "$bin") $args" >&2
     # shellcheck disable=SC2086
-    if ! output="$(timeout 150 "$BIN" $args)"; then
+    if ! output="$(timeout 150 "$bin" $args)"; then
       echo "# WARNING: $name run $run exited with an error" >&2
       failures=$((failures + 1))
     fi
@@ -147,6 +163,18 @@ echo "|---|---|---|---|---|---|"
 for m in e2etok e2etokstream; do
   echo "| $(median $m mode) ($(median $m events) calls) | $(median $m events_per_s) | $(median $m delivered_per_s) | $(every $m events_per_s) | $(median $m requests_per_1k) / $(median $m v2_event_posts_per_1k) / $(median $m stream_posts_per_1k) / $(median $m lookups_per_1k) | $(every $m usage_correct) |"
 done
+echo
+echo "The example gateway over HTTP (echo model, 4 keep-alive clients, 20,000 calls; Stripe unreachable); admission static with a budget never spent:"
+echo
+echo "| Admission | Calls/s (median) | Runs | Client latency p50 / p99 | Admitted / refused |"
+echo "|---|---|---|---|---|"
+for m in gwoff gwstatic; do
+  echo "| $(median $m admission) | $(median $m calls_per_s) | $(every $m calls_per_s) | $(median $m p50_us) / $(median $m p99_us) µs | $(median $m admissions) / $(median $m denials) |"
+done
+gw_off=$(median gwoff calls_per_s); gw_static=$(median gwstatic calls_per_s)
+if [ "$gw_off" != "n/a" ] && [ "$gw_static" != "n/a" ]; then
+  echo "| static ÷ off | $(calc '%.3f' "$gw_static / $gw_off") | | | |"
+fi
 echo
 echo "| Baseline: one synchronous POST per event on the caller's thread | Value |"
 echo "|---|---|"

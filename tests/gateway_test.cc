@@ -1,8 +1,12 @@
 // The example gateway (examples/gateway), driven in-process through
 // example_gateway_lib against the in-process Stripe emulator.
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <httplib.h>
+#include <netinet/in.h>
 #include <stripe_billing/callback.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <condition_variable>
@@ -254,6 +258,33 @@ stripe_billing:
   EXPECT_EQ(config->models.at("sonnet").provider, "anthropic");
 }
 
+TEST(GatewayConfig, ReadsAKeysPlanAndTheWebhookPath) {
+  const auto env = [](const std::string&) { return std::nullopt; };
+  const std::string yaml = R"(
+model_list:
+  - model_name: echo-small
+    litellm_params: {model: echo}
+general_settings:
+  stripe_webhook_path: /hooks/stripe-events
+  api_keys:
+    sk-gw-alice: {user_id: alice, plan: pro}
+    sk-gw-bob: {user_id: bob}
+stripe_billing:
+  api_key: sk_test_sample_000000000000
+  price_id: price_sample
+)";
+
+  const auto config = parse_gateway_config(yaml, env);
+
+  ASSERT_TRUE(config) << config.error().to_string();
+  EXPECT_EQ(config->api_keys.at("sk-gw-alice").plan, "pro");
+  EXPECT_EQ(config->api_keys.at("sk-gw-bob").plan, "");
+  EXPECT_EQ(config->webhook_path, "/hooks/stripe-events");
+  std::string elsewhere = yaml;
+  elsewhere.replace(elsewhere.find("/hooks/stripe-events"), 20, "/v1/chat/completions");
+  EXPECT_FALSE(parse_gateway_config(elsewhere, env));
+}
+
 // Keeps every event the gateway hands over, for the fields stripe_billing may not bill (yet).
 class RecordingCallback final : public stripe_billing::CustomLogger {
  public:
@@ -262,9 +293,10 @@ class RecordingCallback final : public stripe_billing::CustomLogger {
     events_.push_back(event);
     changed_.notify_all();
   }
-  void log_failure_event(const UsageEvent&) noexcept override {
+  void log_failure_event(const UsageEvent& event) noexcept override {
     std::lock_guard<std::mutex> lock(mutex_);
     ++failures_;
+    failed_.push_back(event);
   }
   bool flush(std::chrono::steady_clock::time_point) noexcept override { return true; }
   bool shutdown(std::chrono::steady_clock::time_point) noexcept override { return true; }
@@ -277,6 +309,10 @@ class RecordingCallback final : public stripe_billing::CustomLogger {
     std::lock_guard<std::mutex> lock(mutex_);
     return failures_;
   }
+  std::vector<UsageEvent> failed() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return failed_;
+  }
   bool wait_for(std::size_t count) {
     std::unique_lock<std::mutex> lock(mutex_);
     return changed_.wait_for(lock, std::chrono::seconds(10),
@@ -287,6 +323,7 @@ class RecordingCallback final : public stripe_billing::CustomLogger {
   mutable std::mutex mutex_;
   std::condition_variable changed_;
   std::vector<UsageEvent> events_;
+  std::vector<UsageEvent> failed_;
   int failures_ = 0;
 };
 
@@ -419,7 +456,7 @@ class GatewayTest : public EmulatorTest {
     gateway.models["echo-small"] = ModelRoute{};
     gateway.models["claude-echo"] = ModelRoute{};
     gateway.models["upstream-gpt"] = ModelRoute{upstream_.url(), "gpt-up", "sk-up", "openai"};
-    gateway.api_keys["sk-gw-alice"] = KeyIdentity{"alice", "research", "", "alice-laptop"};
+    gateway.api_keys["sk-gw-alice"] = KeyIdentity{"alice", "research", "", "alice-laptop", ""};
     server_ = std::make_unique<GatewayServer>(
         gateway, std::vector<stripe_billing::CustomLogger*>{stripe_.get(), &recorder_},
         log_.logger());
@@ -640,7 +677,7 @@ TEST_F(GatewayTest, AStreamThatBreaksOffBeforeItsUsageBillsNothing) {
   EXPECT_EQ(broken.chunks.back()["error"]["code"], "upstream_stream_broken");
   EXPECT_TRUE(std::find(broken.data.begin(), broken.data.end(), "[DONE]") == broken.data.end());
   EXPECT_TRUE(recorder_.events().empty());
-  EXPECT_EQ(recorder_.failures(), 0);
+  EXPECT_EQ(recorder_.failures(), 1);  // nothing to bill: a failure (releases an admission hold)
   EXPECT_EQ(server_->stats().streams_without_usage, 1U);
   EXPECT_EQ(server_->stats().streams_billed, 0U);
   EXPECT_NE(log_.text().find("ended without usage; not billed"), std::string::npos);
@@ -786,6 +823,268 @@ TEST_F(GatewayTest, RejectsAStreamFlagThatIsNotABoolean) {
   ASSERT_TRUE(response);
   EXPECT_EQ(response->status, 400);
   EXPECT_TRUE(recorder_.events().empty());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Admission (StripeLogger::admit before the upstream call) and the webhook route.
+
+class GatewayAdmissionTest : public EmulatorTest {
+ protected:
+  GatewayAdmissionTest() { add_customer("alice", &alice_customer_); }
+
+  // The gateway with stripe_billing configured as `billing` (charge_by user_id), the recorder
+  // beside it; alice's key has the plan "pro".
+  void start(stripe_billing::Config billing) {
+    billing.charge_by = "user_id";
+    stripe_ = make_logger(billing, log_.logger());
+    ASSERT_TRUE(stripe_);
+    GatewayConfig gateway;
+    gateway.models["echo-small"] = ModelRoute{};
+    gateway.models["upstream-gpt"] = ModelRoute{upstream_.url(), "gpt-up", "", "openai"};
+    gateway.api_keys["sk-gw-alice"] = KeyIdentity{"alice", "research", "", "alice-laptop", "pro"};
+    server_ = std::make_unique<GatewayServer>(
+        gateway, std::vector<stripe_billing::CustomLogger*>{stripe_.get(), &recorder_},
+        log_.logger());
+    const auto port = server_->start(0);
+    ASSERT_TRUE(port) << port.error().to_string();
+    port_ = *port;
+    client_ = std::make_unique<httplib::Client>("127.0.0.1", port_);
+  }
+
+  httplib::Result chat(const json& body) {
+    return client_->Post("/v1/chat/completions", {{"Authorization", "Bearer sk-gw-alice"}},
+                         body.dump(), "application/json");
+  }
+
+  // A request to the fake upstream whose reservation is exactly what the upstream then reports
+  // (total_tokens 18): the prompt estimate is ceil(bytes / 4) of the messages' text, here
+  // "Be brief." (9 bytes) + 35 bytes = 44 bytes -> 11 tokens, plus max_tokens 7.
+  static json upstream_request() {
+    json request = chat_request(std::string(35, 'w'));
+    request["model"] = "upstream-gpt";
+    request["max_tokens"] = 7;
+    return request;
+  }
+  static constexpr std::int64_t kReservation = 11 + 7;
+
+  // The OpenAI-style error a refusal carries.
+  static json error_of(const httplib::Result& response) {
+    const json body = json::parse(response->body, nullptr, /*allow_exceptions=*/false);
+    return body.is_object() && body.contains("error") ? body["error"] : json();
+  }
+
+  CapturedLog log_;
+  std::string alice_customer_;
+  std::unique_ptr<stripe_billing::StripeLogger> stripe_;
+  RecordingCallback recorder_;
+  FakeUpstream upstream_;
+  std::unique_ptr<GatewayServer> server_;  // after stripe_: stops before it goes
+  std::unique_ptr<httplib::Client> client_;
+  int port_ = 0;
+};
+
+TEST_F(GatewayAdmissionTest, AStaticBudgetRefusesTheCallThatNoLongerFitsWith402) {
+  stripe_billing::Config billing = config();
+  billing.admission = "static";
+  billing.budgets = "pro=" + std::to_string(3 * kReservation);  // alice's plan: three calls
+  billing.admission_wait_ms = "5000";  // for the first grant (the most allowed)
+  ASSERT_NO_FATAL_FAILURE(start(billing));
+
+  for (int call = 1; call <= 3; ++call) {
+    const auto response = chat(upstream_request());
+    ASSERT_TRUE(response);
+    EXPECT_EQ(response->status, 200) << call << ": " << response->body << log_.text();
+  }
+  const auto refused = chat(upstream_request());
+
+  ASSERT_TRUE(refused);
+  EXPECT_EQ(refused->status, 402) << refused->body;
+  EXPECT_EQ(refused->get_header_value("Content-Type"), "application/json");
+  const json error = error_of(refused);
+  EXPECT_EQ(error["code"], "budget_exhausted") << refused->body;
+  EXPECT_EQ(error["type"], "insufficient_quota");
+  EXPECT_TRUE(error["message"].is_string() && !error["message"].get<std::string>().empty());
+  EXPECT_TRUE(error.contains("param") && error["param"].is_null());
+  // Retry-After: the seconds until the period (a month) ends.
+  ASSERT_TRUE(refused->has_header("Retry-After"));
+  const long retry_after = std::stol(refused->get_header_value("Retry-After"));
+  EXPECT_GT(retry_after, 0);
+  EXPECT_LE(retry_after, 31L * 24 * 3600);
+  EXPECT_EQ(upstream_.requests().size(), 3U);  // the refused call never reached it
+  EXPECT_EQ(recorder_.events().size(), 3U);    // nor was it billed, or reported as a failure
+  EXPECT_EQ(recorder_.failures(), 0);
+  const auto stats = stripe_->stats();
+  EXPECT_EQ(stats.admissions, 3U);
+  EXPECT_EQ(stats.admission_denials.count("budget_exhausted") != 0
+                ? stats.admission_denials.at("budget_exhausted")
+                : 0U,
+            1U);
+  EXPECT_EQ(stats.holds_settled, 3U);  // each success settled its hold by the gateway's call id
+  EXPECT_EQ(stats.holds_open, 0U);
+  // Each hold was taken under the id of the UsageEvent that settled it.
+  for (const auto& event : recorder_.events()) {
+    EXPECT_EQ(event.call_id.size(), 32U) << event.call_id;
+  }
+}
+
+TEST_F(GatewayAdmissionTest, ACustomerWithNoBudgetIsRefusedWith402AndTheUpstreamIsNotCalled) {
+  stripe_billing::Config billing = config();
+  billing.admission = "static";
+  billing.budgets = "team-plan=1000";  // nothing for alice, her plan or everyone
+  billing.admission_wait_ms = "5000";
+  ASSERT_NO_FATAL_FAILURE(start(billing));
+
+  const auto refused = chat(upstream_request());
+
+  ASSERT_TRUE(refused);
+  EXPECT_EQ(refused->status, 402) << refused->body;
+  EXPECT_EQ(error_of(refused)["code"], "no_budget") << refused->body;
+  EXPECT_FALSE(refused->has_header("Retry-After"));  // not transient
+  EXPECT_TRUE(upstream_.requests().empty());
+  EXPECT_TRUE(recorder_.events().empty());
+}
+
+TEST_F(GatewayAdmissionTest, ATransientRefusalAnswers429WithRetryAfterAndTheRetryIsAdmitted) {
+  stripe_billing::Config billing = config();
+  billing.admission = "static";
+  billing.budgets = "*=1000";
+  billing.admission_wait_ms = "0";  // no wait for the first grant: the policy answers at once
+  billing.admission_fail = "closed";
+  ASSERT_NO_FATAL_FAILURE(start(billing));
+
+  const auto refused = chat(upstream_request());
+
+  ASSERT_TRUE(refused);
+  EXPECT_EQ(refused->status, 429) << refused->body;
+  EXPECT_EQ(refused->get_header_value("Retry-After"), "1");
+  const json error = error_of(refused);
+  EXPECT_EQ(error["code"], "balance_unavailable") << refused->body;
+  EXPECT_EQ(error["type"], "rate_limit_error");
+  EXPECT_TRUE(upstream_.requests().empty());  // refused: the upstream was not called
+  EXPECT_TRUE(recorder_.events().empty());
+
+  // Retrying, as the client is told to, is admitted once the grant is in.
+  int status = 0;
+  ASSERT_TRUE(stripe_billing::testing::eventually(
+      [&] {
+        const auto again = chat(upstream_request());
+        status = again ? again->status : 0;
+        return status != 429;
+      },
+      std::chrono::seconds(10)))
+      << log_.text();
+  EXPECT_EQ(status, 200);
+  EXPECT_EQ(upstream_.requests().size(), 1U);
+  EXPECT_GE(stripe_->stats().admission_denials.at("balance_unavailable"), 1U);
+}
+
+TEST_F(GatewayAdmissionTest, AnUpstreamFailureReleasesTheHoldUnderTheSameCallId) {
+  stripe_billing::Config billing = config();
+  billing.admission = "static";
+  billing.budgets = "*=" + std::to_string(kReservation);  // room for one call at a time
+  billing.admission_wait_ms = "5000";
+  ASSERT_NO_FATAL_FAILURE(start(billing));
+  FakeUpstream::Script broken;
+  broken.break_after = 1;  // the stream breaks off before its usage
+  upstream_.set_script(broken);
+  json streamed = upstream_request();
+  streamed["stream"] = true;
+
+  const auto first = chat(streamed);
+
+  ASSERT_TRUE(first);
+  EXPECT_EQ(first->status, 200);
+  EXPECT_NE(first->body.find("upstream_stream_broken"), std::string::npos) << first->body;
+  const auto failed = recorder_.failed();
+  ASSERT_EQ(failed.size(), 1U) << log_.text();
+  EXPECT_EQ(failed[0].call_id.size(), 32U);
+  EXPECT_EQ(failed[0].user_id, "alice");
+  auto stats = stripe_->stats();
+  EXPECT_EQ(stats.holds_released, 1U);  // the same call id as the hold admit() took
+  EXPECT_EQ(stats.holds_open, 0U);
+  EXPECT_EQ(stats.failure_events, 1U);
+
+  // The budget has room for one reservation: free again, so the next call is admitted.
+  upstream_.set_script(FakeUpstream::Script{});
+  const auto second = chat(upstream_request());
+  ASSERT_TRUE(second);
+  EXPECT_EQ(second->status, 200) << second->body;
+  EXPECT_EQ(upstream_.requests().size(), 2U);
+  stats = stripe_->stats();
+  EXPECT_EQ(stats.holds_settled, 1U);
+  EXPECT_EQ(stats.holds_open, 0U);
+}
+
+TEST_F(GatewayAdmissionTest, AnUnreachableUpstreamIsAFailureForTheCallbacks) {
+  stripe_billing::Config billing = config();
+  billing.admission = "static";
+  billing.budgets = "*=" + std::to_string(kReservation);
+  billing.admission_wait_ms = "5000";
+  // A second gateway whose upstream is a loopback port that refuses connections: a socket bound,
+  // never listening, held for the test.
+  const int refusing = ::socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_GE(refusing, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::bind(refusing, reinterpret_cast<sockaddr*>(&address), sizeof address), 0);
+  socklen_t length = sizeof address;
+  ASSERT_EQ(::getsockname(refusing, reinterpret_cast<sockaddr*>(&address), &length), 0);
+  const int dead_port = ntohs(address.sin_port);
+  ASSERT_NO_FATAL_FAILURE(start(billing));
+  GatewayConfig gateway;
+  gateway.models["upstream-gpt"] =
+      ModelRoute{"http://127.0.0.1:" + std::to_string(dead_port), "gpt-up", "", "openai"};
+  gateway.api_keys["sk-gw-alice"] = KeyIdentity{"alice", "research", "", "alice-laptop", "pro"};
+  GatewayServer dead(gateway, {stripe_.get(), &recorder_}, log_.logger());
+  const auto port = dead.start(0);
+  ASSERT_TRUE(port);
+  httplib::Client client("127.0.0.1", *port);
+
+  const auto answer = client.Post("/v1/chat/completions", {{"Authorization", "Bearer sk-gw-alice"}},
+                                  upstream_request().dump(), "application/json");
+
+  ASSERT_TRUE(answer);
+  EXPECT_EQ(answer->status, 502) << answer->body;
+  ASSERT_EQ(recorder_.failed().size(), 1U);
+  EXPECT_EQ(stripe_->stats().holds_released, 1U);
+  EXPECT_EQ(stripe_->stats().holds_open, 0U);
+  EXPECT_TRUE(upstream_.requests().empty());
+  dead.stop();
+  ::close(refusing);
+}
+
+TEST_F(GatewayAdmissionTest, TheWebhookRouteAnswers400ForAForgedSignatureAnd200ForStripesEvent) {
+  const std::string secret = "whsec_gateway_test_0123456789abcdef";
+  stripe_billing::Config billing = config();
+  billing.webhook_secret = secret;
+  ASSERT_NO_FATAL_FAILURE(start(billing));
+  emulator_.add_webhook_endpoint("http://127.0.0.1:" + std::to_string(port_) + "/webhooks/stripe",
+                                 secret);
+
+  emulator_.create_credit_grant(alice_customer_, 500);  // emits billing.credit_grant.created
+  ASSERT_TRUE(emulator_.wait_for_webhook_deliveries(1, std::chrono::seconds(10)));
+  const auto delivered = emulator_.webhook_deliveries();
+  EXPECT_EQ(delivered[0].type, "billing.credit_grant.created");
+  EXPECT_EQ(delivered[0].kind, "normal");
+  EXPECT_EQ(delivered[0].status, 200) << log_.text();
+  emulator_.deliver_forged(delivered[0].event_id);
+  ASSERT_TRUE(emulator_.wait_for_webhook_deliveries(2, std::chrono::seconds(10)));
+  const auto forged = emulator_.webhook_deliveries().at(1);
+  EXPECT_EQ(forged.kind, "forged");
+  EXPECT_EQ(forged.status, 400);
+
+  // Also a body and header the test makes up.
+  const auto made_up = client_->Post(
+      "/webhooks/stripe", {{"Stripe-Signature", "t=1700000000,v1=" + std::string(64, 'a')}},
+      delivered[0].body, "application/json");
+  ASSERT_TRUE(made_up);
+  EXPECT_EQ(made_up->status, 400) << made_up->body;
+  ASSERT_TRUE(stripe_->flush(in_seconds(10)));
+  const auto webhooks = stripe_->stats().webhooks;
+  EXPECT_EQ(webhooks.count("received") != 0 ? webhooks.at("received") : 0U, 1U);
+  EXPECT_GE(webhooks.count("bad_signature") + webhooks.count("stale_timestamp"), 1U);
+  EXPECT_EQ(log_.text().find(secret), std::string::npos);
 }
 
 }  // namespace

@@ -62,11 +62,20 @@ stripe_billing::Expected<GatewayConfig> parse_gateway_sections(
   if (config.models.empty()) return invalid("model_list: no models");
   for (const auto& key : field(field(root, "general_settings"), "api_keys")) {
     const YAML::Node& identity = key.second;
-    config.api_keys[key.first.as<std::string>()] =
-        KeyIdentity{text(identity, "user_id"), text(identity, "team_id"),
-                    text(identity, "end_user_id"), text(identity, "key_alias")};
+    config.api_keys[key.first.as<std::string>()] = KeyIdentity{
+        text(identity, "user_id"), text(identity, "team_id"), text(identity, "end_user_id"),
+        text(identity, "key_alias"), text(identity, "plan")};
   }
   if (config.api_keys.empty()) return invalid("general_settings.api_keys: no keys");
+  const std::string webhook_path = text(field(root, "general_settings"), "stripe_webhook_path");
+  if (!webhook_path.empty()) {
+    if (webhook_path.front() != '/' || webhook_path == "/v1/chat/completions" ||
+        webhook_path == "/health" || webhook_path == "/metrics") {
+      return invalid(
+          "general_settings.stripe_webhook_path must be a path of its own, starting with /");
+    }
+    config.webhook_path = webhook_path;
+  }
   return config;
 }
 

@@ -11,12 +11,14 @@
 
 namespace gateway {
 
-// Who a bearer key belongs to; copied into every UsageEvent the key's calls produce.
+// Who a bearer key belongs to; copied into every UsageEvent the key's calls produce (and into the
+// AdmissionRequest before the call).
 struct KeyIdentity {
   std::string user_id;
   std::string team_id;
   std::string end_user_id;
   std::string key_alias;
+  std::string plan;  // the customer's plan for static budgets (STRIPE_BUDGETS); "" none
 };
 
 // One `model_list` entry. An empty `upstream` means the built-in echo model answers.
@@ -32,6 +34,8 @@ struct ModelRoute {
 struct GatewayConfig {
   std::map<std::string, ModelRoute> models;     // by model_name
   std::map<std::string, KeyIdentity> api_keys;  // by bearer key
+  // Where Stripe POSTs its webhook events (general_settings.stripe_webhook_path).
+  std::string webhook_path = "/webhooks/stripe";
   stripe_billing::YamlSettings billing;
 };
 

@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cstdint>
 #include <deque>
+#include <string_view>
 
 #include "gateway/echo_model.h"
 #include "gateway/random_id.h"
@@ -51,6 +52,13 @@ std::optional<std::string> problem_with(const json& request) {
       !request["stream"].is_null()) {
     return "`stream` must be a boolean.";
   }
+  for (const char* limit : {"max_tokens", "max_completion_tokens"}) {
+    const auto value = request.find(limit);
+    if (value != request.end() && !value->is_null() &&
+        !(value->is_number_integer() && value->get<std::int64_t>() > 0)) {
+      return "`" + std::string(limit) + "` must be a positive integer.";
+    }
+  }
   if (request.contains("stream_options") && !request["stream_options"].is_null()) {
     const json& options = request["stream_options"];
     if (!options.is_object()) return "`stream_options` must be an object.";
@@ -93,11 +101,12 @@ void fill_usage(stripe_billing::UsageEvent& event, const json& usage) {
   event.image_output_tokens = integer(completion_details, "image_tokens");
 }
 
-stripe_billing::UsageEvent usage_event(const json& request, const std::string& response_id,
-                                       const json& usage, const std::string& provider,
-                                       const KeyIdentity& identity, TimePoint start_time) {
+stripe_billing::UsageEvent usage_event(const std::string& call_id, const json& request,
+                                       const std::string& response_id, const json& usage,
+                                       const std::string& provider, const KeyIdentity& identity,
+                                       TimePoint start_time) {
   stripe_billing::UsageEvent event;
-  event.call_id = random_id("");
+  event.call_id = call_id;
   event.response_id = response_id;
   event.model = request["model"].get<std::string>();
   event.provider = provider;
@@ -121,6 +130,29 @@ std::string provider_of(const ModelRoute& route, const std::string& model) {
   return route.upstream.empty() ? echo_provider(echo_style(model)) : route.provider;
 }
 
+// The prompt's tokens before the call. The echo model's count is exact: the words of every
+// message's text. For an upstream the gateway has no tokenizer: ceil(bytes / 4) of the messages'
+// text, the usual rule of thumb for English with OpenAI's tokenizers.
+std::int64_t prompt_tokens_estimate(const ModelRoute& route, const json& messages) {
+  std::int64_t words = 0;
+  std::int64_t bytes = 0;
+  for (const auto& message : messages) {
+    const std::string text = message_text(message);
+    words += count_words(text);
+    bytes += static_cast<std::int64_t>(text.size());
+  }
+  return route.upstream.empty() ? words : (bytes + 3) / 4;
+}
+
+// The most the call may generate: max_completion_tokens, else max_tokens; 0 when neither is given
+// (admission then reserves STRIPE_ADMISSION_MAX_OUTPUT).
+std::int64_t max_output_tokens(const json& request) {
+  for (const char* limit : {"max_completion_tokens", "max_tokens"}) {
+    if (const auto value = integer(request, limit)) return *value;
+  }
+  return 0;
+}
+
 bool wants_usage(const json& request) {
   const auto options = request.find("stream_options");
   if (options == request.end() || !options->is_object()) return false;
@@ -137,9 +169,10 @@ std::string counter(const char* name, const char* help, std::uint64_t value) {
 
 // One streamed call: its source (the upstream's stream, or the echo model's events) and relay.
 struct StreamCall {
-  StreamCall(json request, KeyIdentity identity, TimePoint start_time)
+  StreamCall(json request, KeyIdentity identity, std::string call_id, TimePoint start_time)
       : request(std::move(request)),
         identity(std::move(identity)),
+        call_id(std::move(call_id)),
         start_time(start_time),
         relay(wants_usage(this->request)) {}
 
@@ -154,6 +187,7 @@ struct StreamCall {
 
   const json request;
   const KeyIdentity identity;
+  const std::string call_id;
   const TimePoint start_time;
   std::string provider;
   SseRelay relay;
@@ -166,10 +200,23 @@ GatewayServer::GatewayServer(GatewayConfig config,
                              std::vector<stripe_billing::CustomLogger*> callbacks,
                              std::shared_ptr<spdlog::logger> logger)
     : config_(std::move(config)), callbacks_(std::move(callbacks)), logger_(std::move(logger)) {
+  for (auto* callback : callbacks_) {
+    stripe_ = dynamic_cast<stripe_billing::StripeLogger*>(callback);
+    if (stripe_ != nullptr) break;
+  }
+  // Answers go out at once: with Nagle's algorithm a keep-alive client waits for the delayed ACK
+  // (about 40 ms) between a response's header and body writes.
+  server_.set_tcp_nodelay(true);
   server_.Post("/v1/chat/completions",
                [this](const httplib::Request& request, httplib::Response& response) {
                  handle_chat(request, response);
                });
+  if (stripe_ != nullptr) {
+    server_.Post(config_.webhook_path,
+                 [this](const httplib::Request& request, httplib::Response& response) {
+                   handle_webhook(request, response);
+                 });
+  }
   server_.Get("/health", [](const httplib::Request&, httplib::Response& response) {
     response.set_content(R"({"status":"healthy"})", "application/json");
   });
@@ -241,16 +288,63 @@ void GatewayServer::handle_chat(const httplib::Request& http_request, httplib::R
     return reply_error(response, 404, "The model `" + model + "` does not exist.",
                        "invalid_request_error", "model_not_found");
   }
+  // The id the call's UsageEvent carries: admission holds its reservation under it.
+  const std::string call_id = random_id("");
+  if (!admit(call_id, route->second, request, *identity, response)) return;
   if (request.value("stream", json(false)) == json(true)) {
-    return stream_chat(route->second, request, *identity, start_time, response);
+    return stream_chat(route->second, request, *identity, call_id, start_time, response);
   }
+  const std::string provider = provider_of(route->second, model);
   const auto completion = complete(route->second, request, response);
-  if (!completion) return;
+  if (!completion) {
+    return fail(usage_event(call_id, request, "", json::object(), provider, *identity, start_time),
+                "the upstream call failed");
+  }
   response.set_content(completion->dump(), "application/json");
 
-  bill(usage_event(request, completion->value("id", ""), completion->value("usage", json::object()),
-                   provider_of(route->second, model), *identity, start_time),
+  bill(usage_event(call_id, request, completion->value("id", ""),
+                   completion->value("usage", json::object()), provider, *identity, start_time),
        /*streamed=*/false);
+}
+
+bool GatewayServer::admit(const std::string& call_id, const ModelRoute& route, const json& request,
+                          const KeyIdentity& identity, httplib::Response& response) {
+  if (stripe_ == nullptr) return true;
+  const std::string model = request["model"].get<std::string>();
+  const std::string request_user = request.value("user", "");
+  stripe_billing::AdmissionRequest admission;
+  admission.call_id = call_id;
+  admission.model = model;
+  admission.end_user_id = identity.end_user_id;
+  admission.user_id = identity.user_id;
+  admission.team_id = identity.team_id;
+  admission.request_user = request_user;
+  admission.plan = identity.plan;
+  admission.input_tokens = prompt_tokens_estimate(route, request["messages"]);
+  admission.max_tokens = max_output_tokens(request);
+  const stripe_billing::AdmissionDecision decision = stripe_->admit(admission);
+  if (decision.allowed()) return true;
+  response.status = decision.http_status();
+  if (decision.retry_after.count() > 0) {
+    response.set_header("Retry-After", std::to_string(decision.retry_after.count()));
+  }
+  response.set_content(decision.openai_error_body(), "application/json");
+  logger_->info("call {} model={} user_id={} refused: {} (HTTP {})", call_id, model,
+                identity.user_id, decision.reason, response.status);
+  return false;
+}
+
+void GatewayServer::handle_webhook(const httplib::Request& request, httplib::Response& response) {
+  const stripe_billing::WebhookResponse answer =
+      stripe_->handle_stripe_webhook(request.body, request.get_header_value("Stripe-Signature"));
+  response.status = answer.status;
+  response.set_content(answer.body, "application/json");
+}
+
+void GatewayServer::fail(const stripe_billing::UsageEvent& event, const char* why) {
+  logger_->info("call {} model={} user_id={}: {}; not billed", event.call_id, event.model,
+                event.user_id, why);
+  for (auto* callback : callbacks_) callback->log_failure_event(event);
 }
 
 void GatewayServer::bill(const stripe_billing::UsageEvent& event, bool streamed) {
@@ -260,9 +354,9 @@ void GatewayServer::bill(const stripe_billing::UsageEvent& event, bool streamed)
 }
 
 void GatewayServer::stream_chat(const ModelRoute& route, const json& request,
-                                const KeyIdentity& identity, TimePoint start_time,
-                                httplib::Response& response) {
-  auto call = std::make_shared<StreamCall>(request, identity, start_time);
+                                const KeyIdentity& identity, const std::string& call_id,
+                                TimePoint start_time, httplib::Response& response) {
+  auto call = std::make_shared<StreamCall>(request, identity, call_id, start_time);
   const std::string model = request["model"].get<std::string>();
   call->provider = provider_of(route, model);
   if (route.upstream.empty()) {
@@ -280,13 +374,16 @@ void GatewayServer::stream_chat(const ModelRoute& route, const json& request,
     call->upstream = UpstreamStream::open(route, std::move(forwarded));
     const int status = call->upstream->status();
     if (status == 0) {
-      return reply_error(response, 502, "The upstream model server did not answer.", "api_error",
-                         "upstream_unreachable");
-    }
-    if (status != 200) {  // relayed as it is, and not billed
+      reply_error(response, 502, "The upstream model server did not answer.", "api_error",
+                  "upstream_unreachable");
+    } else if (status != 200) {  // relayed as it is, and not billed
       response.status = status;
       response.set_content(call->upstream->rest(), "application/json");
-      return;
+    }
+    if (status != 200) {
+      return fail(
+          usage_event(call_id, request, "", json::object(), call->provider, identity, start_time),
+          "the upstream call failed");
     }
   }
   response.set_header("Cache-Control", "no-cache");
@@ -331,11 +428,14 @@ void GatewayServer::relay_stream(StreamCall& call, httplib::DataSink* sink) {
     ++streams_without_usage_;
     logger_->warn("streamed call model={} user_id={}: the stream ended without usage; not billed",
                   model, call.identity.user_id);
-    return;
+    // Nothing to bill it by: a failure for the callbacks (its admission hold is released).
+    return fail(usage_event(call.call_id, call.request, call.relay.response_id(), json::object(),
+                            call.provider, call.identity, call.start_time),
+                "the stream ended without usage");
   }
   ++streams_billed_;
-  bill(usage_event(call.request, call.relay.response_id(), *call.relay.usage(), call.provider,
-                   call.identity, call.start_time),
+  bill(usage_event(call.call_id, call.request, call.relay.response_id(), *call.relay.usage(),
+                   call.provider, call.identity, call.start_time),
        /*streamed=*/true);
 }
 

@@ -12,6 +12,15 @@
 // the upstream has generated, and billed us for, what it reports, so the gateway reads its stream
 // to the end and bills the usage chunk if one arrives (counted in client_disconnects).
 //
+// Admission: when a success callback is stripe_billing's StripeLogger, every call that reaches
+// a model is first put to StripeLogger::admit() (its call id, model, the key's identity and plan,
+// the prompt's tokens and max_tokens). A refusal is answered OpenAI-style with the decision's
+// status (402, 429, 400, 403), its error body and `Retry-After` when it has one, and the model
+// is not called. An admitted call that fails upstream (no answer, a non-200, a stream that ends
+// without usage) goes to every callback's log_failure_event with the same call id, which
+// releases its hold; a success settles it through log_success_event.
+// Webhooks: POST config.webhook_path (/webhooks/stripe) is StripeLogger::handle_stripe_webhook.
+//
 // Threads: "gateway-http" accepts connections; httplib's worker pool runs the handlers, which
 // call the callbacks concurrently (CustomLogger's methods are thread-safe and never block); a
 // streamed upstream call reads the upstream on a thread of its own ("gateway-upstrm").
@@ -19,6 +28,7 @@
 
 #include <httplib.h>
 #include <stripe_billing/callback.h>
+#include <stripe_billing/stripe_logger.h>
 
 #include <atomic>
 #include <cstdint>
@@ -63,19 +73,26 @@ class GatewayServer {
 
  private:
   void handle_chat(const httplib::Request& request, httplib::Response& response);
+  void handle_webhook(const httplib::Request& request, httplib::Response& response);
   const KeyIdentity* authenticate(const httplib::Request& request) const;
+  // StripeLogger::admit() for the call; false (the refusal answered) when it is refused.
+  bool admit(const std::string& call_id, const ModelRoute& route, const nlohmann::json& request,
+             const KeyIdentity& identity, httplib::Response& response);
   std::optional<nlohmann::json> complete(const ModelRoute& route, const nlohmann::json& request,
                                          httplib::Response& response);
   void stream_chat(const ModelRoute& route, const nlohmann::json& request,
-                   const KeyIdentity& identity, stripe_billing::TimePoint start_time,
-                   httplib::Response& response);
+                   const KeyIdentity& identity, const std::string& call_id,
+                   stripe_billing::TimePoint start_time, httplib::Response& response);
   // Passes the stream on to `sink` (null, or once a write failed: reads it to the end unseen),
   // then bills it.
   void relay_stream(StreamCall& call, httplib::DataSink* sink);
   void bill(const stripe_billing::UsageEvent& event, bool streamed);
+  // An admitted call that produced nothing billable: log_failure_event (releases its hold).
+  void fail(const stripe_billing::UsageEvent& event, const char* why);
 
   GatewayConfig config_;
   std::vector<stripe_billing::CustomLogger*> callbacks_;
+  stripe_billing::StripeLogger* stripe_ = nullptr;  // the first StripeLogger callback: admission
   std::shared_ptr<spdlog::logger> logger_;
   httplib::Server server_;
   std::thread listener_;
