@@ -6,8 +6,6 @@
 // the same controls over /_emulator/. Nothing sleeps: the tests wait on conditions.
 #include <gtest/gtest.h>
 #include <httplib.h>
-#include <openssl/evp.h>
-#include <openssl/hmac.h>
 
 #include <atomic>
 #include <chrono>
@@ -23,6 +21,7 @@
 #include <thread>
 #include <vector>
 
+#include "hmac_reference.h"
 #include "stripe_emulator/emulator.h"
 
 namespace {
@@ -43,20 +42,6 @@ constexpr char kNowRfc3339[] = "2023-11-14T22:13:20.000Z";  // kNow as the v2 AP
 constexpr auto kDeadline = milliseconds(10'000);
 // Long enough for a retry that should not come (the test's delays are 10, 20 and 40 ms).
 constexpr auto kQuiet = milliseconds(300);
-
-std::string hmac_sha256_hex(const std::string& key, const std::string& message) {
-  unsigned char digest[EVP_MAX_MD_SIZE];
-  unsigned int length = 0;
-  HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()),
-       reinterpret_cast<const unsigned char*>(message.data()), message.size(), digest, &length);
-  std::string hex;
-  for (unsigned int i = 0; i < length; ++i) {
-    static constexpr char kHex[] = "0123456789abcdef";
-    hex += kHex[digest[i] >> 4];
-    hex += kHex[digest[i] & 0x0f];
-  }
-  return hex;
-}
 
 // A Stripe-Signature header read as a receiver reads it: its t and whether its v1 is the HMAC of
 // "<t>.<body>" under `secret`.
@@ -82,7 +67,8 @@ Signature check_signature(const std::string& header, const std::string& body,
   }
   if (t_text.empty() || v1.empty()) return signature;
   signature.t = std::stoll(t_text);
-  signature.valid = v1 == hmac_sha256_hex(secret, t_text + "." + body);
+  signature.valid =
+      v1 == stripe_billing::testing::reference_hmac_sha256_hex(secret, t_text + "." + body);
   return signature;
 }
 

@@ -8,8 +8,6 @@
 // flush() and on conditions with deadlines.
 #include <gtest/gtest.h>
 #include <httplib.h>
-#include <openssl/evp.h>
-#include <openssl/hmac.h>
 
 #include <cctype>
 #include <chrono>
@@ -28,6 +26,7 @@
 #include <vector>
 
 #include "../emulator/src/webhook_signature.h"  // the emulator's signer (as Stripe signs)
+#include "hmac_reference.h"
 #include "meter_event.h"
 #include "outbox.h"
 #include "stripe_billing/metrics.h"
@@ -57,22 +56,8 @@ constexpr std::int64_t kNow = 1'700'000'000;
 constexpr std::int64_t kTolerance = 300;
 constexpr auto kDeadline = milliseconds(10'000);
 
-std::string openssl_hmac_hex(const std::string& key, const std::string& message) {
-  unsigned char digest[EVP_MAX_MD_SIZE];
-  unsigned int length = 0;
-  HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()),
-       reinterpret_cast<const unsigned char*>(message.data()), message.size(), digest, &length);
-  std::string hex;
-  for (unsigned int i = 0; i < length; ++i) {
-    static constexpr char kHex[] = "0123456789abcdef";
-    hex += kHex[digest[i] >> 4];
-    hex += kHex[digest[i] & 0x0f];
-  }
-  return hex;
-}
-
 std::string v1_of(std::int64_t t, const std::string& body, const std::string& secret) {
-  return openssl_hmac_hex(secret, std::to_string(t) + "." + body);
+  return testing::reference_hmac_sha256_hex(secret, std::to_string(t) + "." + body);
 }
 
 // For failure messages: each delivery's event, kind and answer.

@@ -11,8 +11,6 @@
 // the header adds a second t (malformed) or makes it longer than 4096 bytes; the route answers
 // 200, 400, 413 or 503 with a JSON object body, 200 only for a correctly signed event with a
 // string id and type; an identifier split in two joins back to itself at its last ':'.
-#include <openssl/evp.h>
-#include <openssl/hmac.h>
 
 #include <chrono>
 #include <cstdint>
@@ -22,6 +20,7 @@
 #include <string_view>
 
 #include "fuzz_support.h"
+#include "hmac_reference.h"
 #include "stripe_billing/config.h"
 #include "stripe_billing/secret.h"
 #include "stripe_billing/stripe_logger.h"
@@ -37,18 +36,7 @@ constexpr std::int64_t kNow = 1'700'000'000;
 constexpr std::int64_t kTolerance = 300;
 
 std::string hmac_hex(std::string_view message) {
-  const std::string key = kSecret;
-  unsigned char digest[EVP_MAX_MD_SIZE];
-  unsigned int length = 0;
-  HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()),
-       reinterpret_cast<const unsigned char*>(message.data()), message.size(), digest, &length);
-  std::string hex;
-  for (unsigned int i = 0; i < length; ++i) {
-    static constexpr char kHex[] = "0123456789abcdef";
-    hex += kHex[digest[i] >> 4];
-    hex += kHex[digest[i] & 0x0f];
-  }
-  return hex;
+  return stripe_billing::testing::reference_hmac_sha256_hex(kSecret, message);
 }
 
 std::string signature_for(std::int64_t t, std::string_view body) {
