@@ -333,8 +333,8 @@ AdmissionDecision Admission::decide_locked(Account& account, std::string call, s
   }
   account.held += amount;
   if (call.empty() && amount > 0) {
-    // No call id: nothing can settle the hold, so it is held until it expires (a success of the
-    // call counts its usage besides, until then: the gate errs on the customer's side of none).
+    // No call id: nothing can settle the hold, so it is held until it expires, and the call's
+    // success counts its usage besides until then (the gate errs towards refusing).
     call = std::string("\0anonymous-", 11) + std::to_string(++anonymous_holds_);
   }
   if (amount > 0) {
