@@ -543,9 +543,8 @@ void Admission::serve(const std::string& key) {
     std::lock_guard lock(mutex_);
     const auto found = accounts_.find(key);
     if (found == accounts_.end()) return;
-    found->second->wanted = false;
     roll_period_locked(*found->second);
-    found->second->wanted = false;
+    found->second->wanted = false;  // after the roll, which may want it again
     snapshot = *found->second;
   }
   const auto budget = budget_for(key, snapshot);
@@ -618,8 +617,7 @@ void Admission::serve(const std::string& key) {
     account.exhausted = taken.exhausted;
     account.crossing = taken.crossing;
     // What the other owners had used at the take (the store holds this owner's last report).
-    if (taken.granted > 0 || forced > 0 || snapshot.state != State::kReady || need > 0 ||
-        budget_moved || low) {
+    if (got_fresh) {
       account.others_used = std::max<std::int64_t>(0, taken.fleet_used - snapshot.reported_used);
     }
     account.budget = *budget;
