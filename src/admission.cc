@@ -93,9 +93,12 @@ Admission::Admission(const FinalizedConfig& config, std::shared_ptr<BillingTable
       log_(std::move(log)),
       clock_(std::move(clock)),
       scale_(money(config.quantity_source()) ? kMicrosPerUnit : 1),
-      shared_(config.uses_postgres()) {
-  recent_ring_.assign(kRecentCallIds, 0);
-  recent_.reserve(kRecentCallIds * 2);
+      shared_(config.uses_postgres()),
+      typed_(!settings_.token_budgets.empty()) {
+  for (Shard& shard : shards_) {
+    shard.recent_ring.assign(kRecentCallIds / kShards, 0);
+    shard.recent.reserve(kRecentCallIds / kShards * 2);
+  }
   thread_ = std::thread([this] { run(); });
 }
 
@@ -104,6 +107,10 @@ Admission::~Admission() { stop(); }
 std::int64_t Admission::now_ms() const {
   return std::chrono::duration_cast<std::chrono::milliseconds>(clock_->now().time_since_epoch())
       .count();
+}
+
+Admission::Shard& Admission::shard_of(std::string_view key) {
+  return shards_[std::hash<std::string_view>{}(key) % kShards];
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -141,31 +148,48 @@ Admission::Estimate Admission::estimate(const AdmissionRequest& request) const {
     case QuantitySource::kCost:
       break;  // response_cost is known only afterwards
   }
-  if (amount) return {true, *amount};
-  switch (settings_.unestimable) {
-    case UnestimablePolicy::kReject:
-      return {false, 0};
-    case UnestimablePolicy::kAllow:
-      return {true, 0};
-    case UnestimablePolicy::kReserve:
-      return {true, scaled(settings_.fixed_reserve, scale_)};
+  Estimate out;
+  if (amount) {
+    out = {true, *amount, {}};
+  } else {
+    switch (settings_.unestimable) {
+      case UnestimablePolicy::kReject:
+        return out;
+      case UnestimablePolicy::kAllow:
+        out = {true, 0, {}};
+        break;
+      case UnestimablePolicy::kReserve:
+        out = {true, scaled(settings_.fixed_reserve, scale_), {}};
+        break;
+    }
   }
-  return {false, 0};
+  // By token type: the prompt is input (what of it a cache will serve is known only afterwards)
+  // and the capped max_tokens output; the cache types reserve nothing and are held to their
+  // budgets by what is used.
+  out.typed[static_cast<std::size_t>(TokenType::kInput)] = input_known ? request.input_tokens : 0;
+  out.typed[static_cast<std::size_t>(TokenType::kOutput)] = output;
+  return out;
 }
 
-std::optional<std::int64_t> Admission::actual(const UsageEvent& event) const {
-  if (event.cache_hit && config_.cache_hit() == CacheHitPolicy::kSkip) return 0;
+std::optional<Admission::Actual> Admission::actual(const UsageEvent& event) const {
+  if (event.cache_hit && config_.cache_hit() == CacheHitPolicy::kSkip) return Actual{};
   const auto& skipped = config_.skip_call_types();
-  if (std::find(skipped.begin(), skipped.end(), event.call_type) != skipped.end()) return 0;
+  if (std::find(skipped.begin(), skipped.end(), event.call_type) != skipped.end()) {
+    return Actual{};
+  }
   const std::int64_t max = config_.max_quantity();
   const auto checked = [](const QuantityCheck& check) -> std::optional<std::int64_t> {
     if (check.verdict == QuantityCheck::Verdict::kBill) return check.value;
     if (check.verdict == QuantityCheck::Verdict::kZero) return 0;
     return std::nullopt;
   };
+  const auto only = [](std::optional<std::int64_t> amount) -> std::optional<Actual> {
+    if (!amount) return std::nullopt;
+    return Actual{*amount, {}};
+  };
   switch (config_.quantity_source()) {
     case QuantitySource::kCost:
-      return checked(cost_amount(event.response_cost, config_.cost_multiplier(), max));
+      return only(checked(cost_amount(event.response_cost, config_.cost_multiplier(), max)));
     case QuantitySource::kTokenTypes:
     case QuantitySource::kPriced: {
       const BillableTokens tokens = billable_tokens(
@@ -174,36 +198,100 @@ std::optional<std::int64_t> Admission::actual(const UsageEvent& event) const {
           tokens.verdict != BillableTokens::Verdict::kInconsistent) {
         return std::nullopt;
       }
-      if (config_.quantity_source() == QuantitySource::kTokenTypes) return tokens.sum();
+      if (config_.quantity_source() == QuantitySource::kTokenTypes) {
+        Actual out{tokens.sum(), {}};
+        for (std::size_t type = 0; type < kTokenTypeCount; ++type) {
+          out.typed[type] = std::max<std::int64_t>(0, tokens.count[type]);
+        }
+        return out;
+      }
       const auto prices = tables_->prices();
       const ModelPrices* found = prices_of(*tables_, prices.get(), event.model, event.provider);
       if (found == nullptr) return std::nullopt;
-      return priced_amount_micros(tokens, *found, tables_->markup(), tables_->units_per_usd());
+      return only(
+          priced_amount_micros(tokens, *found, tables_->markup(), tables_->units_per_usd()));
     }
-    case QuantitySource::kSplit:
-      return checked(billable_quantity(event, QuantitySource::kTotalTokens, 2 * max));
+    case QuantitySource::kSplit: {
+      auto out = only(checked(billable_quantity(event, QuantitySource::kTotalTokens, 2 * max)));
+      if (out && typed_) {
+        out->typed[static_cast<std::size_t>(TokenType::kInput)] =
+            checked(billable_quantity(event, QuantitySource::kPromptTokens, max)).value_or(0);
+        out->typed[static_cast<std::size_t>(TokenType::kOutput)] =
+            checked(billable_quantity(event, QuantitySource::kCompletionTokens, max)).value_or(0);
+      }
+      return out;
+    }
     default:
-      return checked(billable_quantity(event, config_.quantity_source(), max));
+      return only(checked(billable_quantity(event, config_.quantity_source(), max)));
   }
 }
 
 // ---------------------------------------------------------------------------------------------
 // The host's calls
 
-Admission::Account& Admission::account_locked(const std::string& key, std::string_view plan) {
-  auto found = accounts_.find(key);
-  if (found == accounts_.end()) {
+Admission::Account& Admission::account_locked(Shard& shard, std::string_view key,
+                                              std::string_view plan) {
+  auto found = shard.accounts.find(std::string(key));
+  if (found == shard.accounts.end()) {
     auto account = std::make_unique<Account>();
-    account->key = key;
+    account->id = std::string(key);
+    account->key = account->id;
+    account->shard = &shard;
     account->plan = std::string(plan);
-    found = accounts_.emplace(key, std::move(account)).first;
+    found = shard.accounts.emplace(account->id, std::move(account)).first;
+    link_typed_locked(shard, *found->second);
     want_locked(*found->second);
   } else if (!plan.empty() && found->second->plan != plan) {
-    found->second->plan = std::string(plan);  // the plan changed: its budget is read again
+    found->second->plan = std::string(plan);  // the plan changed: its budgets are read again
+    link_typed_locked(shard, *found->second);
     want_locked(*found->second);
   }
-  roll_period_locked(*found->second);
-  return *found->second;
+  Account& total = *found->second;
+  roll_period_locked(total);
+  if (typed_) {
+    for (Account* typed : total.typed) {
+      if (typed != nullptr) roll_period_locked(*typed);
+    }
+  }
+  return total;
+}
+
+// The token types with a budget for this customer (its key's, else its plan's, else `*`'s, type
+// by type), each an account of its own: its store row is the customer's, for a period that names
+// the type.
+void Admission::link_typed_locked(Shard& shard, Account& total) {
+  if (!typed_) return;
+  for (std::size_t type = 0; type < kTokenTypeCount; ++type) {
+    const std::string type_name = to_string(kAllTokenTypes[type]);
+    bool budgeted = false;
+    for (const std::string& name : {total.key, total.plan, std::string("*")}) {
+      const auto found =
+          name.empty() ? settings_.token_budgets.end() : settings_.token_budgets.find(name);
+      if (found != settings_.token_budgets.end() && found->second.count(type_name) != 0) {
+        budgeted = true;
+        break;
+      }
+    }
+    if (!budgeted) {
+      total.typed[type] = nullptr;
+      continue;
+    }
+    const std::string id = total.key + std::string(1, '\0') + type_name;
+    auto found = shard.accounts.find(id);
+    if (found == shard.accounts.end()) {
+      auto account = std::make_unique<Account>();
+      account->id = id;
+      account->key = total.key;
+      account->type = static_cast<int>(type);
+      account->shard = &shard;
+      found = shard.accounts.emplace(id, std::move(account)).first;
+    }
+    Account& typed = *found->second;
+    typed.plan = total.plan;
+    roll_period_locked(typed);
+    want_locked(typed);
+    total.typed[type] = &typed;
+  }
 }
 
 void Admission::roll_period_locked(Account& account) {
@@ -224,34 +312,52 @@ void Admission::roll_period_locked(Account& account) {
     want_locked(account);
   }
   account.period = span.name;
+  if (account.type >= 0) {
+    account.period += ':';
+    account.period += to_string(kAllTokenTypes[static_cast<std::size_t>(account.type)]);
+  }
   account.period_end_s = span.end_s;
 }
 
 void Admission::want_locked(Account& account) {
   if (account.wanted) return;
   account.wanted = true;
-  queue_.push_back(account.key);
+  {
+    std::lock_guard lock(work_mutex_);
+    queue_.push_back(&account);
+  }
   work_.notify_one();
 }
 
-AdmissionDecision Admission::deny(std::string_view reason, std::chrono::seconds retry_after) {
-  ++counters_.denied[std::string(reason)];
+void Admission::add_used_locked(Account& account, std::int64_t amount) {
+  roll_period_locked(account);
+  account.used = std::min(kMaxInternal, account.used + amount);
+  account.dirty = true;
+  if (account.used + account.held > account.grant) want_locked(account);
+}
+
+AdmissionDecision Admission::deny(Shard& shard, std::string_view reason,
+                                  std::chrono::seconds retry_after, const Account* account) {
+  ++shard.counters.denied[std::string(reason)];
   AdmissionDecision decision;
   decision.verdict = AdmissionVerdict::kDeny;
   decision.reason = reason;
   decision.retry_after = retry_after;
+  if (account != nullptr && account->type >= 0) {
+    decision.token_type = to_string(kAllTokenTypes[static_cast<std::size_t>(account->type)]);
+  }
   return decision;
 }
 
-AdmissionDecision Admission::unavailable() {
+AdmissionDecision Admission::unavailable(Shard& shard) {
   if (settings_.fail_open) {
-    ++counters_.fail_open;
+    ++shard.counters.fail_open;
     AdmissionDecision decision;
     decision.verdict = AdmissionVerdict::kAllowUnavailable;
     decision.reason = "fail_open";
     return decision;
   }
-  return deny("balance_unavailable", kRetryUnavailable);
+  return deny(shard, "balance_unavailable", kRetryUnavailable);
 }
 
 AdmissionDecision Admission::admit(const AdmissionRequest& request) noexcept {
@@ -265,129 +371,188 @@ AdmissionDecision Admission::admit(const AdmissionRequest& request) noexcept {
     const CustomerKey key = charge_by_value(
         KeyFields{request.end_user_id, request.user_id, request.team_id, request.request_user},
         config_.charge_by(), config_.trust_request_user());
-    std::string call = request.call_id.empty() ? std::string() : hold_key(request.call_id);
-    std::unique_lock lock(mutex_);
+    Shard& shard = shard_of(key.value);
     if (key.value.empty() || !is_storable_text(key.value) || key.value.size() > 500) {
-      return deny("missing_customer", std::chrono::seconds(0));
+      std::lock_guard lock(shard.mutex);
+      return deny(shard, "missing_customer", std::chrono::seconds(0));
     }
     const Estimate estimated = estimate(request);
-    if (!estimated.estimable) return deny("not_estimable", std::chrono::seconds(0));
-    Account& account = account_locked(std::string(key.value), request.plan);
+    std::string call = request.call_id.empty() ? std::string() : hold_key(request.call_id);
+    std::unique_lock lock(shard.mutex);
+    if (!estimated.estimable) return deny(shard, "not_estimable", std::chrono::seconds(0));
+    Account& account = account_locked(shard, key.value, request.plan);
     account.active = clock_->steady_now();  // also while unavailable: it is tried again
-    if (account.state == State::kUnknown && settings_.wait.count() > 0) {
-      changed_.wait_for(lock, settings_.wait,
-                        [&] { return stopping_ || account.state != State::kUnknown; });
+    const auto known = [&] {
+      if (account.state == State::kUnknown) return false;
+      for (const Account* typed : account.typed) {
+        if (typed != nullptr && typed->state == State::kUnknown) return false;
+      }
+      return true;
+    };
+    if (!known() && settings_.wait.count() > 0) {
+      shard.changed.wait_for(lock, settings_.wait, [&] { return stopping_ || known(); });
     }
-    switch (account.state) {
-      case State::kUnknown:
-      case State::kUnavailable:
-        return unavailable();
-      case State::kNoBudget:
-        return deny("no_budget", std::chrono::seconds(0));
-      case State::kReady:
-        break;
+    // The accounts the call must fit: the total's budget, and each token type's that applies.
+    std::array<Part, kMaxParts> parts{};
+    std::size_t count = 0;
+    bool unknown = false;
+    const auto add = [&](Account& each, std::int64_t amount) {
+      if (each.state == State::kReady) parts[count++] = {&each, amount};
+      if (each.state == State::kUnknown || each.state == State::kUnavailable) unknown = true;
+    };
+    add(account, estimated.amount);
+    for (std::size_t type = 0; type < kTokenTypeCount; ++type) {
+      if (account.typed[type] != nullptr) add(*account.typed[type], estimated.typed[type]);
     }
-    return decide_locked(account, std::move(call), estimated.amount, lock);
+    if (unknown) return unavailable(shard);
+    if (count == 0) return deny(shard, "no_budget", std::chrono::seconds(0));
+    return decide_locked(shard, account, estimated, parts, count, std::move(call), lock);
   } catch (...) {
-    return AdmissionDecision{
-        settings_.fail_open ? AdmissionVerdict::kAllowUnavailable : AdmissionVerdict::kDeny,
-        settings_.fail_open ? "fail_open" : "balance_unavailable", kRetryUnavailable, 0, 0};
+    AdmissionDecision decision;
+    decision.verdict =
+        settings_.fail_open ? AdmissionVerdict::kAllowUnavailable : AdmissionVerdict::kDeny;
+    decision.reason = settings_.fail_open ? "fail_open" : "balance_unavailable";
+    decision.retry_after = kRetryUnavailable;
+    return decision;
   }
 }
 
-AdmissionDecision Admission::decide_locked(Account& account, std::string call, std::int64_t amount,
-                                           std::unique_lock<std::mutex>& lock) {
+AdmissionDecision Admission::decide_locked(Shard& shard, Account& owner, const Estimate& estimated,
+                                           std::array<Part, kMaxParts>& parts, std::size_t count,
+                                           std::string call, std::unique_lock<std::mutex>& lock) {
   const auto now = clock_->steady_now();
-  account.active = now;
-  account.largest = std::max(account.largest, amount);
-  const auto left = [&] { return account.grant - account.held - account.used; };
-  const auto fits = [&] {
-    return amount <= left() || settings_.overage_allowed || (account.crossing && left() > 0);
+  const auto left = [](const Account& account) {
+    return account.grant - account.held - account.used;
   };
-  if (!fits()) expire_locked(now);  // what expired is free before anything is refused
-  if (!fits() && !account.exhausted) {
-    // This process's grant ran out before a refill came: wait for it, boundedly.
-    want_locked(account);
-    if (settings_.wait.count() > 0) {
-      changed_.wait_for(lock, settings_.wait, [&] {
-        return stopping_ || fits() || account.exhausted || account.state != State::kReady;
-      });
+  // A part fits what is left of its grant; one that reserves nothing needs something left.
+  const auto fits = [&](const Part& part) {
+    const std::int64_t room = left(*part.account);
+    return (part.amount <= room && (part.amount > 0 || room > 0)) || settings_.overage_allowed ||
+           (part.account->crossing && room > 0);
+  };
+  const auto first_unfit = [&]() -> const Part* {
+    for (std::size_t i = 0; i < count; ++i) {
+      if (!fits(parts[i])) return &parts[i];
     }
-    if (account.state != State::kReady) return unavailable();
+    return nullptr;
+  };
+  for (std::size_t i = 0; i < count; ++i) {
+    parts[i].account->active = now;
+    parts[i].account->largest = std::max(parts[i].account->largest, parts[i].amount);
   }
-  if (!fits()) {
-    if (!account.exhausted) return deny("budget_refilling", std::chrono::seconds(1));
+  if (first_unfit() != nullptr) expire_locked(shard, now);  // what expired is free first
+  const Part* unfit = first_unfit();
+  if (unfit != nullptr && !unfit->account->exhausted) {
+    // This process's grant ran out before a refill came: wait for it, boundedly.
+    for (std::size_t i = 0; i < count; ++i) {
+      if (!fits(parts[i])) want_locked(*parts[i].account);
+    }
+    const auto settled = [&] {
+      for (std::size_t i = 0; i < count; ++i) {
+        const Account& account = *parts[i].account;
+        if (account.state != State::kReady) return true;
+        if (!fits(parts[i]) && account.exhausted) return true;
+      }
+      return first_unfit() == nullptr;
+    };
+    if (settings_.wait.count() > 0) {
+      shard.changed.wait_for(lock, settings_.wait, [&] { return stopping_ || settled(); });
+    }
+    for (std::size_t i = 0; i < count; ++i) {
+      if (parts[i].account->state != State::kReady) return unavailable(shard);
+    }
+    unfit = first_unfit();
+  }
+  if (unfit != nullptr) {
+    const Account& account = *unfit->account;
+    if (!account.exhausted) {
+      return deny(shard, "budget_refilling", std::chrono::seconds(1), &account);
+    }
     if (account.others_used + account.used >= account.budget) {
       if (settings_.mode == AdmissionMode::kCredits) {
-        return deny("credits_exhausted", std::chrono::seconds(0));
+        return deny(shard, "credits_exhausted", std::chrono::seconds(0), &account);
       }
       const std::int64_t now_s =
           std::chrono::duration_cast<std::chrono::seconds>(clock_->now().time_since_epoch())
               .count();
-      return deny("budget_exhausted",
-                  std::chrono::seconds(std::max<std::int64_t>(1, account.period_end_s - now_s)));
+      return deny(shard, "budget_exhausted",
+                  std::chrono::seconds(std::max<std::int64_t>(1, account.period_end_s - now_s)),
+                  &account);
     }
     // What is left of the budget is held by calls still running (here or elsewhere in the
     // fleet): it comes back as they settle.
-    return deny("held_by_open_calls", std::chrono::seconds(1));
+    return deny(shard, "held_by_open_calls", std::chrono::seconds(1), &account);
   }
-  account.held += amount;
-  if (call.empty() && amount > 0) {
-    // No call id: nothing can settle the hold, so it is held until it expires, and the call's
-    // success counts its usage besides until then (the gate errs towards refusing).
-    call = std::string("\0anonymous-", 11) + std::to_string(++anonymous_holds_);
+  Hold hold;
+  hold.owner = &owner;
+  hold.expires = now + settings_.hold_ttl;
+  std::int64_t remaining = std::numeric_limits<std::int64_t>::max();
+  for (std::size_t i = 0; i < count; ++i) {
+    Account& account = *parts[i].account;
+    account.held += parts[i].amount;
+    if (parts[i].amount > 0) hold.parts[hold.count++] = parts[i];
+    const std::int64_t low_water = std::max(account.largest * 4, account.grant / 4);
+    if (!account.exhausted && left(account) < low_water) want_locked(account);
+    remaining = std::min(remaining, std::max<std::int64_t>(0, left(account)));
   }
-  if (amount > 0) {
-    Hold hold{&account, amount, now + settings_.hold_ttl};
-    earliest_expiry_ = std::min(earliest_expiry_, hold.expires);
-    auto [at, inserted] = holds_.try_emplace(std::move(call), hold);
+  if (hold.count > 0) {
+    if (call.empty()) {
+      // No call id: nothing can settle the hold, so it is held until it expires, and the call's
+      // success counts its usage besides until then (the gate errs towards refusing).
+      call = std::string("\0anonymous-", 11) + std::to_string(++shard.anonymous_holds);
+    }
+    shard.earliest_expiry = std::min(shard.earliest_expiry, hold.expires);
+    auto [at, inserted] = shard.holds.try_emplace(std::move(call), hold);
     if (!inserted) {  // admitted twice under one call id: the newer hold replaces the older
-      at->second.account->held -= at->second.amount;
+      for (std::size_t i = 0; i < at->second.count; ++i) {
+        at->second.parts[i].account->held -= at->second.parts[i].amount;
+      }
       at->second = hold;
     }
   }
-  const std::int64_t low_water = std::max(account.largest * 4, account.grant / 4);
-  if (!account.exhausted && left() < low_water) want_locked(account);
-  ++counters_.allowed;
+  ++shard.counters.allowed;
   AdmissionDecision decision;
   decision.verdict = AdmissionVerdict::kAllow;
-  decision.reserved = unscaled_up(amount, scale_);
-  decision.remaining = std::max<std::int64_t>(0, left()) / scale_;
+  decision.reserved = unscaled_up(estimated.amount, scale_);
+  decision.remaining = remaining / scale_;
   return decision;
 }
 
 void Admission::settle(const UsageEvent& event) noexcept {
   try {
     if (settings_.mode == AdmissionMode::kOff) return;
-    const std::int64_t amount = actual(event).value_or(0);
+    const Actual used = actual(event).value_or(Actual{});
     const CustomerKey key = charge_by_value(event, config_);
+    if (key.value.empty() || !is_storable_text(key.value) || key.value.size() > 500) return;
     const std::string call = hold_key(event.call_id);
     const std::uint64_t recent_id = std::hash<std::string>{}(call) | 1;  // never 0: a free slot
-    std::lock_guard lock(mutex_);
-    Account* account = nullptr;
-    const auto hold = holds_.find(call);
-    if (hold != holds_.end()) {
-      account = hold->second.account;
-      account->held -= hold->second.amount;
-      holds_.erase(hold);
-      ++counters_.holds_settled;
+    Shard& shard = shard_of(key.value);
+    std::lock_guard lock(shard.mutex);
+    Account* owner = nullptr;
+    const auto hold = shard.holds.find(call);
+    if (hold != shard.holds.end()) {
+      owner = hold->second.owner;
+      for (std::size_t i = 0; i < hold->second.count; ++i) {
+        hold->second.parts[i].account->held -= hold->second.parts[i].amount;
+      }
+      shard.holds.erase(hold);
+      ++shard.counters.holds_settled;
     } else {
-      if (recent_.count(recent_id) != 0) return;  // settled already
-      if (key.value.empty() || !is_storable_text(key.value) || key.value.size() > 500) return;
-      account = &account_locked(std::string(key.value), "");
-      ++counters_.settled_without_hold;
+      if (shard.recent.count(recent_id) != 0) return;  // settled already
+      owner = &account_locked(shard, key.value, "");
+      ++shard.counters.settled_without_hold;
     }
-    if (!event.call_id.empty() && recent_.insert(recent_id).second) {
-      // A ring of the last kRecentCallIds ids (as 64-bit hashes: no string is copied).
-      std::uint64_t& slot = recent_ring_[recent_next_++ % recent_ring_.size()];
-      if (slot != 0) recent_.erase(slot);
+    if (!event.call_id.empty() && shard.recent.insert(recent_id).second) {
+      // A ring of the shard's last ids (as 64-bit hashes: no string is copied).
+      std::uint64_t& slot = shard.recent_ring[shard.recent_next++ % shard.recent_ring.size()];
+      if (slot != 0) shard.recent.erase(slot);
       slot = recent_id;
     }
-    roll_period_locked(*account);
-    account->used = std::min(kMaxInternal, account->used + amount);
-    account->dirty = true;
-    if (account->used + account->held > account->grant) want_locked(*account);
-    changed_.notify_all();
+    add_used_locked(*owner, used.amount);
+    for (std::size_t type = 0; type < kTokenTypeCount; ++type) {
+      if (owner->typed[type] != nullptr) add_used_locked(*owner->typed[type], used.typed[type]);
+    }
+    shard.changed.notify_all();
   } catch (...) {
   }
 }
@@ -395,36 +560,56 @@ void Admission::settle(const UsageEvent& event) noexcept {
 void Admission::release(const UsageEvent& event) noexcept {
   try {
     if (settings_.mode == AdmissionMode::kOff) return;
+    const CustomerKey key = charge_by_value(event, config_);
     const std::string call = hold_key(event.call_id);
-    std::lock_guard lock(mutex_);
-    const auto hold = holds_.find(call);
-    if (hold == holds_.end()) return;
-    hold->second.account->held -= hold->second.amount;
-    holds_.erase(hold);
-    ++counters_.holds_released;
-    changed_.notify_all();
+    Shard& shard = shard_of(key.value);
+    std::lock_guard lock(shard.mutex);
+    const auto hold = shard.holds.find(call);
+    if (hold == shard.holds.end()) return;
+    for (std::size_t i = 0; i < hold->second.count; ++i) {
+      hold->second.parts[i].account->held -= hold->second.parts[i].amount;
+    }
+    shard.holds.erase(hold);
+    ++shard.counters.holds_released;
+    shard.changed.notify_all();
   } catch (...) {
   }
 }
 
 void Admission::balance_changed(const std::string& customer_id) {
-  std::lock_guard lock(mutex_);
-  balance_changes_.push_back(customer_id);
-  ++balance_requested_;
+  {
+    std::lock_guard lock(work_mutex_);
+    balance_changes_.push_back(customer_id);
+    ++balance_requested_;
+  }
   work_.notify_one();
 }
 
 bool Admission::wait_for_balances(std::chrono::steady_clock::time_point deadline) {
-  std::unique_lock lock(mutex_);
+  std::unique_lock lock(work_mutex_);
   const std::uint64_t wanted = balance_requested_;
-  return changed_.wait_until(lock, deadline,
-                             [&] { return stopping_ || balance_served_ >= wanted; });
+  return balances_.wait_until(lock, deadline,
+                              [&] { return stopping_ || balance_served_ >= wanted; });
 }
 
 AdmissionCounters Admission::counters() const {
-  std::lock_guard lock(mutex_);
-  AdmissionCounters out = counters_;
-  out.holds_open = holds_.size();
+  AdmissionCounters out;
+  {
+    std::lock_guard lock(work_mutex_);
+    out = background_counters_;
+  }
+  for (const Shard& shard : shards_) {
+    std::lock_guard lock(shard.mutex);
+    const ShardCounters& counted = shard.counters;
+    out.allowed += counted.allowed;
+    out.fail_open += counted.fail_open;
+    for (const auto& [reason, times] : counted.denied) out.denied[reason] += times;
+    out.holds_open += shard.holds.size();
+    out.holds_settled += counted.holds_settled;
+    out.holds_released += counted.holds_released;
+    out.holds_expired += counted.holds_expired;
+    out.settled_without_hold += counted.settled_without_hold;
+  }
   return out;
 }
 
@@ -436,33 +621,41 @@ void Admission::run() {
   auto next_report = Steady::now();
   auto next_sweep = Steady::now();
   for (;;) {
-    std::deque<std::string> keys;
+    std::deque<Account*> accounts;
     std::vector<std::string> changes;
     std::uint64_t served = 0;
     {
-      std::unique_lock lock(mutex_);
+      std::unique_lock lock(work_mutex_);
       work_.wait_for(lock, std::chrono::milliseconds(50),
                      [&] { return stopping_ || !queue_.empty() || !balance_changes_.empty(); });
       if (stopping_) break;
-      keys.swap(queue_);
+      accounts.swap(queue_);
       changes.swap(balance_changes_);
       served = balance_requested_;
-      for (const std::string& customer : changes) {
-        for (auto& [name, account] : accounts_) {
-          if (account->customer_id != customer) continue;
+    }
+    if (!changes.empty()) {
+      for (Shard& shard : shards_) {
+        std::lock_guard lock(shard.mutex);
+        for (auto& [id, account] : shard.accounts) {
+          if (account->customer_id.empty() ||
+              std::find(changes.begin(), changes.end(), account->customer_id) == changes.end()) {
+            continue;
+          }
           account->balance_at = {};
           if (!account->wanted) {
             account->wanted = true;
-            keys.push_back(name);
+            accounts.push_back(account.get());
           }
         }
       }
     }
-    for (const std::string& key : keys) serve(key);
+    for (Account* account : accounts) serve(*account);
     if (!changes.empty()) {
-      std::lock_guard lock(mutex_);
-      balance_served_ = std::max(balance_served_, served);
-      changed_.notify_all();
+      {
+        std::lock_guard lock(work_mutex_);
+        balance_served_ = std::max(balance_served_, served);
+      }
+      balances_.notify_all();
     }
     const auto now = Steady::now();
     if (now >= next_sweep) {
@@ -509,12 +702,22 @@ std::optional<std::int64_t> Admission::fetch_balance(const std::string& key,
   return cents;
 }
 
-std::optional<std::int64_t> Admission::budget_for(const std::string& key, Account& snapshot) {
+std::optional<std::int64_t> Admission::budget_for(Account& snapshot) {
   if (settings_.mode == AdmissionMode::kStatic) {
-    for (const std::string& name : {key, snapshot.plan, std::string("*")}) {
+    const std::string type_name =
+        snapshot.type < 0 ? std::string()
+                          : to_string(kAllTokenTypes[static_cast<std::size_t>(snapshot.type)]);
+    for (const std::string& name : {snapshot.key, snapshot.plan, std::string("*")}) {
       if (name.empty()) continue;
-      const auto found = settings_.budgets.find(name);
-      if (found != settings_.budgets.end()) return scaled(found->second, scale_);
+      if (snapshot.type < 0) {
+        const auto found = settings_.budgets.find(name);
+        if (found != settings_.budgets.end()) return scaled(found->second, scale_);
+        continue;
+      }
+      const auto found = settings_.token_budgets.find(name);
+      if (found == settings_.token_budgets.end()) continue;
+      const auto amount = found->second.find(type_name);
+      if (amount != found->second.end()) return scaled(amount->second, scale_);
     }
     return std::nullopt;
   }
@@ -524,40 +727,40 @@ std::optional<std::int64_t> Admission::budget_for(const std::string& key, Accoun
     return snapshot.budget;
   }
   {
-    std::lock_guard lock(mutex_);
-    ++counters_.balance_fetches;
+    std::lock_guard lock(work_mutex_);
+    ++background_counters_.balance_fetches;
   }
-  const auto cents = fetch_balance(key, snapshot.customer_id);
+  const auto cents = fetch_balance(snapshot.key, snapshot.customer_id);
   if (!cents) {
-    std::lock_guard lock(mutex_);
-    ++counters_.balance_failures;
+    std::lock_guard lock(work_mutex_);
+    ++background_counters_.balance_failures;
     return std::nullopt;
   }
   snapshot.balance_at = now;
   return scaled(std::max<std::int64_t>(0, *cents), scale_);
 }
 
-void Admission::serve(const std::string& key) {
+void Admission::serve(Account& account) {
+  Shard& shard = *account.shard;
   Account snapshot;
   {
-    std::lock_guard lock(mutex_);
-    const auto found = accounts_.find(key);
-    if (found == accounts_.end()) return;
-    roll_period_locked(*found->second);
-    found->second->wanted = false;  // after the roll, which may want it again
-    snapshot = *found->second;
+    std::lock_guard lock(shard.mutex);
+    roll_period_locked(account);
+    account.wanted = false;  // after the roll, which may want it again
+    snapshot = account;
   }
-  const auto budget = budget_for(key, snapshot);
+  const auto budget = budget_for(snapshot);
   if (!budget) {
-    std::lock_guard lock(mutex_);
-    Account& account = *accounts_.at(key);
-    account.customer_id = snapshot.customer_id;
-    if (settings_.mode == AdmissionMode::kStatic) {
-      account.state = State::kNoBudget;
-    } else if (account.state != State::kReady) {
-      account.state = State::kUnavailable;  // a known balance stays in force while Stripe is down
+    {
+      std::lock_guard lock(shard.mutex);
+      account.customer_id = snapshot.customer_id;
+      if (settings_.mode == AdmissionMode::kStatic) {
+        account.state = State::kNoBudget;
+      } else if (account.state != State::kReady) {
+        account.state = State::kUnavailable;  // a known balance stays in force while Stripe is down
+      }
     }
-    changed_.notify_all();
+    shard.changed.notify_all();
     return;
   }
   const std::int64_t need = snapshot.used + snapshot.held - snapshot.grant;
@@ -570,14 +773,18 @@ void Admission::serve(const std::string& key) {
   std::int64_t forced = 0;
   bool got_fresh = false;  // taken is what the store says now
   if (snapshot.state != State::kReady || need > 0 || budget_moved || low) {
-    auto got = store_->take(key, snapshot.period, chunk, *budget, false, now_ms());
+    auto got = store_->take(snapshot.key, snapshot.period, chunk, *budget, false, now_ms());
     if (!got) {
-      std::lock_guard lock(mutex_);
-      ++counters_.store_errors;
-      Account& account = *accounts_.at(key);
-      if (account.state != State::kReady) account.state = State::kUnavailable;
+      {
+        std::lock_guard lock(work_mutex_);
+        ++background_counters_.store_errors;
+      }
+      {
+        std::lock_guard lock(shard.mutex);
+        if (account.state != State::kReady) account.state = State::kUnavailable;
+      }
       log_->warn("stripe_billing admission: {}", got.error().message);
-      changed_.notify_all();
+      shard.changed.notify_all();
       return;
     }
     taken = *got;
@@ -586,7 +793,7 @@ void Admission::serve(const std::string& key) {
     // as this owner's grant all the same, so the fleet sees it, and counted. Never forgiven.
     const std::int64_t over = snapshot.used - (snapshot.grant + taken.granted);
     if (over > 0) {
-      auto forced_take = store_->take(key, snapshot.period, over, *budget, true, now_ms());
+      auto forced_take = store_->take(snapshot.key, snapshot.period, over, *budget, true, now_ms());
       if (forced_take) {
         forced = forced_take->granted;
         taken.fleet_total = forced_take->fleet_total;
@@ -597,81 +804,91 @@ void Admission::serve(const std::string& key) {
     taken.exhausted = snapshot.exhausted;
     taken.crossing = snapshot.crossing;
   }
-  std::lock_guard lock(mutex_);
-  Account& account = *accounts_.at(key);
-  account.customer_id = snapshot.customer_id;
-  account.balance_at = snapshot.balance_at;
-  if (account.period == snapshot.period) {
-    account.grant += taken.granted + forced;
-    // A budget that went down (credits spent elsewhere, an invoice applied): this owner's grant
-    // shrinks to what is left beside the other owners' grants, never below what it holds and
-    // used. The store hears of it at the next report.
-    const std::int64_t others_granted =
-        taken.fleet_total - (snapshot.grant + taken.granted + forced);
-    const std::int64_t cap = *budget - std::max<std::int64_t>(0, others_granted);
-    if (got_fresh && account.grant > cap) {
-      account.grant = std::max(account.held + account.used, cap);
-      account.exhausted = true;
-      account.dirty = true;
-    }
-    account.exhausted = taken.exhausted;
-    account.crossing = taken.crossing;
-    // What the other owners had used at the take (the store holds this owner's last report).
-    if (got_fresh) {
-      account.others_used = std::max<std::int64_t>(0, taken.fleet_used - snapshot.reported_used);
-    }
-    account.budget = *budget;
-    account.state = State::kReady;
-    if (forced > 0) {
-      counters_.overage_units += static_cast<std::uint64_t>(unscaled_up(forced, scale_));
-      log_->warn("stripe_billing admission: {} used {} past its budget (recorded, billed)",
-                 log_safe(key), unscaled_up(forced, scale_));
+  if (forced > 0) {
+    std::lock_guard lock(work_mutex_);
+    background_counters_.overage_units += static_cast<std::uint64_t>(unscaled_up(forced, scale_));
+  }
+  {
+    std::lock_guard lock(shard.mutex);
+    account.customer_id = snapshot.customer_id;
+    account.balance_at = snapshot.balance_at;
+    if (account.period == snapshot.period) {
+      account.grant += taken.granted + forced;
+      // A budget that went down (credits spent elsewhere, an invoice applied): this owner's
+      // grant shrinks to what is left beside the other owners' grants, never below what it holds
+      // and used. The store hears of it at the next report.
+      const std::int64_t others_granted =
+          taken.fleet_total - (snapshot.grant + taken.granted + forced);
+      const std::int64_t cap = *budget - std::max<std::int64_t>(0, others_granted);
+      if (got_fresh && account.grant > cap) {
+        account.grant = std::max(account.held + account.used, cap);
+        account.dirty = true;
+      }
+      account.exhausted = taken.exhausted;
+      account.crossing = taken.crossing;
+      // What the other owners had used at the take (the store holds this owner's last report).
+      if (got_fresh) {
+        account.others_used = std::max<std::int64_t>(0, taken.fleet_used - snapshot.reported_used);
+      }
+      account.budget = *budget;
+      account.state = State::kReady;
     }
   }
-  changed_.notify_all();
+  if (forced > 0) {
+    log_->warn("stripe_billing admission: {} used {} past its budget (recorded, billed)",
+               log_safe(snapshot.key), unscaled_up(forced, scale_));
+  }
+  shard.changed.notify_all();
 }
 
-void Admission::expire_locked(Steady::time_point now) {
+void Admission::expire_locked(Shard& shard, Steady::time_point now) {
   // Only when the earliest hold may have expired: a storm of refusals never rescans the holds.
-  if (holds_.empty() || now < earliest_expiry_) return;
+  if (shard.holds.empty() || now < shard.earliest_expiry) return;
   Steady::time_point earliest = Steady::time_point::max();
-  for (auto hold = holds_.begin(); hold != holds_.end();) {
+  for (auto hold = shard.holds.begin(); hold != shard.holds.end();) {
     if (hold->second.expires <= now) {
-      hold->second.account->held -= hold->second.amount;
-      ++counters_.holds_expired;
-      hold = holds_.erase(hold);
+      for (std::size_t i = 0; i < hold->second.count; ++i) {
+        hold->second.parts[i].account->held -= hold->second.parts[i].amount;
+      }
+      ++shard.counters.holds_expired;
+      hold = shard.holds.erase(hold);
     } else {
       earliest = std::min(earliest, hold->second.expires);
       ++hold;
     }
   }
-  earliest_expiry_ = earliest;
+  shard.earliest_expiry = earliest;
 }
 
 void Admission::sweep() {
   const auto now = clock_->steady_now();
-  std::lock_guard lock(mutex_);
-  expire_locked(now);
-  for (auto& [key, account] : accounts_) {
-    roll_period_locked(*account);
-    const bool stale_balance = settings_.mode == AdmissionMode::kCredits &&
-                               account->state == State::kReady &&
-                               now - account->balance_at >= settings_.credit_balance_ttl;
-    const bool recent = now - account->active < std::chrono::seconds(10);
-    const bool retry = (account->state == State::kUnavailable ||
-                        account->state == State::kNoBudget || account->exhausted) &&
-                       recent;
-    if (stale_balance || retry) want_locked(*account);
+  for (Shard& shard : shards_) {
+    {
+      std::lock_guard lock(shard.mutex);
+      expire_locked(shard, now);
+      for (auto& [id, account] : shard.accounts) {
+        roll_period_locked(*account);
+        const bool stale_balance = settings_.mode == AdmissionMode::kCredits &&
+                                   account->state == State::kReady &&
+                                   now - account->balance_at >= settings_.credit_balance_ttl;
+        const bool recent = now - account->active < std::chrono::seconds(10);
+        const bool retry = (account->state == State::kUnavailable ||
+                            account->state == State::kNoBudget || account->exhausted) &&
+                           recent;
+        if (stale_balance || retry) want_locked(*account);
+      }
+    }
+    shard.changed.notify_all();
   }
-  changed_.notify_all();
 }
 
 void Admission::report(bool give_back_idle, bool give_back_all) {
   std::vector<GrantReport> rows;
+  std::vector<Account*> reported;
   const auto now = clock_->steady_now();
-  {
-    std::lock_guard lock(mutex_);
-    for (auto& [key, account] : accounts_) {
+  for (Shard& shard : shards_) {
+    std::lock_guard lock(shard.mutex);
+    for (auto& [id, account] : shard.accounts) {
       if (account->state != State::kReady) continue;
       const std::int64_t needed = account->held + account->used;
       const bool idle = give_back_idle && now - account->active > kIdleGiveBack;
@@ -683,28 +900,35 @@ void Admission::report(bool give_back_idle, bool give_back_all) {
       if (!account->dirty) continue;
       account->dirty = false;
       account->reported_used = account->used;
-      rows.push_back({key, account->period, account->grant, account->used});
+      rows.push_back({account->key, account->period, account->grant, account->used});
+      reported.push_back(account.get());
     }
   }
   auto written = rows.empty() ? store_->heartbeat(now_ms()) : store_->report(rows, now_ms());
   if (!written) {
-    std::lock_guard lock(mutex_);
-    ++counters_.store_errors;
-    for (const GrantReport& row : rows) {
-      const auto found = accounts_.find(row.customer);
-      if (found != accounts_.end()) found->second->dirty = true;
+    {
+      std::lock_guard lock(work_mutex_);
+      ++background_counters_.store_errors;
+    }
+    for (Account* account : reported) {
+      std::lock_guard lock(account->shard->mutex);
+      account->dirty = true;
     }
   }
 }
 
 void Admission::stop() {
   {
-    std::lock_guard lock(mutex_);
+    std::lock_guard lock(work_mutex_);
     if (stopping_) return;
     stopping_ = true;
   }
   work_.notify_all();
-  changed_.notify_all();
+  balances_.notify_all();
+  for (Shard& shard : shards_) {
+    { std::lock_guard lock(shard.mutex); }  // a waiter has checked stopping_ or is waiting
+    shard.changed.notify_all();
+  }
   if (thread_.joinable()) thread_.join();
 }
 
@@ -722,7 +946,9 @@ int AdmissionDecision::http_status() const noexcept {
 std::string AdmissionDecision::openai_error_body() const {
   std::string message;
   std::string type = "insufficient_quota";
-  if (reason == "budget_exhausted") {
+  if (reason == "budget_exhausted" && !token_type.empty()) {
+    message = "Your " + std::string(token_type) + " token budget for this period is spent.";
+  } else if (reason == "budget_exhausted") {
     message = "Your usage budget for this period is spent.";
   } else if (reason == "credits_exhausted") {
     message = "Your credit balance is spent. Add credits to continue.";

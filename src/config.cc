@@ -179,6 +179,7 @@ constexpr SettingField kSettingFields[] = {
     {"STRIPE_ADMISSION", &Config::admission},
     {"STRIPE_BUDGETS", &Config::budgets},
     {"STRIPE_BUDGET_PERIOD", &Config::budget_period},
+    {"STRIPE_TOKEN_BUDGETS", &Config::token_budgets},
     {"STRIPE_ADMISSION_MAX_OUTPUT", &Config::admission_max_output},
     {"STRIPE_ADMISSION_UNESTIMABLE", &Config::admission_unestimable},
     {"STRIPE_ADMISSION_RESERVE", &Config::admission_reserve},
@@ -1609,33 +1610,100 @@ Config config_from_env(const EnvLookup& env) {
 // ---------------------------------------------------------------------------------------------
 // Admission and webhooks
 
-// "pro=1000000, cus_A=5000, *=100": a budget per customer key or plan, `*` for the rest. Keys
-// are stored text (no control bytes, valid UTF-8, at most 256 bytes); amounts are whole units.
-std::map<std::string, std::int64_t> check_budgets(Problems& problems,
-                                                  const std::optional<std::string>& raw) {
-  std::map<std::string, std::int64_t> out;
+// One budget entry: "key=amount" (STRIPE_BUDGETS) or "key:type=amount" (STRIPE_TOKEN_BUDGETS,
+// split at the last ':' so that keys may hold one). Keys are stored text (no control bytes,
+// valid UTF-8, at most 256 bytes); amounts are whole units.
+struct BudgetEntry {
+  std::string key;
+  std::string type;
+  std::int64_t amount = 0;
+};
+
+std::vector<BudgetEntry> check_budget_entries(Problems& problems, const char* variable,
+                                              const std::optional<std::string>& raw, bool typed) {
+  std::vector<BudgetEntry> out;
   if (!value_set(raw)) return out;
   for (const std::string& item : split_list(*raw)) {
     const std::size_t equals = item.rfind('=');
-    const std::string key =
+    std::string key =
         equals == std::string::npos ? std::string() : std::string(trim(item.substr(0, equals)));
     const std::string amount =
         equals == std::string::npos ? std::string() : std::string(trim(item.substr(equals + 1)));
+    std::string type;
+    if (typed) {
+      const std::size_t colon = key.rfind(':');
+      type = colon == std::string::npos ? std::string() : std::string(trim(key.substr(colon + 1)));
+      key = colon == std::string::npos ? std::string() : std::string(trim(key.substr(0, colon)));
+    }
     const bool control = std::any_of(key.begin(), key.end(),
                                      [](char c) { return static_cast<unsigned char>(c) < 0x20; });
-    if (key.empty() || amount.empty() || key.size() > 256 || control || !is_storable_text(key)) {
-      problems.add(
-          "STRIPE_BUDGETS entries must be key=amount (a customer key, a plan or *, then "
-          "whole billed units); got " +
-          problems.shown(item));
+    if (key.empty() || amount.empty() || key.size() > 256 || control || !is_storable_text(key) ||
+        (typed && type.empty())) {
+      problems.add(std::string(variable) + " entries must be " +
+                   (typed ? "key:type=tokens (a customer key, a plan or *, a token type, then "
+                            "whole tokens)"
+                          : "key=amount (a customer key, a plan or *, then whole billed units)") +
+                   "; got " + problems.shown(item));
       continue;
     }
-    const IntegerRule rule{"STRIPE_BUDGETS", "billed units per period", 0, 0, kLargestMaxQuantity};
+    const IntegerRule rule{variable, "billed units per period", 0, 0, kLargestMaxQuantity};
     const auto value = check_integer(problems, rule, amount);
     if (!value) continue;
-    if (!out.emplace(key, *value).second) {
-      problems.add("STRIPE_BUDGETS names " + problems.shown(key) + " twice");
+    const bool twice = std::any_of(out.begin(), out.end(), [&](const BudgetEntry& entry) {
+      return entry.key == key && entry.type == type;
+    });
+    if (twice) {
+      problems.add(std::string(variable) + " names " +
+                   problems.shown(typed ? key + ":" + type : key) + " twice");
+      continue;
     }
+    out.push_back({std::move(key), std::move(type), *value});
+  }
+  return out;
+}
+
+// "pro=1000000, cus_A=5000, *=100": a budget per customer key or plan, `*` for the rest.
+std::map<std::string, std::int64_t> check_budgets(Problems& problems,
+                                                  const std::optional<std::string>& raw) {
+  std::map<std::string, std::int64_t> out;
+  for (BudgetEntry& entry : check_budget_entries(problems, "STRIPE_BUDGETS", raw, false)) {
+    out.emplace(std::move(entry.key), entry.amount);
+  }
+  return out;
+}
+
+// "pro:output=200000, *:input=1000000": budgets per token type, in the types the quantity
+// bills: token_types' five, or split's input and output.
+std::map<std::string, std::map<std::string, std::int64_t>> check_token_budgets(
+    Problems& problems, const std::optional<std::string>& raw, QuantitySource quantity) {
+  std::map<std::string, std::map<std::string, std::int64_t>> out;
+  const std::vector<BudgetEntry> entries =
+      check_budget_entries(problems, "STRIPE_TOKEN_BUDGETS", raw, true);
+  if (entries.empty()) return out;
+  if (quantity != QuantitySource::kTokenTypes && quantity != QuantitySource::kSplit) {
+    problems.add(
+        "STRIPE_TOKEN_BUDGETS needs STRIPE_QUANTITY=token_types or split (the modes that bill "
+        "tokens by type); use STRIPE_BUDGETS for the others");
+    return out;
+  }
+  for (const BudgetEntry& entry : entries) {
+    const auto type = token_type_from_string(entry.type);
+    const bool billed = type && (quantity == QuantitySource::kTokenTypes ||
+                                 *type == TokenType::kInput || *type == TokenType::kOutput);
+    if (!billed) {
+      std::string names;
+      for (const TokenType each : kAllTokenTypes) {
+        if (quantity == QuantitySource::kSplit && each != TokenType::kInput &&
+            each != TokenType::kOutput) {
+          continue;
+        }
+        names += (names.empty() ? "" : ", ") + std::string(to_string(each));
+      }
+      problems.add("STRIPE_TOKEN_BUDGETS: " + problems.shown(entry.type) +
+                   " is not a token type this quantity bills (" + names + ")");
+      continue;
+    }
+    out[entry.key][entry.type] = entry.amount;
   }
   return out;
 }
@@ -1645,6 +1713,7 @@ AdmissionSettings check_admission(Problems& problems, const Config& config,
   AdmissionSettings out;
   out.mode = check_choice(problems, "STRIPE_ADMISSION", config.admission, kAdmissionChoices);
   out.budgets = check_budgets(problems, config.budgets);
+  out.token_budgets = check_token_budgets(problems, config.token_budgets, quantity);
   out.period =
       check_choice(problems, "STRIPE_BUDGET_PERIOD", config.budget_period, kBudgetPeriodChoices);
   out.unestimable = check_choice(problems, "STRIPE_ADMISSION_UNESTIMABLE",
@@ -1666,10 +1735,16 @@ AdmissionSettings check_admission(Problems& problems, const Config& config,
   if (hold_ttl) out.hold_ttl = std::chrono::seconds(*hold_ttl);
   if (balance_ttl) out.credit_balance_ttl = std::chrono::seconds(*balance_ttl);
   if (tolerance) out.webhook_tolerance = std::chrono::seconds(*tolerance);
-  if (out.mode == AdmissionMode::kStatic && out.budgets.empty()) {
+  if (out.mode == AdmissionMode::kStatic && out.budgets.empty() && out.token_budgets.empty() &&
+      !value_set(config.token_budgets)) {
     problems.add(
         "STRIPE_ADMISSION=static needs STRIPE_BUDGETS (key=amount per customer key, "
-        "plan or *)");
+        "plan or *) or STRIPE_TOKEN_BUDGETS (key:type=tokens)");
+  }
+  if (out.mode == AdmissionMode::kCredits && value_set(config.token_budgets)) {
+    problems.add(
+        "STRIPE_TOKEN_BUDGETS applies to STRIPE_ADMISSION=static; credits are one balance, in "
+        "money, for every token type");
   }
   if (out.mode == AdmissionMode::kCredits && quantity != QuantitySource::kCost &&
       quantity != QuantitySource::kPriced) {

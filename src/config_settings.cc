@@ -143,6 +143,11 @@ const std::vector<SettingInfo>& config_settings() {
        "or the currency's smallest unit in the cost and priced modes).",
        "", ""},
       {"STRIPE_BUDGET_PERIOD", "The budget's period: month or day (calendar, UTC).", "month", ""},
+      {"STRIPE_TOKEN_BUDGETS",
+       "static, STRIPE_QUANTITY=token_types or split: budgets per token type and period, "
+       "key:type=tokens by customer key, plan or * (e.g. pro:output=200000); beside STRIPE_BUDGETS "
+       "or instead of it.",
+       "", ""},
       {"STRIPE_ADMISSION_MAX_OUTPUT",
        "The output tokens one call reserves at most (its max_tokens, capped by this).", "4096", ""},
       {"STRIPE_ADMISSION_UNESTIMABLE",

@@ -468,6 +468,151 @@ TEST_F(AdmissionTest, AdmissionOffAllowsEverythingAndHoldsNothing) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Budgets per token type (STRIPE_TOKEN_BUDGETS)
+
+class TokenBudgetTest : public AdmissionTest {
+ protected:
+  // STRIPE_QUANTITY=token_types on meters, with budgets per type (and `budgets` for all units).
+  Config typed_config(const std::string& token_budgets, const std::string& budgets = "",
+                      const char* quantity = "token_types") const {
+    Config config = admission_config(budgets, 1000);
+    if (budgets.empty()) config.budgets.reset();
+    config.billing_mode = "meter_events";
+    config.price_id.reset();
+    config.meter_event_name = "tokens";
+    config.quantity = quantity;
+    config.token_budgets = token_budgets;
+    return config;
+  }
+
+  static UsageEvent typed_call(const std::string& call_id, std::int64_t prompt,
+                               std::int64_t completion, std::int64_t cached = 0,
+                               const std::string& customer = "alice") {
+    UsageEvent e = used(call_id, prompt + completion, customer);
+    e.prompt_tokens = prompt;
+    e.completion_tokens = completion;
+    if (cached > 0) e.cache_read_tokens = cached;
+    return e;
+  }
+};
+
+TEST_F(TokenBudgetTest, ACallMustFitEveryBudgetAndIsRefusedByTheTypeThatIsSpent) {
+  auto logger = start(typed_config("alice:output=300", "alice=100000"));
+  ASSERT_NE(logger, nullptr);
+  // The output budget holds the capped max_tokens; the total holds input plus output.
+  const AdmissionDecision first = logger->admit(ask("c1", "alice", 10, 200));
+  ASSERT_TRUE(first.allowed()) << first.reason;
+  EXPECT_EQ(first.reserved, 210);
+  EXPECT_EQ(first.remaining, 100) << "what is left of the tightest budget: output's";
+  // 100 output tokens left, 200 wanted: the single process holds the last piece and may cross
+  // it with one call; the next is refused by the output budget alone.
+  const AdmissionDecision crossing = logger->admit(ask("c2", "alice", 10, 200));
+  ASSERT_TRUE(crossing.allowed()) << crossing.reason;
+  const AdmissionDecision held = logger->admit(ask("c3", "alice", 10, 10));
+  EXPECT_FALSE(held.allowed());
+  EXPECT_EQ(held.reason, "held_by_open_calls");
+  EXPECT_EQ(held.token_type, "output");
+  EXPECT_EQ(held.http_status(), 429);
+
+  // c1 used 250 output tokens, c2 failed: 50 are left.
+  logger->log_success_event(typed_call("c1", 10, 250));
+  logger->log_failure_event(typed_call("c2", 0, 0));
+  const AdmissionDecision fits = logger->admit(ask("c4", "alice", 10, 40));
+  ASSERT_TRUE(fits.allowed()) << fits.reason;
+  EXPECT_EQ(fits.remaining, 10);
+  logger->log_success_event(typed_call("c4", 10, 60));  // 310 of 300: the type is spent
+  const AdmissionDecision spent = logger->admit(ask("c5", "alice", 10, 1));
+  EXPECT_FALSE(spent.allowed());
+  EXPECT_EQ(spent.reason, "budget_exhausted");
+  EXPECT_EQ(spent.token_type, "output");
+  EXPECT_EQ(spent.http_status(), 402);
+  const auto body = nlohmann::json::parse(spent.openai_error_body());
+  EXPECT_NE(body["error"]["message"].get<std::string>().find("output token budget"),
+            std::string::npos)
+      << body.dump();
+  EXPECT_EQ(body["error"]["code"], "budget_exhausted");
+  // The total was never the limit, and its refusals name no type.
+  EXPECT_EQ(denials(logger->stats(), "budget_exhausted"), 1u);
+}
+
+TEST_F(TokenBudgetTest, TheBudgetOfAllUnitsStillRefusesWhenTheTypesFit) {
+  auto logger = start(typed_config("alice:output=100000", "alice=500"));
+  ASSERT_NE(logger, nullptr);
+  ASSERT_TRUE(logger->admit(ask("c1", "alice", 300, 100)).allowed());
+  logger->log_success_event(typed_call("c1", 450, 100));
+  const AdmissionDecision spent = logger->admit(ask("c2", "alice", 1, 1));
+  EXPECT_EQ(spent.reason, "budget_exhausted");
+  EXPECT_EQ(spent.token_type, "") << "the budget of all units, not a type's";
+}
+
+TEST_F(TokenBudgetTest, BudgetsPerTypeAloneNeedNoBudgetOfAllUnits) {
+  auto logger = start(typed_config("*:input=100, pro:input=1000"));
+  ASSERT_NE(logger, nullptr);
+  ASSERT_TRUE(logger->admit(ask("a1", "alice", 60, 5000)).allowed()) << "output is not limited";
+  ASSERT_TRUE(logger->admit(ask("a2", "alice", 60, 10)).allowed()) << "the one crossing";
+  EXPECT_EQ(logger->admit(ask("a3", "alice", 60, 10)).reason, "held_by_open_calls");
+  EXPECT_TRUE(logger->admit(ask("b1", "bob", 60, 10)).allowed()) << "bob has his own";
+  EXPECT_EQ(logger->admit(ask("c1", "carol", 900, 10, "pro")).remaining, 100);
+}
+
+TEST_F(TokenBudgetTest, EachTypeResolvesByKeyThenPlanThenDefault) {
+  auto logger = start(typed_config("*:output=100, pro:output=500, alice:input=50"));
+  ASSERT_NE(logger, nullptr);
+  // alice: her own input budget, her plan's output budget.
+  EXPECT_EQ(logger->admit(ask("a", "alice", 10, 10, "pro")).remaining, 40);
+  EXPECT_EQ(logger->admit(ask("c", "carol", 10, 10, "pro")).remaining, 490);
+  EXPECT_EQ(logger->admit(ask("d", "dave", 10, 10)).remaining, 90);
+}
+
+TEST_F(TokenBudgetTest, ACustomerWithoutAnyBudgetIsRefused) {
+  auto logger = start(typed_config("pro:output=500"));
+  ASSERT_NE(logger, nullptr);
+  EXPECT_EQ(logger->admit(ask("a", "alice", 10, 10)).reason, "no_budget");
+  EXPECT_TRUE(logger->admit(ask("b", "alice", 10, 10, "pro")).allowed()) << "her plan changed";
+}
+
+// Cache reads cannot be estimated before the call: the type reserves nothing and is held to its
+// budget by what the calls used.
+TEST_F(TokenBudgetTest, ATypeThatCannotBeEstimatedIsHeldToItsBudgetByUsage) {
+  auto logger = start(typed_config("alice:cached_input=100"));
+  ASSERT_NE(logger, nullptr);
+  const AdmissionDecision first = logger->admit(ask("c1", "alice", 500, 100));
+  ASSERT_TRUE(first.allowed()) << first.reason;
+  EXPECT_EQ(first.remaining, 100);
+  logger->log_success_event(typed_call("c1", 500, 100, 150));  // 150 cached of 500
+  const AdmissionDecision spent = logger->admit(ask("c2", "alice", 1, 1));
+  EXPECT_EQ(spent.reason, "budget_exhausted");
+  EXPECT_EQ(spent.token_type, "cached_input");
+}
+
+TEST_F(TokenBudgetTest, SplitBudgetsInputAndOutput) {
+  auto logger = start(typed_config("alice:input=100, alice:output=1000", "", "split"));
+  ASSERT_NE(logger, nullptr);
+  ASSERT_TRUE(logger->admit(ask("c1", "alice", 40, 10)).allowed());
+  logger->log_success_event(typed_call("c1", 120, 10));
+  const AdmissionDecision spent = logger->admit(ask("c2", "alice", 1, 1));
+  EXPECT_EQ(spent.reason, "budget_exhausted");
+  EXPECT_EQ(spent.token_type, "input");
+}
+
+TEST_F(TokenBudgetTest, WhatATypeUsedSurvivesARestart) {
+  const Config config = typed_config("alice:output=300", "alice=100000");
+  {
+    auto logger = start(config);
+    ASSERT_NE(logger, nullptr);
+    ASSERT_TRUE(logger->admit(ask("c1", "alice", 10, 300)).allowed());
+    logger->log_success_event(typed_call("c1", 10, 300));
+    ASSERT_TRUE(logger->shutdown(in_seconds(10)));
+  }
+  auto logger = start(config);
+  ASSERT_NE(logger, nullptr);
+  const AdmissionDecision spent = logger->admit(ask("c2", "alice", 10, 1));
+  EXPECT_EQ(spent.reason, "budget_exhausted");
+  EXPECT_EQ(spent.token_type, "output");
+  EXPECT_EQ(logger->admit(ask("b1", "bob", 10, 1)).reason, "no_budget");
+}
+
+// ---------------------------------------------------------------------------------------------
 // The bound: 64 threads, one customer
 
 struct BoundCase {
@@ -487,7 +632,9 @@ struct BoundOutcome {
 
 // Each thread admits until refused for good (the budget is held or spent), settling or
 // releasing some of its calls at random when `settle` is set.
-BoundOutcome hammer(StripeLogger& logger, const BoundCase& bound, bool settle, int threads) {
+// `output_only`: what is counted is the output tokens alone (a budget on that type).
+BoundOutcome hammer(StripeLogger& logger, const BoundCase& bound, bool settle, int threads,
+                    const std::string& customer = "alice", bool output_only = false) {
   std::atomic<std::int64_t> open{0}, settled{0}, largest{0};
   std::atomic<std::uint64_t> allowed{0}, open_holds{0}, wrong_sizes{0}, odd{0};
   std::atomic<int> waiting{threads};
@@ -503,17 +650,18 @@ BoundOutcome hammer(StripeLogger& logger, const BoundCase& bound, bool settle, i
       while (waiting.load() > 0) std::this_thread::yield();
       int transient = 0;
       for (int i = 0; i < 1'000'000 && transient < 10'000; ++i) {
-        const std::string call = "t" + std::to_string(t) + "-" + std::to_string(i);
+        const std::string call = customer + "-t" + std::to_string(t) + "-" + std::to_string(i);
         AdmissionRequest request;
         request.call_id = call;
         request.model = "gpt-test";
-        request.end_user_id = "alice";
+        request.end_user_id = customer;
         request.input_tokens = input(random);
         request.max_tokens = output(random);
-        const std::int64_t expected =
-            request.input_tokens + (request.max_tokens > 0
-                                        ? std::min<std::int64_t>(request.max_tokens, bound.cap)
-                                        : bound.cap);
+        const std::int64_t output_held = request.max_tokens > 0
+                                             ? std::min<std::int64_t>(request.max_tokens, bound.cap)
+                                             : bound.cap;
+        const std::int64_t expected = request.input_tokens + output_held;
+        const std::int64_t counted = output_only ? output_held : expected;
         const AdmissionDecision decision = logger.admit(request);
         if (!decision.allowed()) {
           if (decision.reason == "held_by_open_calls" || decision.reason == "budget_exhausted") {
@@ -529,30 +677,31 @@ BoundOutcome hammer(StripeLogger& logger, const BoundCase& bound, bool settle, i
         allowed.fetch_add(1);
         if (decision.reserved != expected) wrong_sizes.fetch_add(1);
         std::int64_t seen = largest.load();
-        while (decision.reserved > seen &&
-               !largest.compare_exchange_weak(seen, decision.reserved)) {
+        while (counted > seen && !largest.compare_exchange_weak(seen, counted)) {
         }
         const int what = settle ? fate(random) : 0;
         if (what == 1) {  // settled to what it used: at most its reservation
+          // (Counted alone, the output is at most the output held.)
           const std::int64_t actual = std::uniform_int_distribution<std::int64_t>(
-              1, std::max<std::int64_t>(1, expected))(random);
+              1, std::max<std::int64_t>(1, counted))(random);
+          const std::int64_t completion = output_only ? actual : actual - actual / 2;
           UsageEvent event;
           event.call_id = call;
           event.model = "gpt-test";
-          event.end_user_id = "alice";
-          event.prompt_tokens = actual / 2;
-          event.completion_tokens = actual - actual / 2;
-          event.total_tokens = actual;
+          event.end_user_id = customer;
+          event.prompt_tokens = output_only ? request.input_tokens : actual / 2;
+          event.completion_tokens = completion;
+          event.total_tokens = *event.prompt_tokens + completion;
           event.end_time = std::chrono::system_clock::now();
           logger.log_success_event(event);
-          settled.fetch_add(actual);
+          settled.fetch_add(output_only ? completion : actual);
         } else if (what == 2) {
           UsageEvent event;
           event.call_id = call;
-          event.end_user_id = "alice";
+          event.end_user_id = customer;
           logger.log_failure_event(event);
         } else {
-          open.fetch_add(decision.reserved);
+          open.fetch_add(counted);
           open_holds.fetch_add(1);
         }
       }
@@ -620,6 +769,62 @@ INSTANTIATE_TEST_SUITE_P(Stores, AdmissionBoundTest, ::testing::Values(false, tr
                          [](const ::testing::TestParamInfo<bool>& info) {
                            return info.param ? std::string("memory") : std::string("sqlite");
                          });
+
+// Sixteen customers at once, four threads each: the shards keep each customer's bound.
+TEST_F(AdmissionTest, ManyCustomersAtOnceEachKeepTheirBound) {
+  const BoundCase bound{5'000, 64};
+  auto logger = start(admission_config("*=" + std::to_string(bound.budget), bound.cap));
+  ASSERT_NE(logger, nullptr);
+  constexpr int kCustomers = 16;
+  std::vector<BoundOutcome> outcomes(kCustomers);
+  std::vector<std::thread> customers;
+  for (int c = 0; c < kCustomers; ++c) {
+    customers.emplace_back([&, c] {
+      outcomes[c] = hammer(*logger, bound, c % 2 == 1, 4, "cust-" + std::to_string(c));
+    });
+  }
+  for (auto& each : customers) each.join();
+  std::uint64_t allowed = 0;
+  std::uint64_t open_holds = 0;
+  for (int c = 0; c < kCustomers; ++c) {
+    SCOPED_TRACE("customer " + std::to_string(c));
+    const BoundOutcome& out = outcomes[c];
+    EXPECT_EQ(out.wrong_sizes, 0u);
+    EXPECT_EQ(out.odd_refusals, 0u);
+    EXPECT_LE(out.open + out.settled, bound.budget + out.largest);
+    if (c % 2 == 0) {
+      EXPECT_GE(out.open, bound.budget - 2 * bound.cap);
+    }
+    allowed += out.allowed;
+    open_holds += out.open_holds;
+  }
+  const StripeLoggerStats stats = logger->stats();
+  EXPECT_EQ(stats.admissions, allowed);
+  EXPECT_EQ(stats.holds_open, open_holds);
+}
+
+// The bound holds for a budget per token type as for the budget of all units.
+TEST_F(TokenBudgetTest, SixtyFourThreadsNeverExceedATypesBudgetByMoreThanOneReservation) {
+  for (const BoundCase& bound : {BoundCase{100, 8}, BoundCase{10'000, 100}}) {
+    for (const bool settle : {false, true}) {
+      SCOPED_TRACE("budget " + std::to_string(bound.budget) + (settle ? " settling" : ""));
+      Config config = typed_config("alice:output=" + std::to_string(bound.budget));
+      config.admission_max_output = std::to_string(bound.cap);
+      config.outbox_path =
+          dir_.file("typed-" + std::to_string(bound.budget) + (settle ? "-settle" : "") + ".db");
+      auto logger = start(config);
+      ASSERT_NE(logger, nullptr);
+      const BoundOutcome out = hammer(*logger, bound, settle, 64, "alice", true);
+      EXPECT_EQ(out.wrong_sizes, 0u);
+      EXPECT_EQ(out.odd_refusals, 0u);
+      EXPECT_LE(out.largest, bound.cap);
+      EXPECT_LE(out.open + out.settled, bound.budget + out.largest);
+      if (!settle) {
+        EXPECT_GE(out.open, bound.budget - bound.cap);
+      }
+    }
+  }
+}
 
 // ---------------------------------------------------------------------------------------------
 // Restarts

@@ -105,6 +105,53 @@ TEST(AdmissionConfig, RefusesMalformedBudgets) {
   }
 }
 
+TEST(AdmissionConfig, BudgetsPerTokenTypeByKeyAndType) {
+  Config config = base();
+  config.admission = "static";
+  config.quantity = "token_types";
+  config.token_budgets = "pro:output=200000, org:acme:input=5, *:cached_input=7";
+  auto finalized = finalize_config(config);
+  ASSERT_TRUE(finalized) << finalized.error().message;
+  using Typed = std::map<std::string, std::map<std::string, std::int64_t>>;
+  EXPECT_EQ(finalized->admission().token_budgets, (Typed{{"pro", {{"output", 200'000}}},
+                                                         {"org:acme", {{"input", 5}}},
+                                                         {"*", {{"cached_input", 7}}}}))
+      << "split at the last ':', so that a key may hold one";
+  EXPECT_TRUE(finalized->admission().budgets.empty()) << "no budget of all units is needed";
+}
+
+TEST(AdmissionConfig, RefusesBudgetsPerTokenTypeThatCannotApply) {
+  const auto problems_with = [](const char* quantity, const char* budgets,
+                                const char* admission = "static") {
+    Config config = base();
+    config.admission = admission;
+    config.quantity = quantity;
+    config.token_budgets = budgets;
+    return problems_of(config);
+  };
+  for (const char* malformed : {"pro", "pro=5", "pro:=5", ":output=5",
+                                "pro:output=", "pro:output=-1", "pro:output=1,pro:output=2"}) {
+    EXPECT_NE(problems_with("token_types", malformed).find("STRIPE_TOKEN_BUDGETS"),
+              std::string::npos)
+        << malformed;
+  }
+  EXPECT_NE(problems_with("token_types", "pro:reasoning=5")
+                .find("\"reasoning\" is not a token type this quantity bills (input, output, "
+                      "cached_input, cache_read, cache_write)"),
+            std::string::npos)
+      << problems_with("token_types", "pro:reasoning=5");
+  EXPECT_NE(problems_with("split", "pro:cached_input=5")
+                .find("is not a token type this quantity bills (input, output)"),
+            std::string::npos)
+      << problems_with("split", "pro:cached_input=5");
+  EXPECT_TRUE(problems_with("split", "pro:input=5,pro:output=9").empty());
+  EXPECT_NE(problems_with("total_tokens", "pro:input=5")
+                .find("STRIPE_TOKEN_BUDGETS needs STRIPE_QUANTITY=token_types or split"),
+            std::string::npos);
+  EXPECT_NE(problems_with("priced", "pro:input=5", "credits").find("STRIPE_TOKEN_BUDGETS"),
+            std::string::npos);
+}
+
 TEST(AdmissionConfig, CreditsAreMoneyAndNeedAMoneyQuantity) {
   Config config = base();
   config.admission = "credits";

@@ -51,6 +51,9 @@ struct AdmissionDecision {
   std::chrono::seconds retry_after{0};
   std::int64_t reserved = 0;   // what the hold reserves, in the budget's units
   std::int64_t remaining = 0;  // what this process may still admit for the customer, after it
+  // A refusal by a budget per token type (STRIPE_TOKEN_BUDGETS): the type ("output", ...); ""
+  // when the refusal is the customer's budget of all billed units, or none.
+  std::string_view token_type;
 
   bool allowed() const noexcept { return verdict != AdmissionVerdict::kDeny; }
   // What an OpenAI-compatible gateway answers a refusal with: 402 for a budget or credits that

@@ -95,6 +95,7 @@ struct Config {
   std::optional<std::string> admission;             // STRIPE_ADMISSION = off|static|credits
   std::optional<std::string> budgets;               // STRIPE_BUDGETS = "pro=1000000,*=50000"
   std::optional<std::string> budget_period;         // STRIPE_BUDGET_PERIOD = month|day
+  std::optional<std::string> token_budgets;         // STRIPE_TOKEN_BUDGETS = "pro:output=200000"
   std::optional<std::string> admission_max_output;  // STRIPE_ADMISSION_MAX_OUTPUT (tokens)
   std::optional<std::string>
       admission_unestimable;  // STRIPE_ADMISSION_UNESTIMABLE = reject|allow|reserve
@@ -222,6 +223,9 @@ struct BilledDimension {
 struct AdmissionSettings {
   AdmissionMode mode = AdmissionMode::kOff;
   std::map<std::string, std::int64_t> budgets;  // customer key or plan (or "*") -> per period
+  // STRIPE_TOKEN_BUDGETS: customer key or plan (or "*") -> token type (input, output, ...) -> per
+  // period. Only with STRIPE_QUANTITY=token_types or split.
+  std::map<std::string, std::map<std::string, std::int64_t>> token_budgets;
   BudgetPeriod period = BudgetPeriod::kMonth;
   std::int64_t max_output = 4096;  // the output tokens a call may reserve, at most
   UnestimablePolicy unestimable = UnestimablePolicy::kReject;
