@@ -579,7 +579,9 @@ TEST_F(TokenBudgetTest, ATypeThatCannotBeEstimatedIsHeldToItsBudgetByUsage) {
   const AdmissionDecision first = logger->admit(ask("c1", "alice", 500, 100));
   ASSERT_TRUE(first.allowed()) << first.reason;
   EXPECT_EQ(first.remaining, 100);
-  logger->log_success_event(typed_call("c1", 500, 100, 150));  // 150 cached of 500
+  // 100 cached of 500: the type's budget is used exactly, and a call that reserves nothing of it
+  // needs something left.
+  logger->log_success_event(typed_call("c1", 500, 100, 100));
   const AdmissionDecision spent = logger->admit(ask("c2", "alice", 1, 1));
   EXPECT_EQ(spent.reason, "budget_exhausted");
   EXPECT_EQ(spent.token_type, "cached_input");
