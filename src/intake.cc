@@ -270,9 +270,43 @@ void Intake::stop(SteadyTime deadline) noexcept {
   }
 }
 
-std::size_t Intake::buffered() const {
+Expected<Intake::Counts> Intake::counts() const {
+  for (int attempt = 0;; ++attempt) {
+    auto outbox = outbox_.counts();
+    if (!outbox) return outbox.error();
+    // After the outbox's counts: an event still in memory now was not in the outbox then, unless
+    // its insert had ended, or begun (PostgreSQL), by then.
+    std::lock_guard lock(mutex_);
+    Counts counts{*outbox, in_memory_};
+    if (storing_events_ > 0 && storing_insert_ != 0 && storing_insert_ <= outbox->inserts) {
+      counts.in_memory -= storing_events_;
+    }
+    // Events that left memory since the counts were read, by an insert they do not include, are
+    // in neither: read again. Past a few tries (inserts following each other flat out), the
+    // count is short of them for a moment; it never counts an event twice.
+    if (left_after_insert_ <= outbox->inserts || attempt == 2) return counts;
+  }
+}
+
+void Intake::begin_storing(std::size_t events) {
   std::lock_guard lock(mutex_);
-  return in_memory_;
+  storing_events_ = events;
+  storing_insert_ = 0;
+}
+
+void Intake::end_storing(std::size_t events) {
+  std::lock_guard lock(mutex_);
+  in_memory_ -= events;
+  storing_events_ = 0;
+  storing_insert_ = 0;
+  left_after_insert_ = last_insert_;
+}
+
+bool Intake::store_events(std::vector<NewEvent>& rows, std::size_t events) {
+  begin_storing(events);
+  const bool stored = store(rows);
+  end_storing(events);
+  return stored;
 }
 
 bool Intake::abandoned() const { return abandon_.load(std::memory_order_relaxed); }
@@ -315,12 +349,16 @@ void Intake::run() {
     lock.unlock();
     const std::size_t events = group.size();
     const auto started = std::chrono::steady_clock::now();
+    std::size_t left = 0;  // async: events that have left memory with their rows' insert
     if (journal_) {
-      write(group, [&](std::vector<NewEvent>& rows, bool last) {
+      write(group, [&](std::vector<NewEvent>& rows, bool last, std::size_t) {
         journal(rows, last ? sequence : 0, last ? events : 0);
       });
     } else {
-      write(group, [this](std::vector<NewEvent>& rows, bool) { (void)store(rows); });
+      write(group, [&](std::vector<NewEvent>& rows, bool, std::size_t slice) {
+        (void)store_events(rows, slice);
+        left += slice;
+      });
     }
     if (sync) {
       // At most a quarter of a commit's own time, and never more than kMaxCommitDelay.
@@ -340,7 +378,7 @@ void Intake::run() {
       lock.lock();
     }
     if (!journal_) {
-      in_memory_ -= events;
+      in_memory_ -= events - left;  // those the deadline left unstored (counted lost)
       lock.unlock();
       stored_.publish(sequence);
       lock.lock();
@@ -397,13 +435,17 @@ void Intake::write(EventBuffer& events, Sink sink) {
   std::vector<NewEvent> rows;
   rows.reserve(std::min(events.size(), kGroupSize) * sinks_.size() * config_.dimensions().size());
   std::size_t handled = 0;
+  std::size_t sliced = 0;  // events whose rows have gone to `sink`
   events.for_each([&](HandedEvent& event) {
     if (abandoned()) return;
     add_rows(event, now_ms, rows);
     ++handled;
-    if (rows.size() >= kGroupSize && handled < events.size()) sink(rows, false);
+    if (rows.size() >= kGroupSize && handled < events.size()) {
+      sink(rows, false, handled - sliced);
+      sliced = handled;
+    }
   });
-  sink(rows, true);
+  sink(rows, true, handled - sliced);
   if (handled < events.size()) {
     count_lost(events.size() - handled, Reason::kShutdownDeadline,
                "the shutdown deadline passed before the outbox could store them");
@@ -456,8 +498,17 @@ bool Intake::store_again(std::vector<NewEvent>& rows) {
 }
 
 bool Intake::insert(std::vector<NewEvent>& rows) {
+  {
+    // counts(): whether the outbox's counts include this insert is told by its number.
+    std::lock_guard lock(mutex_);
+    storing_insert_ = last_insert_ = outbox_.next_insert();
+  }
   auto result = outbox_.insert(rows);
   if (!result) {
+    {
+      std::lock_guard lock(mutex_);
+      storing_insert_ = 0;  // none of its rows are in the outbox
+    }
     if (outbox_.shared() && result.error().code != ErrorCode::kStorage) {
       // PostgreSQL refused the rows themselves: trying again would fail again and hold up every
       // later commit.
@@ -545,6 +596,7 @@ void Intake::ingest() {
     }
     lock.unlock();
     const std::size_t count = rows.size();
+    begin_storing(events);
     bool stored = store(rows);
     while (!stored && !abandoned()) {
       // The rows are safe in the journal: try again (a full disk, a lock held elsewhere).
@@ -558,10 +610,7 @@ void Intake::ingest() {
     ingest_backlog_ -= events;
     ingest_room_.notify_all();
     lock.unlock();
-    {
-      std::lock_guard buffer_lock(mutex_);
-      in_memory_ -= events;
-    }
+    end_storing(events);
     if (sequence > 0) stored_.publish(sequence);
     lock.lock();
   }

@@ -114,7 +114,15 @@ class Intake {
   // Stops intake (later submits count as dropped_shutdown), commits what is buffered, joins.
   void stop(SteadyTime deadline) noexcept;
 
-  std::size_t buffered() const;
+  // The outbox's counts and the events in memory whose rows they do not include, read so that no
+  // event is counted in both: an event whose rows are being inserted is in `in_memory` only while
+  // `outbox` does not include its insert (OutboxCounts::inserts). Exact on SQLite; on PostgreSQL
+  // an insert whose commit is not visible yet may be missing from both, never in both.
+  struct Counts {
+    OutboxCounts outbox;
+    std::size_t in_memory = 0;
+  };
+  Expected<Counts> counts() const;
 
  private:
   void run();
@@ -122,7 +130,12 @@ class Intake {
   // Turns events into rows, in slices handed to `sink` (async: stored; sync: journaled).
   template <typename Sink>
   void write(EventBuffer& events, Sink sink);
-  bool store(std::vector<NewEvent>& rows);        // false: the outbox refused the write
+  bool store(std::vector<NewEvent>& rows);  // false: the outbox refused the write
+  // store() of the rows of `events` events in memory, which leave memory (in_memory_) as the
+  // insert ends (counts()).
+  bool store_events(std::vector<NewEvent>& rows, std::size_t events);
+  void begin_storing(std::size_t events);
+  void end_storing(std::size_t events);
   bool insert(std::vector<NewEvent>& rows);       // the same, counting nothing as lost
   bool store_again(std::vector<NewEvent>& rows);  // a shared store: held until it answers
   void journal(std::vector<NewEvent>& rows, std::uint64_t sequence, std::size_t events);
@@ -156,7 +169,14 @@ class Intake {
   // Events in memory: in buffer_, in the writer's group, and journaled but not yet stored. The
   // cap applies to this.
   std::size_t in_memory_ = 0;
-  std::uint64_t submitted_ = 0;  // sequence number of the last buffered event
+  // The events of in_memory_ whose rows are being inserted (0: none), and the number of the
+  // insert() trying to store them (0: none yet, or the last failed) (Outbox::next_insert()).
+  std::size_t storing_events_ = 0;
+  std::uint64_t storing_insert_ = 0;
+  // The number of the last insert() begun for events that have left in_memory_ since.
+  std::uint64_t left_after_insert_ = 0;
+  std::uint64_t last_insert_ = 0;  // the number of the last insert() begun (under mutex_)
+  std::uint64_t submitted_ = 0;    // sequence number of the last buffered event
   bool accepting_ = true;
   bool stopping_ = false;
   bool flush_requested_ = false;

@@ -12,6 +12,7 @@
 // Every implementation is thread-safe; each call is one short transaction.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -50,6 +51,11 @@ struct OutboxCounts {
   std::int64_t parked = 0;
   std::int64_t dead = 0;
   std::int64_t oldest_pending_ms = 0;  // accepted_at of the oldest pending/batched event; 0: none
+  // This process's insert() calls (Outbox::next_insert()) these counts may include: none numbered
+  // after it. SQLite: those up to it have ended (their rows are in the counts or they failed).
+  // PostgreSQL: those up to it had begun when the counts were read (one of them may or may not be
+  // visible yet). A read-only outbox: 0.
+  std::uint64_t inserts = 0;
 
   // The count of rows in `state` (a stored state number; others are ignored).
   void set(std::int64_t state, std::int64_t rows) noexcept;
@@ -195,6 +201,12 @@ class Outbox {
   virtual Expected<InsertResult> insert(const std::vector<NewEvent>& events,
                                         const CarryRule& carry_rule) = 0;
   Expected<InsertResult> insert(const std::vector<NewEvent>& events);  // with intake's rule
+  // insert() calls are numbered from 1 in the order they begin; one thread of a process inserts
+  // (the intake's), so the next call gets this number. OutboxCounts::inserts says which of them
+  // the counts include: the intake never counts an event both in memory and in the outbox.
+  std::uint64_t next_insert() const noexcept {
+    return inserts_begun_.load(std::memory_order_acquire) + 1;
+  }
   // From now on no call waits for a lock another connection holds: it fails at once (a shutdown
   // past its deadline).
   virtual void interrupt_writes() = 0;
@@ -286,8 +298,18 @@ class Outbox {
                                       EventState event_state, const std::string& reason,
                                       const std::string& request_id, std::int64_t now_ms,
                                       const char* what) = 0;
+  // Numbers an insert() call as it begins (next_insert()).
+  std::uint64_t begin_insert() noexcept {
+    return inserts_begun_.fetch_add(1, std::memory_order_acq_rel) + 1;
+  }
+  std::uint64_t inserts_begun() const noexcept {
+    return inserts_begun_.load(std::memory_order_acquire);
+  }
   std::string instance_id_;
   std::vector<std::string> notes_;
+
+ private:
+  std::atomic<std::uint64_t> inserts_begun_{0};
 };
 
 // The outbox the configuration names: PostgreSQL when outbox_url is set, otherwise the SQLite

@@ -346,6 +346,7 @@ void PgOutbox::release_engine() {
 Expected<InsertResult> PgOutbox::insert(const std::vector<NewEvent>& events,
                                         const CarryRule& carry_rule) {
   if (mode_ == StoreMode::kReadOnly) return storage("the outbox is open read-only");
+  begin_insert();  // numbered as it begins: counts() cannot tell when its commit becomes visible
   for (const NewEvent& event : events) {
     if (!std::isfinite(event.cost)) {
       return storage("outbox write refused: a row's cost is not finite");
@@ -902,6 +903,9 @@ Expected<OutboxCounts> PgOutbox::counts() {
                               {p(stored(EventState::kPending)), p(stored(EventState::kBatched))});
   if (!oldest) return oldest.error();
   if (oldest->rows() == 1) counts.oldest_pending_ms = oldest->integer(0, 0);
+  // Read after the query: an insert that began later committed after it, so is not in it; one
+  // that began before may be (its commit is seen by the server before the writer hears of it).
+  counts.inserts = inserts_begun();
   return counts;
 }
 

@@ -485,8 +485,16 @@ SqliteOutbox::SqliteOutbox(std::string path, std::unique_ptr<Connections> connec
 
 SqliteOutbox::~SqliteOutbox() = default;
 
-void SqliteOutbox::add_count(EventState state, std::int64_t delta) {
-  if (delta != 0) counts_[stored(state)].fetch_add(delta, std::memory_order_relaxed);
+// One transaction's moves in one step: counts() never sees a row leave one state before it
+// reaches the next (a planning round's rows in neither pending nor batched, or in both).
+void SqliteOutbox::add_counts(std::initializer_list<std::pair<EventState, std::int64_t>> moves) {
+  std::lock_guard lock(counts_mutex_);
+  for (const auto& [state, delta] : moves) counts_[stored(state)] += delta;
+}
+
+std::int64_t SqliteOutbox::count_of(EventState state) {
+  std::lock_guard lock(counts_mutex_);
+  return counts_[stored(state)];
 }
 
 Expected<OutboxCounts> SqliteOutbox::count_by_query() {
@@ -505,6 +513,7 @@ Expected<void> SqliteOutbox::load_counts() {
   std::lock_guard lock(db_->engine_mutex);
   auto counts = count_by_query();
   if (!counts) return counts.error();
+  std::lock_guard counts_lock(counts_mutex_);
   counts_[stored(EventState::kPending)] = counts->pending;
   counts_[stored(EventState::kBatched)] = counts->batched;
   counts_[stored(EventState::kDelivered)] = counts->delivered;
@@ -516,6 +525,18 @@ Expected<void> SqliteOutbox::load_counts() {
 Expected<InsertResult> SqliteOutbox::insert(const std::vector<NewEvent>& events,
                                             const CarryRule& carry_rule) {
   std::lock_guard lock(*db_->writer_mutex);
+  // However it ends, the insert is finished in the step that adds its rows to the counts, so
+  // counts() reports the rows and the insert's number together (OutboxCounts::inserts).
+  struct Finish {
+    SqliteOutbox& outbox;
+    const std::uint64_t number;
+    std::int64_t added[5] = {0, 0, 0, 0, 0};  // by EventState, once committed
+    ~Finish() {
+      std::lock_guard counts_lock(outbox.counts_mutex_);
+      for (int state = 0; state < 5; ++state) outbox.counts_[state] += added[state];
+      outbox.inserts_finished_ = number;
+    }
+  } finish{*this, begin_insert()};
   sqlite3* db = db_->writer;
   if (db_->insert_event == nullptr && !db_->prepare_writer()) {
     db_->finalize_writer();
@@ -581,7 +602,7 @@ Expected<InsertResult> SqliteOutbox::insert(const std::vector<NewEvent>& events,
   }
   if (!transaction.commit()) return storage_error(db, "outbox commit failed");
   for (auto& [key, remainder] : carried) carries_[key] = remainder;
-  for (int state = 0; state < 5; ++state) add_count(static_cast<EventState>(state), added[state]);
+  std::copy(std::begin(added), std::end(added), std::begin(finish.added));
   return result;
 }
 
@@ -631,8 +652,7 @@ Expected<std::int64_t> SqliteOutbox::carry(const std::string& key) {
 Expected<std::vector<StoredEvent>> SqliteOutbox::due_events(std::int64_t now_ms, int limit) {
   std::lock_guard lock(db_->engine_mutex);
   sqlite3* db = db_->engine;
-  if (counts_[stored(EventState::kParked)].load(std::memory_order_relaxed) > 0 ||
-      mode_ != Mode::kEngine) {
+  if (count_of(EventState::kParked) > 0 || mode_ != Mode::kEngine) {
     Statement wake(db,
                    "UPDATE events SET state=?, updated_ms=? WHERE state=? AND "
                    "next_attempt_ms IS NOT NULL AND next_attempt_ms<=?");
@@ -644,8 +664,7 @@ Expected<std::vector<StoredEvent>> SqliteOutbox::due_events(std::int64_t now_ms,
       return storage_error(db, "cannot wake parked events");
     }
     const std::int64_t woken = sqlite3_changes(db);
-    add_count(EventState::kParked, -woken);
-    add_count(EventState::kPending, woken);
+    add_counts({{EventState::kParked, -woken}, {EventState::kPending, woken}});
   }
   Statement select(db, "SELECT " + std::string(kEventColumns) +
                            " FROM events WHERE state=? ORDER BY id LIMIT ?");
@@ -761,10 +780,10 @@ Expected<std::vector<Batch>> SqliteOutbox::apply(PlanWrites writes, std::int64_t
     created.push_back(std::move(batch));
   }
   if (!transaction.commit()) return storage_error(db, "cannot commit a planning round");
-  add_count(EventState::kPending, -(parked + killed + batched));
-  add_count(EventState::kParked, parked);
-  add_count(EventState::kDead, killed);
-  add_count(EventState::kBatched, batched);
+  add_counts({{EventState::kPending, -(parked + killed + batched)},
+              {EventState::kParked, parked},
+              {EventState::kDead, killed},
+              {EventState::kBatched, batched}});
   return created;
 }
 
@@ -863,8 +882,7 @@ Expected<bool> SqliteOutbox::finish_batch(const Batch& batch, BatchState batch_s
   }
   const std::int64_t moved = sqlite3_changes(db);
   if (!transaction.commit()) return storage_error(db, what);
-  add_count(EventState::kBatched, -moved);
-  add_count(event_state, moved);
+  add_counts({{EventState::kBatched, -moved}, {event_state, moved}});
   return true;
 }
 
@@ -922,8 +940,7 @@ Expected<bool> SqliteOutbox::dissolve_batch(const Batch& batch) {
   }
   const std::int64_t moved = sqlite3_changes(db);
   if (!transaction.commit()) return storage_error(db, "cannot dissolve a batch");
-  add_count(EventState::kBatched, -moved);
-  add_count(EventState::kPending, moved);
+  add_counts({{EventState::kBatched, -moved}, {EventState::kPending, moved}});
   return true;
 }
 
@@ -979,7 +996,7 @@ Expected<PruneStep> SqliteOutbox::prune_delivered(std::int64_t older_than_ms, in
       }
     }
     if (!transaction.commit()) return storage_error(db, "cannot prune the ledger");
-    add_count(EventState::kDelivered, -static_cast<std::int64_t>(old_rows.size()));
+    add_counts({{EventState::kDelivered, -static_cast<std::int64_t>(old_rows.size())}});
   }
   prune_cursor_ = cursor;
   PruneStep step{static_cast<std::int64_t>(old_rows.size()), seen < max_rows};
@@ -1101,8 +1118,7 @@ Expected<std::int64_t> SqliteOutbox::reject_delivered(
     moved += sqlite3_changes(db);
   }
   if (!transaction.commit()) return storage_error(db, "cannot mark rejected events");
-  add_count(EventState::kDelivered, -moved);
-  add_count(EventState::kDead, moved);
+  add_counts({{EventState::kDelivered, -moved}, {EventState::kDead, moved}});
   return moved;
 }
 
@@ -1132,14 +1148,17 @@ Expected<OutboxCounts> SqliteOutbox::counts() {
     if (!queried) return queried;
     counts = *queried;
   } else {
+    // All five and the inserts they include in one step (see add_counts(), insert()).
+    std::lock_guard counts_lock(counts_mutex_);
     const auto read = [this](EventState state) {
-      return std::max<std::int64_t>(0, counts_[stored(state)].load(std::memory_order_relaxed));
+      return std::max<std::int64_t>(0, counts_[stored(state)]);
     };
     counts.pending = read(EventState::kPending);
     counts.batched = read(EventState::kBatched);
     counts.delivered = read(EventState::kDelivered);
     counts.parked = read(EventState::kParked);
     counts.dead = read(EventState::kDead);
+    counts.inserts = inserts_finished_;
   }
   // The oldest waiting row is the lowest id among pending and batched ones: the first entry of
   // each state's range in the index.
@@ -1192,9 +1211,9 @@ Expected<std::int64_t> SqliteOutbox::move_requeued(const std::string& reason,
     moved[i] = sqlite3_changes(db);
   }
   if (!transaction.commit()) return storage_error(db, "cannot requeue events");
-  add_count(EventState::kParked, -moved[0]);
-  add_count(EventState::kDead, -moved[1]);
-  add_count(EventState::kPending, moved[0] + moved[1]);
+  add_counts({{EventState::kParked, -moved[0]},
+              {EventState::kDead, -moved[1]},
+              {EventState::kPending, moved[0] + moved[1]}});
   return moved[0] + moved[1];
 }
 

@@ -74,7 +74,8 @@ class SqliteOutbox final : public Outbox {
   Expected<std::int64_t> move_requeued(const std::string& reason, const std::string& customer_key);
   Expected<OutboxCounts> count_by_query();
   Expected<void> load_counts();
-  void add_count(EventState state, std::int64_t delta);
+  void add_counts(std::initializer_list<std::pair<EventState, std::int64_t>> moves);
+  std::int64_t count_of(EventState state);
   Expected<bool> finish_batch(const Batch& batch, BatchState batch_state, EventState event_state,
                               const std::string& reason, const std::string& request_id,
                               std::int64_t now_ms, const char* what) override;
@@ -88,7 +89,9 @@ class SqliteOutbox final : public Outbox {
   std::map<std::string, std::int64_t> carries_;  // committed remainders (writer connection)
   std::int64_t prune_cursor_ = 0;                // engine connection
   bool writer_relaxed_ = false;                  // the writer commits without syncing
-  std::atomic<std::int64_t> counts_[5] = {};     // by EventState
+  std::mutex counts_mutex_;                      // counts_ and inserts_finished_
+  std::int64_t counts_[5] = {};                  // by EventState
+  std::uint64_t inserts_finished_ = 0;           // the number of the last insert() that ended
 };
 
 }  // namespace stripe_billing

@@ -227,9 +227,11 @@ class StripeLogger::Impl {
     if (const auto refused = webhooks_not_configured_.load(); refused > 0) {
       stats.webhooks["not_configured"] += refused;
     }
-    if (auto counts = outbox_->counts()) {
+    if (auto both = intake_.counts()) {
+      // Rows the outbox holds and events still in memory, never one event in both (Intake::counts).
+      const OutboxCounts* counts = &both->outbox;
       stats.pending =
-          static_cast<std::uint64_t>(counts->pending + counts->batched) + intake_.buffered();
+          static_cast<std::uint64_t>(counts->pending + counts->batched) + both->in_memory;
       stats.parked = static_cast<std::uint64_t>(counts->parked);
       stats.dead = static_cast<std::uint64_t>(counts->dead);
       if (counts->oldest_pending_ms > 0) {

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <sqlite3.h>
 
+#include <atomic>
 #include <future>
 #include <limits>
 #include <set>
@@ -483,6 +484,39 @@ TEST_F(StripeLoggerTest, ManyHostThreadsCanReportAtOnce) {
   for (auto& thread : threads) thread.join();
   ASSERT_TRUE(logger->flush(in_seconds(30)));
   EXPECT_EQ(emulator_.total_usage(item), 200);
+}
+
+TEST_F(StripeLoggerTest, PendingNeverCountsAnEventTwiceWhileItIsCommitted) {
+  // stats() from another thread, as a /metrics scrape, while every call is its own commit (sync,
+  // one host thread): pending is never more than the calls made so far.
+  add_customer("alice");
+  auto logger = make_logger(config());
+  std::atomic<std::uint64_t> started{0};
+  std::atomic<bool> logging{true};
+  std::atomic<std::uint64_t> reads{0}, over{0}, worst{0};
+  std::thread scraper([&] {
+    while (logging.load()) {
+      const std::uint64_t pending = logger->stats().pending;
+      const std::uint64_t made = started.load();  // read after: every event counted had started
+      ++reads;
+      if (pending > made) {
+        ++over;
+        worst = std::max(worst.load(), pending - made);
+      }
+    }
+  });
+  for (int i = 0; i < 2000; ++i) {
+    ++started;
+    UsageEvent e = event("call-" + std::to_string(i), 1);
+    e.request_user = "alice";
+    logger->log_success_event(e);
+  }
+  logging = false;
+  scraper.join();
+  EXPECT_GT(reads.load(), 0u);
+  EXPECT_EQ(over.load(), 0u) << "of " << reads.load() << " reads; at worst " << worst.load()
+                             << " more than the calls made";
+  ASSERT_TRUE(logger->flush(in_seconds(30)));
 }
 
 TEST_F(StripeLoggerTest, HostileValuesNeverChangeThePathOrTheParameters) {
