@@ -127,6 +127,33 @@ bool Dispatcher::drain(SteadyTime deadline) {
   return drained;
 }
 
+bool Dispatcher::wait_until_delivered(SteadyTime deadline) {
+  if (drain(deadline) && !outbox_.shared()) return true;
+  // A shared store; or drain() gave up (the deadline, or stopped), when the store is asked once.
+  const bool shared = outbox_.shared();
+  std::unique_lock lock(mutex_);
+  ++draining_;  // while this replica runs the engine, it does not wait out aggregation windows
+  full_round_ = true;
+  planner_wake_.notify_one();
+  bool delivered = false;
+  while (true) {
+    lock.unlock();
+    auto outstanding = outbox_.has_outstanding();
+    lock.lock();
+    if (outstanding && !*outstanding && unrecorded_.empty()) {
+      delivered = true;
+      break;
+    }
+    const auto now = std::chrono::steady_clock::now();
+    if (!shared || stopping_ || now >= deadline) break;
+    // Not a test's sleep: other replicas' deliveries wake nothing here, so the store is asked
+    // again at this interval; this process's own progress wakes it at once.
+    progress_.wait_until(lock, std::min(deadline, now + kStoreRecheck));
+  }
+  --draining_;
+  return delivered;
+}
+
 void Dispatcher::stop() {
   {
     std::lock_guard lock(mutex_);

@@ -74,6 +74,11 @@ class Dispatcher {
   // Sends everything that can go now (aggregation windows are not waited out). True when no
   // row is pending or in an undelivered batch.
   bool drain(SteadyTime deadline);
+  // drain(); then, on a shared store (a fleet, whose engine may run on another replica), until
+  // the store holds nothing pending or in an undelivered batch: woken by this process's progress,
+  // and asking the store again every kStoreRecheck for what the other replicas deliver.
+  bool wait_until_delivered(SteadyTime deadline);
+  static constexpr std::chrono::milliseconds kStoreRecheck{200};
   // Stops the threads: the caller aborts in-flight requests through the transport first;
   // aborted attempts are not counted. Queued batches go back to the outbox unattempted.
   void stop();

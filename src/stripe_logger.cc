@@ -149,6 +149,14 @@ class StripeLogger::Impl {
     }
   }
 
+  bool wait_until_delivered(SteadyTime deadline) noexcept {
+    try {
+      return intake_.flush(deadline) && dispatcher_.wait_until_delivered(deadline);
+    } catch (...) {
+      return false;
+    }
+  }
+
   bool shutdown(SteadyTime deadline) noexcept {
     std::lock_guard lock(shutdown_mutex_);
     if (stopped_) return drained_;
@@ -307,6 +315,10 @@ WebhookResponse StripeLogger::handle_stripe_webhook(std::string_view body,
 
 bool StripeLogger::flush(std::chrono::steady_clock::time_point deadline) noexcept {
   return impl_->flush(deadline);
+}
+
+bool StripeLogger::wait_until_delivered(std::chrono::steady_clock::time_point deadline) noexcept {
+  return impl_->wait_until_delivered(deadline);
 }
 
 bool StripeLogger::shutdown(std::chrono::steady_clock::time_point deadline) noexcept {

@@ -91,11 +91,9 @@ int main(int argc, char** argv) {
   if (drain) {
     if ((*logger)->config().uses_postgres()) {
       // A fleet's store: whichever replica holds the engine lease delivers (this one, once the
-      // killed replicas' lease has expired). Polled, bounded: a test helper's wait.
-      const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(drain_seconds);
-      while ((*logger)->stats().pending > 0 && std::chrono::steady_clock::now() < deadline) {
-        std::this_thread::sleep_for(std::chrono::milliseconds(100));
-      }
+      // killed replicas' lease has expired); shutdown() alone would not wait for another's.
+      (void)(*logger)->wait_until_delivered(std::chrono::steady_clock::now() +
+                                            std::chrono::seconds(drain_seconds));
     }
     const bool drained =
         (*logger)->shutdown(std::chrono::steady_clock::now() + std::chrono::seconds(drain_seconds));

@@ -143,6 +143,46 @@ TEST_F(FleetTest, WhenTheEngineHolderStopsAnotherReplicaDeliversWhatItHeld) {
   EXPECT_NE(engine_holder(), holder);
 }
 
+TEST_F(FleetTest, AReplicaWaitsUntilTheReplicaRunningTheEngineHasDeliveredItsCalls) {
+  const std::string alice = add_customer("alice");
+  const Config config = fleet_config();
+  start(1, config);  // replica 0 takes the engine lease
+  ASSERT_TRUE(eventually([&] { return engine_holder() == 0; }, std::chrono::seconds(10)));
+  start(1, config);  // replica 1 finds it held: it stores calls, replica 0 delivers them
+  for (int i = 0; i < 20; ++i) {
+    replicas_[1]->log_success_event(for_customer("w" + std::to_string(i), 5));
+  }
+  // flush() would return once the calls are in PostgreSQL; this waits for Stripe to have them.
+  EXPECT_TRUE(replicas_[1]->wait_until_delivered(in_seconds(30)));
+  EXPECT_EQ(emulator_.total_usage(alice), 100) << "delivered when the wait returned";
+  EXPECT_EQ(replicas_[1]->stats().pending, 0u);
+  EXPECT_EQ(logs_[1]->text().find("runs the delivery engine now"), std::string::npos)
+      << "replica 0 delivered them, not replica 1";
+}
+
+TEST_F(FleetTest, WaitingForDeliveryIsFalseAtTheDeadlineWhileStripeRefusesAndTrueAfter) {
+  const std::string alice = add_customer("alice");
+  Config config = fleet_config();
+  config.max_backoff_s = "1";
+  start(1, config);
+  ASSERT_TRUE(eventually([&] { return engine_holder() == 0; }, std::chrono::seconds(10)));
+  start(1, config);
+  stripe_emulator::Fault unavailable;
+  unavailable.status = 503;
+  unavailable.path_prefix = "/v1/subscription_items/";
+  emulator_.inject(unavailable, 1'000'000);
+  for (int i = 0; i < 5; ++i) {
+    replicas_[1]->log_success_event(for_customer("r" + std::to_string(i), 5));
+  }
+  EXPECT_FALSE(replicas_[1]->wait_until_delivered(std::chrono::steady_clock::now() +
+                                                  std::chrono::milliseconds(1500)));
+  EXPECT_EQ(replicas_[1]->stats().pending, 5u) << "the rows stay in the store, retried";
+  EXPECT_EQ(emulator_.total_usage(alice), 0);
+  emulator_.clear_faults();
+  EXPECT_TRUE(replicas_[1]->wait_until_delivered(in_seconds(30)));
+  EXPECT_EQ(emulator_.total_usage(alice), 25);
+}
+
 TEST_F(FleetTest, TheFleetSendsWithinOneAccountRate) {
   std::vector<std::string> items;
   for (int c = 0; c < 6; ++c) items.push_back(add_customer("c" + std::to_string(c)));

@@ -519,6 +519,32 @@ TEST_F(StripeLoggerTest, PendingNeverCountsAnEventTwiceWhileItIsCommitted) {
   ASSERT_TRUE(logger->flush(in_seconds(30)));
 }
 
+TEST_F(StripeLoggerTest, WaitUntilDeliveredIsFalseWhileStripeRefusesAndTrueOnceItHasEverything) {
+  const std::string item = add_customer("alice");
+  Config config = this->config();
+  config.max_backoff_s = "1";
+  auto logger = make_logger(config);
+  stripe_emulator::Fault unavailable;
+  unavailable.status = 503;
+  unavailable.path_prefix = "/v1/subscription_items/";
+  emulator_.inject(unavailable, 1'000'000);
+  for (int i = 0; i < 3; ++i) {
+    UsageEvent e = event("call-" + std::to_string(i), 4);
+    e.request_user = "alice";
+    logger->log_success_event(e);
+  }
+  EXPECT_FALSE(logger->wait_until_delivered(std::chrono::steady_clock::now() +
+                                            std::chrono::milliseconds(1000)));
+  EXPECT_EQ(logger->stats().pending, 3u);
+  emulator_.clear_faults();
+  EXPECT_TRUE(logger->wait_until_delivered(in_seconds(20)));
+  EXPECT_EQ(emulator_.total_usage(item), 12);
+  EXPECT_EQ(logger->stats().pending, 0u);
+  // After shutdown it only looks: nothing is outstanding.
+  ASSERT_TRUE(logger->shutdown(in_seconds(10)));
+  EXPECT_TRUE(logger->wait_until_delivered(in_seconds(1)));
+}
+
 TEST_F(StripeLoggerTest, HostileValuesNeverChangeThePathOrTheParameters) {
   const std::vector<std::string> billable = {
       "a&quantity=999", "x=y", "a/b", "../../v1/customers", "100%", "two words", "it's"};

@@ -155,6 +155,14 @@ class StripeLogger final : public CustomLogger {
   WebhookResponse handle_stripe_webhook(std::string_view body,
                                         std::string_view stripe_signature) noexcept;
   bool flush(std::chrono::steady_clock::time_point deadline) noexcept override;
+  // Waits until the outbox holds nothing outstanding: this process's calls are all stored and no
+  // row of the store is pending or in an undelivered batch (everything delivered, or parked or
+  // dead with a reason). On SQLite that is flush(). On a fleet's PostgreSQL store, where
+  // flush() returns once the calls are stored (another replica may run the delivery engine), it
+  // goes on waiting for the fleet's store: woken by this process's deliveries, and asking the
+  // store again every 200 ms for what other replicas deliver (and for their calls too). False
+  // at the deadline (Stripe refusing, no replica delivering), or after shutdown() with rows left.
+  bool wait_until_delivered(std::chrono::steady_clock::time_point deadline) noexcept;
   bool shutdown(std::chrono::steady_clock::time_point deadline) noexcept override;
 
   StripeLoggerStats stats() const;
