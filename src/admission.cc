@@ -523,21 +523,36 @@ void Admission::settle(const UsageEvent& event) noexcept {
     if (settings_.mode == AdmissionMode::kOff) return;
     const Actual used = actual(event).value_or(Actual{});
     const CustomerKey key = charge_by_value(event, config_);
-    if (key.value.empty() || !is_storable_text(key.value) || key.value.size() > 500) return;
+    const bool named = !key.value.empty() && is_storable_text(key.value) && key.value.size() <= 500;
     const std::string call = hold_key(event.call_id);
     const std::uint64_t recent_id = std::hash<std::string>{}(call) | 1;  // never 0: a free slot
-    Shard& shard = shard_of(key.value);
-    std::lock_guard lock(shard.mutex);
-    Account* owner = nullptr;
-    const auto hold = shard.holds.find(call);
-    if (hold != shard.holds.end()) {
-      owner = hold->second.owner;
+    // The hold's customer counts the usage. An event that names no usable customer (it is not
+    // billed either) still closes its hold, in whichever shard it is.
+    const auto take_hold = [&](Shard& shard) -> Account* {
+      const auto hold = shard.holds.find(call);
+      if (hold == shard.holds.end()) return nullptr;
+      Account* owner = hold->second.owner;
       for (std::size_t i = 0; i < hold->second.count; ++i) {
         hold->second.parts[i].account->held -= hold->second.parts[i].amount;
       }
       shard.holds.erase(hold);
       ++shard.counters.holds_settled;
-    } else {
+      return owner;
+    };
+    if (!named) {
+      for (Shard& shard : shards_) {
+        std::lock_guard lock(shard.mutex);
+        if (take_hold(shard) != nullptr) {
+          shard.changed.notify_all();
+          return;
+        }
+      }
+      return;
+    }
+    Shard& shard = shard_of(key.value);
+    std::lock_guard lock(shard.mutex);
+    Account* owner = take_hold(shard);
+    if (owner == nullptr) {
       if (shard.recent.count(recent_id) != 0) return;  // settled already
       owner = &account_locked(shard, key.value, "");
       ++shard.counters.settled_without_hold;
@@ -562,16 +577,25 @@ void Admission::release(const UsageEvent& event) noexcept {
     if (settings_.mode == AdmissionMode::kOff) return;
     const CustomerKey key = charge_by_value(event, config_);
     const std::string call = hold_key(event.call_id);
-    Shard& shard = shard_of(key.value);
-    std::lock_guard lock(shard.mutex);
-    const auto hold = shard.holds.find(call);
-    if (hold == shard.holds.end()) return;
-    for (std::size_t i = 0; i < hold->second.count; ++i) {
-      hold->second.parts[i].account->held -= hold->second.parts[i].amount;
+    // The hold is in the shard of the customer the event names; a failure event may name none
+    // (it is not billed), so the other shards are looked at too.
+    Shard& home = shard_of(key.value);
+    const auto release_in = [&](Shard& shard) {
+      std::lock_guard lock(shard.mutex);
+      const auto hold = shard.holds.find(call);
+      if (hold == shard.holds.end()) return false;
+      for (std::size_t i = 0; i < hold->second.count; ++i) {
+        hold->second.parts[i].account->held -= hold->second.parts[i].amount;
+      }
+      shard.holds.erase(hold);
+      ++shard.counters.holds_released;
+      shard.changed.notify_all();
+      return true;
+    };
+    if (release_in(home)) return;
+    for (Shard& shard : shards_) {
+      if (&shard != &home && release_in(shard)) return;
     }
-    shard.holds.erase(hold);
-    ++shard.counters.holds_released;
-    shard.changed.notify_all();
   } catch (...) {
   }
 }

@@ -190,6 +190,30 @@ TEST_F(AdmissionTest, HoldsAreSizedSettledToTheActualAmountAndReleased) {
 }
 
 // Call ids that are long or not text hold and settle like any other.
+// Holds are kept by customer (in shards): an event that names no customer is not billed, and
+// still closes its call's hold, whichever customer was admitted.
+TEST_F(AdmissionTest, EventsThatNameNoCustomerStillCloseTheirHolds) {
+  auto logger = start(admission_config("*=100000"));
+  ASSERT_NE(logger, nullptr);
+  constexpr int kCustomers = 16;  // enough to land in shards other than the nameless one's
+  for (int i = 0; i < kCustomers; ++i) {
+    const std::string customer = "cust-" + std::to_string(i);
+    ASSERT_TRUE(logger->admit(ask("fail-" + customer, customer, 10, 10)).allowed());
+    ASSERT_TRUE(logger->admit(ask("ok-" + customer, customer, 10, 10)).allowed());
+  }
+  ASSERT_EQ(logger->stats().holds_open, 2u * kCustomers);
+  for (int i = 0; i < kCustomers; ++i) {
+    UsageEvent nameless = used("fail-cust-" + std::to_string(i), 0, "");
+    logger->log_failure_event(nameless);
+  }
+  EXPECT_EQ(logger->stats().holds_released, static_cast<std::uint64_t>(kCustomers));
+  for (int i = 0; i < kCustomers; ++i) {
+    logger->log_success_event(used("ok-cust-" + std::to_string(i), 5, ""));
+  }
+  EXPECT_EQ(logger->stats().holds_settled, static_cast<std::uint64_t>(kCustomers));
+  EXPECT_EQ(logger->stats().holds_open, 0u);
+}
+
 TEST_F(AdmissionTest, LongAndBinaryCallIdsSettleTheirHolds) {
   auto logger = start(admission_config("alice=1000", 100));
   ASSERT_NE(logger, nullptr);
