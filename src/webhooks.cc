@@ -5,8 +5,6 @@
 #include <pthread.h>
 #include <spdlog/logger.h>
 
-#include <algorithm>
-#include <chrono>
 #include <nlohmann/json.hpp>
 
 #include "admission.h"
@@ -19,11 +17,6 @@ namespace {
 
 constexpr std::size_t kMaxBody = 1 << 20;  // Stripe's events are far smaller
 constexpr std::size_t kMaxIdLength = 255;
-// Events stored but not processed (a thin event whose fetch failed) are looked for again this
-// often, by the library's clock (steady_now()); the thread looks at that clock at least this
-// often, so a clock that is moved (a test's) is noticed within a tick.
-constexpr auto kRescanInterval = std::chrono::seconds(30);
-constexpr auto kClockTick = std::chrono::seconds(1);
 
 std::string hex_hmac_sha256(const std::string& key, std::string_view message) {
   unsigned char digest[EVP_MAX_MD_SIZE];
@@ -224,22 +217,16 @@ void Webhooks::stop() {
 
 void Webhooks::run() {
   pthread_setname_np(pthread_self(), "sb-webhooks");
-  auto next_rescan = clock_->steady_now() + kRescanInterval;
   for (;;) {
     StoredWebhook event;
     {
       std::unique_lock lock(mutex_);
       busy_ = false;
       if (queue_.empty()) idle_.notify_all();
-      // Every kRescanInterval of the library's clock, when there is nothing to do, events stored
-      // but not processed (a thin event whose fetch failed) are tried again.
-      const auto until_rescan =
-          std::chrono::duration_cast<std::chrono::milliseconds>(next_rescan - clock_->steady_now());
-      const auto wait = std::clamp<std::chrono::milliseconds>(
-          until_rescan, std::chrono::milliseconds(0), kClockTick);
-      if (!work_.wait_for(lock, wait, [&] { return stopping_ || !queue_.empty(); })) {
-        if (clock_->steady_now() < next_rescan) continue;
-        next_rescan = clock_->steady_now() + kRescanInterval;
+      // Every 30 s with nothing to do, events stored but not processed (a thin event whose fetch
+      // failed) are tried again.
+      if (!work_.wait_for(lock, std::chrono::seconds(30),
+                          [&] { return stopping_ || !queue_.empty(); })) {
         lock.unlock();
         auto left = store_->unprocessed_webhooks(100);
         lock.lock();
@@ -276,7 +263,7 @@ void Webhooks::process(const StoredWebhook& event) {
       count("fetch_failed");
       log_->warn("stripe_billing webhook {}: cannot fetch the event: {}", log_safe(event.id),
                  full.error().message);
-      done = false;  // kept unprocessed: tried again by the next rescan, or the next start
+      done = false;  // kept unprocessed: tried again at the next start
     } else {
       error_report(event, full->body);
     }

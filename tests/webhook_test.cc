@@ -2,15 +2,13 @@
 // StripeLogger::handle_stripe_webhook() end to end, mounted on a small HTTP server in this test to
 // which the emulator delivers real, signed events: not configured, forged, stale, replayed (also
 // after a restart on the same outbox file), retried after an answer the host lost, not an event,
-// of an unknown type; meter error reports marking the sampled rows dead (one that could not be
-// fetched: after a restart, and by the periodic rescan on a moved clock); credit grants and credit
+// of an unknown type; meter error reports marking the sampled rows dead; credit grants and credit
 // balance transactions refreshing the credit balance that admission reads; the secret kept out of
 // the logs and the metrics. Nothing sleeps: the tests wait on the emulator's deliveries, on
 // flush() and on conditions with deadlines.
 #include <gtest/gtest.h>
 #include <httplib.h>
 
-#include <atomic>
 #include <cctype>
 #include <chrono>
 #include <condition_variable>
@@ -341,8 +339,8 @@ class WebhookEndToEndTest : public ::testing::Test {
 
   // A logger mounted on the route, owned by the fixture (a late retry may still reach the route
   // after the test's body ended: the route is detached before any logger is destroyed).
-  StripeLogger* start(const Config& config, std::shared_ptr<Clock> clock = nullptr) {
-    auto made = make_stripe_logger(config, {nullptr, log_.logger(), std::move(clock), {}});
+  StripeLogger* start(const Config& config) {
+    auto made = make_stripe_logger(config, {nullptr, log_.logger(), nullptr, {}});
     if (!made) throw std::runtime_error(made.error().to_string());
     loggers_.push_back(std::move(made.value()));
     route_.attach(loggers_.back().get());
@@ -830,51 +828,6 @@ TEST_F(MeterErrorReportTest, AReportThatCouldNotBeFetchedIsProcessedAfterARestar
   EXPECT_EQ(stats.dead, 1u);
   EXPECT_EQ(rejected(stats, "stripe_meter_event_customer_not_found"), 1u);
   stop(restarted);
-  EXPECT_EQ(delivered_calls(), (std::set<std::string>{"call-1", "call-3"}));
-}
-
-// The wall clock and the monotonic one, moved forward together by the test.
-class ManualClock : public Clock {
- public:
-  TimePoint now() const override { return std::chrono::system_clock::now() + offset_.load(); }
-  std::chrono::steady_clock::time_point steady_now() const override {
-    return std::chrono::steady_clock::now() + offset_.load();
-  }
-  void advance(std::chrono::seconds by) { offset_ = offset_.load() + by; }
-
- private:
-  std::atomic<std::chrono::seconds> offset_{std::chrono::seconds(0)};
-};
-
-TEST_F(MeterErrorReportTest, AReportThatCouldNotBeFetchedIsProcessedByTheNextRescan) {
-  auto clock = std::make_shared<ManualClock>();
-  StripeLogger* logger = start(config(), clock);
-  bill(*logger, 3);
-  emulator_->reject_meter_event_async("call-2:total_tokens", "meter_event_customer_not_found");
-  stripe_emulator::Fault missing;
-  missing.status = 404;
-  missing.path_prefix = "/v2/core/events/";
-  emulator_->inject(missing);  // once: the fetch works again after
-  const std::string id = report(*logger);
-  auto stats = logger->stats();
-  ASSERT_EQ(counted(stats, "fetch_failed"), 1u);
-  EXPECT_EQ(counted(stats, "meter_rows_rejected"), 0u);
-  EXPECT_EQ(count_get_event(id), 1u);
-
-  // Without a restart: once 30 s have passed on the library's clock, the stored event is tried
-  // again, fetched and processed.
-  clock->advance(std::chrono::seconds(31));
-  ASSERT_TRUE(
-      eventually([&] { return counted(logger->stats(), "meter_rows_rejected") == 1; }, kDeadline))
-      << log_.text();
-  stats = logger->stats();
-  EXPECT_EQ(counted(stats, "received"), 1u);
-  EXPECT_EQ(counted(stats, "fetch_failed"), 1u);
-  EXPECT_EQ(counted(stats, "meter_error_report"), 1u);
-  EXPECT_EQ(stats.dead, 1u);
-  EXPECT_EQ(rejected(stats, "stripe_meter_event_customer_not_found"), 1u);
-  EXPECT_EQ(count_get_event(id), 2u);
-  stop(logger);
   EXPECT_EQ(delivered_calls(), (std::set<std::string>{"call-1", "call-3"}));
 }
 
